@@ -1,0 +1,52 @@
+// Test hooks on a widget's root element (SPEC 6): data-frames counts the frames this view drew,
+// data-step names the training step of the frame on screen. The root is an ancestor created by
+// ipywidgets; a view is attached to it only after render() returns, so attributes wait for it.
+
+export function rootCounter(el, rootClass) {
+  let frames = 0;
+  let step = null;
+  let root = null;
+
+  function apply() {
+    root ??= el.closest(`.${rootClass}`);
+    if (!root) return false;
+    root.setAttribute("data-frames", String(frames));
+    if (step !== null) root.setAttribute("data-step", String(step));
+    return true;
+  }
+
+  let tries = 0;
+  (function settle() {
+    if (!apply() && tries++ < 600) requestAnimationFrame(settle);
+  })();
+
+  return {
+    frame(newStep) {
+      frames += 1;
+      step = newStep;
+      apply();
+    },
+    get frames() {
+      return frames;
+    },
+  };
+}
+
+// Run fn once per burst of synchronous calls: one comm message sets several attributes, each
+// firing its own change event, and should count as one frame.
+export function coalesce(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    queueMicrotask(() => {
+      queued = false;
+      fn();
+    });
+  };
+}
+
+// A widget reference travels as "IPY_MODEL_<id>"; anywidget resolves ids to live models.
+export function referencedModel(model, name) {
+  return model.widget_manager.get_model(model.get(name).slice("IPY_MODEL_".length));
+}

@@ -1,0 +1,23 @@
+import { coalesce, rootCounter } from "./root.js";
+import { statusText } from "./format.js";
+
+const FIELDS = ["step", "steps_per_second", "overhead", "budget", "samples", "errors",
+  "last_error", "nonfinite", "detached"];
+
+export default {
+  render({ model, el }) {
+    el.classList.add("nnmodes-status");
+    const counter = rootCounter(el, "nnmodes-dashboard");
+    const draw = coalesce(() => {
+      const state = Object.fromEntries(FIELDS.map((f) => [f, model.get(f)]));
+      el.textContent = statusText(state);
+      el.classList.toggle("nnmodes-status-alert", state.errors > 0 || state.nonfinite.length > 0);
+      counter.frame(state.step);
+    });
+    for (const f of FIELDS) model.on(`change:${f}`, draw);
+    draw();
+    return () => {
+      for (const f of FIELDS) model.off(`change:${f}`, draw);
+    };
+  },
+};

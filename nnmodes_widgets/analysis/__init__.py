@@ -1,0 +1,8 @@
+"""Pure computations on torch modules and tensors, one module per analysis family.
+
+Nothing here imports Jupyter or the widget side: these functions work in a plain script.
+"""
+
+from .rwc import relative_weight_change, weight_snapshot
+
+__all__ = ["weight_snapshot", "relative_weight_change"]

@@ -1,0 +1,189 @@
+"""Relative weight change (RWC) of a network's weights.
+
+Definitions from WeightScale (Agarwal et al., arXiv 2107.07005) and its predecessor (arXiv
+2011.06735); see SPEC section 4.1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["RWC_KINDS", "RwcTracker", "weight_snapshot", "relative_weight_change"]
+
+RWC_KINDS = ("l1", "elementwise", "l2")
+
+# Layers are laid out in one flat buffer per (device, dtype), each padded to whole chunks. Sums run
+# over chunks in the buffer's dtype (torch sums pairwise; 1024 terms lose nothing that matters) and
+# then over a layer's chunks in float64: a float64 reduction of float32 data is 20-70x slower on
+# CPU, and one reduction over the whole buffer replaces a handful of kernel launches per layer.
+_CHUNK = 1024
+
+
+def weight_snapshot(model: nn.Module, *, include_bias: bool = False) -> dict[str, torch.Tensor]:
+    """Detached copies of the model's weights, keyed by parameter name.
+
+    Every parameter with ``ndim >= 2`` is copied; with ``include_bias=True`` the 0-D and 1-D ones
+    (biases, norm scales) too. Copies stay on the parameter's own device. A parameter shared by
+    several modules (tied weights) appears once, under its first name, as in
+    ``model.named_parameters()``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"weight_snapshot expects a torch.nn.Module, got {type(model).__name__}")
+    return {
+        name: p.detach().clone()
+        for name, p in model.named_parameters()
+        if include_bias or p.ndim >= 2
+    }
+
+
+def relative_weight_change(
+    before: Mapping[str, torch.Tensor],
+    after: Mapping[str, torch.Tensor],
+    *,
+    kind: str = "l1",
+) -> dict[str, float]:
+    """Relative weight change of every parameter present in both snapshots.
+
+    ``kind`` is ``"l1"`` (default; the published formula ||after - before||_1 / ||before||_1),
+    ``"elementwise"`` (what the published WeightScale code computed: the mean over elements with
+    before_i != 0 of |after_i - before_i| / |before_i|; zero elements are skipped, never inf) or
+    ``"l2"`` (||after - before||_2 / ||before||_2). Accumulated in float64 on ``before``'s device.
+    A zero-norm ``before`` gives NaN. Parameters present in only one snapshot are left out.
+
+    Raises ValueError naming the parameter and both shapes when shapes differ.
+    """
+    _check_kind(kind)
+    names = [n for n in before if n in after]
+    for name in names:
+        if tuple(before[name].shape) != tuple(after[name].shape):
+            raise ValueError(
+                f"parameter {name!r} changed shape: before {tuple(before[name].shape)}, "
+                f"after {tuple(after[name].shape)}"
+            )
+    tracker = RwcTracker({n: before[n] for n in names}, kind=kind)
+    return tracker.update({n: after[n].to(before[n].device) for n in names})
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in RWC_KINDS:
+        raise ValueError(f"unknown RWC kind {kind!r}; choose one of {', '.join(map(repr, RWC_KINDS))}")
+
+
+def _buffer_dtype(t: torch.Tensor) -> torch.dtype:
+    # half precision would round the partial sums themselves; float64 stays float64
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+class _Group:
+    """The layers of one (device, dtype): two flat buffers, the snapshot and the workspace."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, shapes: dict[str, torch.Size]):
+        self.names = list(shapes)
+        sizes = [max(1, math.ceil(s.numel() / _CHUNK)) * _CHUNK for s in shapes.values()]
+        chunks = torch.tensor([n // _CHUNK for n in sizes], device=device)
+        self.owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunks)
+        self.snap = torch.zeros(sum(sizes), dtype=dtype, device=device)
+        self.work = torch.zeros_like(self.snap)
+        offsets = [0]
+        for n in sizes[:-1]:
+            offsets.append(offsets[-1] + n)
+        self._slices = [(o, s.numel(), s) for o, s in zip(offsets, shapes.values())]
+        self.snap_views, self.work_views = self._views(self.snap), self._views(self.work)
+        self.snap_norm: torch.Tensor | None = None   # per-layer norm of the snapshot, when cached
+
+    def _views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        return [buf[o:o + n].view(shape) for o, n, shape in self._slices]
+
+    def swap(self) -> None:
+        self.snap, self.work = self.work, self.snap
+        self.snap_views, self.work_views = self.work_views, self.snap_views
+
+    def layer_sum(self, per_chunk: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(self.names), dtype=torch.float64, device=per_chunk.device)
+        return out.index_add_(0, self.owner, per_chunk.to(torch.float64))
+
+    def chunk_norm(self, buf: torch.Tensor, ord: int) -> torch.Tensor:
+        """Per-layer sum of |x|^ord over the buffer (padding is zero)."""
+        rows = buf.view(-1, _CHUNK)
+        # abs/square then sum: on CPU 4x faster than linalg.vector_norm along a dimension
+        return self.layer_sum((rows.abs() if ord == 1 else rows.square()).sum(dim=1))
+
+
+class RwcTracker:
+    """Relative weight change of a set of tensors between consecutive ``update`` calls.
+
+    All layers of one device and dtype are handled by a few whole-buffer operations, whatever
+    their number: the snapshot lives in one flat buffer, the new values are copied into a second
+    one, and the two swap roles. Memory: twice the tracked tensors. Results stay on the device
+    until one transfer per device at the end.
+
+    ``update(tensors)`` returns ``{name: rwc}`` for every tensor that was tracked with the same
+    shape, dtype and device; a new or replaced tensor starts tracking (listed in ``started``) and
+    gets its first value at the next update; a vanished one is dropped.
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], *, kind: str = "l1"):
+        _check_kind(kind)
+        self.kind = kind
+        self._groups: list[_Group] = []
+        self._where: dict[str, tuple] = {}     # name -> (shape, dtype, device) tracked
+        self.started: list[str] = []
+        self._relayout(tensors)
+        self.started = []
+
+    def update(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        if self._signature(tensors) != self._where:
+            self._relayout(tensors)
+        else:
+            self.started = []
+        results = {}
+        for g in self._groups:
+            torch._foreach_copy_(g.work_views, [tensors[n].detach() for n in g.names])
+            results[g] = self._compute(g)
+            g.swap()
+        values: dict[str, float] = {}
+        for g, rwc in results.items():
+            for name, v in zip(g.names, rwc.cpu().tolist()):
+                if name not in self.started:
+                    values[name] = v
+        return {n: values[n] for n in tensors if n in values}
+
+    def _compute(self, g: _Group) -> torch.Tensor:
+        """RWC per layer of g, snapshot (before) -> workspace (after); leaves the workspace intact."""
+        if self.kind == "elementwise":
+            before = g.snap
+            ratio = (g.work - before).abs_().div_(before.abs()).masked_fill_(before == 0, 0.0)
+            num = g.layer_sum(ratio.view(-1, _CHUNK).sum(dim=1))
+            den = g.layer_sum((before != 0).view(-1, _CHUNK).sum(dim=1))
+        else:
+            ord = 1 if self.kind == "l1" else 2
+            den = g.snap_norm if g.snap_norm is not None else g.chunk_norm(g.snap, ord)
+            g.snap_norm = g.chunk_norm(g.work, ord)          # the next update's denominator
+            num = g.chunk_norm(g.snap.sub_(g.work), ord)     # the snapshot is spent after this
+            if ord == 2:
+                num, den = num.sqrt(), den.sqrt()
+        # x/0 and 0/0 both become NaN: a zero reference has no relative change.
+        return torch.where(den != 0, num / den, torch.full_like(num, math.nan))
+
+    @staticmethod
+    def _signature(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
+        return {n: (t.shape, t.dtype, t.device) for n, t in tensors.items()}
+
+    def _relayout(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Lay the tensors out anew, keeping the snapshot of every one that is unchanged."""
+        old = {n: v for g in self._groups for n, v in zip(g.names, g.snap_views)}
+        signature = self._signature(tensors)
+        self.started = [n for n, sig in signature.items() if self._where.get(n) != sig]
+        by_key: dict[tuple, dict[str, torch.Size]] = {}
+        for name, t in tensors.items():
+            by_key.setdefault((t.device, _buffer_dtype(t)), {})[name] = t.shape
+        self._groups = [_Group(device, dtype, shapes) for (device, dtype), shapes in by_key.items()]
+        for g in self._groups:
+            sources = [old[n] if n not in self.started else tensors[n].detach() for n in g.names]
+            if sources:
+                torch._foreach_copy_(g.snap_views, sources)
+        self._where = signature

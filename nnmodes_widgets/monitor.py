@@ -1,0 +1,260 @@
+"""Attaching analyses to a training loop: cadence, overhead accounting, history, errors.
+
+The monitor runs inside the user's training step, so every fault it meets is caught and kept in
+``monitor.errors``; only KeyboardInterrupt and friends (not Exception) pass through.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .analysis.rwc import RWC_KINDS, RwcTracker
+from .history import History
+
+__all__ = ["Monitor", "MonitorError"]
+
+_MAX_ERRORS = 1000          # newest kept; `error_count` counts them all
+_RATE_WINDOW = 200          # steps over which steps/s and overhead share are measured
+
+
+@dataclass(frozen=True)
+class MonitorError:
+    """One analysis failure: where, when and what."""
+
+    step: int
+    analysis: str
+    layer: str | None
+    message: str
+    traceback: str = field(repr=False)
+
+    def __str__(self) -> str:
+        where = f"{self.analysis}" + (f" [{self.layer}]" if self.layer else "")
+        return f"step {self.step}: {where}: {self.message}"
+
+
+class Monitor:
+    """Watch a model while it trains.
+
+    ``Monitor(model, optimizer, every=10)`` hooks ``optimizer.step`` (``register_step_post_hook``);
+    without an optimizer the loop calls ``monitor.step()`` after each update. Every ``every``
+    steps it records the relative weight change (SPEC 4.1, ``rwc_kind``) of each weight since the
+    previous sample into ``monitor.history`` under ``"rwc"``, keyed by parameter name.
+
+    ``probe`` — a batch ``x`` or ``(x, y)`` for the sample-dependent analyses — and ``budget`` —
+    the share of training wall time the monitor may take — are kept for those analyses.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        probe=None,
+        every: int = 10,
+        budget: float = 0.05,
+        rwc_kind: str = "l1",
+        include_bias: bool = False,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Monitor expects a torch.nn.Module as model, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"Monitor expects a torch.optim.Optimizer (or None), got {type(optimizer).__name__}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+            raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
+        if rwc_kind not in RWC_KINDS:
+            raise ValueError(f"unknown rwc_kind {rwc_kind!r}; choose one of {', '.join(map(repr, RWC_KINDS))}")
+        self.model = model
+        self.optimizer = optimizer
+        self.probe = _check_probe(probe)
+        self.every = every
+        self.budget = float(budget)
+        self.rwc_kind = rwc_kind
+        self.include_bias = include_bias
+
+        weights = self._weights()
+        if not weights:
+            what = "parameters" if include_bias else "weights with ndim >= 2"
+            raise ValueError(f"nothing to analyse: {type(model).__name__} has no {what}")
+
+        self.history = History()
+        self.errors: list[MonitorError] = []
+        self.error_count = 0
+        self.nonfinite: dict[str, int] = {}   # layer -> step its weights were first seen NaN/inf
+        self._step = 0
+        self._lock = threading.RLock()
+        self._tracker = RwcTracker(weights, kind=rwc_kind)
+        self._listeners: list[Callable[[Monitor], None]] = []
+        self._overhead_total = 0.0
+        self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # (t, overhead)
+        self._detached = False
+        self._hooks = []
+        if optimizer is not None:
+            self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
+
+    # -- the training-loop side ------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Count one training step; sample every ``every`` steps. Never raises an Exception."""
+        if self._detached:
+            warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
+            return
+        t0 = time.perf_counter()
+        with self._lock:
+            self._step += 1
+            if self._step % self.every == 0:
+                self._guarded("rwc", self._sample_rwc)
+            overhead = time.perf_counter() - t0
+            self._overhead_total += overhead
+            self._ticks.append((t0, overhead))
+        for listener in list(self._listeners):
+            self._guarded("listener", listener, self)
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        self.step()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every scheduled analysis is in the history; True when all finished.
+
+        RWC is computed inside the step, so it is always complete when this returns.
+        """
+        with self._lock:
+            return True
+
+    def detach(self) -> None:
+        """Flush, then remove every hook this monitor added. The history stays readable."""
+        if self._detached:
+            return
+        self.flush()
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._detached = True
+        for listener in list(self._listeners):
+            self._guarded("listener", listener, self)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    # -- state for status lines and widgets ----------------------------------------------------------
+
+    @property
+    def current_step(self) -> int:
+        return self._step
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
+
+    def stats(self) -> dict:
+        """``step``, ``steps_per_second`` and ``overhead`` (the monitor's share of wall time), both
+        over the last steps, ``samples``, ``errors`` and ``last_error``."""
+        with self._lock:
+            ticks = list(self._ticks)
+            step = self._step
+        rate = overhead = float("nan")
+        if len(ticks) >= 2:
+            span = ticks[-1][0] + ticks[-1][1] - ticks[0][0]
+            if span > 0:
+                rate = (len(ticks) - 1) / (ticks[-1][0] - ticks[0][0])
+                overhead = sum(o for _, o in ticks) / span
+        return {
+            "step": step,
+            "steps_per_second": rate,
+            "overhead": overhead,
+            "overhead_seconds": self._overhead_total,
+            "samples": len(self.history.steps("rwc")),
+            "errors": self.error_count,
+            "last_error": str(self.errors[-1]) if self.errors else None,
+            "nonfinite": sorted(self.nonfinite),
+            "detached": self._detached,
+        }
+
+    def subscribe(self, listener: Callable[[Monitor], None]) -> None:
+        """Call ``listener(monitor)`` after every step (on the training thread: keep it cheap)."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[Monitor], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def dashboard(self):
+        """The live dashboard of this monitor (``nnmodes_widgets.Dashboard``)."""
+        from .widgets.dashboard import Dashboard  # widgets sit above the monitor
+
+        return Dashboard(self)
+
+    def __repr__(self) -> str:
+        state = "detached" if self._detached else "attached"
+        return (f"<Monitor {type(self.model).__name__} {state}, step {self._step}, every {self.every}, "
+                f"{self.error_count} errors>")
+
+    # -- analyses ----------------------------------------------------------------------------------------
+
+    def _weights(self) -> dict[str, nn.Parameter]:
+        # named_parameters() lists a tied parameter once, under its first name.
+        return {n: p for n, p in self.model.named_parameters() if self.include_bias or p.ndim >= 2}
+
+    def _sample_rwc(self) -> None:
+        weights = self._weights()
+        values = self._tracker.update(weights)
+        for name in self._tracker.started:   # added or replaced since the last sample
+            self.report_notice("rwc", name, "parameter added or replaced (shape, dtype or device "
+                               "changed); its series starts at the next sample")
+        for name, value in values.items():
+            if not math.isfinite(value) and not torch.isfinite(weights[name].detach()).all():
+                self.nonfinite.setdefault(name, self._step)
+        self.history.record("rwc", self._step, time.time(), values)
+
+    # -- faults ------------------------------------------------------------------------------------------
+
+    def _guarded(self, analysis: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.report(analysis, exc)
+
+    def report(self, analysis: str, exc: BaseException, layer: str | None = None) -> None:
+        """Keep a failure of ``analysis`` in ``monitor.errors`` (widgets report theirs here too)."""
+        self._record_error(MonitorError(
+            self._step, analysis, layer, f"{type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc))))
+
+    def report_notice(self, analysis: str, layer: str | None, message: str) -> None:
+        """Keep a condition that is not an exception (a replaced parameter, say) in ``errors``."""
+        self._record_error(MonitorError(self._step, analysis, layer, message, ""))
+
+    def _record_error(self, error: MonitorError) -> None:
+        self.error_count += 1
+        self.errors.append(error)
+        if len(self.errors) > _MAX_ERRORS:
+            del self.errors[0]
+
+
+def _check_probe(probe):
+    if probe is None or isinstance(probe, torch.Tensor):
+        return probe
+    if (isinstance(probe, (tuple, list)) and len(probe) == 2
+            and all(isinstance(t, torch.Tensor) for t in probe)):
+        x, y = probe
+        if len(x) != len(y):
+            raise ValueError(f"probe inputs and labels differ in length: x {tuple(x.shape)}, y {tuple(y.shape)}")
+        return (x, y)
+    raise TypeError("probe must be a tensor x or a pair (x, y) of tensors, "
+                    f"got {type(probe).__name__}")

@@ -1,0 +1,35 @@
+"""Bounded views of long series for plotting: the full resolution stays in the history."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def minmax_decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce ``y`` [L, T] sampled at ``x`` [T] to at most ``max_points + 1`` points per row.
+
+    Each of ``max_points // 2`` buckets keeps its minimum and its maximum in time order, so spikes
+    survive (a stride would skip them); the newest point is always kept. NaN gaps stay NaN.
+    Returns ``(x [L, P], y [L, P])``.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    y = np.asarray(y, dtype=float)
+    x = np.asarray(x)
+    n_rows, n = y.shape
+    if n <= max_points + 1:
+        return np.broadcast_to(x, y.shape).copy(), y.copy()
+    head = n - 1                                   # the last point is appended as it is
+    buckets = max_points // 2
+    width = -(-head // buckets)
+    padded = np.full((n_rows, buckets * width), np.nan)
+    padded[:, :head] = y[:, :head]
+    blocks = padded.reshape(n_rows, buckets, width)
+    nan = np.isnan(blocks)
+    lo = np.where(nan, np.inf, blocks).argmin(axis=2)
+    hi = np.where(nan, -np.inf, blocks).argmax(axis=2)
+    base = (np.arange(buckets) * width)[None, :]
+    idx = np.stack([base + np.minimum(lo, hi), base + np.maximum(lo, hi)], axis=2)
+    idx = np.minimum(idx.reshape(n_rows, 2 * buckets), head - 1)   # buckets lying past the end
+    idx = np.concatenate([idx, np.full((n_rows, 1), n - 1)], axis=1)
+    return x[idx], np.take_along_axis(y, idx, axis=1)

@@ -1,0 +1,36 @@
+"""Binding a widget to a monitor: every step requests an update, a Throttle delivers it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..monitor import Monitor
+from .throttle import Throttle
+
+
+class LiveBinding:
+    """Calls ``push()`` with the monitor's newest state, at most ``max_rate`` times per second.
+
+    Pushes once at creation so a widget made after training shows the data at once, and once more
+    when the monitor detaches so the final state is on screen.
+    """
+
+    def __init__(self, monitor: Monitor, push: Callable[[], None], *, name: str,
+                 max_rate: float = 10.0):
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"expected a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        self.monitor = monitor
+        self.throttle = Throttle(push, max_rate=max_rate,
+                                 on_error=lambda exc: monitor.report(f"widget:{name}", exc))
+        self.throttle.push_now()
+        monitor.subscribe(self._on_step)
+
+    def _on_step(self, monitor: Monitor) -> None:
+        if monitor.detached:
+            self.throttle.push_now()
+        else:
+            self.throttle.request()
+
+    def close(self) -> None:
+        self.monitor.unsubscribe(self._on_step)
+        self.throttle.close()

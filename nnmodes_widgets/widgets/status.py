@@ -1,0 +1,54 @@
+"""The dashboard's status line: step, speed, the monitor's share of wall time, faults."""
+
+from __future__ import annotations
+
+import math
+
+import anywidget
+import traitlets
+
+from ..monitor import Monitor
+from ._bundle import bundle
+from .live import LiveBinding
+
+
+class StatusLine(anywidget.AnyWidget):
+    """One line of text drawn in the browser from these numbers (class ``nnmodes-status``)."""
+
+    _esm = bundle("status.js")
+    _css = bundle("widgets.css")
+    step = traitlets.Int(0).tag(sync=True)
+    steps_per_second = traitlets.Float(None, allow_none=True).tag(sync=True)
+    overhead = traitlets.Float(None, allow_none=True).tag(sync=True)
+    budget = traitlets.Float(0.05).tag(sync=True)
+    samples = traitlets.Int(0).tag(sync=True)
+    errors = traitlets.Int(0).tag(sync=True)
+    last_error = traitlets.Unicode("").tag(sync=True)
+    nonfinite = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    detached = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
+        super().__init__(budget=monitor.budget, **kwargs)
+        self.monitor = monitor
+        self._live = LiveBinding(monitor, self._push, name="status", max_rate=max_rate)
+
+    def _push(self) -> None:
+        s = self.monitor.stats()
+        with self.hold_sync():
+            self.steps_per_second = _finite_or_none(s["steps_per_second"])
+            self.overhead = _finite_or_none(s["overhead"])
+            self.samples = s["samples"]
+            self.errors = s["errors"]
+            self.last_error = s["last_error"] or ""
+            self.nonfinite = s["nonfinite"]
+            self.detached = s["detached"]
+            self.step = s["step"]   # last: the browser redraws on it
+
+    def close(self) -> None:
+        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
+            self._live.close()
+        super().close()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

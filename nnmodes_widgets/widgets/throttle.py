@@ -1,0 +1,67 @@
+"""Rate-limited, coalescing delivery of widget updates.
+
+The training loop only *requests* an update (a flag set, microseconds); a daemon thread builds and
+sends at most ``max_rate`` updates per second, always from the newest data, so a fast loop never
+waits for a widget and a slow widget never sees a backlog. Sending comm messages from a thread is
+safe: ipykernel routes them through its IOPub thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class Throttle:
+    def __init__(self, push: Callable[[], None], *, on_error: Callable[[Exception], None],
+                 max_rate: float = 10.0):
+        if not max_rate > 0:
+            raise ValueError(f"max_rate must be positive, got {max_rate!r}")
+        self.interval = 1.0 / max_rate
+        self._push = push
+        self._on_error = on_error
+        self._wanted = threading.Event()
+        self._push_lock = threading.Lock()   # one push at a time, thread or caller
+        self._last = float("-inf")
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.pushes = 0
+
+    def request(self) -> None:
+        """Ask for an update as soon as the rate allows; cheap enough to call on every step."""
+        if self._closed:
+            return
+        self._wanted.set()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="nnmodes-throttle", daemon=True)
+            self._thread.start()
+
+    def push_now(self) -> None:
+        """Update immediately on the calling thread (first render, final state, tests)."""
+        self._wanted.clear()
+        self._deliver()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._closed:
+                return
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)   # requests arriving meanwhile merge into this one update
+            self._wanted.clear()
+            self._deliver()
+
+    def _deliver(self) -> None:
+        with self._push_lock:
+            self._last = time.monotonic()
+            try:
+                self._push()
+                self.pushes += 1
+            except Exception as exc:  # a broken update must not kill the thread
+                self._on_error(exc)

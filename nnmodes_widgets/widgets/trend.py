@@ -1,0 +1,111 @@
+"""Live per-layer trend of the relative weight change (RWC) against the training step."""
+
+from __future__ import annotations
+
+import anywidget
+import bqplot
+import ipywidgets
+import numpy as np
+import traitlets
+
+from ..monitor import Monitor
+from ._bundle import bundle
+from .colors import ordered_colors
+from .decimate import minmax_decimate
+from .live import LiveBinding
+
+_LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
+
+
+class _TrendControls(anywidget.AnyWidget):
+    """Front-end half of the trend: header, log-scale switch, frame counting.
+
+    The log switch swaps the bqplot scales in the browser, so it works while a training cell
+    keeps the kernel busy.
+    """
+
+    _esm = bundle("trend.js")
+    _css = bundle("widgets.css")
+    title = traitlets.Unicode("").tag(sync=True)
+    log_y = traitlets.Bool(False).tag(sync=True)
+    step = traitlets.Int(0).tag(sync=True)
+    lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
+    y_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
+    linear_scale = traitlets.Instance(bqplot.LinearScale).tag(sync=True, **ipywidgets.widget_serialization)
+    log_scale = traitlets.Instance(bqplot.LogScale).tag(sync=True, **ipywidgets.widget_serialization)
+
+
+class Trend(ipywidgets.VBox):
+    """RWC of every layer against the training step, coloured front (dark) to back (light).
+
+    Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
+    the newest data, each series reduced to about ``max_points`` points (min/max per bucket, so
+    spikes stay visible). ``log_y`` starts on a log scale; the switch in the header changes it in
+    the browser. Root element class: ``nnmodes-trend``.
+    """
+
+    def __init__(self, monitor: Monitor, *, log_y: bool = False, max_points: int = 500,
+                 max_rate: float = 10.0, **kwargs):
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"Trend expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+            raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
+        self.monitor = monitor
+        self.max_points = max_points
+        x_scale = bqplot.LinearScale()
+        linear, log = bqplot.LinearScale(), bqplot.LogScale()
+        self._lines = bqplot.Lines(
+            x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": linear},
+            stroke_width=1.5, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
+        )
+        y_axis = bqplot.Axis(scale=linear, side="left", label="RWC", tick_format=".2g",
+                             grid_lines="dashed")
+        x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
+        figure = bqplot.Figure(
+            marks=[self._lines], axes=[x_axis, y_axis], animation_duration=0,
+            fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 150},
+            legend_location="top-right", legend_style={"stroke-width": 0},
+            layout=ipywidgets.Layout(width="100%", height="320px"),
+        )
+        self._controls = _TrendControls(
+            title=f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps",
+            log_y=log_y, lines=self._lines, y_axis=y_axis, linear_scale=linear, log_scale=log)
+        self._layers: list[str] = []
+        self._version = -1
+        super().__init__(children=[self._controls, figure], **kwargs)
+        self.add_class("nnmodes-trend")
+        self._live = LiveBinding(monitor, self._push, name="trend", max_rate=max_rate)
+
+    @property
+    def log_y(self) -> bool:
+        return self._controls.log_y
+
+    @log_y.setter
+    def log_y(self, value: bool) -> None:
+        self._controls.log_y = bool(value)
+
+    def _push(self) -> None:
+        history = self.monitor.history
+        if history.version == self._version:
+            return
+        self._version = history.version
+        layers, steps, values = history.matrix("rwc")
+        if not layers:
+            return
+        x, y = minmax_decimate(steps.astype(np.float64), values, self.max_points)
+        # The step goes first: the browser counts a frame when the line data arrives and labels
+        # it with the step it already has.
+        self._controls.step = int(steps[-1])
+        with self._lines.hold_sync():
+            if layers != self._layers:
+                self._layers = layers
+                self._lines.labels = layers
+                self._lines.colors = ordered_colors(len(layers))
+                self._lines.display_legend = len(layers) <= _LEGEND_MAX
+            self._lines.x = x
+            self._lines.y = y.astype(np.float32)
+
+    def close(self) -> None:
+        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
+            self._live.close()
+        super().close()

@@ -1,0 +1,127 @@
+"""The %nnmodes magic in a real IPython kernel (jupyter_client), as a notebook user meets it."""
+
+import pytest
+
+from kernel import Kernel
+
+SETUP = """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+def train(steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+class Trainer:
+    pass
+trainer = Trainer()
+trainer.model = model
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    k = Kernel()
+    k.ok("%load_ext nnmodes_widgets")
+    k.ok(SETUP)
+    yield k
+    k.close()
+
+
+def usage_error(kernel, line):
+    result = kernel.run(line)
+    assert result.error is not None, f"{line!r} did not fail"
+    ename, evalue = result.error
+    assert ename == "UsageError", result.error
+    assert "\n" not in evalue.strip(), f"not a one-line message: {evalue!r}"
+    return evalue
+
+
+def test_watch_shows_the_dashboard_and_follows_training(kernel):
+    result = kernel.ok("monitor = %nnmodes watch model optimizer --every 5")
+    views = [d for d in result.displays if "application/vnd.jupyter.widget-view+json" in d]
+    assert len(views) == 1, result.displays
+    kernel.ok("train(40)")
+    out = kernel.ok("%nnmodes status").stdout
+    assert "step 40" in out and "8 samples every 5 steps" in out and "0 errors" in out, out
+    steps = kernel.ok("print(monitor.history.steps('rwc').tolist())").stdout
+    assert steps.strip() == str(list(range(5, 41, 5)))
+    layers = kernel.ok("print(monitor.history.layers('rwc'))").stdout
+    assert layers.strip() == "['0.weight', '2.weight']"
+    out = kernel.ok("%nnmodes detach").stdout
+    assert "detached" in out and "step 40" in out
+    hooks = kernel.ok("print(len(optimizer._optimizer_step_post_hooks), monitor.detached)").stdout
+    assert hooks.split() == ["0", "True"]
+
+
+def test_watch_options_and_attribute_names(kernel):
+    kernel.ok("x_probe = torch.randn(32, 4); y_probe = torch.randint(0, 2, (32,))")
+    kernel.ok("m2 = %nnmodes watch trainer.model --every 3 --budget 0.1 --probe x_probe y_probe")
+    out = kernel.ok("print(m2.every, m2.budget, m2.optimizer, m2.probe[0].shape[0], m2.model is model)")
+    assert out.stdout.split() == ["3", "0.1", "None", "32", "True"]
+    # without an optimizer the loop steps the monitor itself
+    kernel.ok("for _ in range(6): m2.step()")
+    assert kernel.ok("print(len(m2.history.steps('rwc')))").stdout.strip() == "2"
+    kernel.ok("%nnmodes detach")
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("%nnmodes", "no subcommand"),
+    ("%nnmodes frobnicate", "unknown subcommand 'frobnicate'"),
+    ("%nnmodes watch", "takes MODEL [OPTIMIZER]"),
+    ("%nnmodes watch nope", "name 'nope' is not defined"),
+    ("%nnmodes watch model nope", "name 'nope' is not defined"),
+    ("%nnmodes watch trainer.nope", "'trainer' has no attribute 'nope'"),
+    ("%nnmodes watch __import__('os')", "is not a name"),
+    ("%nnmodes watch model optimizer extra", "takes MODEL [OPTIMIZER]"),
+    ("%nnmodes watch model --every", "--every needs a value"),
+    ("%nnmodes watch model --every ten", "--every expects an integer, got 'ten'"),
+    ("%nnmodes watch model --every 0", "every must be a positive integer"),
+    ("%nnmodes watch model --budget 2", "budget must be a fraction"),
+    ("%nnmodes watch model --speed 3", "unknown option '--speed'"),
+    ("%nnmodes watch model --every 2 --every 3", "--every given twice"),
+    ("%nnmodes watch optimizer", "expects a torch.nn.Module"),
+    ("%nnmodes watch model model", "expects a torch.optim.Optimizer"),
+    ("%nnmodes watch model 'unclosed", "cannot parse"),
+    ("%nnmodes status extra", "takes no arguments"),
+])
+def test_mistakes_are_one_line_usage_errors(kernel, line, fragment):
+    assert fragment in usage_error(kernel, line)
+
+
+def test_a_failed_watch_changes_nothing(kernel):
+    before = kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout
+    usage_error(kernel, "%nnmodes watch model optimizer --every 0")
+    assert kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout == before
+
+
+def test_status_and_detach_without_a_monitor(kernel):
+    kernel.ok("%nnmodes watch model optimizer")
+    kernel.ok("%nnmodes detach")
+    assert "no monitor is attached" in usage_error(kernel, "%nnmodes status")
+    assert "no monitor is attached" in usage_error(kernel, "%nnmodes detach")
+
+
+def test_unload_detaches_every_monitor():
+    k = Kernel()
+    try:
+        k.ok("%load_ext nnmodes_widgets")
+        k.ok(SETUP)
+        k.ok("a = %nnmodes watch model optimizer --every 2")
+        k.ok("b = %nnmodes watch trainer.model --every 4")
+        k.ok("train(8)")
+        assert k.ok("print(a.detached, b.detached)").stdout.split() == ["False", "False"]
+        k.ok("%unload_ext nnmodes_widgets")
+        out = k.ok("print(a.detached, b.detached, len(optimizer._optimizer_step_post_hooks))")
+        assert out.stdout.split() == ["True", "True", "0"]
+        result = k.run("%nnmodes status")
+        assert result.error and "not found" in result.error[1]
+        # and it can be loaded again
+        k.ok("%load_ext nnmodes_widgets")
+        k.ok("c = %nnmodes watch model optimizer")
+        k.ok("train(3)")
+        assert "step 3" in k.ok("%nnmodes status").stdout
+    finally:
+        k.close()

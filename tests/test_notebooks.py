@@ -1,0 +1,51 @@
+"""Every notebook in notebooks/ runs top to bottom in a fresh kernel, as a user would run it."""
+
+import functools
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@functools.cache   # each notebook runs once per session; several tests read its outputs
+def execute(path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+def outputs(nb, kind=None):
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if kind is None or out.output_type == kind:
+                yield out
+
+
+def test_there_are_notebooks():
+    assert any(p.name == "quickstart.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", \
+        "JupyterLab asks for a kernel when the kernelspec is missing"
+    executed = execute(path)   # raises CellExecutionError on any failing cell
+    assert not list(outputs(executed, "error"))
+
+
+def test_quickstart_trains_and_shows_the_dashboard():
+    nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("quickstart.ipynb")])
+    text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    views = [o for o in outputs(nb, "display_data") if WIDGET_VIEW in o.data]
+    assert len(views) == 1, "the dashboard is displayed once"
+    accuracy = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "test accuracy" in line]
+    assert accuracy and accuracy[-1] > 0.9, text
+    assert "0 errors" in text and "detached from Sequential" in text, text
+    for layer in ("0.weight", "2.weight", "4.weight"):
+        assert f"{layer}" in text

@@ -1,0 +1,231 @@
+"""Python side of the widgets: what the kernel sends, how often, and that faults are contained."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import nnmodes_widgets as nm
+from nnmodes_widgets.widgets import Dashboard, Trend
+from nnmodes_widgets.widgets.colors import ordered_colors
+from nnmodes_widgets.widgets.decimate import minmax_decimate
+from nnmodes_widgets.widgets.throttle import Throttle
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                               torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+def _train(model, optimizer, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(16, 6)).pow(2).mean().backward()
+        optimizer.step()
+
+
+# -- decimation ------------------------------------------------------------------------------------
+
+def test_decimate_short_series_pass_through():
+    x = np.arange(5.0)
+    y = np.arange(10.0).reshape(2, 5)
+    dx, dy = minmax_decimate(x, y, 10)
+    assert dx.shape == (2, 5) and np.array_equal(dx[1], x) and np.array_equal(dy, y)
+
+
+def test_decimate_bounds_points_keeps_extremes_and_last_point():
+    rng = np.random.default_rng(0)
+    x = np.arange(10_001) * 10.0
+    y = rng.normal(size=(3, 10_001))
+    y[1, 4321] = 50.0          # a spike a stride would miss
+    y[2, 777] = -50.0
+    dx, dy = minmax_decimate(x, y, 200)
+    assert dy.shape[1] <= 201 and dx.shape == dy.shape
+    for row in range(3):
+        # brute force: every bucket's min and max survive, so the global ones do
+        assert dy[row].max() == y[row].max() and dy[row].min() == y[row].min()
+        assert dx[row, -1] == x[-1] and dy[row, -1] == y[row, -1]
+        assert np.all(np.diff(dx[row]) >= 0), "points stay in time order"
+        # every kept point is a real (x, y) pair of the series
+        idx = (dx[row] / 10).astype(int)
+        assert np.array_equal(y[row, idx], dy[row])
+
+
+def test_decimate_nan_gaps_stay_gaps():
+    y = np.ones((2, 1000))
+    y[0, 100:900] = np.nan      # a layer with no values in the middle (NaN weights)
+    y[1, :] = np.nan            # a layer with none at all
+    dx, dy = minmax_decimate(np.arange(1000.0), y, 50)
+    assert np.isnan(dy[1]).all()
+    assert np.isnan(dy[0]).any() and np.nanmax(dy[0]) == 1.0
+    assert not np.isnan(dx).any()
+
+
+def test_decimate_rejects_tiny_budget():
+    with pytest.raises(ValueError, match="max_points"):
+        minmax_decimate(np.arange(3.0), np.ones((1, 3)), 1)
+
+
+# -- colours ---------------------------------------------------------------------------------------
+
+def test_layer_colors_run_dark_to_light():
+    colors = ordered_colors(7)
+    assert len(colors) == 7 and len(set(colors)) == 7
+    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors])
+    luminance = rgb @ [0.2126, 0.7152, 0.0722]
+    assert np.all(np.diff(luminance) > 0)
+    assert ordered_colors(0) == [] and len(ordered_colors(1)) == 1
+
+
+# -- throttle --------------------------------------------------------------------------------------
+
+def test_throttle_coalesces_to_the_newest_and_limits_the_rate():
+    seen, errors = [], []
+    state = {"value": 0}
+    throttle = Throttle(lambda: seen.append(state["value"]), max_rate=10, on_error=errors.append)
+    start = time.monotonic()
+    for i in range(1, 2001):
+        state["value"] = i
+        throttle.request()
+        if i % 200 == 0:
+            time.sleep(0.05)
+    elapsed = time.monotonic() - start
+    deadline = time.monotonic() + 5
+    while (not seen or seen[-1] != 2000) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    throttle.close()
+    assert seen and seen[-1] == 2000, "the last request is always delivered, with the newest data"
+    # at most one push per 0.1 s, plus the first one (an upper bound: slow machines push less)
+    assert len(seen) <= (time.monotonic() - start) * 10 + 2
+    assert len(seen) < 2000 / 10, f"{len(seen)} pushes for 2000 requests in {elapsed:.2f}s: not coalesced"
+    assert seen == sorted(seen) and not errors
+
+
+def test_throttle_reports_push_errors_and_keeps_running():
+    errors, calls = [], []
+
+    def push():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("broken frame")
+
+    throttle = Throttle(push, max_rate=100, on_error=errors.append)
+    throttle.request()
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    throttle.request()
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    throttle.close()
+    assert [str(e) for e in errors] == ["broken frame"] and len(calls) == 2
+
+
+# -- trend and dashboard ---------------------------------------------------------------------------
+
+def test_trend_sends_every_layer_bounded_and_in_binary():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1)
+    trend = Trend(monitor, max_points=40)
+    try:
+        _train(model, optimizer, 300)
+        trend._live.throttle.push_now()
+        layers = monitor.history.layers("rwc")
+        lines = trend._lines
+        assert list(lines.labels) == layers == ["0.weight", "2.weight", "4.weight"]
+        assert lines.y.shape[0] == 3 and lines.y.shape[1] <= 41 and lines.x.shape == lines.y.shape
+        assert lines.y.dtype == np.float32    # binary buffers, half the bytes of float64
+        assert trend._controls.step == 300 and lines.x[0, -1] == 300
+        steps, values = monitor.history.get("rwc", "2.weight")
+        assert np.isclose(lines.y[1, -1], values[-1], rtol=1e-6)
+        assert np.isclose(lines.y[1].max(), values.max(), rtol=1e-6)
+        assert "nnmodes-trend" in trend._dom_classes
+        assert len(set(lines.colors)) == 3
+    finally:
+        trend.close()
+        monitor.detach()
+
+
+def test_trend_draws_nan_weights_as_gaps():
+    model = _mlp()
+    monitor = nm.Monitor(model, every=1)
+    trend = Trend(monitor)
+    for _ in range(3):
+        monitor.step()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    for _ in range(3):
+        monitor.step()
+    trend._live.throttle.push_now()
+    assert np.isnan(trend._lines.y[1, -3:]).all() and np.isfinite(trend._lines.y[0]).all()
+    assert list(monitor.nonfinite) == ["2.weight"]
+    trend.close()
+
+
+def test_dashboard_status_and_lifecycle():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=5)
+    dashboard = monitor.dashboard()
+    assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
+    assert dashboard.children == (dashboard.status, dashboard.trend)
+    _train(model, optimizer, 50)
+    dashboard.status._live.throttle.push_now()
+    status = dashboard.status
+    assert status.step == 50 and status.samples == 10 and status.errors == 0
+    assert status.steps_per_second > 0 and 0 <= status.overhead <= 1
+    assert status.budget == monitor.budget
+    # detaching pushes the final state at once
+    monitor.detach()
+    assert status.detached is True
+    dashboard.close()
+    assert monitor._listeners == []
+
+
+def test_a_failing_widget_update_is_reported_not_raised():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1)
+    trend = Trend(monitor)
+
+    def broken():
+        raise RuntimeError("history unreadable")
+
+    trend.monitor.history.matrix = lambda analysis: broken()
+    _train(model, optimizer, 5)          # training goes on
+    trend._live.throttle.push_now()
+    messages = [e.message for e in monitor.errors]
+    assert any("history unreadable" in m for m in messages)
+    assert monitor.errors[-1].analysis == "widget:trend"
+    trend.close()
+
+
+def test_updates_from_another_thread_while_training():
+    # The throttle thread reads the history while the training thread appends to it.
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1)
+    dashboard = Dashboard(monitor, max_rate=200)
+    _train(model, optimizer, 400)
+    deadline = time.monotonic() + 5
+    while dashboard.trend._controls.step != 400 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dashboard.trend._controls.step == 400
+    assert dashboard.trend._live.throttle.pushes > 1
+    assert monitor.errors == []
+    assert all(t.name != "nnmodes-throttle" or t.daemon for t in threading.enumerate())
+    dashboard.close()
+
+
+def test_widgets_refuse_what_is_not_a_monitor():
+    with pytest.raises(TypeError, match="Monitor"):
+        Trend(object())
+    with pytest.raises(TypeError, match="Monitor"):
+        Dashboard(_mlp())
+    monitor = nm.Monitor(_mlp())
+    with pytest.raises(ValueError, match="max_points"):
+        Trend(monitor, max_points=1)
