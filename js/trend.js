@@ -44,7 +44,7 @@ export default {
     model.on("change:log_y", applyScale);
     lines.on("change:y", onData);
     applyScale();
-    if (lines.get("y")?.length) onData(); // data that arrived before this view
+    if (model.get("step") > 0) onData(); // data that arrived before this view was made
     return () => {
       model.off("change:log_y", applyScale);
       lines.off("change:y", onData);

@@ -23,6 +23,11 @@ class _Growing:
         self._data = np.empty((16, *tail_shape), dtype=dtype)
         self.size = 0
 
+    @property
+    def shape(self) -> tuple:
+        """Shape of one element."""
+        return self._data.shape[1:]
+
     def append(self, value) -> None:
         if self.size == len(self._data):
             grown = np.empty((2 * len(self._data), *self._data.shape[1:]), dtype=self._data.dtype)
@@ -62,16 +67,23 @@ class History:
     def record(self, analysis: str, step: int, time: float, values: dict) -> None:
         """Append one sampling event: ``values`` maps layer -> scalar or array (same shape per layer)."""
         _check_analysis(analysis)
+        arrays = {layer: np.asarray(value) for layer, value in values.items()}
         with self._lock:
             table = self._tables.setdefault(analysis, _AnalysisTable())
+            # Check every value before writing any: a refused event leaves no trace.
+            for layer, value in arrays.items():
+                known = table.values.get(layer)
+                if known is not None and known.shape != value.shape:
+                    raise ValueError(f"{analysis!r} value of layer {layer!r} has shape {value.shape}, "
+                                     f"earlier ones {known.shape}")
             row = table.steps.size
             table.steps.append(step)
             table.times.append(time)
-            for layer, value in values.items():
-                value = np.asarray(value)
+            for layer, value in arrays.items():
                 if layer not in table.values:
+                    dtype = value.dtype if value.dtype.kind == "f" else np.float64
                     table.rows[layer] = _Growing(np.int64)
-                    table.values[layer] = _Growing(value.dtype if value.dtype.kind == "f" else np.float64, value.shape)
+                    table.values[layer] = _Growing(dtype, value.shape)
                 table.rows[layer].append(row)
                 table.values[layer].append(value)
             self._version += 1

@@ -93,10 +93,12 @@ class Monitor:
         self.history = History()
         self.errors: list[MonitorError] = []
         self.error_count = 0
+        self.notices: list[MonitorError] = []   # conditions that are not faults (layers added...)
         self.nonfinite: dict[str, int] = {}   # layer -> step its weights were first seen NaN/inf
         self._step = 0
         self._lock = threading.RLock()
         self._tracker = RwcTracker(weights, kind=rwc_kind)
+        self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
         self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # (t, overhead)
@@ -169,11 +171,9 @@ class Monitor:
             ticks = list(self._ticks)
             step = self._step
         rate = overhead = float("nan")
-        if len(ticks) >= 2:
-            span = ticks[-1][0] + ticks[-1][1] - ticks[0][0]
-            if span > 0:
-                rate = (len(ticks) - 1) / (ticks[-1][0] - ticks[0][0])
-                overhead = sum(o for _, o in ticks) / span
+        if len(ticks) >= 2 and ticks[-1][0] > ticks[0][0]:
+            rate = (len(ticks) - 1) / (ticks[-1][0] - ticks[0][0])
+            overhead = sum(o for _, o in ticks) / (ticks[-1][0] + ticks[-1][1] - ticks[0][0])
         return {
             "step": step,
             "steps_per_second": rate,
@@ -213,10 +213,15 @@ class Monitor:
 
     def _sample_rwc(self) -> None:
         weights = self._weights()
-        values = self._tracker.update(weights)
-        for name in self._tracker.started:   # added or replaced since the last sample
-            self.report_notice("rwc", name, "parameter added or replaced (shape, dtype or device "
-                               "changed); its series starts at the next sample")
+        # A module re-created with the same shape has a new Parameter: measuring it against the
+        # old one's snapshot would show a change that training never made.
+        identity = {name: id(p) for name, p in weights.items()}
+        recreated = [n for n, i in identity.items() if self._identity.get(n, i) != i]
+        self._identity = identity
+        values = self._tracker.update(weights, restart=recreated)
+        for name in self._tracker.started:
+            self.report_notice("rwc", name, "parameter added or replaced; its series (re)starts "
+                               "at the next sample")
         for name, value in values.items():
             if not math.isfinite(value) and not torch.isfinite(weights[name].detach()).all():
                 self.nonfinite.setdefault(name, self._step)
@@ -237,8 +242,10 @@ class Monitor:
             "".join(traceback.format_exception(exc))))
 
     def report_notice(self, analysis: str, layer: str | None, message: str) -> None:
-        """Keep a condition that is not an exception (a replaced parameter, say) in ``errors``."""
-        self._record_error(MonitorError(self._step, analysis, layer, message, ""))
+        """Keep a condition that is not a fault (a parameter added, say) in ``notices``."""
+        self.notices.append(MonitorError(self._step, analysis, layer, message, ""))
+        if len(self.notices) > _MAX_ERRORS:
+            del self.notices[0]
 
     def _record_error(self, error: MonitorError) -> None:
         self.error_count += 1

@@ -64,8 +64,10 @@ def relative_weight_change(
                 f"parameter {name!r} changed shape: before {tuple(before[name].shape)}, "
                 f"after {tuple(after[name].shape)}"
             )
-    tracker = RwcTracker({n: before[n] for n in names}, kind=kind)
-    return tracker.update({n: after[n].to(before[n].device) for n in names})
+    # compare like with like: after moves to before's device, both to their common dtype
+    common = {n: torch.promote_types(before[n].dtype, after[n].dtype) for n in names}
+    tracker = RwcTracker({n: before[n].to(common[n]) for n in names}, kind=kind)
+    return tracker.update({n: after[n].to(before[n].device, common[n]) for n in names})
 
 
 def _check_kind(kind: str) -> None:
@@ -109,8 +111,13 @@ class _Group:
     def chunk_norm(self, buf: torch.Tensor, ord: int) -> torch.Tensor:
         """Per-layer sum of |x|^ord over the buffer (padding is zero)."""
         rows = buf.view(-1, _CHUNK)
-        # abs/square then sum: on CPU 4x faster than linalg.vector_norm along a dimension
-        return self.layer_sum((rows.abs() if ord == 1 else rows.square()).sum(dim=1))
+        if ord == 1:   # abs then sum: on CPU 4x faster than linalg.vector_norm along a dimension
+            return self.layer_sum(rows.abs().sum(dim=1))
+        # Squares of float32 values beyond ~1e19 or below ~1e-19 overflow or vanish: square each
+        # chunk divided by its largest magnitude, then scale back in float64.
+        scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(rows.dtype).tiny)
+        squares = (rows / scale[:, None]).square().sum(dim=1)
+        return self.layer_sum(squares.to(torch.float64) * scale.to(torch.float64).square())
 
 
 class RwcTracker:
@@ -122,8 +129,9 @@ class RwcTracker:
     until one transfer per device at the end.
 
     ``update(tensors)`` returns ``{name: rwc}`` for every tensor that was tracked with the same
-    shape, dtype and device; a new or replaced tensor starts tracking (listed in ``started``) and
-    gets its first value at the next update; a vanished one is dropped.
+    shape, dtype and device; a new or replaced tensor (or one named in ``restart``) starts
+    tracking, is listed in ``started``, and gets its first value at the next update; a vanished
+    one is dropped.
     """
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], *, kind: str = "l1"):
@@ -135,9 +143,10 @@ class RwcTracker:
         self._relayout(tensors)
         self.started = []
 
-    def update(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        if self._signature(tensors) != self._where:
-            self._relayout(tensors)
+    def update(self, tensors: Mapping[str, torch.Tensor], *, restart=()) -> dict[str, float]:
+        """RWC since the last update; ``restart`` names tensors to treat as new (re-created)."""
+        if restart or self._signature(tensors) != self._where:
+            self._relayout(tensors, restart)
         else:
             self.started = []
         results = {}
@@ -155,8 +164,10 @@ class RwcTracker:
     def _compute(self, g: _Group) -> torch.Tensor:
         """RWC per layer of g, snapshot (before) -> workspace (after); leaves the workspace intact."""
         if self.kind == "elementwise":
-            before = g.snap
-            ratio = (g.work - before).abs_().div_(before.abs()).masked_fill_(before == 0, 0.0)
+            # float64 here: |before_i| may be tiny enough that the ratio overflows float32
+            before = g.snap.to(torch.float64)
+            ratio = (g.work.to(torch.float64) - before).abs_().div_(before.abs())
+            ratio.masked_fill_(before == 0, 0.0)
             num = g.layer_sum(ratio.view(-1, _CHUNK).sum(dim=1))
             den = g.layer_sum((before != 0).view(-1, _CHUNK).sum(dim=1))
         else:
@@ -173,11 +184,11 @@ class RwcTracker:
     def _signature(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
         return {n: (t.shape, t.dtype, t.device) for n, t in tensors.items()}
 
-    def _relayout(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def _relayout(self, tensors: Mapping[str, torch.Tensor], restart=()) -> None:
         """Lay the tensors out anew, keeping the snapshot of every one that is unchanged."""
         old = {n: v for g in self._groups for n, v in zip(g.names, g.snap_views)}
         signature = self._signature(tensors)
-        self.started = [n for n, sig in signature.items() if self._where.get(n) != sig]
+        self.started = [n for n, sig in signature.items() if self._where.get(n) != sig or n in restart]
         by_key: dict[tuple, dict[str, torch.Size]] = {}
         for name, t in tensors.items():
             by_key.setdefault((t.device, _buffer_dtype(t)), {})[name] = t.shape
