@@ -18,18 +18,21 @@ export default {
     el.append(title, toggle, stepLabel);
 
     const counter = rootCounter(el, "nnmodes-trend");
-    const [lines, axis, linear, log] = await Promise.all(
-      ["lines", "y_axis", "linear_scale", "log_scale"].map((n) => referencedModel(model, n)),
+    const [lines, linearAxis, logAxis, linear, log] = await Promise.all(
+      ["lines", "linear_axis", "log_axis", "linear_scale", "log_scale"].map((n) =>
+        referencedModel(model, n),
+      ),
     );
 
-    // Swapped on the client models only: the kernel keeps one state, the switch is view state.
+    // Set on the client models only, never saved: the switch is view state (log_y), and the
+    // kernel's copy of the plot stays as it made it.
     const applyScale = () => {
-      const y = model.get("log_y") ? log : linear;
-      box.checked = model.get("log_y");
-      if (lines.get("scales").y !== y) {
-        lines.set("scales", { ...lines.get("scales"), y });
-        axis.set("scale", y);
-      }
+      const isLog = model.get("log_y");
+      box.checked = isLog;
+      const y = isLog ? log : linear;
+      if (lines.get("scales").y !== y) lines.set("scales", { ...lines.get("scales"), y });
+      linearAxis.set("visible", !isLog);
+      logAxis.set("visible", isLog);
     };
     const onToggle = () => {
       model.set("log_y", box.checked);

@@ -20,8 +20,8 @@ _LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover na
 class _TrendControls(anywidget.AnyWidget):
     """Front-end half of the trend: header, log-scale switch, frame counting.
 
-    The log switch swaps the bqplot scales in the browser, so it works while a training cell
-    keeps the kernel busy.
+    The log switch swaps the line's scale and shows the matching axis in the browser, so it works
+    while a training cell keeps the kernel busy.
     """
 
     _esm = bundle("trend.js")
@@ -30,7 +30,8 @@ class _TrendControls(anywidget.AnyWidget):
     log_y = traitlets.Bool(False).tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
     lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
-    y_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
+    linear_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
+    log_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
     linear_scale = traitlets.Instance(bqplot.LinearScale).tag(sync=True, **ipywidgets.widget_serialization)
     log_scale = traitlets.Instance(bqplot.LogScale).tag(sync=True, **ipywidgets.widget_serialization)
 
@@ -58,18 +59,23 @@ class Trend(ipywidgets.VBox):
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": linear},
             stroke_width=1.5, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
         )
-        y_axis = bqplot.Axis(scale=linear, side="left", label="RWC", tick_format=".2g",
-                             grid_lines="dashed")
+        # One y axis per scale, both drawn from the start: bqplot sizes an axis's scale when the
+        # figure lays it out, so an axis whose scale is swapped later keeps a stale range.
+        linear_axis, log_axis = (
+            bqplot.Axis(scale=scale, side="left", label=label, tick_format=".2g",
+                        label_offset="55px", grid_lines="dashed", visible=visible)
+            for scale, label, visible in ((linear, "RWC", not log_y), (log, "RWC (log scale)", log_y)))
         x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
         figure = bqplot.Figure(
-            marks=[self._lines], axes=[x_axis, y_axis], animation_duration=0,
-            fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 150},
+            marks=[self._lines], axes=[x_axis, linear_axis, log_axis], animation_duration=0,
+            fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
             legend_location="top-right", legend_style={"stroke-width": 0},
             layout=ipywidgets.Layout(width="100%", height="320px"),
         )
         self._controls = _TrendControls(
             title=f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps",
-            log_y=log_y, lines=self._lines, y_axis=y_axis, linear_scale=linear, log_scale=log)
+            log_y=log_y, lines=self._lines, linear_axis=linear_axis, log_axis=log_axis,
+            linear_scale=linear, log_scale=log)
         self._layers: list[str] = []
         self._version = -1
         super().__init__(children=[self._controls, figure], **kwargs)

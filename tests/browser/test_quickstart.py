@@ -1,0 +1,124 @@
+"""notebooks/quickstart.ipynb in a real JupyterLab: the dashboard updates live while training runs."""
+
+import re
+import time
+
+from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
+                       run_all_cells, stderr_outputs, wait_kernel_idle)
+
+DASHBOARD_TIMEOUT = 180  # s from Run All until the dashboard shows (torch import on 2 cores)
+LIVE_TIMEOUT = 90  # s to see the dashboard advance while training runs
+IDLE_TIMEOUT = 300  # s for the training cell to finish
+MIN_GAP = 1.0  # s between the two reads that must show progress
+
+
+def _int_attr(locator, name):
+    value = locator.get_attribute(name)
+    assert value is not None and value.isdigit(), f"{name}={value!r} on {locator}, expected an integer"
+    return int(value)
+
+
+def _status_step(text):
+    m = re.search(r"\bstep\s+(\d+)", text)
+    assert m, f"status line {text!r} does not show the training step ('step N')"
+    return int(m.group(1))
+
+
+def _read(trend, status):
+    return {
+        "t": round(time.monotonic(), 2),
+        "frames": _int_attr(trend, "data-frames"),
+        "step": _int_attr(trend, "data-step"),
+        "status": status.inner_text().strip(),
+    }
+
+
+def _fmt(samples):
+    shown = samples if len(samples) <= 6 else samples[:3] + ["..."] + samples[-3:]
+    return f"{len(samples)} reads: {shown}"
+
+
+# The trend's visible y axis: its label and tick labels (the hidden one is the other scale).
+_Y_AXIS_JS = """root => {
+  // bqplot hides an axis with display: none on an enclosing <g> (checkVisibility misses it in SVG)
+  const axes = [...root.querySelectorAll('g.axis')].filter(a => !a.closest('g[style*="display: none"]')
+    && a.querySelector('.axislabel') && a.querySelector('.axislabel').textContent !== 'step');
+  if (axes.length !== 1) return {label: null, ticks: [], count: axes.length};
+  return {label: axes[0].querySelector('.axislabel').textContent,
+          ticks: [...axes[0].querySelectorAll('.tick text')].map(t => t.textContent)};
+}"""
+
+
+def _y_axis(trend):
+    return trend.evaluate(_Y_AXIS_JS)
+
+
+def _wait_for_dashboard(page, dashboard):
+    """Wait for the dashboard; fail at once if the notebook stops running first."""
+    deadline = time.monotonic() + DASHBOARD_TIMEOUT
+    while dashboard.count() == 0:
+        if not kernel_busy(page) and dashboard.count() == 0:
+            raise AssertionError(f"notebook finished without a .nnmodes-dashboard; stderr: {stderr_outputs(page)}")
+        assert time.monotonic() < deadline, (
+            f"no .nnmodes-dashboard {DASHBOARD_TIMEOUT} s after Run All; stderr: {stderr_outputs(page)}")
+        time.sleep(0.5)
+
+
+def test_quickstart_dashboard_updates_while_training(page, lab_server, console_errors, tmp_path):
+    open_notebook(page, lab_server, "quickstart.ipynb")
+    run_all_cells(page)
+
+    dashboard = page.locator(".nnmodes-dashboard")
+    _wait_for_dashboard(page, dashboard)
+    assert dashboard.count() == 1, f"expected one .nnmodes-dashboard, found {dashboard.count()}"
+    trend = dashboard.locator(".nnmodes-trend")
+    status = dashboard.locator(".nnmodes-status")
+    trend.wait_for(timeout=30_000)  # strict locators: exactly one of each in the dashboard
+    status.wait_for(timeout=30_000)
+    for name in ("data-frames", "data-step"):
+        _int_attr(dashboard, name)
+    trend.scroll_into_view_if_needed()  # drawing may pause while off screen
+
+    # Sample while the training cell runs; a read counts only if the kernel was
+    # busy both before and after it.
+    first, samples = None, []
+    deadline = time.monotonic() + LIVE_TIMEOUT
+    while True:
+        assert kernel_busy(page), (
+            "kernel went idle before the dashboard was seen advancing "
+            f"(training too short?); busy-time {_fmt(samples)}; stderr: {stderr_outputs(page)}")
+        s = _read(trend, status)
+        if not kernel_busy(page):
+            continue  # not a busy-time read; the assertion above reports it
+        samples.append(s)
+        first = first or s
+        if (s["t"] - first["t"] >= MIN_GAP and s["frames"] > first["frames"]
+                and _status_step(s["status"]) > _status_step(first["status"])):
+            break
+        assert time.monotonic() < deadline, (
+            f"dashboard did not advance within {LIVE_TIMEOUT} s while training "
+            f"(need data-frames of .nnmodes-trend and the status step to grow); {_fmt(samples)}")
+        time.sleep(0.25)
+
+    print(f"dashboard advanced while training: {first} -> {s}")
+    assert s["step"] >= first["step"], f"trend data-step went backwards: {first} -> {s}"
+
+    # The log-scale switch works in the browser while the kernel is busy training.
+    assert _y_axis(trend)["label"] == "RWC", _y_axis(trend)
+    trend.locator(".nnmodes-trend-header input[type=checkbox]").click()
+    page.wait_for_function(f"root => ({_Y_AXIS_JS})(root).label === 'RWC (log scale)'",
+                           arg=trend.element_handle(), timeout=10_000)
+    assert kernel_busy(page), "training ended before the log switch was tried; make training longer"
+    ticks = [float(t) for t in _y_axis(trend)["ticks"]]
+    assert ticks and min(ticks) > 0 and max(ticks) / min(ticks) >= 10, f"not a log axis: {ticks}"
+    for text in (first["status"], s["status"]):
+        assert re.search(r"[\d.,]+\s*steps/s", text), f"status line {text!r} lacks 'N steps/s'"
+        assert re.search(r"monitor\s+[\d.]+\s*%", text), f"status line {text!r} lacks 'monitor N%'"
+
+    wait_kernel_idle(page, timeout=IDLE_TIMEOUT)
+    dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
+    shot = tmp_path / "quickstart.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    assert not error_outputs(page), f"notebook cells raised: {error_outputs(page)}"
+    assert_no_console_errors(console_errors)
