@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,35 +82,50 @@ def _buffer_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 class _Group:
-    """The layers of one (device, dtype): two flat buffers, the snapshot and the workspace."""
+    """The layers of one (device, dtype) in one [2, size] buffer: one row holds the snapshot, the
+    other receives the new values, and the rows swap roles after every update."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype, shapes: dict[str, torch.Size]):
         self.names = list(shapes)
         sizes = [max(1, math.ceil(s.numel() / _CHUNK)) * _CHUNK for s in shapes.values()]
         chunks = torch.tensor([n // _CHUNK for n in sizes], device=device)
         self.owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunks)
-        self.snap = torch.zeros(sum(sizes), dtype=dtype, device=device)
-        self.work = torch.zeros_like(self.snap)
+        self.buf = torch.zeros(2, sum(sizes), dtype=dtype, device=device)
         offsets = [0]
         for n in sizes[:-1]:
             offsets.append(offsets[-1] + n)
-        self._slices = [(o, s.numel(), s) for o, s in zip(offsets, shapes.values())]
-        self.snap_views, self.work_views = self._views(self.snap), self._views(self.work)
-        self.snap_norm: torch.Tensor | None = None   # per-layer norm of the snapshot, when cached
+        self.views = [[row[o:o + s.numel()].view(s) for o, s in zip(offsets, shapes.values())]
+                      for row in self.buf]
+        self.snap_row = 0
+        self.snap_norm: torch.Tensor | None = None   # per-layer norm of the snapshot, once known
 
-    def _views(self, buf: torch.Tensor) -> list[torch.Tensor]:
-        return [buf[o:o + n].view(shape) for o, n, shape in self._slices]
+    @property
+    def snap(self) -> torch.Tensor:
+        return self.buf[self.snap_row]
+
+    @property
+    def work(self) -> torch.Tensor:
+        return self.buf[1 - self.snap_row]
+
+    @property
+    def snap_views(self) -> list[torch.Tensor]:
+        return self.views[self.snap_row]
+
+    @property
+    def work_views(self) -> list[torch.Tensor]:
+        return self.views[1 - self.snap_row]
 
     def swap(self) -> None:
-        self.snap, self.work = self.work, self.snap
-        self.snap_views, self.work_views = self.work_views, self.snap_views
+        self.snap_row = 1 - self.snap_row
 
     def layer_sum(self, per_chunk: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(self.names), dtype=torch.float64, device=per_chunk.device)
-        return out.index_add_(0, self.owner, per_chunk.to(torch.float64))
+        """Chunk sums [..., chunks] -> float64 layer sums [..., layers]."""
+        out = torch.zeros(*per_chunk.shape[:-1], len(self.names), dtype=torch.float64,
+                          device=per_chunk.device)
+        return out.index_add_(-1, self.owner, per_chunk.to(torch.float64))
 
-    def chunk_norm(self, buf: torch.Tensor, ord: int) -> torch.Tensor:
-        """Per-layer sum of |x|^ord over the buffer (padding is zero)."""
+    def norm_sums(self, buf: torch.Tensor, ord: int) -> torch.Tensor:
+        """Per-layer sum of |x|^ord over a flat buffer (padding is zero)."""
         rows = buf.view(-1, _CHUNK)
         if ord == 1:   # abs then sum: on CPU 4x faster than linalg.vector_norm along a dimension
             return self.layer_sum(rows.abs().sum(dim=1))
@@ -124,9 +140,9 @@ class RwcTracker:
     """Relative weight change of a set of tensors between consecutive ``update`` calls.
 
     All layers of one device and dtype are handled by a few whole-buffer operations, whatever
-    their number: the snapshot lives in one flat buffer, the new values are copied into a second
-    one, and the two swap roles. Memory: twice the tracked tensors. Results stay on the device
-    until one transfer per device at the end.
+    their number: the snapshot and the new values share one flat two-row buffer whose rows swap
+    roles. Memory: twice the tracked tensors. One transfer per device brings the per-layer sums
+    to the host, where the ratios are taken.
 
     ``update(tensors)`` returns ``{name: rwc}`` for every tensor that was tracked with the same
     shape, dtype and device; a new or replaced tensor (or one named in ``restart``) starts
@@ -149,36 +165,46 @@ class RwcTracker:
             self._relayout(tensors, restart)
         else:
             self.started = []
-        results = {}
+        sums = []
         for g in self._groups:
             torch._foreach_copy_(g.work_views, [tensors[n].detach() for n in g.names])
-            results[g] = self._compute(g)
+            sums.append(self._num_den(g))
             g.swap()
         values: dict[str, float] = {}
-        for g, rwc in results.items():
-            for name, v in zip(g.names, rwc.cpu().tolist()):
-                if name not in self.started:
-                    values[name] = v
+        for g, pair in zip(self._groups, sums):
+            num, den = pair.cpu().numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # x/0 and 0/0 both become NaN: a zero reference has no relative change.
+                rwc = np.where(den != 0, num / den, np.nan)
+            values.update((n, float(v)) for n, v in zip(g.names, rwc) if n not in self.started)
         return {n: values[n] for n in tensors if n in values}
 
-    def _compute(self, g: _Group) -> torch.Tensor:
-        """RWC per layer of g, snapshot (before) -> workspace (after); leaves the workspace intact."""
+    def _num_den(self, g: _Group) -> torch.Tensor:
+        """[2, layers] float64: numerator and denominator of each layer's RWC, snapshot (before)
+        -> workspace (after). Spends the snapshot row; leaves the workspace row intact."""
         if self.kind == "elementwise":
             # float64 here: |before_i| may be tiny enough that the ratio overflows float32
             before = g.snap.to(torch.float64)
             ratio = (g.work.to(torch.float64) - before).abs_().div_(before.abs())
             ratio.masked_fill_(before == 0, 0.0)
-            num = g.layer_sum(ratio.view(-1, _CHUNK).sum(dim=1))
-            den = g.layer_sum((before != 0).view(-1, _CHUNK).sum(dim=1))
+            chunks = torch.stack([ratio.view(-1, _CHUNK).sum(dim=1),
+                                  (before != 0).view(-1, _CHUNK).sum(dim=1).to(torch.float64)])
+            return g.layer_sum(chunks)
+        ord = 1 if self.kind == "l1" else 2
+        if g.snap_norm is None:
+            g.snap_norm = g.norm_sums(g.snap, ord)
+        den = g.snap_norm
+        spent = g.snap.sub_(g.work)             # the snapshot row now holds before - after
+        if ord == 1:
+            # In place, with the spent row as scratch: a fresh tensor the size of the model
+            # costs page faults on every sample.
+            diff = spent.abs_().view(-1, _CHUNK).sum(dim=1)
+            size = torch.abs(g.work, out=spent).view(-1, _CHUNK).sum(dim=1)
+            num, g.snap_norm = g.layer_sum(torch.stack([diff, size]))
         else:
-            ord = 1 if self.kind == "l1" else 2
-            den = g.snap_norm if g.snap_norm is not None else g.chunk_norm(g.snap, ord)
-            g.snap_norm = g.chunk_norm(g.work, ord)          # the next update's denominator
-            num = g.chunk_norm(g.snap.sub_(g.work), ord)     # the snapshot is spent after this
-            if ord == 2:
-                num, den = num.sqrt(), den.sqrt()
-        # x/0 and 0/0 both become NaN: a zero reference has no relative change.
-        return torch.where(den != 0, num / den, torch.full_like(num, math.nan))
+            num, g.snap_norm = g.norm_sums(spent, 2).sqrt(), g.norm_sums(g.work, 2)
+            den = den.sqrt()
+        return torch.stack([num, den])
 
     @staticmethod
     def _signature(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
