@@ -3,6 +3,9 @@
 Nothing here imports Jupyter or the widget side: these functions work in a plain script.
 """
 
+# relative weight change (WeightScale)
 from .rwc import relative_weight_change, weight_snapshot
 
-__all__ = ["weight_snapshot", "relative_weight_change"]
+__all__ = [
+    "weight_snapshot", "relative_weight_change",
+]
