@@ -45,9 +45,11 @@ setup_package() {
   need node "install Node.js 18+ (only to build the front-end; the built wheel needs none)"
   need npm "install npm (comes with Node.js)"
   cd "$ROOT"
-  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  local stamp="node_modules/.lock-$(sha1sum package-lock.json | cut -c1-12)"
+  if [ ! -e "$stamp" ]; then
     log "installing JS build tools (npm ci)"
     npm ci --no-audit --no-fund --loglevel=error
+    touch "$stamp"
   fi
   log "building the wheel (python -m build: esbuild bundle included)"
   rm -rf dist
