@@ -15,9 +15,9 @@ from IPython.display import display
 from .monitor import Monitor
 
 USAGE = ("%nnmodes watch MODEL [OPTIMIZER] [--every N] [--budget F] [--probe X [Y]]"
-         " | %nnmodes status | %nnmodes detach")
+         " | %nnmodes export PATH | %nnmodes status | %nnmodes detach")
 
-_SUBCOMMANDS = ("watch", "status", "detach")
+_SUBCOMMANDS = ("watch", "export", "status", "detach")
 
 
 @magics_class
@@ -27,14 +27,12 @@ class NnmodesMagics(Magics):
         self.monitors: list[Monitor] = []   # every monitor made here, the current one last
         self.dashboards = {}                # id(monitor) -> its dashboard
 
-    @property
-    def current(self) -> Monitor | None:
-        live = [m for m in self.monitors if not m.detached]
-        return live[-1] if live else None
-
     @line_magic
     def nnmodes(self, line: str):
-        """Watch a model while it trains: ``%nnmodes watch model optimizer --every 10``."""
+        """Watch a model while it trains: ``%nnmodes watch model optimizer --every 10``.
+
+        ``%nnmodes export PATH`` writes the current dashboard (the newest monitor's, also after
+        it was detached) to a .png, .svg or .pdf file."""
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -45,6 +43,8 @@ class NnmodesMagics(Magics):
         command, args = words[0], words[1:]
         if command == "watch":
             return self._watch(args)
+        if command == "export":
+            return self._export(args)
         if args:
             raise UsageError(f"%nnmodes {command} takes no arguments, got {' '.join(args)!r}")
         if command == "status":
@@ -77,14 +77,17 @@ class NnmodesMagics(Magics):
 
     def _status(self) -> None:
         monitor = self._require_current()
-        s = monitor.stats()
-        rate = f"{s['steps_per_second']:.1f} steps/s" if s["steps_per_second"] == s["steps_per_second"] else "- steps/s"
-        share = f"{100 * s['overhead']:.1f}%" if s["overhead"] == s["overhead"] else "-"
-        print(f"{type(monitor.model).__name__}: step {s['step']}, {rate}, monitor {share} of wall time "
-              f"(budget {100 * monitor.budget:.0f}%), {s['samples']} samples every {monitor.every} steps, "
-              f"{s['errors']} errors" + (f" (last: {s['last_error']})" if s["last_error"] else ""))
-        if s["nonfinite"]:
-            print("non-finite weights in: " + ", ".join(s["nonfinite"]))
+        print(f"{type(monitor.model).__name__}: {monitor.summary()}")
+
+    def _export(self, args: list[str]) -> None:
+        if len(args) != 1:
+            raise UsageError(f"%nnmodes export takes one PATH (.png, .svg or .pdf). Usage: {USAGE}")
+        monitor = self._require_current(attached=False)
+        try:
+            path = self.dashboards[id(monitor)].export(args[0])
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"%nnmodes export: {exc}") from None
+        print(f"exported the dashboard at step {monitor.current_step} to {path}")
 
     def _detach(self) -> None:
         monitor = self._require_current()
@@ -98,10 +101,13 @@ class NnmodesMagics(Magics):
             dashboard.close()
         self.dashboards.clear()
 
-    def _require_current(self) -> Monitor:
-        if self.current is None:
-            raise UsageError("%nnmodes: no monitor is attached; start one with %nnmodes watch MODEL [OPTIMIZER]")
-        return self.current
+    def _require_current(self, attached: bool = True) -> Monitor:
+        """The newest attached monitor; with ``attached=False`` the newest one, even detached."""
+        candidates = [m for m in self.monitors if not (attached and m.detached)]
+        if not candidates:
+            state = "is attached" if attached else "was started"
+            raise UsageError(f"%nnmodes: no monitor {state}; start one with %nnmodes watch MODEL [OPTIMIZER]")
+        return candidates[-1]
 
     def _lookup(self, dotted: str):
         head, *attrs = dotted.split(".")

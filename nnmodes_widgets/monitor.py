@@ -186,6 +186,22 @@ class Monitor:
             "detached": self._detached,
         }
 
+    def summary(self) -> str:
+        """One line: step, speed, the monitor's share of wall time, samples, errors."""
+        s = self.stats()
+        parts = [f"step {s['step']}"]
+        if math.isfinite(s["steps_per_second"]):
+            parts.append(f"{s['steps_per_second']:.1f} steps/s")
+        if math.isfinite(s["overhead"]):
+            parts.append(f"monitor {100 * s['overhead']:.1f}% of wall time (budget {100 * self.budget:.0f}%)")
+        parts.append(f"{s['samples']} samples every {self.every} steps")
+        parts.append(f"{s['errors']} errors" + (f" (last: {s['last_error']})" if s["last_error"] else ""))
+        if s["nonfinite"]:
+            parts.append("non-finite weights in " + ", ".join(s["nonfinite"]))
+        if s["detached"]:
+            parts.append("detached")
+        return " · ".join(parts)
+
     def subscribe(self, listener: Callable[[Monitor], None]) -> None:
         """Call ``listener(monitor)`` after every step (on the training thread: keep it cheap)."""
         self._listeners.append(listener)

@@ -91,6 +91,22 @@ def test_mistakes_are_one_line_usage_errors(kernel, line, fragment):
     assert fragment in usage_error(kernel, line)
 
 
+def test_export_writes_the_current_dashboard(kernel, tmp_path):
+    kernel.ok("%nnmodes watch model optimizer --every 2")
+    kernel.ok("train(10)")
+    for fmt, magic in [("png", b"\x89PNG"), ("svg", b"<?xml"), ("pdf", b"%PDF-")]:
+        path = tmp_path / f"dash.{fmt}"
+        out = kernel.ok(f"%nnmodes export {path}").stdout
+        assert str(path) in out and "step 10" in out, out
+        assert path.read_bytes().startswith(magic)
+    assert "unknown format 'gif'" in usage_error(kernel, f"%nnmodes export {tmp_path / 'dash.gif'}")
+    assert "takes one PATH" in usage_error(kernel, "%nnmodes export")
+    kernel.ok("%nnmodes detach")
+    # the detached monitor's dashboard still exports: nothing recorded is lost
+    kernel.ok(f"%nnmodes export {tmp_path / 'after.png'}")
+    assert (tmp_path / "after.png").stat().st_size > 1000
+
+
 def test_a_failed_watch_changes_nothing(kernel):
     before = kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout
     usage_error(kernel, "%nnmodes watch model optimizer --every 0")

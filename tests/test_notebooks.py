@@ -1,21 +1,35 @@
 """Every notebook in notebooks/ runs top to bottom in a fresh kernel, as a user would run it."""
 
 import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@functools.cache
+def _workdir() -> Path:
+    """A copy of notebooks/ to run in, so that files the notebooks write (exports) stay out of
+    the repository; like the real one it has ../../shared (the reference data) beside it."""
+    root = Path(tempfile.mkdtemp(prefix="nnmodes-notebooks-"))
+    shutil.copytree(REPO / "notebooks", root / "repo" / "notebooks")
+    if (REPO.parent / "shared").is_dir():
+        (root / "shared").symlink_to(REPO.parent / "shared")
+    return root / "repo" / "notebooks"
 
 
 @functools.cache   # each notebook runs once per session; several tests read its outputs
 def execute(path: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(_workdir())}}).execute()
     return nb
 
 
@@ -49,3 +63,7 @@ def test_quickstart_trains_and_shows_the_dashboard():
     assert "0 errors" in text and "detached from Sequential" in text, text
     for layer in ("0.weight", "2.weight", "4.weight"):
         assert f"{layer}" in text
+    exported = _workdir() / "quickstart_rwc.png"
+    assert exported.read_bytes().startswith(b"\x89PNG"), "the export cell wrote a PNG"
+    shown = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert shown, "the export cell shows the exported figure"

@@ -9,7 +9,7 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
-from nnmodes_widgets.widgets.colors import ordered_colors
+from nnmodes_widgets.colors import layer_colors
 from nnmodes_widgets.widgets.decimate import minmax_decimate
 from nnmodes_widgets.widgets.throttle import Throttle
 
@@ -72,12 +72,12 @@ def test_decimate_rejects_tiny_budget():
 # -- colours ---------------------------------------------------------------------------------------
 
 def test_layer_colors_run_dark_to_light():
-    colors = ordered_colors(7)
+    colors = layer_colors(7)
     assert len(colors) == 7 and len(set(colors)) == 7
     rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors])
     luminance = rgb @ [0.2126, 0.7152, 0.0722]
     assert np.all(np.diff(luminance) > 0)
-    assert ordered_colors(0) == [] and len(ordered_colors(1)) == 1
+    assert layer_colors(0) == [] and len(layer_colors(1)) == 1
 
 
 # -- throttle --------------------------------------------------------------------------------------

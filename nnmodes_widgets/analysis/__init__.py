@@ -6,6 +6,10 @@ Nothing here imports Jupyter or the widget side: these functions work in a plain
 # relative weight change (WeightScale)
 from .rwc import relative_weight_change, weight_snapshot
 
+# layer clustering (WeightScale)
+from .clustering import LayerClusters, cluster_layers
+
 __all__ = [
     "weight_snapshot", "relative_weight_change",
+    "cluster_layers", "LayerClusters",
 ]

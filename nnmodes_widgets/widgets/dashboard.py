@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ipywidgets
+from matplotlib.figure import Figure
 
+from .. import export
 from ..monitor import Monitor
+from .exportable import Exportable
 from .status import StatusLine
 from .trend import Trend
 
 
-class Dashboard(ipywidgets.VBox):
+class Dashboard(Exportable, ipywidgets.VBox):
     """Live panels of ``monitor`` (root element class ``nnmodes-dashboard``).
 
     ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. ``trend`` and ``status`` are
@@ -24,6 +27,16 @@ class Dashboard(ipywidgets.VBox):
         self.trend = Trend(monitor, max_rate=max_rate)
         super().__init__(children=[self.status, self.trend], **kwargs)
         self.add_class("nnmodes-dashboard")
+
+    def figure(self, step: int | None = None) -> Figure:
+        """Every panel in one matplotlib figure, titled with the status line."""
+        fig = Figure(figsize=(8, 4), layout="constrained")
+        ax = fig.add_subplot()
+        export.draw_trend(ax, self.monitor.history, step=step, log_y=self.trend.log_y)
+        ax.set_title(self.trend.title, loc="left", fontsize="medium", fontweight="bold")
+        status = self.monitor.summary() if step is None else f"up to step {step}"
+        fig.suptitle(status, x=0.01, ha="left", fontsize="small")
+        return fig
 
     def close(self) -> None:
         for panel in (getattr(self, "status", None), getattr(self, "trend", None)):

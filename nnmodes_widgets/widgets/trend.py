@@ -8,10 +8,12 @@ import ipywidgets
 import numpy as np
 import traitlets
 
+from .. import export
+from ..colors import layer_colors
 from ..monitor import Monitor
 from ._bundle import bundle
-from .colors import ordered_colors
 from .decimate import minmax_decimate
+from .exportable import Exportable
 from .live import LiveBinding
 
 _LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
@@ -36,7 +38,7 @@ class _TrendControls(anywidget.AnyWidget):
     log_scale = traitlets.Instance(bqplot.LogScale).tag(sync=True, **ipywidgets.widget_serialization)
 
 
-class Trend(ipywidgets.VBox):
+class Trend(Exportable, ipywidgets.VBox):
     """RWC of every layer against the training step, coloured front (dark) to back (light).
 
     Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
@@ -72,8 +74,9 @@ class Trend(ipywidgets.VBox):
             legend_location="top-right", legend_style={"stroke-width": 0},
             layout=ipywidgets.Layout(width="100%", height="320px"),
         )
+        self.title = f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps"
         self._controls = _TrendControls(
-            title=f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps",
+            title=self.title,
             log_y=log_y, lines=self._lines, linear_axis=linear_axis, log_axis=log_axis,
             linear_scale=linear, log_scale=log)
         self._layers: list[str] = []
@@ -89,6 +92,10 @@ class Trend(ipywidgets.VBox):
     @log_y.setter
     def log_y(self, value: bool) -> None:
         self._controls.log_y = bool(value)
+
+    def figure(self, step: int | None = None):
+        """The full-resolution trend as a matplotlib figure (up to ``step`` when given)."""
+        return export.trend_figure(self.monitor.history, title=self.title, step=step, log_y=self.log_y)
 
     def _push(self) -> None:
         history = self.monitor.history
@@ -106,7 +113,7 @@ class Trend(ipywidgets.VBox):
             if layers != self._layers:
                 self._layers = layers
                 self._lines.labels = layers
-                self._lines.colors = ordered_colors(len(layers))
+                self._lines.colors = layer_colors(len(layers))
                 self._lines.display_legend = len(layers) <= _LEGEND_MAX
             self._lines.x = x
             self._lines.y = y.astype(np.float32)

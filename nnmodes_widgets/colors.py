@@ -1,0 +1,19 @@
+"""Layer colours shared by the live widgets and the exported figures: one sequential map from the
+input side (dark) to the output side (light)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+
+# viridis, stopping short of its palest yellow, which is unreadable on white
+_RANGE = (0.0, 0.9)
+
+
+def layer_colors(n: int) -> list[str]:
+    """``n`` hex colours, first layer to last, evenly spaced along viridis."""
+    if n <= 0:
+        return []
+    positions = np.linspace(*_RANGE, n) if n > 1 else [_RANGE[0]]
+    return [to_hex(c) for c in colormaps["viridis"](positions)]

@@ -1,0 +1,75 @@
+"""Static figures of what the widgets show, rendered in the kernel with matplotlib.
+
+No browser is involved, so exports work in nbconvert, CI and plain scripts. Figures are built on
+``matplotlib.figure.Figure`` directly (not pyplot), so exporting never touches the user's pyplot
+state or backend.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .colors import layer_colors
+from .history import History
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def figure_format(path) -> str:
+    """The format named by ``path``'s suffix; ValueError naming it when it is not supported."""
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot export to {Path(path).name!r}: unknown format {fmt or '(none)'!r}; "
+                         f"use one of {', '.join('.' + f for f in FORMATS)}")
+    return fmt
+
+
+def save(fig: Figure, path) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix); returns the path."""
+    fmt = figure_format(path)
+    path = Path(path)
+    fig.savefig(path, format=fmt, dpi=150, bbox_inches="tight")
+    return path
+
+
+def to_bytes(fig: Figure, fmt: str) -> bytes:
+    figure_format(f"x.{fmt}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None = None,
+               log_y: bool = False, ylabel: str = "RWC") -> None:
+    """Every layer's series against the step, at full resolution, up to ``step`` (all when None)."""
+    layers, steps, values = history.matrix(analysis)
+    if step is not None:
+        keep = steps <= step
+        steps, values = steps[keep], values[:, keep]
+    colors = layer_colors(len(layers))
+    for layer, row, color in zip(layers, values, colors):
+        shown = np.where(row > 0, row, np.nan) if log_y else row   # log: no zero or negative
+        ax.plot(steps, shown, color=color, lw=1.2, label=layer)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel + (" (log scale)" if log_y else ""))
+    ax.grid(True, ls="--", lw=0.5, alpha=0.6)
+    if not layers:
+        ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", transform=ax.transAxes)
+    elif len(layers) <= 12:
+        ax.legend(fontsize="small", frameon=False, loc="upper right")
+
+
+def trend_figure(history: History, *, title: str, step: int | None = None,
+                 log_y: bool = False) -> Figure:
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    draw_trend(ax, history, step=step, log_y=log_y)
+    ax.set_title(title, loc="left", fontsize="medium", fontweight="bold")
+    return fig
+
