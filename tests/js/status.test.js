@@ -1,0 +1,70 @@
+import { describe, expect, it, vi } from "vitest";
+import { statusText } from "../../js/format.js";
+import { coalesce, rootCounter } from "../../js/root.js";
+
+const base = {
+  step: 1230, steps_per_second: 410.4, overhead: 0.0123, budget: 0.05, samples: 123,
+  errors: 0, last_error: "", nonfinite: [], detached: false,
+};
+
+describe("statusText", () => {
+  it("shows step, speed, overhead against the budget and samples", () => {
+    expect(statusText(base)).toBe("step 1230 · 410 steps/s · monitor 1.2% (budget 5%) · 123 samples");
+  });
+  it("leaves out what is not measured yet", () => {
+    const s = statusText({ ...base, steps_per_second: null, overhead: null, samples: 0 });
+    expect(s).toBe("step 1230 · 0 samples");
+  });
+  it("keeps small rates readable", () => {
+    expect(statusText({ ...base, steps_per_second: 3.14159 })).toContain("3.1 steps/s");
+    expect(statusText({ ...base, steps_per_second: 42.26 })).toContain("42.3 steps/s");
+  });
+  it("flags errors, non-finite weights and detachment", () => {
+    const s = statusText({ ...base, errors: 2, last_error: "step 40: rwc: boom",
+      nonfinite: ["0.weight", "2.weight"], detached: true });
+    expect(s).toContain("non-finite weights: 0.weight, 2.weight");
+    expect(s).toContain("2 errors, last: step 40: rwc: boom");
+    expect(s.endsWith("detached")).toBe(true);
+    expect(statusText({ ...base, errors: 1, last_error: "x" })).toContain("1 error, last: x");
+  });
+});
+
+describe("coalesce", () => {
+  it("runs once per burst of synchronous calls", async () => {
+    const fn = vi.fn();
+    const run = coalesce(fn);
+    run(); run(); run();
+    expect(fn).not.toHaveBeenCalled();
+    await Promise.resolve();
+    expect(fn).toHaveBeenCalledTimes(1);
+    run();
+    await Promise.resolve();
+    expect(fn).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe("rootCounter", () => {
+  function fakeTree() {
+    const attrs = {};
+    const root = { setAttribute: (k, v) => { attrs[k] = v; } };
+    let attached = false;
+    const el = { closest: (sel) => (attached && sel === ".nnmodes-trend" ? root : null) };
+    return { el, attrs, attach: () => { attached = true; } };
+  }
+
+  it("counts frames and labels the step once the view is attached", () => {
+    const frames = [];
+    vi.stubGlobal("requestAnimationFrame", (cb) => frames.push(cb));
+    const { el, attrs, attach } = fakeTree();
+    const counter = rootCounter(el, "nnmodes-trend");
+    counter.frame(10);
+    expect(attrs).toEqual({});            // not attached yet: nothing to write on
+    attach();
+    frames.shift()();                     // the next animation frame finds the root
+    expect(attrs).toEqual({ "data-frames": "1", "data-step": "10" });
+    counter.frame(20);
+    expect(attrs).toEqual({ "data-frames": "2", "data-step": "20" });
+    expect(counter.frames).toBe(2);
+    vi.unstubAllGlobals();
+  });
+});
