@@ -1,0 +1,194 @@
+import { COLORMAPS, colorize, valueRange } from "./colormap.js";
+import { decodeArray } from "./decode.js";
+import { RingBuffer } from "./ringbuffer.js";
+import { rootCounter } from "./root.js";
+
+// Radiographs (and characteristic maps): one band per layer, input side first. A band is a
+// matrix heat map (neurons x inputs), or, when the inputs are images, one tile per neuron.
+// Every view choice (signed/absolute, colour map, scale, which frame) is made here, in the
+// browser: it must work while a training cell keeps the kernel busy.
+
+const TILE_GAP = 2;
+const BAND_GAP = 14;
+const MAX_MATRIX_HEIGHT = 220;
+
+function decodeFrame(model) {
+  const meta = model.get("frame_meta");
+  if (!meta || !meta.bands) return null;
+  const payload = model.get("frame_data");
+  const bytes = payload instanceof DataView ? payload : new DataView(payload.buffer ?? payload);
+  let offset = 0;
+  const bands = meta.bands.map((band) => {
+    const size = band.shape.reduce((a, b) => a * b, 1) * (band.dtype === "uint8" ? 1 : 4);
+    const view = new DataView(bytes.buffer, bytes.byteOffset + offset, size);
+    offset += size;
+    return { ...band, ...decodeArray(band, view) };
+  });
+  return { step: meta.step, bands, inputShape: meta.input_shape ?? null };
+}
+
+// Pixel layout of one band: tiles when every neuron's inputs form an image, else a matrix.
+function bandLayout(band, inputShape, width) {
+  const [neurons, inputs] = band.shape;
+  if (inputShape && inputShape.length >= 2) {
+    const [h, w] = inputShape.slice(-2);
+    if (h * w === inputs) {
+      const cell = Math.max(2, Math.floor(Math.min(48, width / Math.min(neurons, 16)) / w));
+      const tileW = w * cell;
+      const perRow = Math.max(1, Math.floor((width + TILE_GAP) / (tileW + TILE_GAP)));
+      const rows = Math.ceil(neurons / perRow);
+      return { kind: "tiles", h, w, cell, perRow, height: rows * (h * cell + TILE_GAP) };
+    }
+  }
+  const cellH = Math.max(1, Math.min(8, Math.floor(MAX_MATRIX_HEIGHT / neurons)));
+  return { kind: "matrix", cellW: width / inputs, cellH, height: neurons * cellH };
+}
+
+function transform(values, view, scale) {
+  const out = new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    let v = view === "absolute" ? Math.abs(values[i]) : values[i];
+    if (scale === "log") v = Math.sign(v) * Math.log10(1 + Math.abs(v) / 1e-3);
+    out[i] = v;
+  }
+  return out;
+}
+
+function drawBand(ctx, band, layout, top, width, options) {
+  const values = transform(band.data, options.view, options.scale);
+  const signed = options.view === "signed";
+  const [lo, hi] = valueRange(values, signed);
+  const table = COLORMAPS[options.colormap === "auto" ? (signed ? "rdbu" : "viridis") : options.colormap];
+  const [neurons, inputs] = band.shape;
+  const off = document.createElement("canvas");
+  if (layout.kind === "matrix") {
+    off.width = inputs;
+    off.height = neurons;
+    off.getContext("2d").putImageData(new ImageData(colorize(values, table, lo, hi), inputs, neurons), 0, 0);
+    ctx.drawImage(off, 0, top, width, layout.height);
+  } else {
+    const { h, w, cell, perRow } = layout;
+    off.width = w;
+    off.height = h * neurons;
+    off.getContext("2d").putImageData(new ImageData(colorize(values, table, lo, hi), w, h * neurons), 0, 0);
+    for (let n = 0; n < neurons; n++) {
+      const x = (n % perRow) * (w * cell + TILE_GAP);
+      const y = top + Math.floor(n / perRow) * (h * cell + TILE_GAP);
+      ctx.drawImage(off, 0, n * h, w, h, x, y, w * cell, h * cell);
+    }
+  }
+  return [lo, hi];
+}
+
+function select(options, current, onChange) {
+  const el = document.createElement("select");
+  for (const o of options) el.append(new Option(o, o));
+  el.value = current;
+  el.addEventListener("change", () => onChange(el.value));
+  return el;
+}
+
+export default {
+  render({ model, el }) {
+    el.classList.add("nnmodes-radiograph");
+    const counter = rootCounter(el, "nnmodes-radiograph");
+    const history = new RingBuffer(Math.max(1, model.get("history_size")));
+    const options = { view: model.get("view"), colormap: "auto", scale: "linear" };
+    let shown = -1; // index into history; -1 follows the newest frame
+
+    const header = document.createElement("div");
+    header.className = "nnmodes-trend-header";
+    const title = Object.assign(document.createElement("span"), { className: "nnmodes-title" });
+    title.textContent = model.get("title");
+    const scrub = Object.assign(document.createElement("input"), { type: "range", min: 0, max: 0, value: 0 });
+    scrub.title = "scrub back through the frames kept in the browser";
+    const stepLabel = Object.assign(document.createElement("span"), { className: "nnmodes-step" });
+    header.append(
+      title,
+      select(["signed", "absolute"], options.view, (v) => { options.view = v; draw(); }),
+      select(["auto", "viridis", "rdbu"], "auto", (v) => { options.colormap = v; draw(); }),
+      select(["linear", "log"], "linear", (v) => { options.scale = v; draw(); }),
+      scrub,
+      stepLabel,
+    );
+    const canvas = document.createElement("canvas");
+    canvas.className = "nnmodes-canvas";
+    const tip = Object.assign(document.createElement("div"), { className: "nnmodes-tooltip" });
+    el.append(header, canvas, tip);
+
+    let regions = []; // where each band was drawn, for hover
+    function draw() {
+      const frame = shown < 0 ? history.latest : history.get(shown);
+      if (!frame) return;
+      const width = Math.max(200, Math.min(900, el.clientWidth || 700));
+      const layouts = frame.bands.map((b) => bandLayout(b, frame.inputShape, width));
+      const labelH = 14;
+      canvas.width = width;
+      canvas.height = layouts.reduce((s, l) => s + l.height + labelH + BAND_GAP, 0);
+      const ctx = canvas.getContext("2d");
+      ctx.imageSmoothingEnabled = false;
+      ctx.font = "11px sans-serif";
+      ctx.fillStyle = getComputedStyle(el).color || "#222";
+      regions = [];
+      let top = 0;
+      frame.bands.forEach((band, i) => {
+        const [lo, hi] = drawBand(ctx, band, layouts[i], top + labelH, width, options);
+        ctx.fillText(`${band.layer}  (${band.shape[0]} neurons, range ${lo.toPrecision(2)} … ${hi.toPrecision(2)})`, 0, top + 10);
+        regions.push({ band, layout: layouts[i], top: top + labelH, width });
+        top += layouts[i].height + labelH + BAND_GAP;
+      });
+      stepLabel.textContent = `step ${frame.step}` + (shown >= 0 ? ` (${history.length - 1 - shown} back)` : "");
+      counter.frame(frame.step);
+    }
+
+    function onFrame() {
+      const frame = decodeFrame(model);
+      if (!frame) return;
+      const full = history.length === history.capacity;
+      history.push(frame);
+      // a scrubbed-back view keeps its frame: when the oldest drops out, indices slide by one
+      if (shown >= 0 && full) shown = Math.max(0, shown - 1);
+      scrub.max = String(history.length - 1);
+      scrub.value = shown < 0 ? scrub.max : String(shown);
+      draw();
+    }
+
+    scrub.addEventListener("input", () => {
+      const i = Number(scrub.value);
+      shown = i >= history.length - 1 ? -1 : i; // at the right end: follow live
+      draw();
+    });
+
+    canvas.addEventListener("mousemove", (e) => {
+      const rect = canvas.getBoundingClientRect();
+      const x = ((e.clientX - rect.left) * canvas.width) / rect.width;
+      const y = ((e.clientY - rect.top) * canvas.height) / rect.height;
+      const hit = regions.find((r) => y >= r.top && y < r.top + r.layout.height);
+      if (!hit) { tip.style.display = "none"; return; }
+      const [neurons, inputs] = hit.band.shape;
+      let n; let i;
+      if (hit.layout.kind === "matrix") {
+        n = Math.floor((y - hit.top) / hit.layout.cellH);
+        i = Math.floor(x / hit.layout.cellW);
+      } else {
+        const { h, w, cell, perRow } = hit.layout;
+        const col = Math.floor(x / (w * cell + TILE_GAP));
+        const row = Math.floor((y - hit.top) / (h * cell + TILE_GAP));
+        n = row * perRow + col;
+        const px = Math.floor((x - col * (w * cell + TILE_GAP)) / cell);
+        const py = Math.floor((y - hit.top - row * (h * cell + TILE_GAP)) / cell);
+        i = px < w && py < h ? py * w + px : -1;
+      }
+      if (n < 0 || n >= neurons || i < 0 || i >= inputs) { tip.style.display = "none"; return; }
+      tip.textContent = `${hit.band.layer} · neuron ${n} · input ${i} · ${hit.band.data[n * inputs + i].toPrecision(3)}`;
+      tip.style.display = "block";
+      tip.style.left = `${e.offsetX + 12}px`;
+      tip.style.top = `${e.offsetY + 12}px`;
+    });
+    canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+
+    model.on("change:frame_data", onFrame);
+    onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
+    return () => model.off("change:frame_data", onFrame);
+  },
+};

@@ -1,0 +1,63 @@
+"""The radiograph widget's kernel side: frames as binary buffers, validation, export."""
+
+import numpy as np
+import pytest
+import torch
+
+from nnmodes_widgets.widgets import Radiograph
+from nnmodes_widgets.widgets.binary import encode_array
+
+
+def test_float32_frames_travel_as_raw_bytes():
+    rng = np.random.default_rng(0)
+    maps = {"0": rng.normal(size=(4, 64)), "2": torch.randn(3, 64)}
+    widget = Radiograph()
+    widget.show(7, maps, input_shape=(8, 8))
+    meta = widget.frame_meta
+    assert meta["step"] == 7 and meta["input_shape"] == [8, 8]
+    assert [b["layer"] for b in meta["bands"]] == ["0", "2"]
+    assert [b["shape"] for b in meta["bands"]] == [[4, 64], [3, 64]]
+    assert isinstance(widget.frame_data, bytes)
+    assert len(widget.frame_data) == 4 * (4 * 64 + 3 * 64)      # float32, no JSON overhead
+    first = np.frombuffer(widget.frame_data[: 4 * 4 * 64], dtype=np.float32).reshape(4, 64)
+    np.testing.assert_array_equal(first, maps["0"].astype(np.float32))
+
+
+def test_quantised_frames_are_a_quarter_of_the_bytes_and_round_trip():
+    a = np.linspace(-2, 3, 600, dtype=np.float32).reshape(20, 30)
+    a[0, 0] = np.nan
+    meta, payload = encode_array(a, quantize=True)
+    assert meta["dtype"] == "uint8" and len(payload) == a.size
+    q = np.frombuffer(payload, dtype=np.uint8).reshape(a.shape)
+    back = np.where(q == 255, np.nan, meta["offset"] + meta["scale"] * q)
+    assert np.isnan(back[0, 0])
+    np.testing.assert_allclose(back[1:], a[1:], atol=meta["scale"] / 2 + 1e-6)
+    meta, payload = encode_array(np.full((2, 2), np.nan), quantize=True)
+    assert set(payload) == {255}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"0": np.zeros(5)}, "must be 2-D"),
+    ({}, "at least one"),
+])
+def test_bad_frames_are_refused_and_change_nothing(bad, message):
+    widget = Radiograph()
+    widget.show(1, {"0": np.ones((2, 4))})
+    before = (dict(widget.frame_meta), widget.frame_data)
+    with pytest.raises(ValueError, match=message):
+        widget.show(2, bad)
+    with pytest.raises(ValueError, match="does not fit layer '0'"):
+        widget.show(2, {"0": np.ones((2, 4))}, input_shape=(3, 3))
+    assert (widget.frame_meta, widget.frame_data) == before
+
+
+def test_export_of_the_frame_on_display(tmp_path):
+    widget = Radiograph(view="absolute")
+    with pytest.raises(ValueError, match="nothing to export"):
+        widget.export(tmp_path / "r.png")
+    widget.show(3, {"0": np.arange(12.0).reshape(3, 4) - 6})
+    assert widget.export(tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="step 3 only"):
+        widget.export(tmp_path / "r.svg", step=1)
+    with pytest.raises(ValueError, match="history_size"):
+        Radiograph(history_size=0)
