@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import analysis
 from .history import History
+from .mdl import ModeLinear, to_mode_model
 from .monitor import Monitor, MonitorError
 
 try:
@@ -16,7 +17,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
-           "load_ipython_extension", "unload_ipython_extension", "__version__"]
+           "load_ipython_extension", "unload_ipython_extension", "__version__",
+           "ModeLinear", "to_mode_model"]
 
 
 def __getattr__(name):

@@ -9,7 +9,12 @@ from .rwc import relative_weight_change, weight_snapshot
 # layer clustering (WeightScale)
 from .clustering import LayerClusters, cluster_layers
 
+# mode decomposition (Li & Huang)
+from .powerlaw import PowerLawFit, fit_power_law
+from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
+
 __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
+    "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "mode_truncation_curve",
 ]
