@@ -13,6 +13,7 @@ export function statusText(s) {
     parts.push(`monitor ${(100 * s.overhead).toFixed(1)}% (budget ${(100 * s.budget).toFixed(0)}%)`);
   }
   parts.push(`${s.samples} samples`);
+  if (s.dropped) parts.push(`${s.dropped} analyses dropped`);
   if (s.nonfinite && s.nonfinite.length) parts.push(`non-finite weights: ${s.nonfinite.join(", ")}`);
   if (s.errors) parts.push(`${s.errors} error${s.errors === 1 ? "" : "s"}, last: ${s.last_error}`);
   if (s.detached) parts.push("detached");

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .analysis.rwc import RWC_KINDS, RwcTracker
+from .heavy import HEAVY, HeavyAnalyses
 from .history import History
 
 __all__ = ["Monitor", "MonitorError"]
@@ -64,6 +65,7 @@ class Monitor:
         budget: float = 0.05,
         rwc_kind: str = "l1",
         include_bias: bool = False,
+        analyses=None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor expects a torch.nn.Module as model, got {type(model).__name__}")
@@ -75,6 +77,10 @@ class Monitor:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
+        analyses = ("rwc", *HEAVY) if analyses is None else tuple(analyses)
+        unknown = [a for a in analyses if a not in ("rwc", *HEAVY)]
+        if unknown:
+            raise ValueError(f"unknown analyses {unknown}; choose from {['rwc', *HEAVY]}")
         if rwc_kind not in RWC_KINDS:
             raise ValueError(f"unknown rwc_kind {rwc_kind!r}; choose one of {', '.join(map(repr, RWC_KINDS))}")
         self.model = model
@@ -84,6 +90,7 @@ class Monitor:
         self.budget = float(budget)
         self.rwc_kind = rwc_kind
         self.include_bias = include_bias
+        self.analyses = analyses
 
         weights = self._weights()
         if not weights:
@@ -103,6 +110,7 @@ class Monitor:
         self._overhead_total = 0.0
         self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # (t, overhead)
         self._detached = False
+        self._heavy = HeavyAnalyses(self, [a for a in analyses if a in HEAVY])
         self._hooks = []
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
@@ -118,10 +126,16 @@ class Monitor:
         with self._lock:
             self._step += 1
             if self._step % self.every == 0:
-                self._guarded("rwc", self._sample_rwc)
+                if "rwc" in self.analyses:
+                    self._guarded("rwc", self._sample_rwc)
+                self._guarded("schedule", self._heavy.offer, self._step)
             overhead = time.perf_counter() - t0
             self._overhead_total += overhead
             self._ticks.append((t0, overhead))
+        self.notify()
+
+    def notify(self) -> None:
+        """Tell the listeners (widgets) that there is news: a step, a sample, a finished analysis."""
         for listener in list(self._listeners):
             self._guarded("listener", listener, self)
 
@@ -129,12 +143,11 @@ class Monitor:
         self.step()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every scheduled analysis is in the history; True when all finished.
+        """Wait until every analysis already scheduled is in the history; False on timeout.
 
-        RWC is computed inside the step, so it is always complete when this returns.
+        RWC is computed inside the step; the heavier analyses run in the background.
         """
-        with self._lock:
-            return True
+        return self._heavy.flush(timeout)
 
     def detach(self) -> None:
         """Flush, then remove every hook this monitor added. The history stays readable."""
@@ -144,9 +157,9 @@ class Monitor:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        self._heavy.close()
         self._detached = True
-        for listener in list(self._listeners):
-            self._guarded("listener", listener, self)
+        self.notify()
 
     def __enter__(self) -> Monitor:
         return self
@@ -180,6 +193,9 @@ class Monitor:
             "overhead": overhead,
             "overhead_seconds": self._overhead_total,
             "samples": len(self.history.steps("rwc")),
+            "dropped": self._heavy.worker.dropped,
+            "deferred": self._heavy.deferred,
+            "worker_seconds": self._heavy.worker.busy_seconds,
             "errors": self.error_count,
             "last_error": str(self.errors[-1]) if self.errors else None,
             "nonfinite": sorted(self.nonfinite),
@@ -195,6 +211,8 @@ class Monitor:
         if math.isfinite(s["overhead"]):
             parts.append(f"monitor {100 * s['overhead']:.1f}% of wall time (budget {100 * self.budget:.0f}%)")
         parts.append(f"{s['samples']} samples every {self.every} steps")
+        if s["dropped"]:
+            parts.append(f"{s['dropped']} background analyses dropped")
         parts.append(f"{s['errors']} errors" + (f" (last: {s['last_error']})" if s["last_error"] else ""))
         if s["nonfinite"]:
             parts.append("non-finite weights in " + ", ".join(s["nonfinite"]))

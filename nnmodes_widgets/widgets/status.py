@@ -22,6 +22,7 @@ class StatusLine(anywidget.AnyWidget):
     overhead = traitlets.Float(None, allow_none=True).tag(sync=True)
     budget = traitlets.Float(0.05).tag(sync=True)
     samples = traitlets.Int(0).tag(sync=True)
+    dropped = traitlets.Int(0).tag(sync=True)
     errors = traitlets.Int(0).tag(sync=True)
     last_error = traitlets.Unicode("").tag(sync=True)
     nonfinite = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -38,6 +39,7 @@ class StatusLine(anywidget.AnyWidget):
             self.steps_per_second = _finite_or_none(s["steps_per_second"])
             self.overhead = _finite_or_none(s["overhead"])
             self.samples = s["samples"]
+            self.dropped = s["dropped"]
             self.errors = s["errors"]
             self.last_error = s["last_error"] or ""
             self.nonfinite = s["nonfinite"]

@@ -19,6 +19,10 @@ describe("statusText", () => {
     expect(statusText({ ...base, steps_per_second: 3.14159 })).toContain("3.1 steps/s");
     expect(statusText({ ...base, steps_per_second: 42.26 })).toContain("42.3 steps/s");
   });
+  it("counts dropped background analyses", () => {
+    expect(statusText({ ...base, dropped: 3 })).toContain("123 samples · 3 analyses dropped");
+    expect(statusText({ ...base, dropped: 0 })).not.toContain("dropped");
+  });
   it("flags errors, non-finite weights and detachment", () => {
     const s = statusText({ ...base, errors: 2, last_error: "step 40: rwc: boom",
       nonfinite: ["0.weight", "2.weight"], detached: true });

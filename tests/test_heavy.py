@@ -1,0 +1,130 @@
+"""Heavier analyses in the monitor's background worker: pacing within the budget, dropping while
+busy, flush, fault containment, history."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import nnmodes_widgets as nm
+from nnmodes_widgets import heavy
+
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def train(model, optimizer, steps, pause=0.0):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(16, 8)).pow(2).mean().backward()
+        optimizer.step()
+        if pause:
+            time.sleep(pause)
+
+
+def test_spectra_land_in_the_history_and_match_the_weights_of_their_step():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    saved = {}
+    monitor = nm.Monitor(model, optimizer, every=4, budget=1.0)
+    for step in range(1, 41):
+        train(model, optimizer, 1)
+        saved[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        monitor.flush()        # let every offered run finish, so none is dropped
+    assert monitor.history.layers("spectrum") == ["0.weight", "2.weight"]
+    steps, values = monitor.history.get("spectrum", "0.weight")
+    assert len(steps) >= 5 and set(steps.tolist()) <= set(range(4, 41, 4))
+    for step, s in zip(steps.tolist(), values):
+        # the copy analysed holds the weights of the step the run was offered at
+        np.testing.assert_allclose(s, np.linalg.svd(saved[step]["0.weight"].double().numpy(), compute_uv=False),
+                                   rtol=1e-5)
+    monitor.detach()
+
+
+def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeypatch):
+    calls = []
+
+    def slow(model, probe):
+        calls.append(time.perf_counter())
+        time.sleep(0.05)
+        return {"w": np.ones(3)}
+
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1)
+    start = time.perf_counter()
+    train(model, optimizer, 300, pause=0.004)
+    elapsed = time.perf_counter() - start
+    monitor.flush()
+    stats = monitor.stats()
+    # after the first (warm-up) run, each 50 ms run is followed by >= 450 ms without one
+    assert stats["worker_seconds"] <= 0.1 * elapsed + 2 * 0.05 + 0.05, (stats, elapsed)
+    gaps = np.diff(calls[1:])
+    assert (gaps >= 0.05 * 0.9 / 0.1 * 0.9).all(), gaps
+    assert stats["deferred"] > 0 and len(calls) >= 2
+    # the training thread paid only its own share, not the analysis
+    assert stats["overhead_seconds"] < 0.5 * len(calls) * 0.05
+    monitor.detach()
+
+
+def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
+    def slow(model, probe):
+        time.sleep(0.2)
+        return {"w": np.ones(2)}
+
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    train(model, optimizer, 20)            # fast steps: the worker is busy for most of them
+    assert monitor.flush(5)
+    stats = monitor.stats()
+    assert stats["dropped"] > 0
+    assert len(monitor.history.steps("spectrum")) + stats["dropped"] + stats["deferred"] == 20
+    monitor.detach()
+
+
+def test_a_failing_analysis_is_reported_and_training_goes_on(monkeypatch):
+    def broken(model, probe):
+        raise RuntimeError("spectrum exploded")
+
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", broken)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model[0].weight.detach().clone()
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0)
+    for _ in range(5):
+        train(model, optimizer, 2)
+        monitor.flush()
+    assert not torch.equal(before, model[0].weight)
+    assert monitor.errors and all(e.analysis == "spectrum" and "spectrum exploded" in e.message
+                                  for e in monitor.errors)
+    assert len(monitor.history.steps("rwc")) == 5   # RWC unaffected
+    monitor.detach()
+
+
+def test_analyses_can_be_chosen_and_unknown_ones_are_refused():
+    model = mlp()
+    monitor = nm.Monitor(model, every=1, analyses=("rwc",))
+    for _ in range(3):
+        monitor.step()
+    monitor.flush()
+    assert monitor.history.layers("spectrum") == [] and len(monitor.history.steps("rwc")) == 3
+    with pytest.raises(ValueError, match="unknown analyses \\['radiographs'\\]"):
+        nm.Monitor(model, analyses=("rwc", "radiographs"))
+
+
+def test_detach_flushes_the_running_analysis(monkeypatch):
+    def slowish(model, probe):
+        time.sleep(0.3)
+        return {"w": np.ones(2)}
+
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slowish)
+    monitor = nm.Monitor(mlp(), every=1, budget=1.0)
+    monitor.step()
+    monitor.detach()
+    assert monitor.history.steps("spectrum").tolist() == [1]
