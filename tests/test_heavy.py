@@ -128,3 +128,14 @@ def test_detach_flushes_the_running_analysis(monkeypatch):
     monitor.step()
     monitor.detach()
     assert monitor.history.steps("spectrum").tolist() == [1]
+
+
+def test_listeners_hear_of_a_finished_background_analysis():
+    heard = []
+    monitor = nm.Monitor(mlp(), every=1, budget=1.0)
+    monitor.subscribe(lambda m: heard.append(len(m.history.steps("spectrum"))))
+    monitor.step()
+    monitor.flush()
+    # once for the step (before the spectrum is in), once when the spectrum landed
+    assert heard[0] == 0 and heard[-1] == 1
+    monitor.detach()

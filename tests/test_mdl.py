@@ -13,14 +13,6 @@ import nnmodes_widgets as nm
 from nnmodes_widgets import ModeLinear, to_mode_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on shared cores a second OpenMP thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def ref_weight(layer: ModeLinear) -> np.ndarray:
     """sum_mu lam_mu xi_mu xi_hat_mu^T, mode by mode, in float64."""

@@ -15,14 +15,6 @@ from nnmodes_widgets.analysis import (PowerLawFit, Spectrum, fit_power_law, mode
                                       mode_truncation_curve)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on shared cores a second OpenMP thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # -- brute force -------------------------------------------------------------------------------------
 

@@ -9,6 +9,12 @@ from .rwc import relative_weight_change, weight_snapshot
 # layer clustering (WeightScale)
 from .clustering import LayerClusters, cluster_layers
 
+# weight pathways (Feng et al.)
+from .pathways import characteristic_maps, gated_radiograph, pathway_layers, static_radiograph
+
+# neuron transformation modes (Lin et al.)
+from .neurons import NeuronModes, neuron_modes
+
 # mode decomposition (Li & Huang)
 from .powerlaw import PowerLawFit, fit_power_law
 from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
@@ -16,5 +22,7 @@ from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
 __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
+    "pathway_layers", "static_radiograph", "gated_radiograph", "characteristic_maps",
+    "neuron_modes", "NeuronModes",
     "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "mode_truncation_curve",
 ]

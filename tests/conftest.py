@@ -1,0 +1,15 @@
+"""Shared test settings."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tests' tensors are tiny: a second intra-op thread only spins against the first (and
+    against JupyterLab and kernels in the browser tests) on the 2-core test machines, making
+    small-tensor tests many times slower. Nothing here measures speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
