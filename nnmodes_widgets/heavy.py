@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .analysis.neurons import neuron_modes
+from .analysis.pathways import pathway_layers, static_radiograph
 from .analysis.spectrum import mode_spectrum
 from .worker import Worker
 
@@ -29,9 +31,25 @@ def _spectrum(model: nn.Module, probe) -> dict[str, np.ndarray]:
     return {layer: s.singular_values for layer, s in mode_spectrum(model).items()}
 
 
+def _radiograph(model: nn.Module, probe) -> dict[str, np.ndarray]:
+    """Signed static radiograph of every pathway layer, [neurons, inputs] (SPEC 4.2)."""
+    x = probe[0] if isinstance(probe, tuple) else probe
+    input_shape = tuple(x.shape[1:]) if x is not None else None
+    return {layer: static_radiograph(model, layer, input_shape=input_shape).flatten(1).cpu().numpy()
+            for layer in pathway_layers(model, input_shape=input_shape)}
+
+
+def _neuron_modes(model: nn.Module, probe) -> dict[str, np.ndarray]:
+    """Active fraction of every neuron over the probe (SPEC 4.3); its modes follow from it."""
+    x, y = probe if isinstance(probe, tuple) else (probe, None)
+    return {layer: m.active_fraction.numpy() for layer, m in neuron_modes(model, x, y=y).items()}
+
+
 # name -> (model copy, probe) -> {layer: array}; recorded in the history under that name
-RUNNERS: dict[str, Callable] = {"spectrum": _spectrum}
+RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "radiograph": _radiograph,
+                                "neuron_modes": _neuron_modes}
 HEAVY = tuple(RUNNERS)
+NEEDS_PROBE = {"neuron_modes"}   # offered once there is a probe batch (given, or captured)
 
 
 class HeavyAnalyses:
@@ -59,7 +77,10 @@ class HeavyAnalyses:
         if not self.worker.idle:
             self.worker.dropped += 1
             return
-        name = self.names[self._turn % len(self.names)]
+        ready = [n for n in self.names if n not in NEEDS_PROBE or self.monitor.probe is not None]
+        if not ready:
+            return
+        name = ready[self._turn % len(ready)]
         model_copy = self._refresh()
         self._turn += 1
         probe = self.monitor.probe
@@ -70,6 +91,13 @@ class HeavyAnalyses:
         try:
             values = RUNNERS[name](model_copy, probe)
             self.monitor.history.record(name, step, when, values)
+        except Exception as exc:
+            if self._runs.get(name):
+                raise                      # it worked before: a fault, shown as an error
+            # Failing at once means the model is outside what this analysis can compute
+            # exactly (say, residual connections for pathways): stop offering it.
+            self.names = [n for n in self.names if n != name]   # rebound: offer() may be reading
+            self.monitor.report_notice(name, None, f"switched off for this model: {exc}")
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
@@ -85,7 +113,7 @@ class HeavyAnalyses:
         if self._pairs is None or len(tensors) != len(self._pairs[1]) or any(
                 a.shape != b.shape for a, b in zip(tensors, self._pairs[1])):
             # first use, or the model changed shape: copy the whole module anew
-            self._copy = copy.deepcopy(model).eval().requires_grad_(False)
+            self._copy = _copy_without_hooks(model).eval().requires_grad_(False)
             self._pairs = ([t.detach() for t in (*self._copy.parameters(), *self._copy.buffers())],
                            tensors)
         else:
@@ -99,3 +127,21 @@ class HeavyAnalyses:
 
     def close(self, timeout: float | None = None) -> bool:
         return self.worker.close(timeout)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
+               "_forward_hooks_always_called", "_state_dict_hooks", "_state_dict_pre_hooks",
+               "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def _copy_without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy whose modules have no hooks: the user's hooks (and ours, which hold the
+    monitor) must neither be copied nor fire when an analysis runs the copy."""
+    memo = {}
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks is not None:
+                memo[id(hooks)] = type(hooks)()   # deepcopy takes the empty one from the memo
+    return copy.deepcopy(model, memo)

@@ -26,6 +26,7 @@ __all__ = ["Monitor", "MonitorError"]
 
 _MAX_ERRORS = 1000          # newest kept; `error_count` counts them all
 _RATE_WINDOW = 200          # steps over which steps/s and overhead share are measured
+PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class Monitor:
         self._hooks = []
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
+        self._probe_hook = (model.register_forward_pre_hook(self._capture_probe)
+                            if self.probe is None else None)
 
     # -- the training-loop side ------------------------------------------------------------------
 
@@ -142,6 +145,18 @@ class Monitor:
     def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
         self.step()
 
+    def _capture_probe(self, module, args) -> None:
+        """The first training batch (at most PROBE_SIZE samples) becomes the probe; then the hook
+        removes itself."""
+        if self.probe is None and args and isinstance(args[0], torch.Tensor) and args[0].ndim >= 1:
+            self.probe = args[0][:PROBE_SIZE].detach().clone()
+        self._remove_probe_hook()
+
+    def _remove_probe_hook(self) -> None:
+        if self._probe_hook is not None:
+            self._probe_hook.remove()
+            self._probe_hook = None
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every analysis already scheduled is in the history; False on timeout.
 
@@ -157,6 +172,7 @@ class Monitor:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        self._remove_probe_hook()
         self._heavy.close()
         self._detached = True
         self.notify()

@@ -29,7 +29,7 @@ def test_spectra_land_in_the_history_and_match_the_weights_of_their_step():
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     saved = {}
-    monitor = nm.Monitor(model, optimizer, every=4, budget=1.0)
+    monitor = nm.Monitor(model, optimizer, every=4, budget=1.0, analyses=("rwc", "spectrum"))
     for step in range(1, 41):
         train(model, optimizer, 1)
         saved[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -55,7 +55,7 @@ def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeyp
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
     start = time.perf_counter()
     train(model, optimizer, 300, pause=0.004)
     elapsed = time.perf_counter() - start
@@ -79,7 +79,7 @@ def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("spectrum",))
     train(model, optimizer, 20)            # fast steps: the worker is busy for most of them
     assert monitor.flush(5)
     stats = monitor.stats()
@@ -89,14 +89,19 @@ def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
 
 
 def test_a_failing_analysis_is_reported_and_training_goes_on(monkeypatch):
-    def broken(model, probe):
-        raise RuntimeError("spectrum exploded")
+    runs = []
+
+    def broken(model, probe):   # works once (so the model is supported), then breaks
+        runs.append(1)
+        if len(runs) > 1:
+            raise RuntimeError("spectrum exploded")
+        return {"w": np.ones(2)}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", broken)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     before = model[0].weight.detach().clone()
-    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0)
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0, analyses=("rwc", "spectrum"))
     for _ in range(5):
         train(model, optimizer, 2)
         monitor.flush()
@@ -124,7 +129,7 @@ def test_detach_flushes_the_running_analysis(monkeypatch):
         return {"w": np.ones(2)}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slowish)
-    monitor = nm.Monitor(mlp(), every=1, budget=1.0)
+    monitor = nm.Monitor(mlp(), every=1, budget=1.0, analyses=("spectrum",))
     monitor.step()
     monitor.detach()
     assert monitor.history.steps("spectrum").tolist() == [1]
@@ -132,10 +137,76 @@ def test_detach_flushes_the_running_analysis(monkeypatch):
 
 def test_listeners_hear_of_a_finished_background_analysis():
     heard = []
-    monitor = nm.Monitor(mlp(), every=1, budget=1.0)
+    monitor = nm.Monitor(mlp(), every=1, budget=1.0, analyses=("spectrum",))
     monitor.subscribe(lambda m: heard.append(len(m.history.steps("spectrum"))))
     monitor.step()
     monitor.flush()
     # once for the step (before the spectrum is in), once when the spectrum landed
     assert heard[0] == 0 and heard[-1] == 1
+    monitor.detach()
+
+
+def test_radiographs_and_neuron_modes_from_the_captured_first_batch():
+    import copy
+
+    from nnmodes_widgets.analysis import neuron_modes, static_radiograph
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    first = torch.randn(300, 8)
+    states = {}
+    for step in range(1, 10):
+        optimizer.zero_grad()
+        model(first if step == 1 else torch.randn(16, 8)).pow(2).mean().backward()
+        optimizer.step()
+        states[step] = copy.deepcopy(model.state_dict())
+        monitor.flush()
+    # the first forward's batch (at most 256 samples) became the probe, and its hook is gone
+    assert torch.equal(monitor.probe, first[:256]) and monitor._probe_hook is None
+    h = monitor.history
+    assert h.layers("radiograph") == ["0", "2"] and h.layers("neuron_modes") == ["0"]
+    at_step = mlp()
+    for step, maps in zip(*h.get("radiograph", "2")):
+        at_step.load_state_dict(states[step])      # the weights of the step it was offered at
+        np.testing.assert_allclose(maps, static_radiograph(at_step, "2").numpy(), rtol=1e-5, atol=1e-7)
+    for step, fractions in zip(*h.get("neuron_modes", "0")):
+        at_step.load_state_dict(states[step])
+        expected = neuron_modes(at_step, monitor.probe)["0"].active_fraction.numpy()
+        np.testing.assert_allclose(fractions, expected)
+    assert monitor.errors == []
+    monitor.detach()
+
+
+def test_an_analysis_the_model_does_not_support_is_switched_off_with_a_notice():
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(8, 8)
+            self.b = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(x + torch.relu(self.a(x)))   # no exact pathway chain
+
+    model = Residual()
+    monitor = nm.Monitor(model, every=1, budget=1.0, analyses=("radiograph", "spectrum"))
+    for _ in range(6):
+        monitor.step()
+        monitor.flush()
+    assert monitor.history.layers("radiograph") == []
+    assert [n.analysis for n in monitor.notices] == ["radiograph"]
+    assert "switched off" in monitor.notices[0].message
+    assert monitor.errors == [] and len(monitor.history.steps("spectrum")) >= 4
+    monitor.detach()
+
+
+def test_the_analysed_copy_carries_no_hooks():
+    fired = []
+    model = mlp()
+    model[0].register_forward_hook(lambda m, i, o: fired.append(1))
+    monitor = nm.Monitor(model, every=1, budget=1.0, probe=torch.randn(10, 8),
+                         analyses=("neuron_modes",))
+    monitor.step()
+    monitor.flush()
+    assert fired == [] and monitor.history.layers("neuron_modes") == ["0"]
     monitor.detach()
