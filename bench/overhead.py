@@ -1,9 +1,10 @@
 """Training overhead of the monitor: monitored / bare wall time, interleaved in one process.
 
 The quickstart's MLP (64-512-256-10, batch 16) on scikit-learn's digits with its default
-settings (every=10): bare training, training with a Monitor, and with a Monitor feeding a
-Dashboard (the widgets' kernel-side work: history reads, decimation, trait updates; with no
-front-end attached the comm messages go nowhere).
+settings (every=10, budget=0.05): bare training; a Monitor doing RWC only; a Monitor with its
+default analyses (RWC on the training thread, spectra, radiographs and neuron modes in the
+background worker); and that Monitor feeding a Dashboard (the widgets' kernel-side work: history
+reads, decimation, trait updates; with no front end attached the messages go nowhere).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from sklearn.datasets import load_digits
 
 import nnmodes_widgets as nm
 
-STEPS = 1500
-REPEATS = 7
+STEPS = 3000
+REPEATS = 9
 
 
 def _setup():
@@ -46,11 +47,13 @@ def _train(X, y, model, optimizer, batches):
 def run() -> dict:
     X, y, model, optimizer, batches = _setup()
     _train(X, y, model, optimizer, batches[:200])           # warm up allocator and threads
-    times = {"bare": [], "monitor": [], "dashboard": []}
+    times = {"bare": [], "rwc": [], "monitor": [], "dashboard": []}
     samples = []
     for _ in range(REPEATS):
         for variant in times:                               # interleaved: drift hits all alike
-            monitor = None if variant == "bare" else nm.Monitor(model, optimizer, every=10)
+            monitor = (None if variant == "bare" else
+                       nm.Monitor(model, optimizer, every=10, analyses=("rwc",)) if variant == "rwc"
+                       else nm.Monitor(model, optimizer, every=10))
             dashboard = monitor.dashboard() if variant == "dashboard" else None
             times[variant].append(_train(X, y, model, optimizer, batches))
             if monitor is not None:
@@ -63,6 +66,7 @@ def run() -> dict:
         "steps": STEPS,
         "repeats": REPEATS,
         "bare_ms_per_step": 1e3 * bare / STEPS,
+        "rwc_ratio": statistics.median(times["rwc"]) / bare,
         "monitor_ratio": statistics.median(times["monitor"]) / bare,
         "dashboard_ratio": statistics.median(times["dashboard"]) / bare,
         "reported_overhead": statistics.median(samples),

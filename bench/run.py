@@ -36,7 +36,8 @@ def main() -> None:
         "",
         "| variant | wall time / bare | target |",
         "| --- | --- | --- |",
-        f"| Monitor (every=10) | {o['monitor_ratio']:.3f} | <= 1.05 |",
+        f"| Monitor, RWC only (every=10) | {o['rwc_ratio']:.3f} | <= 1.05 |",
+        f"| Monitor, default analyses (every=10, budget=0.05) | {o['monitor_ratio']:.3f} | <= 1.05 |",
         f"| Monitor + Dashboard (kernel side) | {o['dashboard_ratio']:.3f} | <= 1.05 |",
         "",
         f"The monitor's own estimate of its share of wall time (status line): "
