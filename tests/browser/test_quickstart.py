@@ -75,9 +75,14 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     status = dashboard.locator(".nnmodes-status")
     trend.wait_for(timeout=30_000)  # strict locators: exactly one of each in the dashboard
     status.wait_for(timeout=30_000)
-    for name in ("data-frames", "data-step"):
-        _int_attr(dashboard, name)
     trend.scroll_into_view_if_needed()  # drawing may pause while off screen
+    # The widgets exist before the first sample: wait for each root's first frame (data-step is
+    # written with it).
+    for root in (dashboard, trend):
+        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+                               arg=root.element_handle(), timeout=60_000)
+        for name in ("data-frames", "data-step"):
+            _int_attr(root, name)
 
     # Sample while the training cell runs; a read counts only if the kernel was
     # busy both before and after it.
