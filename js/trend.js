@@ -1,23 +1,16 @@
-import { referencedModel, rootCounter } from "./root.js";
+import { countFrames, panelHeader } from "./header.js";
+import { referencedModel } from "./root.js";
 
 // Header of the trend panel. The plot itself is a bqplot Figure beside this view; its models are
 // reached through widget references so that the log switch and frame counting happen here, in
 // the browser, even while a training cell keeps the kernel busy.
 export default {
   async render({ model, el }) {
-    el.classList.add("nnmodes-trend-header");
-    const title = document.createElement("span");
-    title.className = "nnmodes-title";
-    title.textContent = model.get("title");
     const toggle = document.createElement("label");
     const box = document.createElement("input");
     box.type = "checkbox";
     toggle.append(box, " log scale");
-    const stepLabel = document.createElement("span");
-    stepLabel.className = "nnmodes-step";
-    el.append(title, toggle, stepLabel);
-
-    const counter = rootCounter(el, "nnmodes-trend");
+    const { onData } = panelHeader(model, el, "nnmodes-trend", [toggle]);
     const [lines, linearAxis, logAxis, linear, log] = await Promise.all(
       ["lines", "linear_axis", "log_axis", "linear_scale", "log_scale"].map((n) =>
         referencedModel(model, n),
@@ -38,19 +31,13 @@ export default {
       model.set("log_y", box.checked);
       model.save_changes();
     };
-    const onData = () => {
-      const step = model.get("step");
-      stepLabel.textContent = `step ${step}`;
-      counter.frame(step);
-    };
     box.addEventListener("change", onToggle);
     model.on("change:log_y", applyScale);
-    lines.on("change:y", onData);
     applyScale();
-    if (model.get("step") > 0) onData(); // data that arrived before this view was made
+    const stopCounting = await countFrames(model, "lines", onData);
     return () => {
       model.off("change:log_y", applyScale);
-      lines.off("change:y", onData);
+      stopCounting();
     };
   },
 };

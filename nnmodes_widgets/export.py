@@ -63,13 +63,3 @@ def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None 
         ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", transform=ax.transAxes)
     elif len(layers) <= 12:
         ax.legend(fontsize="small", frameon=False, loc="upper right")
-
-
-def trend_figure(history: History, *, title: str, step: int | None = None,
-                 log_y: bool = False) -> Figure:
-    fig = Figure(figsize=(8, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    draw_trend(ax, history, step=step, log_y=log_y)
-    ax.set_title(title, loc="left", fontsize="medium", fontweight="bold")
-    return fig
-

@@ -150,6 +150,18 @@ def test_trend_sends_every_layer_bounded_and_in_binary():
         monitor.detach()
 
 
+def test_lines_end_at_their_last_value():
+    from nnmodes_widgets.widgets.decimate import end_at_last_value
+
+    x = np.arange(5.0)[None].repeat(3, 0)
+    y = np.array([[1, 2, np.nan, 4, np.nan], [np.nan, 1, 2, np.nan, np.nan], [np.nan] * 5])
+    ex, ey = end_at_last_value(x, y)
+    np.testing.assert_array_equal(ey[0], [1, 2, np.nan, 4, 4])     # inner gaps stay gaps
+    np.testing.assert_array_equal(ex[0], [0, 1, 2, 3, 3])
+    np.testing.assert_array_equal(ey[1], [np.nan, 1, 2, 2, 2])
+    assert np.isnan(ey[2]).all() and np.array_equal(ex[2], x[2])
+
+
 def test_trend_draws_nan_weights_as_gaps():
     model = _mlp()
     monitor = nm.Monitor(model, every=1)
@@ -161,7 +173,11 @@ def test_trend_draws_nan_weights_as_gaps():
     for _ in range(3):
         monitor.step()
     trend._live.throttle.push_now()
-    assert np.isnan(trend._lines.y[1, -3:]).all() and np.isfinite(trend._lines.y[0]).all()
+    # no line after the NaN weights: the series stops at step 3, its last finite sample (the
+    # later points repeat that one, so nothing is drawn past it)
+    np.testing.assert_array_equal(trend._lines.x[1], [1, 2, 3, 3, 3, 3])
+    assert (trend._lines.y[1, 3:] == trend._lines.y[1, 2]).all()
+    assert np.isfinite(trend._lines.y[0]).all() and trend._lines.x[0, -1] == 6
     assert list(monitor.nonfinite) == ["2.weight"]
     trend.close()
 
@@ -172,7 +188,7 @@ def test_dashboard_status_and_lifecycle():
     monitor = nm.Monitor(model, optimizer, every=5)
     dashboard = monitor.dashboard()
     assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
-    assert dashboard.children == (dashboard.status, dashboard.trend)
+    assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra)
     _train(model, optimizer, 50)
     dashboard.status._live.throttle.push_now()
     status = dashboard.status
@@ -229,3 +245,47 @@ def test_widgets_refuse_what_is_not_a_monitor():
     monitor = nm.Monitor(_mlp())
     with pytest.raises(ValueError, match="max_points"):
         Trend(monitor, max_points=1)
+
+
+def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
+    from nnmodes_widgets.widgets import Spectra
+    from nnmodes_widgets.widgets.spectrum import power_law_line, rank_trends
+
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0, analyses=("spectrum",))
+    panel = Spectra(monitor)
+    for _ in range(12):
+        _train(model, optimizer, 2)
+        monitor.flush()
+    panel._live.throttle.push_now()
+    layers = monitor.history.layers("spectrum")
+    assert list(panel._spectra.labels) == layers == ["0.weight", "2.weight", "4.weight"]
+    steps, values = monitor.history.get("spectrum", "2.weight")
+    np.testing.assert_allclose(panel._spectra.y[1, :8], values[-1], rtol=1e-6)
+    # 0.weight has 6 singular values: its line ends there (the last point repeated, no NaN tail)
+    assert (panel._spectra.y[0, 6:] == panel._spectra.y[0, 5]).all()
+    assert (panel._spectra.x[0, 6:] == 6).all()
+    np.testing.assert_array_equal(panel._spectra.x[1, :8], np.arange(1, 9))
+    np.testing.assert_allclose(panel._fits.y[1, :8], power_law_line(values[-1]), rtol=1e-5)
+    # effective rank exp(H(p)), p = s / sum s; stable rank sum s^2 / s_1^2: against a loop
+    s = values[-1]
+    p = s / s.sum()
+    assert np.isclose(rank_trends(values)[0][-1], np.exp(-sum(q * np.log(q) for q in p)))
+    assert np.isclose(rank_trends(values)[1][-1], sum(v * v for v in s) / s[0] ** 2)
+    np.testing.assert_allclose(panel._effective.y[1][-1], rank_trends(values)[0][-1], rtol=1e-6)
+    assert panel._header.step == steps[-1] and "nnmodes-spectrum" in panel._dom_classes
+    fig = panel.figure()
+    assert len(fig.axes[0].get_lines()) == 6 and fig.axes[0].get_xscale() == "log"
+    panel.close()
+    monitor.detach()
+
+
+def test_power_law_line_handles_short_and_zero_tails():
+    from nnmodes_widgets.widgets.spectrum import power_law_line
+
+    exact = 3.0 * np.arange(1, 11, dtype=float) ** -0.5
+    np.testing.assert_allclose(power_law_line(exact), exact, rtol=1e-9)
+    assert np.isnan(power_law_line(np.array([1.0, 0.5]))).all()      # too few points to fit
+    tail = power_law_line(np.array([4.0, 2.0, 1.0, 0.5, 0.0, 0.0]))
+    assert np.isfinite(tail[:4]).all() and np.isnan(tail[4:]).all()

@@ -2,7 +2,8 @@
 
 from .dashboard import Dashboard
 from .radiograph import Radiograph
+from .spectrum import Spectra
 from .status import StatusLine
 from .trend import Trend
 
-__all__ = ["Dashboard", "Radiograph", "StatusLine", "Trend"]
+__all__ = ["Dashboard", "Radiograph", "Spectra", "StatusLine", "Trend"]

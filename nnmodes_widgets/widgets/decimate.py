@@ -33,3 +33,20 @@ def minmax_decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.n
     idx = np.minimum(idx.reshape(n_rows, 2 * buckets), head - 1)   # buckets lying past the end
     idx = np.concatenate([idx, np.full((n_rows, 1), n - 1)], axis=1)
     return x[idx], np.take_along_axis(y, idx, axis=1)
+
+
+def end_at_last_value(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``y`` [L, P] whose tail is NaN end at their last finite point instead, repeated.
+
+    bqplot places every line's label at its last point, and an undefined one is a console error;
+    repeating the last point draws the same line. Rows with no finite value are left as they are.
+    """
+    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    finite = np.isfinite(y)
+    has = finite.any(axis=1)
+    last = y.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    tail = (np.arange(y.shape[1])[None, :] > last[:, None]) & has[:, None]
+    rows = np.arange(len(y))
+    y = np.where(tail, y[rows, last][:, None], y)
+    x = np.where(tail, x[rows, last][:, None], x)
+    return x, y

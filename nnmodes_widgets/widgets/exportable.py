@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from .. import export
 
 
 class Exportable:
-    """Mixin: a widget provides ``figure(step=None) -> matplotlib Figure`` of what it shows."""
+    """Mixin: a widget draws what it shows into a matplotlib figure (or subfigure, so that the
+    dashboard can compose its panels) with ``draw(fig, step)``; ``figsize`` is its own size."""
 
-    def figure(self, step: int | None = None):
+    figsize = (8, 3.6)
+
+    def draw(self, fig, step: int | None = None) -> None:
         raise NotImplementedError
+
+    def figure(self, step: int | None = None) -> Figure:
+        """What the widget shows (up to ``step`` when given) as a matplotlib figure."""
+        fig = Figure(figsize=self.figsize, layout="constrained")
+        self.draw(fig, step)
+        return fig
 
     def export(self, path, *, step: int | None = None) -> Path:
         """Write the widget's current data (or its data up to ``step``) to a .png, .svg or .pdf."""

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 import anywidget
 import numpy as np
 import traitlets
-from matplotlib.figure import Figure
 
 from ._bundle import bundle
 from .binary import encode_array
@@ -67,14 +66,17 @@ class Radiograph(Exportable, anywidget.AnyWidget):
                                "input_shape": list(input_shape) if input_shape else None}
             self.frame_data = b"".join(payloads)
 
-    def figure(self, step: int | None = None) -> Figure:
-        """The frame on display, rendered by matplotlib (one panel per layer)."""
+    @property
+    def figsize(self):
+        return (8, 1.6 + 1.8 * (len(self._latest[1]) if self._latest else 1))
+
+    def draw(self, fig, step: int | None = None) -> None:
+        """The frame on display (one panel per layer)."""
         if self._latest is None:
             raise ValueError("nothing to export yet: show() has not been called")
         shown_step, maps, input_shape = self._latest
         if step is not None and step != shown_step:
             raise ValueError(f"this widget keeps the frame of step {shown_step} only, not step {step}")
-        fig = Figure(figsize=(8, 1.6 + 1.8 * len(maps)), layout="constrained")
         axes = fig.subplots(len(maps), 1, squeeze=False)[:, 0]
         signed = self.view == "signed"
         for ax, (layer, a) in zip(axes, maps.items()):
@@ -89,4 +91,3 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             fig.colorbar(image, ax=ax, shrink=0.8)
         axes[-1].set_xlabel("input")
         fig.suptitle(f"{self.title}, step {shown_step}", x=0.01, ha="left", fontsize="medium")
-        return fig

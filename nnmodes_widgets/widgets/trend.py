@@ -12,7 +12,7 @@ from .. import export
 from ..colors import layer_colors
 from ..monitor import Monitor
 from ._bundle import bundle
-from .decimate import minmax_decimate
+from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding
 
@@ -93,9 +93,11 @@ class Trend(Exportable, ipywidgets.VBox):
     def log_y(self, value: bool) -> None:
         self._controls.log_y = bool(value)
 
-    def figure(self, step: int | None = None):
-        """The full-resolution trend as a matplotlib figure (up to ``step`` when given)."""
-        return export.trend_figure(self.monitor.history, title=self.title, step=step, log_y=self.log_y)
+    def draw(self, fig, step: int | None = None) -> None:
+        """The trend at full resolution (up to ``step`` when given)."""
+        ax = fig.add_subplot()
+        export.draw_trend(ax, self.monitor.history, step=step, log_y=self.log_y)
+        ax.set_title(self.title, loc="left", fontsize="medium", fontweight="bold")
 
     def _push(self) -> None:
         history = self.monitor.history
@@ -105,7 +107,7 @@ class Trend(Exportable, ipywidgets.VBox):
         layers, steps, values = history.matrix("rwc")
         if not layers:
             return
-        x, y = minmax_decimate(steps.astype(np.float64), values, self.max_points)
+        x, y = end_at_last_value(*minmax_decimate(steps.astype(np.float64), values, self.max_points))
         # The step goes first: the browser counts a frame when the line data arrives and labels
         # it with the step it already has.
         self._controls.step = int(steps[-1])

@@ -108,6 +108,15 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     print(f"dashboard advanced while training: {first} -> {s}")
     assert s["step"] >= first["step"], f"trend data-step went backwards: {first} -> {s}"
 
+    # Spectra come from the background worker, paced by the budget: a new frame within seconds.
+    spectrum = dashboard.locator(".nnmodes-spectrum")
+    page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+                           arg=spectrum.element_handle(), timeout=60_000)
+    spectrum_frames = _int_attr(spectrum, "data-frames")
+    page.wait_for_function(f"el => Number(el.getAttribute('data-frames')) > {spectrum_frames}",
+                           arg=spectrum.element_handle(), timeout=30_000)
+    assert kernel_busy(page), "training ended before the spectrum panel was seen updating"
+
     # The log-scale switch works in the browser while the kernel is busy training.
     assert _y_axis(trend)["label"] == "RWC", _y_axis(trend)
     trend.locator(".nnmodes-trend-header input[type=checkbox]").click()

@@ -1,0 +1,196 @@
+"""Live mode spectra: ranked singular values per layer with their fitted power laws (log-log),
+and each layer's effective and stable rank against the step (Li & Huang, SPEC 4.4)."""
+
+from __future__ import annotations
+
+import anywidget
+import bqplot
+import ipywidgets
+import numpy as np
+import traitlets
+
+from .. import export
+from ..analysis.powerlaw import MIN_SEGMENT, fit_power_law
+from ..colors import layer_colors
+from ..monitor import Monitor
+from ._bundle import bundle
+from .decimate import end_at_last_value, minmax_decimate
+from .exportable import Exportable
+from .live import LiveBinding
+
+
+class _SpectrumHeader(anywidget.AnyWidget):
+    """Title and step; counts a frame when the spectra reach the browser."""
+
+    _esm = bundle("spectrum.js")
+    _css = bundle("widgets.css")
+    title = traitlets.Unicode("").tag(sync=True)
+    step = traitlets.Int(0).tag(sync=True)
+    mark = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
+
+
+def rank_trends(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Effective rank exp(H(s / sum s)) and stable rank sum s^2 / s_1^2 of spectra [T, k]."""
+    s = np.asarray(spectra, dtype=np.float64)
+    total = s.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = s / total
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+        stable = (s ** 2).sum(axis=1) / s[:, 0] ** 2
+    effective = np.where(total[:, 0] > 0, np.exp(entropy), np.nan)
+    return effective, stable
+
+
+def power_law_line(values: np.ndarray) -> np.ndarray:
+    """The piecewise power law fitted to a spectrum's positive head (NaN where none fits)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    out = np.full(len(values), np.nan)
+    if len(positive) >= MIN_SEGMENT:
+        breaks = 1 if len(positive) >= 2 * MIN_SEGMENT else 0
+        out[: len(positive)] = fit_power_law(positive, breaks=breaks).predict()
+    return out
+
+
+class Spectra(Exportable, ipywidgets.VBox):
+    """Mode spectra of every weight, from ``monitor.history`` ("spectrum"), drawn live.
+
+    Left: the newest ranked singular values of each layer on log-log axes, with the fitted
+    piecewise power law dashed. Right: effective and stable rank against the step. Root element
+    class ``nnmodes-spectrum``.
+    """
+
+    def __init__(self, monitor: Monitor, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"Spectra expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        self.monitor = monitor
+        self.max_points = max_points
+        self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
+        # A log scale with no data has no domain, and bqplot then lays out its axis at an
+        # undefined position (console errors): start from a fixed range, freed with the data.
+        rank_x, value_y = bqplot.LogScale(min=1, max=10), bqplot.LogScale(min=0.01, max=10)
+        self._free_scales = (rank_x, value_y)
+        self._spectra = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
+                                     scales={"x": rank_x, "y": value_y}, stroke_width=1.5,
+                                     tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
+        self._fits = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
+                                  scales={"x": rank_x, "y": value_y}, line_style="dashed",
+                                  stroke_width=1)
+        spectrum_fig = _figure([self._spectra, self._fits], rank_x, value_y, "rank", "singular value")
+        step_x = bqplot.LinearScale()
+        self._effective = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
+                                       scales={"x": step_x, "y": bqplot.LinearScale()})
+        self._stable = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
+                                    scales={"x": step_x, "y": bqplot.LinearScale()})
+        effective_fig = _figure([self._effective], step_x, self._effective.scales["y"], "step",
+                                "effective rank", height="160px")
+        stable_fig = _figure([self._stable], step_x, self._stable.scales["y"], "step",
+                             "stable rank", height="160px")
+        self._header = _SpectrumHeader(title=self.title, mark=self._spectra)
+        self._layers: list[str] = []
+        self._version = -1
+        super().__init__(children=[self._header, ipywidgets.HBox(
+            [spectrum_fig, ipywidgets.VBox([effective_fig, stable_fig],
+                                           layout=ipywidgets.Layout(width="45%"))])], **kwargs)
+        self.add_class("nnmodes-spectrum")
+        self._live = LiveBinding(monitor, self._push, name="spectrum", max_rate=max_rate)
+
+    def _data(self, step: int | None = None):
+        """layers, newest spectra [L, k] (NaN-padded), their steps, and per layer (steps, spectra)."""
+        history = self.monitor.history
+        layers = history.layers("spectrum")
+        series = {}
+        for layer in layers:
+            steps, values = history.get("spectrum", layer)
+            if step is not None:
+                keep = steps <= step
+                steps, values = steps[keep], values[keep]
+            if len(steps):
+                series[layer] = (steps, values)
+        return list(series), series
+
+    def _push(self) -> None:
+        history = self.monitor.history
+        if history.version == self._version:
+            return
+        self._version = history.version
+        layers, series = self._data()
+        if not layers:
+            return
+        width = max(v.shape[1] for _, v in series.values())
+        newest = np.full((len(layers), width), np.nan)
+        for i, layer in enumerate(layers):
+            newest[i, : series[layer][1].shape[1]] = series[layer][1][-1]
+        fits = np.stack([power_law_line(row) for row in newest])
+        ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
+        trends = [rank_trends(values) for _, values in series.values()]
+        steps = max((s for s, _ in series.values()), key=len)
+        effective = _aligned(steps, series, [t[0] for t in trends])
+        stable = _aligned(steps, series, [t[1] for t in trends])
+        ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
+        sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
+        for scale in self._free_scales:
+            if scale.min is not None:
+                with scale.hold_sync():
+                    scale.min = scale.max = None
+        self._header.step = int(steps[-1])   # first: the browser labels the frame with it
+        colors = layer_colors(len(layers))
+        fitted = [i for i, row in enumerate(fits) if np.isfinite(row).any()]
+        marks = ((self._fits, ranks[fitted], fits[fitted], [layers[i] for i in fitted],
+                  [colors[i] for i in fitted]),
+                 (self._effective, ex, ey, layers, colors), (self._stable, sx, sy, layers, colors),
+                 (self._spectra, ranks, newest, layers, colors))
+        for mark, x, y, labels, row_colors in marks:
+            if not labels:
+                continue
+            x, y = end_at_last_value(x, y)
+            with mark.hold_sync():
+                if list(mark.labels) != labels:
+                    mark.labels, mark.colors = labels, row_colors
+                mark.x, mark.y = x, y.astype(np.float32)
+
+    figsize = (9, 3.6)
+
+    def draw(self, fig, step: int | None = None) -> None:
+        """Spectra with their fits, and the rank trends, at full resolution (up to ``step``)."""
+        layers, series = self._data(step)
+        left, right = fig.subplots(1, 2)
+        for layer, color in zip(layers, layer_colors(len(layers))):
+            steps, values = series[layer]
+            s = values[-1]
+            ranks = np.arange(1, len(s) + 1)
+            left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer)
+            left.loglog(ranks, power_law_line(s), color=color, lw=0.8, ls="--")
+            right.plot(steps, rank_trends(values)[0], color=color, lw=1.2, label=layer)
+        left.set_xlabel("rank")
+        left.set_ylabel("singular value")
+        right.set_xlabel("step")
+        right.set_ylabel("effective rank")
+        for ax in (left, right):
+            ax.grid(True, ls="--", lw=0.5, alpha=0.6)
+        if not layers:
+            left.text(0.5, 0.5, "no spectra yet", ha="center", va="center", transform=left.transAxes)
+        elif len(layers) <= 12:
+            right.legend(fontsize="small", frameon=False)
+        fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
+
+    def close(self) -> None:
+        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
+            self._live.close()
+        super().close()
+
+
+def _aligned(steps: np.ndarray, series: dict, rows: list[np.ndarray]) -> np.ndarray:
+    """Rows on a common step axis, NaN where a layer has no value."""
+    out = np.full((len(rows), len(steps)), np.nan)
+    for i, ((layer_steps, _), row) in enumerate(zip(series.values(), rows)):
+        out[i, np.searchsorted(steps, layer_steps)] = row
+    return out
+
+
+def _figure(marks, x_scale, y_scale, x_label, y_label, height="330px"):
+    axes = [bqplot.Axis(scale=x_scale, label=x_label, grid_lines="none"),
+            bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_format=".2g",
+                        label_offset="45px", grid_lines="dashed")]
+    return bqplot.Figure(marks=marks, axes=axes, animation_duration=0,
+                         fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 10},
+                         layout=ipywidgets.Layout(width="100%", height=height))
