@@ -188,9 +188,11 @@ def _aligned(steps: np.ndarray, series: dict, rows: list[np.ndarray]) -> np.ndar
 
 
 def _figure(marks, x_scale, y_scale, x_label, y_label, height="330px"):
-    axes = [bqplot.Axis(scale=x_scale, label=x_label, grid_lines="none"),
-            bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_format=".2g",
-                        label_offset="45px", grid_lines="dashed")]
+    small = height != "330px"   # the rank trends: few ticks, or the labels collide
+    axes = [bqplot.Axis(scale=x_scale, label=x_label, grid_lines="none", tick_format=".3~g",
+                        num_ticks=4 if small else None),
+            bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_format=".3~g",
+                        label_offset="45px", grid_lines="dashed", num_ticks=4 if small else None)]
     return bqplot.Figure(marks=marks, axes=axes, animation_duration=0,
                          fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 10},
                          layout=ipywidgets.Layout(width="100%", height=height))
