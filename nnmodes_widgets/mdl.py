@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int
+
 __all__ = ["ModeLinear", "to_mode_model", "MODE_INITS"]
 
 MODE_INITS = ("svd", "random")
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}")
-    return value
 
 
 class ModeLinear(nn.Module):
@@ -54,9 +43,9 @@ class ModeLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, modes: int, *, bias: bool = False,
                  device=None, dtype=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
-        self.modes = _positive_int(modes, "modes")
+        self.in_features = check_int(in_features, "in_features", minimum=1)
+        self.out_features = check_int(out_features, "out_features", minimum=1)
+        self.modes = check_int(modes, "modes", minimum=1)
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
         kw = {"device": device, "dtype": dtype}
@@ -136,7 +125,7 @@ def to_mode_model(model: nn.Module, modes: int, *, init: str = "svd") -> nn.Modu
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"to_mode_model expects a torch.nn.Module, got {type(model).__name__}")
-    modes = _positive_int(modes, "modes")
+    modes = check_int(modes, "modes", minimum=1)
     if init not in MODE_INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {', '.join(map(repr, MODE_INITS))}")
     if not any(isinstance(m, nn.Linear) for m in model.modules()):

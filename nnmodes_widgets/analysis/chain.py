@@ -62,6 +62,7 @@ from torch.nn.modules.dropout import _DropoutNd
 __all__ = [
     "WEIGHT", "ACTIVATION", "AFFINE", "RESHAPE", "IDENTITY", "OPAQUE",
     "Step", "Chain", "Trace", "discover_chain", "evaluating", "derivative", "check_labels",
+    "prepare_batch",
 ]
 
 WEIGHT, ACTIVATION, AFFINE, RESHAPE, IDENTITY, OPAQUE = (
@@ -443,3 +444,15 @@ def _acts_elementwise(module: nn.Module, h: torch.Tensor) -> bool:
 
 def numel(shape) -> int:
     return math.prod(shape)
+
+
+def prepare_batch(chain: "Chain", x, y, num_classes: int | None):
+    """The probe ``x`` converted for the chain, and its labels checked: ``(x, y, n_classes)``,
+    y and n_classes None without labels."""
+    x = chain.prepare(x)
+    if y is not None:
+        y, n_classes = check_labels(y, x.shape[0], x.device, num_classes)
+        return x, y, n_classes
+    if num_classes is not None:
+        raise ValueError("num_classes is given without labels y")
+    return x, None, None

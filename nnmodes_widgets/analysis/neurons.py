@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .chain import (ACTIVATION, AFFINE, IDENTITY, WEIGHT, check_labels, derivative,
-                    discover_chain, evaluating)
+from .chain import (ACTIVATION, AFFINE, IDENTITY, WEIGHT, derivative, discover_chain, evaluating,
+                    prepare_batch)
 
 __all__ = ["MODES", "NeuronModes", "neuron_modes", "order_preservation"]
 
@@ -92,12 +92,8 @@ def neuron_modes(model: nn.Module, x: torch.Tensor, *, y=None, eps: float = 0.05
             raise ValueError(f"{name} must be in {low}, {high}, got {value!r}")
     chain = discover_chain(model)
     with evaluating(model):
-        x = chain.prepare(x)
+        x, y, n_classes = prepare_batch(chain, x, y, num_classes)
         batch = x.shape[0]
-        if y is not None:
-            y, n_classes = check_labels(y, batch, x.device, num_classes)
-        elif num_classes is not None:
-            raise ValueError("num_classes is given without labels y")
         trace = chain.trace(model, x)
         pairs = _weight_activation_pairs(chain)
         if not pairs:

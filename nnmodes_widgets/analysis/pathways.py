@@ -46,8 +46,8 @@ import torch
 from torch import nn
 from torch.nn import grad as nn_grad
 
-from .chain import (ACTIVATION, AFFINE, IDENTITY, RESHAPE, WEIGHT, Chain, Trace, check_labels,
-                    derivative, discover_chain, evaluating, make_probe, numel)
+from .chain import (ACTIVATION, AFFINE, IDENTITY, RESHAPE, WEIGHT, Chain, Trace, derivative,
+                    discover_chain, evaluating, make_probe, numel, prepare_batch)
 
 __all__ = ["pathway_layers", "static_radiograph", "gated_radiograph", "characteristic_maps",
            "CHUNK_BYTES"]
@@ -143,12 +143,8 @@ def characteristic_maps(model: nn.Module, x: torch.Tensor, layer: str, *, y=None
     chain = discover_chain(model)
     chain.weight_index(layer)
     with evaluating(model):
-        x = chain.prepare(x)
+        x, y, n_classes = prepare_batch(chain, x, y, num_classes)
         batch = x.shape[0]
-        if y is not None:
-            y, n_classes = check_labels(y, batch, x.device, num_classes)
-        elif num_classes is not None:
-            raise ValueError("num_classes is given without labels y")
         trace = chain.trace(model, x)
         k = _pathway_index(chain, layer)
         plan = _Pullback(chain, trace, k, gates=_gates(chain, trace, k), absolute=False)

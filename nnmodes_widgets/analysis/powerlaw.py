@@ -11,11 +11,12 @@ smallest total squared error in log space of all admissible partitions.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..checks import check_int
 
 __all__ = ["PowerLawFit", "fit_power_law", "MIN_SEGMENT"]
 
@@ -76,7 +77,7 @@ def fit_power_law(values, *, breaks: int = 1) -> PowerLawFit:
     Raises ValueError for ``breaks < 0``, fewer than ``3 * (breaks + 1)`` values, or a value that
     is zero, negative, NaN or infinite (naming its rank: trim a spectrum's zero tail first).
     """
-    breaks = _check_breaks(breaks)
+    breaks = check_int(breaks, "breaks", minimum=0)
     y = _log_values(values)
     n = y.size
     need = MIN_SEGMENT * (breaks + 1)
@@ -97,18 +98,6 @@ def fit_power_law(values, *, breaks: int = 1) -> PowerLawFit:
     return PowerLawFit(slopes=tuple(slopes), intercepts=tuple(intercepts),
                        breakpoints=tuple(c + 1 for c in cuts),   # 0-based start -> 1-based rank
                        r2=r2, sse=sse, n=n)
-
-
-def _check_breaks(breaks) -> int:
-    if isinstance(breaks, bool):
-        raise TypeError("breaks must be an int, got bool")
-    try:
-        breaks = operator.index(breaks)
-    except TypeError:
-        raise TypeError(f"breaks must be an int, got {type(breaks).__name__}") from None
-    if breaks < 0:
-        raise ValueError(f"breaks must be >= 0, got {breaks}")
-    return breaks
 
 
 def _log_values(values) -> np.ndarray:

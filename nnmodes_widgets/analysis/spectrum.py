@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..mdl import ModeLinear
 
 __all__ = ["Spectrum", "mode_spectrum", "mode_truncation_curve", "MAX_EXACT", "PARTIAL_TOP",
@@ -149,8 +149,8 @@ def mode_spectrum(model: nn.Module, *, layers=None, max_exact: int | None = MAX_
     if not isinstance(model, nn.Module):
         raise TypeError(f"mode_spectrum expects a torch.nn.Module, got {type(model).__name__}")
     if max_exact is not None:
-        max_exact = _nonneg_int(max_exact, "max_exact")
-    top = _nonneg_int(top, "top")
+        max_exact = check_int(max_exact, "max_exact", minimum=0)
+    top = check_int(top, "top", minimum=0)
     if top < 1:
         raise ValueError("top must be >= 1")
     params = dict(model.named_parameters())
@@ -159,18 +159,6 @@ def mode_spectrum(model: nn.Module, *, layers=None, max_exact: int | None = MAX_
         raise ValueError(f"{type(model).__name__} has no weight with ndim >= 2 to analyse")
     names = list(weights) if layers is None else _select(model, params, weights, layers)
     return {n: _spectrum(n, weights[n], max_exact, top) for n in names}
-
-
-def _nonneg_int(value, what: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}") from None
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}")
-    return value
 
 
 def _select(model, params, weights, layers) -> list[str]:

@@ -9,7 +9,6 @@ import ipywidgets
 import numpy as np
 import traitlets
 
-from .. import export
 from ..analysis.powerlaw import MIN_SEGMENT, fit_power_law
 from ..colors import layer_colors
 from ..monitor import Monitor
