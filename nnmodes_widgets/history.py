@@ -100,6 +100,16 @@ class History:
         steps, _, values = self._series(analysis, layer)
         return steps, values
 
+    def latest(self, analysis: str, layer: str) -> tuple[int, np.ndarray]:
+        """``(step, value)`` of the newest record of one layer, without copying the rest."""
+        _check_analysis(analysis)
+        with self._lock:
+            table = self._tables.get(analysis)
+            if table is None or layer not in table.values:
+                raise KeyError(f"no {analysis!r} values recorded for layer {layer!r}")
+            row = table.rows[layer].view()[-1]
+            return int(table.steps.view()[row]), table.values[layer].view()[-1].copy()
+
     def times(self, analysis: str, layer: str) -> np.ndarray:
         """Wall-clock times (``time.time()`` seconds) of the values ``get`` returns."""
         return self._series(analysis, layer)[1]

@@ -247,3 +247,17 @@ def test_concurrent_record_and_read():
     assert h.steps("rwc").tolist() == list(range(n))
     assert len(h.get("rwc", "a")[0]) == n
     assert h.get("rwc", "late")[0].tolist() == list(range(n // 2, n))
+
+
+def test_latest_is_the_newest_record_of_a_layer_without_the_rest():
+    h = History()
+    h.record("radiograph", 5, 0.0, {"a": np.ones((2, 3))})
+    h.record("radiograph", 9, 1.0, {"a": np.full((2, 3), 7.0), "b": np.zeros((1, 3))})
+    h.record("radiograph", 12, 2.0, {"b": np.ones((1, 3))})
+    step, value = h.latest("radiograph", "a")
+    assert step == 9 and (value == 7).all()
+    value[:] = 0                                   # a copy: the history keeps its own
+    assert (h.latest("radiograph", "a")[1] == 7).all()
+    assert h.latest("radiograph", "b")[0] == 12
+    with pytest.raises(KeyError, match="'c'"):
+        h.latest("radiograph", "c")

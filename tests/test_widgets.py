@@ -188,7 +188,8 @@ def test_dashboard_status_and_lifecycle():
     monitor = nm.Monitor(model, optimizer, every=5)
     dashboard = monitor.dashboard()
     assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
-    assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra)
+    assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra,
+                                  dashboard.radiograph)
     _train(model, optimizer, 50)
     dashboard.status._live.throttle.push_now()
     status = dashboard.status
@@ -289,3 +290,30 @@ def test_power_law_line_handles_short_and_zero_tails():
     assert np.isnan(power_law_line(np.array([1.0, 0.5]))).all()      # too few points to fit
     tail = power_law_line(np.array([4.0, 2.0, 1.0, 0.5, 0.0, 0.0]))
     assert np.isfinite(tail[:4]).all() and np.isnan(tail[4:]).all()
+
+
+def test_live_radiograph_shows_the_newest_radiographs_as_tiles_for_image_probes():
+    from nnmodes_widgets.analysis import static_radiograph
+    from nnmodes_widgets.widgets import LiveRadiograph
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 6), torch.nn.ReLU(),
+                                torch.nn.Linear(6, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("radiograph",),
+                         probe=torch.randn(5, 1, 4, 4))
+    panel = LiveRadiograph(monitor)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(8, 1, 4, 4)).pow(2).mean().backward()
+        optimizer.step()
+        monitor.flush()
+    panel._live.throttle.push_now()
+    step, maps, input_shape = panel._latest
+    assert step == 3 and list(maps) == ["1", "3"] and input_shape == (4, 4)
+    assert panel.frame_meta["input_shape"] == [4, 4] and panel.frame_meta["step"] == 3
+    np.testing.assert_allclose(maps["3"], static_radiograph(model, "3", input_shape=(1, 4, 4)).numpy(),
+                               rtol=1e-5, atol=1e-7)
+    assert monitor.history.latest("radiograph", "3")[0] == 3
+    panel.close()
+    monitor.detach()

@@ -6,6 +6,7 @@ import ipywidgets
 
 from ..monitor import Monitor
 from .exportable import Exportable
+from .radiograph import LiveRadiograph
 from .spectrum import Spectra
 from .status import StatusLine
 from .trend import Trend
@@ -14,8 +15,9 @@ from .trend import Trend
 class Dashboard(Exportable, ipywidgets.VBox):
     """Live panels of ``monitor`` (root element class ``nnmodes-dashboard``).
 
-    ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. ``status``, ``trend`` and
-    ``spectra`` are the panels; each updates itself at most ``max_rate`` times per second.
+    ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. ``status``, ``trend``,
+    ``spectra`` and ``radiograph`` are the panels; each updates itself at most ``max_rate`` times
+    per second.
     """
 
     def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
@@ -25,21 +27,24 @@ class Dashboard(Exportable, ipywidgets.VBox):
         self.status = StatusLine(monitor, max_rate=max_rate)
         self.trend = Trend(monitor, max_rate=max_rate)
         self.spectra = Spectra(monitor, max_rate=max_rate)
-        super().__init__(children=[self.status, self.trend, self.spectra], **kwargs)
+        self.radiograph = LiveRadiograph(monitor, max_rate=max_rate)
+        super().__init__(children=[self.status, self.trend, self.spectra, self.radiograph], **kwargs)
         self.add_class("nnmodes-dashboard")
 
-    figsize = (9, 8)
+    @property
+    def figsize(self):
+        return (9, 8 + (self.radiograph.figsize[1] if self.radiograph.shown else 0))
 
     def draw(self, fig, step: int | None = None) -> None:
         """Every panel, one under the other, titled with the status line."""
-        panels = (self.trend, self.spectra)
+        panels = (self.trend, self.spectra) + ((self.radiograph,) if self.radiograph.shown else ())
         for panel, sub in zip(panels, fig.subfigures(len(panels), 1)):
             panel.draw(sub, step)
         status = self.monitor.summary() if step is None else f"up to step {step}"
         fig.suptitle(status, x=0.01, ha="left", fontsize="small")
 
     def close(self) -> None:
-        for panel in (getattr(self, name, None) for name in ("status", "trend", "spectra")):
+        for panel in (getattr(self, name, None) for name in ("status", "trend", "spectra", "radiograph")):
             if panel is not None:   # close() also runs from __del__ after a failed __init__
                 panel.close()
         super().close()

@@ -8,9 +8,11 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..monitor import Monitor
 from ._bundle import bundle
 from .binary import encode_array
 from .exportable import Exportable
+from .live import LiveBinding
 
 
 class Radiograph(Exportable, anywidget.AnyWidget):
@@ -67,6 +69,11 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             self.frame_data = b"".join(payloads)
 
     @property
+    def shown(self) -> bool:
+        """Whether a frame has been shown (and so can be exported)."""
+        return self._latest is not None
+
+    @property
     def figsize(self):
         return (8, 1.6 + 1.8 * (len(self._latest[1]) if self._latest else 1))
 
@@ -91,3 +98,47 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             fig.colorbar(image, ax=ax, shrink=0.8)
         axes[-1].set_xlabel("input")
         fig.suptitle(f"{self.title}, step {shown_step}", x=0.01, ha="left", fontsize="medium")
+
+
+class LiveRadiograph(Radiograph):
+    """The newest static radiographs of ``monitor.history`` ("radiograph"), as they land.
+
+    Image-shaped probes ([B, H, W] or [B, 1, H, W]) give one H x W tile per neuron.
+    """
+
+    def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"LiveRadiograph expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first")
+        super().__init__(**kwargs)
+        self.monitor = monitor
+        self._version = -1
+        self._live = LiveBinding(monitor, self._push, name="radiograph", max_rate=max_rate)
+
+    def _push(self) -> None:
+        history = self.monitor.history
+        if history.version == self._version:
+            return
+        self._version = history.version
+        layers = history.layers("radiograph")
+        if not layers:
+            return
+        newest = {layer: history.latest("radiograph", layer) for layer in layers}
+        step = max(s for s, _ in newest.values())
+        maps = {layer: value for layer, (s, value) in newest.items() if s == step}
+        if self._latest is not None and self._latest[0] == step:
+            return
+        self.show(step, maps, input_shape=_image_shape(self.monitor.probe, maps))
+
+    def close(self) -> None:
+        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
+            self._live.close()
+        super().close()
+
+
+def _image_shape(probe, maps) -> tuple[int, int] | None:
+    x = probe[0] if isinstance(probe, tuple) else probe
+    if x is None or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] != 1):
+        return None
+    shape = tuple(int(d) for d in x.shape[-2:])
+    return shape if all(m.shape[1] == shape[0] * shape[1] for m in maps.values()) else None
