@@ -121,6 +121,13 @@ class History:
             table = self._tables.get(analysis)
             return table.steps.view().copy() if table else np.empty(0, np.int64)
 
+    def count(self, analysis: str) -> int:
+        """Number of sampling events of ``analysis`` (without copying them)."""
+        _check_analysis(analysis)
+        with self._lock:
+            table = self._tables.get(analysis)
+            return table.steps.size if table else 0
+
     def matrix(self, analysis: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(layers, steps [T], values [L, T])`` of a scalar analysis, NaN where a layer has no value."""
         _check_analysis(analysis)

@@ -208,7 +208,7 @@ class Monitor:
             "steps_per_second": rate,
             "overhead": overhead,
             "overhead_seconds": self._overhead_total,
-            "samples": len(self.history.steps("rwc")),
+            "samples": self.history.count("rwc"),
             "dropped": self._heavy.worker.dropped,
             "deferred": self._heavy.deferred,
             "worker_seconds": self._heavy.worker.busy_seconds,

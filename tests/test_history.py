@@ -261,3 +261,11 @@ def test_latest_is_the_newest_record_of_a_layer_without_the_rest():
     assert h.latest("radiograph", "b")[0] == 12
     with pytest.raises(KeyError, match="'c'"):
         h.latest("radiograph", "c")
+
+
+def test_count_is_the_number_of_events():
+    h = History()
+    assert h.count("rwc") == 0
+    for step in range(1, 40):
+        h.record("rwc", step, float(step), {"a": 1.0} if step % 2 else {"b": 2.0})
+    assert h.count("rwc") == 39 == len(h.steps("rwc"))
