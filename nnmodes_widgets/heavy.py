@@ -21,35 +21,70 @@ import torch
 from torch import nn
 
 from .analysis.neurons import neuron_modes
-from .analysis.pathways import pathway_layers, static_radiograph
+from .analysis.pathways import characteristic_maps, pathway_layers, static_radiograph
 from .analysis.spectrum import mode_spectrum
 from .worker import Worker
 
 
-def _spectrum(model: nn.Module, probe) -> dict[str, np.ndarray]:
+def _spectrum(model: nn.Module, probe) -> dict:
     """Singular values of every weight, descending (SPEC 4.4)."""
-    return {layer: s.singular_values for layer, s in mode_spectrum(model).items()}
+    return {"spectrum": {layer: s.singular_values for layer, s in mode_spectrum(model).items()}}
 
 
-def _radiograph(model: nn.Module, probe) -> dict[str, np.ndarray]:
+def _radiograph(model: nn.Module, probe) -> dict:
     """Signed static radiograph of every pathway layer, [neurons, inputs] (SPEC 4.2)."""
     x = probe[0] if isinstance(probe, tuple) else probe
     input_shape = tuple(x.shape[1:]) if x is not None else None
-    return {layer: static_radiograph(model, layer, input_shape=input_shape).flatten(1).cpu().numpy()
-            for layer in pathway_layers(model, input_shape=input_shape)}
+    return {"radiograph": {
+        layer: static_radiograph(model, layer, input_shape=input_shape).flatten(1).cpu().numpy()
+        for layer in pathway_layers(model, input_shape=input_shape)}}
 
 
-def _neuron_modes(model: nn.Module, probe) -> dict[str, np.ndarray]:
-    """Active fraction of every neuron over the probe (SPEC 4.3); its modes follow from it."""
+def _neuron_modes(model: nn.Module, probe) -> dict:
+    """Active fraction of every neuron over the probe (SPEC 4.3; its modes follow from it), and
+    per class ("neuron_classes", [C, n]) when the probe has classes (see ``_classes``)."""
+    x, y, n_classes = _classes(model, probe)
+    modes = neuron_modes(model, x, y=y, num_classes=n_classes)
+    out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
+    if y is not None:
+        out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
+    return out
+
+
+def _characteristic_maps(model: nn.Module, probe) -> dict:
+    """Class-averaged characteristic maps of the output layer, [C, n_out, inputs] (SPEC 4.2)."""
+    x, y, n_classes = _classes(model, probe)
+    if y is None:
+        raise ValueError("characteristic maps need class labels: give probe=(x, y), or a model "
+                         "whose output is class scores [B, C]")
+    input_shape = tuple(x.shape[1:])
+    layer = pathway_layers(model, input_shape=input_shape)[-1]
+    maps = characteristic_maps(model, x, layer, y=y, num_classes=n_classes)
+    return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}}
+
+
+def _classes(model: nn.Module, probe):
+    """``(x, y, n_classes)`` of the probe: its labels when given, else the model's predicted
+    classes when its output is class scores [B, C] (C fixed, so every run has the same shape),
+    else y = n_classes = None."""
     x, y = probe if isinstance(probe, tuple) else (probe, None)
-    return {layer: m.active_fraction.numpy() for layer, m in neuron_modes(model, x, y=y).items()}
+    if y is not None:
+        return x, y, None
+    weight = next(model.parameters())
+    with torch.no_grad():
+        out = model(x.to(weight.device, weight.dtype if x.is_floating_point() else None))
+    if out.ndim != 2 or out.shape[1] < 2:
+        return x, None, None
+    return x, out.argmax(1), out.shape[1]
 
 
-# name -> (model copy, probe) -> {layer: array}; recorded in the history under that name
+# name -> (model copy, probe) -> {analysis: {layer: array}}, each recorded in the history under
+# its analysis (a runner's own name first)
 RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "radiograph": _radiograph,
-                                "neuron_modes": _neuron_modes}
+                                "neuron_modes": _neuron_modes,
+                                "characteristic_maps": _characteristic_maps}
 HEAVY = tuple(RUNNERS)
-NEEDS_PROBE = {"neuron_modes"}   # offered once there is a probe batch (given, or captured)
+NEEDS_PROBE = {"neuron_modes", "characteristic_maps"}   # offered once there is a probe batch
 
 
 class HeavyAnalyses:
@@ -95,8 +130,8 @@ class HeavyAnalyses:
     def _run(self, name, model_copy, probe, step, when) -> None:
         start = time.perf_counter()
         try:
-            values = RUNNERS[name](model_copy, probe)
-            self.monitor.history.record(name, step, when, values)
+            for analysis, values in RUNNERS[name](model_copy, probe).items():
+                self.monitor.history.record(analysis, step, when, values)
         except Exception as exc:
             if self._runs.get(name):
                 raise                      # it worked before: a fault, shown as an error

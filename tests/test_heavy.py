@@ -50,7 +50,7 @@ def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeyp
     def slow(model, probe):
         calls.append(time.perf_counter())
         time.sleep(0.05)
-        return {"w": np.ones(3)}
+        return {"spectrum": {"w": np.ones(3)}}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
     model = mlp()
@@ -74,7 +74,7 @@ def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeyp
 def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
     def slow(model, probe):
         time.sleep(0.2)
-        return {"w": np.ones(2)}
+        return {"spectrum": {"w": np.ones(2)}}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
     model = mlp()
@@ -95,7 +95,7 @@ def test_a_failing_analysis_is_reported_and_training_goes_on(monkeypatch):
         runs.append(1)
         if len(runs) > 1:
             raise RuntimeError("spectrum exploded")
-        return {"w": np.ones(2)}
+        return {"spectrum": {"w": np.ones(2)}}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", broken)
     model = mlp()
@@ -126,7 +126,7 @@ def test_analyses_can_be_chosen_and_unknown_ones_are_refused():
 def test_detach_flushes_the_running_analysis(monkeypatch):
     def slowish(model, probe):
         time.sleep(0.3)
-        return {"w": np.ones(2)}
+        return {"spectrum": {"w": np.ones(2)}}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slowish)
     monitor = nm.Monitor(mlp(), every=1, budget=1.0, analyses=("spectrum",))
@@ -209,4 +209,60 @@ def test_the_analysed_copy_carries_no_hooks():
     monitor.step()
     monitor.flush()
     assert fired == [] and monitor.history.layers("neuron_modes") == ["0"]
+    monitor.detach()
+
+
+def test_neuron_classes_and_characteristic_maps_follow_the_predicted_classes():
+    import copy
+
+    from nnmodes_widgets.analysis import characteristic_maps, neuron_modes
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = torch.randn(64, 8)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, probe=probe,
+                         analyses=("neuron_modes", "characteristic_maps"))
+    states = {}
+    for step in range(1, 9):
+        train(model, optimizer, 1)
+        states[step] = copy.deepcopy(model.state_dict())
+        monitor.flush()
+    h = monitor.history
+    assert h.layers("neuron_classes") == ["0"] and h.layers("characteristic_maps") == ["2"]
+    at_step = mlp()
+    checked = 0
+    for analysis, layer in (("neuron_classes", "0"), ("characteristic_maps", "2")):
+        for step, value in zip(*h.get(analysis, layer)):
+            at_step.load_state_dict(states[step])
+            # without labels, the classes are the model's own predictions, all 4 of its outputs
+            y = at_step(probe).argmax(1)
+            if analysis == "neuron_classes":
+                expected = neuron_modes(at_step, probe, y=y, num_classes=4)["0"].class_active_fraction
+            else:
+                expected = characteristic_maps(at_step, probe, "2", y=y, num_classes=4)
+            assert value.shape[0] == 4
+            np.testing.assert_allclose(value, expected.numpy(), rtol=1e-5, atol=1e-6, equal_nan=True)
+            checked += 1
+    assert checked >= 4 and monitor.errors == []
+    monitor.detach()
+
+
+def test_characteristic_maps_use_the_probe_labels_and_need_classes():
+    from nnmodes_widgets.analysis import characteristic_maps
+
+    model = mlp()
+    x, y = torch.randn(40, 8), torch.arange(40) % 3
+    monitor = nm.Monitor(model, every=1, budget=1.0, probe=(x, y), analyses=("characteristic_maps",))
+    monitor.step()
+    monitor.flush()
+    steps, maps = monitor.history.get("characteristic_maps", "2")
+    np.testing.assert_allclose(maps[0], characteristic_maps(model, x, "2", y=y).numpy(), rtol=1e-5)
+    monitor.detach()
+    # one output: no classes to average over, so the analysis is switched off with a notice
+    regressor = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    monitor = nm.Monitor(regressor, every=1, budget=1.0, probe=x, analyses=("characteristic_maps",))
+    monitor.step()
+    monitor.flush()
+    assert monitor.history.layers("characteristic_maps") == []
+    assert "need class labels" in monitor.notices[0].message
     monitor.detach()
