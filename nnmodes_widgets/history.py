@@ -3,6 +3,9 @@
 Each analysis has one table of sampling events (training step, wall time) and, per layer, the
 values it produced at some of those events: a layer added mid-training starts later, a removed
 one stops. Arrays grow by doubling, so appending is amortised O(1); readers get NumPy copies.
+
+With ``max_bytes`` each analysis is bounded: once its values exceed the cap, every second sampling
+event is dropped (evenly, oldest first, the newest always kept) until they fit again.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class _Growing:
 
     def append(self, value) -> None:
         if self.size == len(self._data):
-            grown = np.empty((2 * len(self._data), *self._data.shape[1:]), dtype=self._data.dtype)
+            # max(): thinning may leave an array of length 0 or 1
+            grown = np.empty((max(2 * len(self._data), 16), *self._data.shape[1:]), dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size] = value
@@ -41,6 +45,11 @@ class _Growing:
     def view(self) -> np.ndarray:
         return self._data[: self.size]
 
+    def replace(self, array: np.ndarray) -> None:
+        """Hold exactly ``array``, a fresh one, so that the old backing memory is freed."""
+        self._data = array
+        self.size = len(array)
+
 
 class _AnalysisTable:
     def __init__(self):
@@ -48,26 +57,83 @@ class _AnalysisTable:
         self.times = _Growing(np.float64)
         self.rows: dict[str, _Growing] = {}    # layer -> indices into steps/times
         self.values: dict[str, _Growing] = {}  # layer -> values, one per row
+        self.thinned = 0                       # how many times thin() halved the events
+
+    def nbytes(self) -> int:
+        """Bytes of the stored values (the step, time and row arrays are small beside them)."""
+        return sum(v.view().nbytes for v in self.values.values())
+
+    def thin(self) -> None:
+        """Keep the events 0, 2, 4, ... (from the oldest) and the newest; of two, only the newest."""
+        n = self.steps.size
+        keep = np.zeros(n, dtype=bool)
+        keep[::2] = n > 2           # halving two events would keep both: never done
+        keep[-1] = True
+        new_index = np.cumsum(keep) - 1
+        # Boolean indexing copies, so replace() releases the old (larger) arrays.
+        self.steps.replace(self.steps.view()[keep])
+        self.times.replace(self.times.view()[keep])
+        for layer in list(self.values):
+            rows = self.rows[layer].view()
+            kept = keep[rows]
+            if not kept.any():      # all of this layer's values were at dropped events
+                del self.rows[layer], self.values[layer]
+                continue
+            self.rows[layer].replace(new_index[rows[kept]])
+            self.values[layer].replace(self.values[layer].view()[kept])
+        self.thinned += 1
 
 
 class History:
-    """Every sampled value at full resolution: ``layers(analysis)`` and ``get(analysis, layer)``.
+    """Every sampled value: ``layers(analysis)`` and ``get(analysis, layer)``.
+
+    ``max_bytes`` caps the stored values of each analysis separately (``None``: unbounded, full
+    resolution). A ``record`` that takes an analysis over the cap thins it: every second sampling
+    event is dropped (those at even positions from the oldest are kept, and always the newest),
+    repeatedly, until it fits or only the newest event is left. Events recorded afterwards are all
+    kept until the next thinning, so older parts end up sparser than newer ones; ``stride`` tells
+    how sparse. ``on_thin(analysis, stride, kept_events)`` is called after each thinning record,
+    outside the lock. The backing arrays grow by doubling, so they may take up to twice the cap.
 
     Thread-safe: the monitor's worker appends while widgets and the user read.
     """
 
-    def __init__(self):
+    def __init__(self, max_bytes: int | None = None, on_thin=None):
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
+                                      or max_bytes < 0):
+            raise ValueError(f"max_bytes must be None or a non-negative integer, got {max_bytes!r}")
+        if on_thin is not None and not callable(on_thin):
+            raise TypeError(f"on_thin must be callable or None, got {type(on_thin).__name__}")
         self._lock = threading.Lock()
         self._tables: dict[str, _AnalysisTable] = {}
         self._version = 0
+        self._max_bytes = max_bytes
+        self._on_thin = on_thin
 
     @property
     def version(self) -> int:
-        """Increases with every recorded event; lets readers skip work when nothing changed."""
+        """Increases with every recorded event and every thinning; lets readers skip work when
+        nothing changed."""
         return self._version
 
+    @property
+    def max_bytes(self) -> int | None:
+        """The cap on the stored values of each analysis (``None``: unbounded)."""
+        return self._max_bytes
+
+    def stride(self, analysis: str) -> int:
+        """``2 ** (times thinned)``, 1 when never thinned: the history keeps about every
+        stride-th sampling event of the oldest part of ``analysis`` (newer parts are denser)."""
+        _check_analysis(analysis)
+        with self._lock:
+            table = self._tables.get(analysis)
+            return 2 ** table.thinned if table else 1
+
     def record(self, analysis: str, step: int, time: float, values: dict) -> None:
-        """Append one sampling event: ``values`` maps layer -> scalar or array (same shape per layer)."""
+        """Append one sampling event: ``values`` maps layer -> scalar or array (same shape per layer).
+
+        Thins ``analysis`` if this event takes it over ``max_bytes``.
+        """
         _check_analysis(analysis)
         arrays = {layer: np.asarray(value) for layer, value in values.items()}
         with self._lock:
@@ -89,6 +155,17 @@ class History:
                 table.rows[layer].append(row)
                 table.values[layer].append(value)
             self._version += 1
+            thinned = None
+            if self._max_bytes is not None:
+                before = table.thinned
+                while table.nbytes() > self._max_bytes and table.steps.size > 1:
+                    table.thin()
+                if table.thinned != before:
+                    self._version += 1
+                    thinned = (2 ** table.thinned, table.steps.size)
+        # Outside the lock: the callback may read this history.
+        if thinned is not None and self._on_thin is not None:
+            self._on_thin(analysis, *thinned)
 
     def layers(self, analysis: str) -> list[str]:
         """Layers with at least one recorded value, in the order they first appeared."""

@@ -54,6 +54,10 @@ class Monitor:
 
     ``probe`` — a batch ``x`` or ``(x, y)`` for the sample-dependent analyses — and ``budget`` —
     the share of training wall time the monitor may take — are kept for those analyses.
+
+    ``history_mb`` (default 512, ``None``: unbounded) is the memory cap per analysis of the
+    recorded history; when an analysis exceeds it, its older samples are thinned evenly (every
+    second one dropped) and a notice is kept in ``monitor.notices``.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class Monitor:
         rwc_kind: str = "l1",
         include_bias: bool = False,
         analyses=None,
+        history_mb: float | None = 512,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor expects a torch.nn.Module as model, got {type(model).__name__}")
@@ -84,6 +89,9 @@ class Monitor:
             raise ValueError(f"unknown analyses {unknown}; choose from {['rwc', *HEAVY]}")
         if rwc_kind not in RWC_KINDS:
             raise ValueError(f"unknown rwc_kind {rwc_kind!r}; choose one of {', '.join(map(repr, RWC_KINDS))}")
+        if history_mb is not None and (isinstance(history_mb, bool) or not isinstance(history_mb, (int, float))
+                                       or not 0 < history_mb < math.inf):
+            raise ValueError(f"history_mb must be None or a positive number of megabytes, got {history_mb!r}")
         self.model = model
         self.optimizer = optimizer
         self.probe = _check_probe(probe)
@@ -98,7 +106,9 @@ class Monitor:
             what = "parameters" if include_bias else "weights with ndim >= 2"
             raise ValueError(f"nothing to analyse: {type(model).__name__} has no {what}")
 
-        self.history = History()
+        self.history_mb = history_mb     # kept for the thinning notice
+        self.history = History(max_bytes=None if history_mb is None else int(history_mb * 2**20),
+                               on_thin=self._history_thinned)
         self.errors: list[MonitorError] = []
         self.error_count = 0
         self.notices: list[MonitorError] = []   # conditions that are not faults (layers added...)
@@ -296,6 +306,10 @@ class Monitor:
         self.notices.append(MonitorError(self._step, analysis, layer, message, ""))
         if len(self.notices) > _MAX_ERRORS:
             del self.notices[0]
+
+    def _history_thinned(self, analysis: str, stride: int, kept: int) -> None:
+        self.report_notice(analysis, None, f"history of {analysis!r} over {self.history_mb:g} MB: "
+                           f"older samples thinned to every {stride}th ({kept} kept)")
 
     def _record_error(self, error: MonitorError) -> None:
         self.error_count += 1

@@ -5,7 +5,11 @@ import time
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
+import nnmodes_widgets as nm
 from nnmodes_widgets.history import ANALYSES, History
 
 
@@ -269,3 +273,277 @@ def test_count_is_the_number_of_events():
     for step in range(1, 40):
         h.record("rwc", step, float(step), {"a": 1.0} if step % 2 else {"b": 2.0})
     assert h.count("rwc") == 39 == len(h.steps("rwc"))
+
+
+# -- bounded memory: thinning -------------------------------------------------------------------------
+
+def brute_thin(events, cap):
+    """The thinning rule on a plain list of (step, time, {layer: value}); returns (events, halvings)."""
+    halvings = 0
+    while sum(v.nbytes for _, _, vals in events for v in vals.values()) > cap and len(events) > 1:
+        if len(events) == 2:
+            events = events[-1:]
+        else:
+            events = [e for i, e in enumerate(events) if i % 2 == 0 or i == len(events) - 1]
+        halvings += 1
+    return events, halvings
+
+
+def assert_same(h, analysis, events):
+    """The history holds exactly ``events``: steps, and per layer its steps, times and values."""
+    assert h.steps(analysis).tolist() == [s for s, _, _ in events]
+    assert h.count(analysis) == len(events)
+    layers = []
+    for _, _, vals in events:
+        layers += [layer for layer in vals if layer not in layers]
+    assert sorted(h.layers(analysis)) == sorted(layers)
+    for layer in layers:
+        mine = [(s, t, v) for s, t, vals in events for name, v in vals.items() if name == layer]
+        steps, values = h.get(analysis, layer)
+        assert steps.tolist() == [s for s, _, _ in mine]
+        assert h.times(analysis, layer).tolist() == [t for _, t, _ in mine]
+        np.testing.assert_array_equal(values, np.stack([v for _, _, v in mine]))
+        assert h.latest(analysis, layer)[0] == mine[-1][0]
+
+
+def test_thinning_matches_brute_force_with_layers_starting_late_and_gaps():
+    rng = np.random.default_rng(1)
+    cap = 1000                        # bytes; a value is 4 float64 = 32 bytes
+    calls = []
+    h = History(max_bytes=cap, on_thin=lambda *args: calls.append(args))
+    events, halvings, expected_calls = [], 0, []
+    for i in range(300):
+        vals = {"a": rng.random(4)}
+        if i >= 7:
+            vals["late"] = rng.random(4)          # rows of this layer start at an offset
+        if i % 3 == 0:
+            vals["third"] = rng.random(4)         # a layer with gaps
+        if i == 1:
+            vals["once"] = rng.random(4)          # at an odd position: dropped by the first thinning
+        version = h.version
+        h.record("spectrum", 10 * i, 0.5 * i, vals)
+        events.append((10 * i, 0.5 * i, {k: v.copy() for k, v in vals.items()}))
+        events, n = brute_thin(events, cap)
+        if n:
+            halvings += n
+            expected_calls.append(("spectrum", 2 ** halvings, len(events)))
+            assert h.version >= version + 2       # the event and the thinning
+        else:
+            assert h.version == version + 1
+        assert_same(h, "spectrum", events)
+        assert h.stride("spectrum") == 2 ** halvings
+    assert halvings >= 4                          # repeated thinning was exercised
+    assert calls == expected_calls
+    assert "once" not in h.layers("spectrum")
+    with pytest.raises(KeyError):
+        h.get("spectrum", "once")
+    assert h.steps("spectrum")[-1] == 2990        # the newest is always kept
+
+
+def test_thinning_keeps_even_events_and_the_newest_explicitly():
+    calls = []
+    h = History(max_bytes=64, on_thin=lambda *args: calls.append(args))   # 8 scalars fit
+    for step in range(1, 9):
+        h.record("rwc", step, float(step), {"a": float(step)})
+    assert h.stride("rwc") == 1 and calls == []
+    h.record("rwc", 9, 9.0, {"a": 9.0})
+    assert h.get("rwc", "a")[0].tolist() == [1, 3, 5, 7, 9]
+    assert h.get("rwc", "a")[1].tolist() == [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert h.times("rwc", "a").tolist() == [1.0, 3.0, 5.0, 7.0, 9.0]
+    assert h.stride("rwc") == 2 and calls == [("rwc", 2, 5)]
+    for step in range(10, 14):                    # newer events are all kept until the next thinning
+        h.record("rwc", step, float(step), {"a": float(step)})
+    assert h.steps("rwc").tolist() == [1, 5, 9, 11, 13]
+    assert h.stride("rwc") == 4 and calls[-1] == ("rwc", 4, 5)
+    layers, steps, matrix = h.matrix("rwc")
+    assert layers == ["a"] and steps.tolist() == [1, 5, 9, 11, 13]
+    assert matrix.tolist() == [[1.0, 5.0, 9.0, 11.0, 13.0]]
+
+
+def test_scalar_analysis_with_a_cap_keeps_its_matrix_consistent():
+    h = History(max_bytes=200)
+    events = []
+    for i in range(100):
+        vals = {"a": i * 1.0}
+        if i % 2:
+            vals["odd"] = -i * 1.0
+        h.record("rwc", i, 100.0 + i, vals)
+        events.append((i, 100.0 + i, {k: np.float64(v) for k, v in vals.items()}))
+        events, _ = brute_thin(events, 200)
+    assert_same(h, "rwc", events)
+    layers, steps, matrix = h.matrix("rwc")
+    for row, layer in zip(matrix, layers):
+        want = [vals.get(layer, np.nan) for _, _, vals in events]
+        np.testing.assert_array_equal(row, want)
+    assert h.stride("rwc") > 1
+
+
+def test_thinning_releases_memory():
+    h = History(max_bytes=2**20)
+    value = np.ones((100, 100))                   # 80 kB: 13 fit in 1 MiB
+    backing = []
+    for step in range(200):
+        h.record("radiograph", step, 0.0, {"m": value * step})
+        table = h._tables["radiograph"]
+        stored = sum(v.view().nbytes for v in table.values.values())
+        backing.append(sum(v._data.nbytes for v in table.values.values()))
+        assert stored <= 2**20
+        assert backing[-1] <= 2 * 2**20           # doubling: at most twice the cap, never more
+    assert h.count("radiograph") <= 13
+    assert max(backing[:14]) > backing[13]        # the arrays themselves shrank at the first thinning
+    steps, values = h.get("radiograph", "m")
+    assert (values == steps[:, None, None]).all() and steps[-1] == 199
+
+
+def test_cap_none_never_thins():
+    calls = []
+    h = History(max_bytes=None, on_thin=lambda *args: calls.append(args))
+    for step in range(50):
+        h.record("radiograph", step, 0.0, {"m": np.zeros((100, 100))})
+    assert h.count("radiograph") == 50 and h.stride("radiograph") == 1 and calls == []
+    assert History().max_bytes is None
+
+
+def test_a_single_event_over_the_cap_is_kept_and_the_newest_never_dropped():
+    calls = []
+    h = History(max_bytes=10, on_thin=lambda *args: calls.append(args))
+    h.record("radiograph", 1, 0.0, {"m": np.ones(100)})
+    assert h.count("radiograph") == 1 and calls == [] and h.stride("radiograph") == 1
+    h.record("radiograph", 2, 1.0, {"m": np.full(100, 2.0)})
+    assert calls == [("radiograph", 2, 1)]
+    step, value = h.latest("radiograph", "m")
+    assert step == 2 and (value == 2).all()
+    assert h.get("radiograph", "m")[0].tolist() == [2]
+    # the rule is by events: a newest event without values still pushes the older one out
+    h.record("radiograph", 3, 2.0, {})
+    assert h.steps("radiograph").tolist() == [3] and h.layers("radiograph") == []
+
+
+def test_caps_are_per_analysis():
+    h = History(max_bytes=80)
+    for step in range(30):
+        h.record("rwc", step, 0.0, {"a": 1.0})
+        if step < 5:
+            h.record("spectrum", step, 0.0, {"a": np.ones(2)})
+    assert h.stride("rwc") > 1 and h.count("rwc") <= 10
+    assert h.stride("spectrum") == 1 and h.steps("spectrum").tolist() == [0, 1, 2, 3, 4]
+    assert h.stride("neuron_modes") == 1
+
+
+def test_on_thin_is_called_outside_the_lock():
+    seen = []
+
+    def on_thin(analysis, stride, kept):
+        free = h._lock.acquire(blocking=False)    # would be held if called under the lock
+        if free:
+            h._lock.release()
+        seen.append((free, h.count(analysis) == kept))
+
+    h = History(max_bytes=16, on_thin=on_thin)
+    for step in range(5):
+        h.record("rwc", step, 0.0, {"a": 1.0})
+    assert seen and all(free and same for free, same in seen)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "1"])
+def test_bad_max_bytes_is_refused(bad):
+    with pytest.raises(ValueError, match="max_bytes"):
+        History(max_bytes=bad)
+    with pytest.raises(TypeError, match="on_thin"):
+        History(on_thin=3)
+
+
+def test_concurrent_record_and_read_with_thinning():
+    h = History(max_bytes=800)
+    n = 3000
+    errors, reads = [], []
+    done = threading.Event()
+
+    def writer():
+        try:
+            for i in range(n):
+                if i % 100 == 0:
+                    time.sleep(0.0005)               # let the reader in mid-stream
+                h.record("rwc", i, float(i), {"a": float(i), **({"b": -float(i)} if i % 2 else {})})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def reader():
+        try:
+            while not done.is_set():
+                for layer in h.layers("rwc"):
+                    try:
+                        steps, values = h.get("rwc", layer)
+                    except KeyError:              # thinned away between layers() and get()
+                        continue
+                    assert np.array_equal(values, steps * (1.0 if layer == "a" else -1.0))
+                layers, steps, matrix = h.matrix("rwc")
+                assert matrix.shape == (len(layers), len(steps))
+                assert (np.diff(steps) > 0).all()
+                reads.append(len(steps))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert h.steps("rwc")[-1] == n - 1 and h.stride("rwc") > 1
+    assert len(reads) > 1
+
+
+# -- the monitor's history_mb ----------------------------------------------------------------------------
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "x", float("nan"), float("inf")])
+def test_monitor_refuses_bad_history_mb(bad):
+    with pytest.raises(ValueError, match="history_mb") as info:
+        nm.Monitor(small_model(), analyses=("rwc",), history_mb=bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_monitor_history_mb_sets_the_cap():
+    assert nm.Monitor(small_model(), analyses=("rwc",)).history.max_bytes == 512 * 2**20
+    assert nm.Monitor(small_model(), analyses=("rwc",), history_mb=None).history.max_bytes is None
+    assert nm.Monitor(small_model(), analyses=("rwc",), history_mb=0.5).history.max_bytes == 2**19
+
+
+def test_monitor_with_a_tiny_history_thins_rwc_and_leaves_a_notice():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 4, generator=g), torch.randint(0, 2, (16,), generator=g)
+    monitors = []
+    for history_mb in (100 / 2**20, None):        # 100 bytes: six events of two float64 values
+        model = small_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        monitor = nm.Monitor(model, opt, every=1, analyses=("rwc",), history_mb=history_mb)
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        monitor.detach()
+        monitors.append(monitor)
+    capped, full = monitors
+    assert full.notices == [] and full.history.count("rwc") == 20
+    # the 7th sample took it over: events 0, 2, 4, 6 of 7 stayed
+    first = capped.notices[0]
+    assert (first.step, first.analysis, first.layer) == (7, "rwc", None)
+    assert first.message.endswith("older samples thinned to every 2th (4 kept)")
+    assert "history of 'rwc' over" in first.message
+    assert all(n.analysis == "rwc" for n in capped.notices) and len(capped.notices) >= 2
+    assert capped.history.stride("rwc") > 2
+    steps = capped.history.steps("rwc")
+    assert 2 * 8 * len(steps) <= 100 and steps[-1] == 20
+    for layer in ("0.weight", "2.weight"):        # thinning drops samples, never changes them
+        kept_steps, kept = capped.history.get("rwc", layer)
+        all_steps, values = full.history.get("rwc", layer)
+        assert kept_steps.tolist() == steps.tolist()
+        np.testing.assert_array_equal(kept, values[np.searchsorted(all_steps, kept_steps)])
