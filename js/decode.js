@@ -26,3 +26,21 @@ export function decodeArray(meta, buffer) {
   for (let i = 0; i < size; i++) data[i] = raw[i] === 255 ? NaN : meta.offset + meta.scale * raw[i];
   return { data, shape: meta.shape };
 }
+
+// Split one buffer holding several arrays back into them (nnmodes_widgets/widgets/binary.py
+// `pack`): each meta gives its array's dtype and shape, in payload order; other keys are kept.
+export function unpack(metas, buffer) {
+  const { buf, offset, length } = bytesOf(buffer);
+  let at = 0;
+  const out = metas.map((meta) => {
+    const Type = TYPES[meta.dtype];
+    if (!Type) throw new Error(`unsupported dtype ${meta.dtype}`);
+    const size = meta.shape.reduce((a, b) => a * b, 1) * Type.BYTES_PER_ELEMENT;
+    if (at + size > length) throw new Error(`buffer of ${length} bytes is too short for its arrays`);
+    const item = { ...meta, ...decodeArray(meta, new DataView(buf, offset + at, size)) };
+    at += size;
+    return item;
+  });
+  if (at !== length) throw new Error(`buffer of ${length} bytes, but its arrays take ${at}`);
+  return out;
+}

@@ -1,7 +1,8 @@
 import { COLORMAPS, colorize, valueRange } from "./colormap.js";
-import { decodeArray } from "./decode.js";
+import { unpack } from "./decode.js";
 import { RingBuffer } from "./ringbuffer.js";
 import { rootCounter } from "./root.js";
+import { choose, inSelection, layerPicker } from "./selection.js";
 
 // Radiographs (and characteristic maps): one band per layer, input side first. A band is a
 // matrix heat map (neurons x inputs), or, when the inputs are images, one tile per neuron.
@@ -15,16 +16,7 @@ const MAX_MATRIX_HEIGHT = 220;
 function decodeFrame(model) {
   const meta = model.get("frame_meta");
   if (!meta || !meta.bands) return null;
-  const payload = model.get("frame_data");
-  const bytes = payload instanceof DataView ? payload : new DataView(payload.buffer ?? payload);
-  let offset = 0;
-  const bands = meta.bands.map((band) => {
-    const size = band.shape.reduce((a, b) => a * b, 1) * (band.dtype === "uint8" ? 1 : 4);
-    const view = new DataView(bytes.buffer, bytes.byteOffset + offset, size);
-    offset += size;
-    return { ...band, ...decodeArray(band, view) };
-  });
-  return { step: meta.step, bands, inputShape: meta.input_shape ?? null };
+  return { step: meta.step, bands: unpack(meta.bands, model.get("frame_data")), inputShape: meta.input_shape ?? null };
 }
 
 // Pixel layout of one band: tiles when every neuron's inputs form an image, else a matrix.
@@ -94,6 +86,10 @@ export default {
     const counter = rootCounter(el, "nnmodes-radiograph");
     const history = new RingBuffer(Math.max(1, model.get("history_size")));
     const options = { view: model.get("view"), colormap: "auto", scale: "linear" };
+    const picker = layerPicker(model, (layer) => {
+      el.closest(".nnmodes-radiograph")?.setAttribute("data-selected", layer);
+      draw();
+    });
     let shown = -1; // index into history; -1 follows the newest frame
 
     const header = document.createElement("div");
@@ -108,6 +104,7 @@ export default {
       select(["signed", "absolute"], options.view, (v) => { options.view = v; draw(); }),
       select(["auto", "viridis", "rdbu"], "auto", (v) => { options.colormap = v; draw(); }),
       select(["linear", "log"], "linear", (v) => { options.scale = v; draw(); }),
+      ...(model.get("layers").length ? [picker.el] : []),
       scrub,
       stepLabel,
     );
@@ -131,12 +128,17 @@ export default {
       ctx.fillStyle = getComputedStyle(el).color || "#222";
       regions = [];
       let top = 0;
+      const selected = model.get("selected");
       frame.bands.forEach((band, i) => {
+        // the selected layer's band stands out: the others are dimmed
+        ctx.globalAlpha = inSelection(band.layer, selected) ? 1 : 0.3;
         const [lo, hi] = drawBand(ctx, band, layouts[i], top + labelH, width, options);
-        ctx.fillText(`${band.layer}  (${band.shape[0]} neurons, range ${lo.toPrecision(2)} … ${hi.toPrecision(2)})`, 0, top + 10);
+        const count = band.neurons > band.shape[0] ? `showing ${band.shape[0]} of ${band.neurons}` : band.shape[0];
+        ctx.fillText(`${band.layer}  (${count} neurons, range ${lo.toPrecision(2)} … ${hi.toPrecision(2)})`, 0, top + 10);
         regions.push({ band, layout: layouts[i], top: top + labelH, width });
         top += layouts[i].height + labelH + BAND_GAP;
       });
+      ctx.globalAlpha = 1;
       stepLabel.textContent = `step ${frame.step}` + (shown >= 0 ? ` (${history.length - 1 - shown} back)` : "");
       counter.frame(frame.step);
     }
@@ -186,9 +188,20 @@ export default {
       tip.style.top = `${e.offsetY + 12}px`;
     });
     canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+    // a click on a band selects its layer in every linked panel (again: back to all layers)
+    canvas.addEventListener("click", (e) => {
+      if (!model.get("layers").length) return; // not a panel of layers (characteristic maps)
+      const rect = canvas.getBoundingClientRect();
+      const y = ((e.clientY - rect.top) * canvas.height) / rect.height;
+      const hit = regions.find((r) => y >= r.top - 14 && y < r.top + r.layout.height);
+      if (hit) choose(model, model.get("selected") === hit.band.layer ? "" : hit.band.layer);
+    });
 
     model.on("change:frame_data", onFrame);
     onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
-    return () => model.off("change:frame_data", onFrame);
+    return () => {
+      model.off("change:frame_data", onFrame);
+      picker.dispose();
+    };
   },
 };

@@ -48,5 +48,9 @@ export function coalesce(fn) {
 
 // A widget reference travels as "IPY_MODEL_<id>"; anywidget resolves ids to live models.
 export function referencedModel(model, name) {
-  return model.widget_manager.get_model(model.get(name).slice("IPY_MODEL_".length));
+  return modelOf(model, model.get(name));
+}
+
+export function modelOf(model, ref) {
+  return model.widget_manager.get_model(ref.slice("IPY_MODEL_".length));
 }

@@ -1,17 +1,25 @@
 import { countFrames, panelHeader } from "./header.js";
 import { referencedModel } from "./root.js";
+import { highlightLines, layerPicker } from "./selection.js";
 
 // Header of the trend panel. The plot itself is a bqplot Figure beside this view; its models are
-// reached through widget references so that the log switch and frame counting happen here, in
-// the browser, even while a training cell keeps the kernel busy.
+// reached through widget references so that the log switch, the layer highlight and frame
+// counting happen here, in the browser, even while a training cell keeps the kernel busy.
 export default {
   async render({ model, el }) {
     const toggle = document.createElement("label");
     const box = document.createElement("input");
     box.type = "checkbox";
     toggle.append(box, " log scale");
-    const { onData } = panelHeader(model, el, "nnmodes-trend", [toggle]);
-    const [lines, linearAxis, logAxis, linear, log] = await Promise.all(
+    let lines = null;
+    const highlight = () => {
+      el.closest(".nnmodes-trend")?.setAttribute("data-selected", model.get("selected"));
+      if (lines) highlightLines(lines, model.get("selected"));
+    };
+    const picker = layerPicker(model, highlight);
+    const { onData } = panelHeader(model, el, "nnmodes-trend", [toggle, picker.el]);
+    let linearAxis; let logAxis; let linear; let log;
+    [lines, linearAxis, logAxis, linear, log] = await Promise.all(
       ["lines", "linear_axis", "log_axis", "linear_scale", "log_scale"].map((n) =>
         referencedModel(model, n),
       ),
@@ -33,10 +41,14 @@ export default {
     };
     box.addEventListener("change", onToggle);
     model.on("change:log_y", applyScale);
+    lines.on("change:labels", highlight);
     applyScale();
+    highlight();
     const stopCounting = await countFrames(model, "lines", onData);
     return () => {
       model.off("change:log_y", applyScale);
+      lines.off("change:labels", highlight);
+      picker.dispose();
       stopCounting();
     };
   },

@@ -44,13 +44,14 @@ def to_bytes(fig: Figure, fmt: str) -> bytes:
 
 
 def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None = None,
-               log_y: bool = False, ylabel: str = "RWC") -> None:
-    """Every layer's series against the step, at full resolution, up to ``step`` (all when None)."""
+               log_y: bool = False, ylabel: str = "RWC", colors: list[str] | None = None) -> None:
+    """Every layer's series against the step, at full resolution, up to ``step`` (all when None);
+    ``colors`` one per layer (default: by depth)."""
     layers, steps, values = history.matrix(analysis)
     if step is not None:
         keep = steps <= step
         steps, values = steps[keep], values[:, keep]
-    colors = layer_colors(len(layers))
+    colors = layer_colors(len(layers)) if colors is None else colors
     for layer, row, color in zip(layers, values, colors):
         shown = np.where(row > 0, row, np.nan) if log_y else row   # log: no zero or negative
         ax.plot(steps, shown, color=color, lw=1.2, label=layer)

@@ -16,7 +16,6 @@ import copy
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 

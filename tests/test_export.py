@@ -23,6 +23,7 @@ def trained():
         optimizer.zero_grad()
         model(torch.randn(8, 5)).pow(2).mean().backward()
         optimizer.step()
+        monitor.flush()     # each background analysis in turn: every panel gets data
     yield monitor, dashboard
     dashboard.close()
     monitor.detach()
@@ -41,7 +42,9 @@ def assert_valid(path, fmt):
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_every_widget_exports_every_format(trained, tmp_path, fmt):
     monitor, dashboard = trained
-    for name, widget in [("dashboard", dashboard), ("trend", dashboard.trend)]:
+    panels = ("trend", "spectra", "neurons", "radiograph", "characteristic_maps")
+    for name, widget in [("dashboard", dashboard)] + [(p, getattr(dashboard, p)) for p in panels]:
+        assert getattr(widget, "shown", True), f"{name} has nothing to show"
         path = widget.export(tmp_path / f"{name}.{fmt}")
         assert path == tmp_path / f"{name}.{fmt}"
         assert_valid(path, fmt)

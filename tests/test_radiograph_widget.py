@@ -61,3 +61,27 @@ def test_export_of_the_frame_on_display(tmp_path):
         widget.export(tmp_path / "r.svg", step=1)
     with pytest.raises(ValueError, match="history_size"):
         Radiograph(history_size=0)
+
+
+def test_tiles_place_each_neuron_in_its_own_cell():
+    from nnmodes_widgets.widgets.radiograph import tile_image
+
+    maps = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)      # 5 neurons of 2 x 3 inputs
+    image = tile_image(maps, (2, 3), per_row=2)
+    assert image.shape == (3 * 3 - 1, 2 * 4 - 1)
+    for k in range(5):
+        r, c = divmod(k, 2)
+        np.testing.assert_array_equal(image[3 * r: 3 * r + 2, 4 * c: 4 * c + 3], maps[k].reshape(2, 3))
+    assert np.isnan(image[2]).all() and np.isnan(image[:, 3]).all()   # separators
+    assert np.isnan(image[6:, 4:]).all()                              # padding after the last
+
+
+def test_only_the_first_max_neurons_travel_and_the_band_says_how_many():
+    widget = Radiograph(max_neurons=3)
+    widget.show(1, {"0": np.arange(40.0).reshape(10, 4)})
+    band = widget.frame_meta["bands"][0]
+    assert band["neurons"] == 10 and band["shape"] == [3, 4]
+    assert len(widget.frame_data) == 4 * 3 * 4
+    assert widget._latest[1]["0"].shape == (10, 4)                  # exports draw every neuron
+    with pytest.raises(ValueError, match="max_neurons"):
+        Radiograph(max_neurons=0)

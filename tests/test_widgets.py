@@ -1,7 +1,9 @@
 """Python side of the widgets: what the kernel sends, how often, and that faults are contained."""
 
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
-from nnmodes_widgets.colors import layer_colors
+from nnmodes_widgets.analysis.clustering import cluster_layers, series_from_history
+from nnmodes_widgets.colors import cluster_colors, layer_colors
+from nnmodes_widgets.history import History
 from nnmodes_widgets.widgets.decimate import minmax_decimate
 from nnmodes_widgets.widgets.throttle import Throttle
 
@@ -144,7 +148,37 @@ def test_trend_sends_every_layer_bounded_and_in_binary():
         assert np.isclose(lines.y[1, -1], values[-1], rtol=1e-6)
         assert np.isclose(lines.y[1].max(), values.max(), rtol=1e-6)
         assert "nnmodes-trend" in trend._dom_classes
-        assert len(set(lines.colors)) == 3
+        # 300 samples of 3 layers: coloured by the partition cluster_layers finds
+        expected = cluster_layers(series_from_history(monitor.history))
+        assert trend.clusters.labels == expected.labels
+        assert lines.colors == cluster_colors([expected.labels[layer] for layer in layers])
+        assert "coloured by cluster of their trends" in trend._controls.title
+    finally:
+        trend.close()
+        monitor.detach()
+
+
+def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
+    trend = Trend(monitor)
+    try:
+        _train(model, optimizer, 5)         # too few samples to compare trends
+        trend._live.throttle.push_now()
+        assert trend.clusters is None and trend._lines.colors == layer_colors(3)
+        # three layers follow one trend, three another: two clusters, two colours
+        history = History()
+        for step in range(1, 21):
+            history.record("rwc", step, 0.0, {"a": 1 / step, "b": 1.1 / step, "c": 0.9 / step,
+                                              "d": 0.01 * step, "e": 0.012 * step, "f": 0.011 * step})
+        monitor.history = history
+        trend._live.throttle.push_now()
+        assert trend.clusters.labels == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
+        assert trend._lines.colors == cluster_colors([0, 0, 0, 1, 1, 1])
+        assert len(set(trend._lines.colors)) == 2
+        path = trend.export(Path(tempfile.mkdtemp()) / "t.svg")   # the export uses them too
+        assert cluster_colors([1])[0] in path.read_text()
     finally:
         trend.close()
         monitor.detach()
@@ -189,7 +223,8 @@ def test_dashboard_status_and_lifecycle():
     dashboard = monitor.dashboard()
     assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
     assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra,
-                                  dashboard.radiograph)
+                                  dashboard.neurons, dashboard.radiograph,
+                                  dashboard.characteristic_maps)
     _train(model, optimizer, 50)
     dashboard.status._live.throttle.push_now()
     status = dashboard.status

@@ -23,3 +23,15 @@ def encode_array(values, *, quantize: bool = False) -> tuple[dict, bytes]:
     q = np.full(a.shape, 255, dtype=np.uint8)
     q[finite] = np.rint((a[finite] - lo) / scale).astype(np.uint8)
     return {**meta, "dtype": "uint8", "scale": scale, "offset": lo}, q.tobytes()
+
+
+def pack(items, *, quantize: bool = False) -> tuple[list[dict], bytes]:
+    """Several arrays in one binary buffer: ``items`` is a sequence of ``(labels, values)``;
+    returns one meta per array (its ``labels`` dict plus dtype and shape) and the payloads
+    concatenated in order (js/decode.js ``unpack`` splits them again)."""
+    metas, payloads = [], []
+    for labels, values in items:
+        meta, payload = encode_array(values, quantize=quantize)
+        metas.append({**labels, **meta})
+        payloads.append(payload)
+    return metas, b"".join(payloads)

@@ -6,18 +6,23 @@ import ipywidgets
 
 from ..monitor import Monitor
 from .exportable import Exportable
-from .radiograph import LiveRadiograph
+from .neurons import Neurons
+from .radiograph import LiveCharacteristicMaps, LiveRadiograph
 from .spectrum import Spectra
 from .status import StatusLine
 from .trend import Trend
+
+_PANELS = ("status", "trend", "spectra", "neurons", "radiograph", "characteristic_maps")
 
 
 class Dashboard(Exportable, ipywidgets.VBox):
     """Live panels of ``monitor`` (root element class ``nnmodes-dashboard``).
 
-    ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. ``status``, ``trend``,
-    ``spectra`` and ``radiograph`` are the panels; each updates itself at most ``max_rate`` times
-    per second.
+    ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. The panels are ``status``,
+    ``trend``, ``spectra``, ``neurons``, ``radiograph`` and ``characteristic_maps``; each updates
+    itself at most ``max_rate`` times per second. One layer selection is shared by the trend,
+    spectra, neurons and radiograph panels: choosing a layer in one (its picker, or a click on its
+    band or strip) selects it in the others, in the browser. ``selected`` reads or sets it.
     """
 
     def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
@@ -27,24 +32,53 @@ class Dashboard(Exportable, ipywidgets.VBox):
         self.status = StatusLine(monitor, max_rate=max_rate)
         self.trend = Trend(monitor, max_rate=max_rate)
         self.spectra = Spectra(monitor, max_rate=max_rate)
+        self.neurons = Neurons(monitor, max_rate=max_rate)
         self.radiograph = LiveRadiograph(monitor, max_rate=max_rate)
-        super().__init__(children=[self.status, self.trend, self.spectra, self.radiograph], **kwargs)
+        self.characteristic_maps = LiveCharacteristicMaps(monitor, max_rate=max_rate)
+        # Links live in the browser (jslink): a choice made while training keeps the kernel busy
+        # still reaches every panel.
+        hub = self.trend.selector
+        self._links = [ipywidgets.jslink((hub, "selected"), (panel.selector, "selected"))
+                       for panel in (self.spectra, self.neurons, self.radiograph)]
+        super().__init__(children=[getattr(self, name) for name in _PANELS], **kwargs)
         self.add_class("nnmodes-dashboard")
 
     @property
+    def selected(self) -> str:
+        """The layer (module name) selected in the panels, "" for none."""
+        return self.trend.selector.selected
+
+    @selected.setter
+    def selected(self, layer: str) -> None:
+        choices = self.trend.selector.layers
+        if layer != "" and layer not in choices:
+            raise ValueError(f"unknown layer {layer!r}; choose one of {choices} or '' for none")
+        for panel in (self.trend, self.spectra, self.neurons, self.radiograph):
+            panel.selector.selected = layer
+
+    def _shown(self) -> list:
+        """The panels with something to draw, in the order of the dashboard."""
+        return [self.trend, self.spectra] + [p for p in (self.neurons, self.radiograph,
+                                                          self.characteristic_maps) if p.shown]
+
+    @property
     def figsize(self):
-        return (9, 8 + (self.radiograph.figsize[1] if self.radiograph.shown else 0))
+        panels = self._shown()
+        return (9, sum(p.figsize[1] for p in panels))
 
     def draw(self, fig, step: int | None = None) -> None:
-        """Every panel, one under the other, titled with the status line."""
-        panels = (self.trend, self.spectra) + ((self.radiograph,) if self.radiograph.shown else ())
-        for panel, sub in zip(panels, fig.subfigures(len(panels), 1)):
+        """Every panel with data, one under the other, titled with the status line."""
+        panels = self._shown()
+        heights = [p.figsize[1] for p in panels]
+        for panel, sub in zip(panels, fig.subfigures(len(panels), 1, height_ratios=heights)):
             panel.draw(sub, step)
         status = self.monitor.summary() if step is None else f"up to step {step}"
         fig.suptitle(status, x=0.01, ha="left", fontsize="small")
 
     def close(self) -> None:
-        for panel in (getattr(self, name, None) for name in ("status", "trend", "spectra", "radiograph")):
+        for link in getattr(self, "_links", ()):
+            link.close()
+        for panel in (getattr(self, name, None) for name in _PANELS):
             if panel is not None:   # close() also runs from __del__ after a failed __init__
                 panel.close()
         super().close()

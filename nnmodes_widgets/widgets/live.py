@@ -34,3 +34,10 @@ class LiveBinding:
     def close(self) -> None:
         self.monitor.unsubscribe(self._on_step)
         self.throttle.close()
+
+
+def layer_choices(monitor: Monitor) -> list[str]:
+    """Module names of the monitor's weights, front to back: the layers a panel's picker offers
+    (the dashboard's shared selection is a module name; SPEC 3 keys)."""
+    names = (name.rpartition(".")[0] for name, p in monitor.model.named_parameters() if p.ndim >= 2)
+    return list(dict.fromkeys(names))

@@ -8,11 +8,12 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..checks import check_int
 from ..monitor import Monitor
 from ._bundle import bundle
-from .binary import encode_array
+from .binary import pack
 from .exportable import Exportable
-from .live import LiveBinding
+from .live import LiveBinding, layer_choices
 
 
 class Radiograph(Exportable, anywidget.AnyWidget):
@@ -20,9 +21,12 @@ class Radiograph(Exportable, anywidget.AnyWidget):
     as one tile per neuron when the inputs are images (``input_shape``, e.g. ``(8, 8)``).
 
     ``show(step, {layer: map})`` sends a frame as binary float32 buffers (``quantize=True``:
-    uint8, a quarter of the bytes). The browser keeps the last ``history_size`` frames to scrub
-    through, and applies the view (signed with a diverging map, or absolute), colour map and
-    scale itself, also while the kernel is busy. Root element class ``nnmodes-radiograph``.
+    uint8, a quarter of the bytes): the first ``max_neurons`` neurons of each band, the band's
+    label saying how many it has (exports draw them all). The browser keeps the last
+    ``history_size`` frames to scrub through, and applies the view (signed with a diverging map,
+    or absolute), colour map and scale itself, also while the kernel is busy. ``selected`` (a
+    layer, "" for none) brings out one band; clicking a band selects it. Root element class
+    ``nnmodes-radiograph``.
     """
 
     _esm = bundle("radiograph.js")
@@ -30,15 +34,18 @@ class Radiograph(Exportable, anywidget.AnyWidget):
     title = traitlets.Unicode("Radiographs").tag(sync=True)
     view = traitlets.Enum(("signed", "absolute"), "signed").tag(sync=True)
     history_size = traitlets.Int(50).tag(sync=True)
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
+    selected = traitlets.Unicode("").tag(sync=True)
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
     def __init__(self, *, title: str = "Radiographs", view: str = "signed", history_size: int = 50,
-                 quantize: bool = False, **kwargs):
-        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
-            raise ValueError(f"history_size must be a positive integer, got {history_size!r}")
+                 quantize: bool = False, max_neurons: int = 64, **kwargs):
+        history_size = check_int(history_size, "history_size", minimum=1)
+        max_neurons = check_int(max_neurons, "max_neurons", minimum=1)
         super().__init__(title=title, view=view, history_size=history_size, **kwargs)
         self.quantize = quantize
+        self.max_neurons = max_neurons
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
 
     def show(self, step: int, bands: Mapping[str, object], *, input_shape=None) -> None:
@@ -57,16 +64,18 @@ class Radiograph(Exportable, anywidget.AnyWidget):
                 if int(np.prod(input_shape)) != a.shape[1]:
                     raise ValueError(f"input_shape {input_shape} does not fit layer {layer!r}: "
                                      f"{a.shape[1]} inputs")
-        metas, payloads = [], []
-        for layer, a in maps.items():
-            meta, payload = encode_array(a, quantize=self.quantize)
-            metas.append({"layer": layer, **meta})
-            payloads.append(payload)
+        metas, payload = pack((({"layer": layer, "neurons": a.shape[0]}, a[: self.max_neurons])
+                               for layer, a in maps.items()), quantize=self.quantize)
         self._latest = (int(step), maps, input_shape)
         with self.hold_sync():
             self.frame_meta = {"step": int(step), "bands": metas,
                                "input_shape": list(input_shape) if input_shape else None}
-            self.frame_data = b"".join(payloads)
+            self.frame_data = payload
+
+    @property
+    def selector(self) -> Radiograph:
+        """The front-end model holding the layer selection (``selected``): this widget."""
+        return self
 
     @property
     def shown(self) -> bool:
@@ -75,65 +84,145 @@ class Radiograph(Exportable, anywidget.AnyWidget):
 
     @property
     def figsize(self):
-        return (8, 1.6 + 1.8 * (len(self._latest[1]) if self._latest else 1))
+        if self._latest is None:
+            return (8, 3.4)
+        _, maps, input_shape = self._latest
+        return (8, 0.8 + sum(_band_height(a, input_shape) for a in maps.values()))
 
     def draw(self, fig, step: int | None = None) -> None:
-        """The frame on display (one panel per layer)."""
+        """The frame on display, every neuron: one panel per layer (tiles for image inputs)."""
         if self._latest is None:
             raise ValueError("nothing to export yet: show() has not been called")
         shown_step, maps, input_shape = self._latest
         if step is not None and step != shown_step:
             raise ValueError(f"this widget keeps the frame of step {shown_step} only, not step {step}")
-        axes = fig.subplots(len(maps), 1, squeeze=False)[:, 0]
+        heights = [_band_height(a, input_shape) for a in maps.values()]
+        axes = fig.subplots(len(maps), 1, squeeze=False, height_ratios=heights)[:, 0]
         signed = self.view == "signed"
         for ax, (layer, a) in zip(axes, maps.items()):
             data = a if signed else np.abs(a)
             m = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0
-            image = ax.imshow(data, aspect="auto", interpolation="nearest",
+            tiled = input_shape is not None and len(input_shape) >= 2
+            image = ax.imshow(tile_image(data, input_shape[-2:]) if tiled else data,
+                              aspect="equal" if tiled else "auto", interpolation="nearest",
                               cmap="RdBu_r" if signed else "viridis",
                               vmin=-m if signed else 0, vmax=m or 1.0)
             ax.set_title(f"{layer} ({a.shape[0]} neurons x {a.shape[1]} inputs)", loc="left",
                          fontsize="small")
-            ax.set_ylabel("neuron")
+            if tiled:
+                ax.set_axis_off()
+            else:
+                ax.set_ylabel("neuron")
             fig.colorbar(image, ax=ax, shrink=0.8)
-        axes[-1].set_xlabel("input")
+        if not tiled:
+            axes[-1].set_xlabel("input")
         fig.suptitle(f"{self.title}, step {shown_step}", x=0.01, ha="left", fontsize="medium")
 
 
-class LiveRadiograph(Radiograph):
-    """The newest static radiographs of ``monitor.history`` ("radiograph"), as they land.
+TILES_PER_ROW = 16
 
-    Image-shaped probes ([B, H, W] or [B, 1, H, W]) give one H x W tile per neuron.
-    """
+
+def tile_image(maps: np.ndarray, shape: tuple[int, int], per_row: int = TILES_PER_ROW) -> np.ndarray:
+    """Neurons' maps [n, h * w] as one image of h x w tiles, ``per_row`` to a row, separated
+    (and padded) by NaN, which draws as background."""
+    n = len(maps)
+    h, w = shape
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, dtype=np.float32)
+    for k, tile in enumerate(np.asarray(maps).reshape(n, h, w)):
+        r, c = divmod(k, cols)
+        out[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = tile
+    return out
+
+
+def _band_height(a: np.ndarray, input_shape) -> float:
+    """Inches for one band of the export: tile rows for image inputs, else a fixed heat map."""
+    if input_shape is None or len(input_shape) < 2:
+        return 1.8
+    rows = -(-len(a) // min(len(a), TILES_PER_ROW))
+    h, w = input_shape[-2:]
+    return 0.4 + rows * (7.0 / min(len(a), TILES_PER_ROW)) * h / w
+
+
+class _LiveMaps(Radiograph):
+    """A Radiograph showing the newest frame of one analysis of ``monitor.history``."""
+
+    analysis = ""
 
     def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
         if not isinstance(monitor, Monitor):
-            raise TypeError(f"LiveRadiograph expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
-        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first")
+            raise TypeError(f"{type(self).__name__} expects a nnmodes_widgets.Monitor, got "
+                            f"{type(monitor).__name__}")
         super().__init__(**kwargs)
         self.monitor = monitor
         self._version = -1
-        self._live = LiveBinding(monitor, self._push, name="radiograph", max_rate=max_rate)
+        self._live = LiveBinding(monitor, self._push, name=self.analysis, max_rate=max_rate)
+
+    def _frame(self, history) -> tuple[int, dict[str, np.ndarray]] | None:
+        """``(step, bands)`` of the newest frame, None before the first."""
+        raise NotImplementedError
 
     def _push(self) -> None:
         history = self.monitor.history
         if history.version == self._version:
             return
         self._version = history.version
-        layers = history.layers("radiograph")
-        if not layers:
+        frame = self._frame(history)
+        if frame is None or (self._latest is not None and self._latest[0] == frame[0]):
             return
-        newest = {layer: history.latest("radiograph", layer) for layer in layers}
-        step = max(s for s, _ in newest.values())
-        maps = {layer: value for layer, (s, value) in newest.items() if s == step}
-        if self._latest is not None and self._latest[0] == step:
-            return
-        self.show(step, maps, input_shape=_image_shape(self.monitor.probe, maps))
+        step, bands = frame
+        self.show(step, bands, input_shape=_image_shape(self.monitor.probe, bands))
 
     def close(self) -> None:
         if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
             self._live.close()
         super().close()
+
+
+class LiveRadiograph(_LiveMaps):
+    """The newest static radiographs of ``monitor.history`` ("radiograph"), as they land.
+
+    Image-shaped probes ([B, H, W] or [B, 1, H, W]) give one H x W tile per neuron.
+    """
+
+    analysis = "radiograph"
+
+    def __init__(self, monitor: Monitor, **kwargs):
+        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first")
+        kwargs.setdefault("layers", layer_choices(monitor) if isinstance(monitor, Monitor) else [])
+        super().__init__(monitor, **kwargs)
+
+    def _frame(self, history):
+        layers = history.layers("radiograph")
+        if not layers:
+            return None
+        newest = {layer: history.latest("radiograph", layer) for layer in layers}
+        step = max(s for s, _ in newest.values())
+        return step, {layer: value for layer, (s, value) in newest.items() if s == step}
+
+
+class LiveCharacteristicMaps(_LiveMaps):
+    """The newest class-averaged characteristic maps of the output layer from
+    ``monitor.history`` ("characteristic_maps"): one band per class, one map per output neuron
+    (tiles for image-shaped probes). The classes are the probe's labels, or the model's own
+    predictions when the probe has none."""
+
+    analysis = "characteristic_maps"
+
+    def __init__(self, monitor: Monitor, **kwargs):
+        kind = "labelled" if isinstance(getattr(monitor, "probe", None), tuple) else "predicted"
+        kwargs.setdefault("title", f"Characteristic maps: output neurons per {kind} class "
+                                   "(inputs times their pathway values, class averages)")
+        super().__init__(monitor, **kwargs)
+        self.add_class("nnmodes-characteristic-maps")
+
+    def _frame(self, history):
+        layers = history.layers("characteristic_maps")
+        if not layers:
+            return None
+        step, maps = history.latest("characteristic_maps", layers[-1])
+        return step, {f"class {c}": m for c, m in enumerate(maps)}
 
 
 def _image_shape(probe, maps) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ from ..monitor import Monitor
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
-from .live import LiveBinding
+from .live import LiveBinding, layer_choices
 
 
 class _SpectrumHeader(anywidget.AnyWidget):
@@ -25,7 +25,11 @@ class _SpectrumHeader(anywidget.AnyWidget):
     _css = bundle("widgets.css")
     title = traitlets.Unicode("").tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
+    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
     mark = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
+    marks = traitlets.List(traitlets.Instance(bqplot.Lines)).tag(   # highlighted per layer
+        sync=True, **ipywidgets.widget_serialization)
 
 
 def rank_trends(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +88,9 @@ class Spectra(Exportable, ipywidgets.VBox):
                                 "effective rank", height="160px")
         stable_fig = _figure([self._stable], step_x, self._stable.scales["y"], "step",
                              "stable rank", height="160px")
-        self._header = _SpectrumHeader(title=self.title, mark=self._spectra)
+        self._header = _SpectrumHeader(
+            title=self.title, mark=self._spectra, layers=layer_choices(monitor),
+            marks=[self._spectra, self._fits, self._effective, self._stable])
         self._layers: list[str] = []
         self._version = -1
         super().__init__(children=[self._header, ipywidgets.HBox(
@@ -92,6 +98,11 @@ class Spectra(Exportable, ipywidgets.VBox):
                                            layout=ipywidgets.Layout(width="45%"))])], **kwargs)
         self.add_class("nnmodes-spectrum")
         self._live = LiveBinding(monitor, self._push, name="spectrum", max_rate=max_rate)
+
+    @property
+    def selector(self) -> anywidget.AnyWidget:
+        """The front-end model holding this panel's layer selection (``selected``)."""
+        return self._header
 
     def _data(self, step: int | None = None):
         """layers, newest spectra [L, k] (NaN-padded), their steps, and per layer (steps, spectra)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anywidget
 import bqplot
 import ipywidgets
@@ -9,14 +11,18 @@ import numpy as np
 import traitlets
 
 from .. import export
-from ..colors import layer_colors
+from ..analysis.clustering import LayerClusters, cluster_layers, series_from_history
+from ..colors import cluster_colors, layer_colors
 from ..monitor import Monitor
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
-from .live import LiveBinding
+from .live import LiveBinding, layer_choices
 
 _LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
+CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
+CLUSTER_MIN_SAMPLES = 8   # shorter trends have no shape to compare yet
+CLUSTER_INTERVAL = 5.0    # s between re-clusterings while training (K-Means with restarts)
 
 
 class _TrendControls(anywidget.AnyWidget):
@@ -31,6 +37,8 @@ class _TrendControls(anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     log_y = traitlets.Bool(False).tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
+    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
     lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     linear_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
     log_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
@@ -39,7 +47,10 @@ class _TrendControls(anywidget.AnyWidget):
 
 
 class Trend(Exportable, ipywidgets.VBox):
-    """RWC of every layer against the training step, coloured front (dark) to back (light).
+    """RWC of every layer against the training step, coloured front (dark) to back (light) until
+    there are enough samples to cluster the layers by their trends (WeightScale, SPEC 4.1:
+    ``cluster_layers`` with the elbow's k, redone every few seconds); then coloured by cluster,
+    ``clusters`` holding the partition shown.
 
     Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
     the newest data, each series reduced to about ``max_points`` points (min/max per bucket, so
@@ -76,14 +87,21 @@ class Trend(Exportable, ipywidgets.VBox):
         )
         self.title = f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps"
         self._controls = _TrendControls(
-            title=self.title,
+            title=self.title, layers=layer_choices(monitor),
             log_y=log_y, lines=self._lines, linear_axis=linear_axis, log_axis=log_axis,
             linear_scale=linear, log_scale=log)
         self._layers: list[str] = []
         self._version = -1
+        self.clusters: LayerClusters | None = None
+        self._next_clustering = 0.0
         super().__init__(children=[self._controls, figure], **kwargs)
         self.add_class("nnmodes-trend")
         self._live = LiveBinding(monitor, self._push, name="trend", max_rate=max_rate)
+
+    @property
+    def selector(self) -> anywidget.AnyWidget:
+        """The front-end model holding this panel's layer selection (``selected``)."""
+        return self._controls
 
     @property
     def log_y(self) -> bool:
@@ -96,8 +114,9 @@ class Trend(Exportable, ipywidgets.VBox):
     def draw(self, fig, step: int | None = None) -> None:
         """The trend at full resolution (up to ``step`` when given)."""
         ax = fig.add_subplot()
-        export.draw_trend(ax, self.monitor.history, step=step, log_y=self.log_y)
-        ax.set_title(self.title, loc="left", fontsize="medium", fontweight="bold")
+        export.draw_trend(ax, self.monitor.history, step=step, log_y=self.log_y,
+                          colors=self._colors(self.monitor.history.layers("rwc")))
+        ax.set_title(self._controls.title, loc="left", fontsize="medium", fontweight="bold")
 
     def _push(self) -> None:
         history = self.monitor.history
@@ -108,6 +127,7 @@ class Trend(Exportable, ipywidgets.VBox):
         if not layers:
             return
         x, y = end_at_last_value(*minmax_decimate(steps.astype(np.float64), values, self.max_points))
+        recolor = self._recluster(len(steps)) or layers != self._layers
         # The step goes first: the browser counts a frame when the line data arrives and labels
         # it with the step it already has.
         self._controls.step = int(steps[-1])
@@ -115,10 +135,38 @@ class Trend(Exportable, ipywidgets.VBox):
             if layers != self._layers:
                 self._layers = layers
                 self._lines.labels = layers
-                self._lines.colors = layer_colors(len(layers))
                 self._lines.display_legend = len(layers) <= _LEGEND_MAX
+            if recolor:
+                self._lines.colors = self._colors(layers)
             self._lines.x = x
             self._lines.y = y.astype(np.float32)
+
+    def _recluster(self, samples: int) -> bool:
+        """Cluster the layers' trends when due; whether the partition changed."""
+        now = time.monotonic()
+        if samples < CLUSTER_MIN_SAMPLES or (now < self._next_clustering and not self.monitor.detached):
+            return False
+        self._next_clustering = now + CLUSTER_INTERVAL
+        series = series_from_history(self.monitor.history)
+        if len(series) < CLUSTER_MIN_LAYERS:
+            return False
+        try:
+            clusters = cluster_layers(series)
+        except ValueError:    # e.g. a layer with no finite value yet: keep the colours shown
+            return False
+        changed = self.clusters is None or clusters.labels != self.clusters.labels
+        self.clusters = clusters
+        if changed:
+            k = len(set(clusters.labels.values()))
+            self._controls.title = f"{self.title} · coloured by cluster of their trends (k = {k})"
+        return changed
+
+    def _colors(self, layers: list[str]) -> list[str]:
+        """By cluster once clustered (grey for a layer not in the partition), else by depth."""
+        if self.clusters is None:
+            return layer_colors(len(layers))
+        labels = self.clusters.labels
+        return [cluster_colors([labels[layer]])[0] if layer in labels else "#9a9a9a" for layer in layers]
 
     def close(self) -> None:
         if hasattr(self, "_live"):   # also called by __del__ after a failed __init__

@@ -1,0 +1,159 @@
+"""Neuron transformation modes over training (SPEC 4.3): per layer, the stacked shares of linear,
+nonlinear and dead neurons against the step, and the neuron x class map of the selected layer."""
+
+from __future__ import annotations
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ..monitor import Monitor
+from ._bundle import bundle
+from .binary import pack
+from .exportable import Exportable
+from .live import LiveBinding, layer_choices
+
+MODES = ("linear", "nonlinear", "dead")
+MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode, the browser uses the same
+
+
+def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
+    """Shares of linear / nonlinear / dead neurons [T, 3] from active fractions [T, n]: linear
+    when a neuron transmits at least 1 - eps of the samples, dead at most eps (SPEC 4.3)."""
+    a = np.asarray(active_fraction, dtype=np.float64)
+    linear = (a >= 1 - eps).mean(axis=1)
+    dead = (a <= eps).mean(axis=1)
+    return np.stack([linear, 1 - linear - dead, dead], axis=1)
+
+
+def bucket_means(steps: np.ndarray, values: np.ndarray, max_points: int):
+    """At most ``max_points`` rows: consecutive rows averaged in equal buckets, each labelled with
+    its last step (shares stay shares; the full resolution stays in the history)."""
+    if len(steps) <= max_points:
+        return steps, values
+    edges = np.linspace(0, len(steps), max_points + 1).astype(int)
+    sums = np.add.reduceat(values, edges[:-1], axis=0)
+    return steps[edges[1:] - 1], sums / np.diff(edges)[:, None]
+
+
+class Neurons(Exportable, anywidget.AnyWidget):
+    """Neuron modes of ``monitor.history`` ("neuron_modes", "neuron_classes"), drawn live on the
+    package's canvas: one strip per layer with the shares of linear (order-preserving), nonlinear
+    and dead neurons against the step, and below, for the selected layer (the first when none
+    is), which classes each neuron transmits. Classes are the probe's labels, or the model's
+    predictions when the probe has none. Root element class ``nnmodes-neurons``.
+    """
+
+    _esm = bundle("neurons.js")
+    _css = bundle("widgets.css")
+    title = traitlets.Unicode("").tag(sync=True)
+    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
+    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
+    frame_meta = traitlets.Dict().tag(sync=True)
+    frame_data = traitlets.Bytes(b"").tag(sync=True)
+
+    def __init__(self, monitor: Monitor, *, eps: float = 0.05, max_points: int = 500,
+                 max_rate: float = 10.0, **kwargs):
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"Neurons expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
+            raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+            raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
+        kwargs.setdefault("title", "Neuron modes: linear / nonlinear / dead shares per layer, "
+                                   "and which classes each neuron transmits")
+        super().__init__(layers=layer_choices(monitor), **kwargs)
+        self.monitor = monitor
+        self.eps = float(eps)
+        self.max_points = max_points
+        self._version = -1
+        self._live = LiveBinding(monitor, self._push, name="neurons", max_rate=max_rate)
+
+    @property
+    def selector(self) -> Neurons:
+        """The front-end model holding the layer selection (``selected``): this widget."""
+        return self
+
+    @property
+    def shown(self) -> bool:
+        """Whether there are neuron modes to show (and so to export)."""
+        return bool(self.monitor.history.layers("neuron_modes"))
+
+    def _push(self) -> None:
+        history = self.monitor.history
+        if history.version == self._version:
+            return
+        self._version = history.version
+        layers = history.layers("neuron_modes")
+        if not layers:
+            return
+        items, newest = [], 0
+        for layer in layers:
+            steps, active = history.get("neuron_modes", layer)
+            newest = max(newest, int(steps[-1]))
+            steps, shares = bucket_means(steps, mode_shares(active, self.eps), self.max_points)
+            items += [({"layer": layer, "kind": "steps"}, steps),
+                      ({"layer": layer, "kind": "shares"}, shares)]
+        for layer in history.layers("neuron_classes"):
+            items.append(({"layer": layer, "kind": "classes"}, history.latest("neuron_classes", layer)[1]))
+        metas, payload = pack(items)
+        with self.hold_sync():
+            self.frame_meta = {"step": newest, "arrays": metas, "eps": self.eps,
+                               "labels": "labelled" if isinstance(self.monitor.probe, tuple) else "predicted"}
+            self.frame_data = payload
+
+    @property
+    def figsize(self):
+        return (9, 1.5 + 1.1 * max(1, len(self.monitor.history.layers("neuron_modes"))) + 2.6)
+
+    def draw(self, fig, step: int | None = None) -> None:
+        """Every layer's stacked mode shares, and the class map of the selected layer, at full
+        resolution (up to ``step`` when given)."""
+        history = self.monitor.history
+        layers = history.layers("neuron_modes")
+        if not layers:
+            raise ValueError("nothing to export yet: no neuron modes recorded")
+        strips, classes = fig.subfigures(2, 1, height_ratios=[1.1 * len(layers), 2.6])
+        axes = strips.subplots(len(layers), 1, squeeze=False, sharex=True)[:, 0]
+        for ax, layer in zip(axes, layers):
+            steps, active = history.get("neuron_modes", layer)
+            keep = steps <= step if step is not None else slice(None)
+            shares = mode_shares(active[keep], self.eps)
+            ax.stackplot(steps[keep], shares.T, colors=MODE_COLORS, labels=MODES, step="post")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(layer, rotation=0, ha="right", va="center", fontsize="small")
+            ax.set_yticks([0, 1])
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+        axes[-1].set_xlabel("step")
+        self._draw_classes(classes, step)
+        fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
+
+    def _draw_classes(self, fig, step) -> None:
+        history = self.monitor.history
+        layers = history.layers("neuron_classes")
+        layer = self.selected if self.selected in layers else (layers[0] if layers else None)
+        ax = fig.add_subplot()
+        if layer is None:
+            ax.text(0.5, 0.5, "no per-class fractions (the model's output is not class scores)",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return
+        steps, maps = history.get("neuron_classes", layer)
+        index = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
+        if index < 0:
+            ax.text(0.5, 0.5, f"no per-class fractions up to step {step}", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_axis_off()
+            return
+        image = ax.imshow(maps[index], aspect="auto", interpolation="nearest", cmap="viridis",
+                          vmin=0, vmax=1)
+        ax.set_xlabel(f"neuron of {layer}")
+        ax.set_ylabel("class")
+        ax.set_title(f"active fraction per class, layer {layer}, step {steps[index]}", loc="left",
+                     fontsize="small")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+
+    def close(self) -> None:
+        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
+            self._live.close()
+        super().close()

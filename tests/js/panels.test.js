@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import { unpack } from "../../js/decode.js";
+import { classLayer, frameLayers } from "../../js/neurons.js";
+import { highlightLines, inSelection } from "../../js/selection.js";
+
+// A model with the get/set of a widget model, enough for the helpers under test.
+function fakeModel(state) {
+  return { state, get: (k) => state[k], set: (k, v) => { state[k] = v; } };
+}
+
+describe("unpack", () => {
+  it("splits one buffer into its arrays in meta order, keeping the other keys", () => {
+    const a = new Float32Array([1, 2, 3, 4, 5, 6]);
+    const b = new Uint8Array([0, 254, 255]);
+    const bytes = new Uint8Array(a.byteLength + b.byteLength);
+    bytes.set(new Uint8Array(a.buffer), 0);
+    bytes.set(b, a.byteLength);
+    const [first, second] = unpack([
+      { layer: "0", dtype: "float32", shape: [2, 3] },
+      { layer: "1", dtype: "uint8", shape: [3], scale: 2, offset: 1 },
+    ], new DataView(bytes.buffer));
+    expect(first.layer).toBe("0");
+    expect(Array.from(first.data)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(second.layer).toBe("1");
+    expect(Array.from(second.data.slice(0, 2))).toEqual([1, 509]);
+    expect(Number.isNaN(second.data[2])).toBe(true);
+  });
+
+  it("refuses a buffer whose size does not match its arrays", () => {
+    const metas = [{ dtype: "float32", shape: [3] }];
+    expect(() => unpack(metas, new ArrayBuffer(8))).toThrow(/too short/);
+    expect(() => unpack(metas, new ArrayBuffer(16))).toThrow(/16 bytes, but its arrays take 12/);
+  });
+});
+
+describe("layer selection", () => {
+  it("selects a module and its parameters, nothing else", () => {
+    expect(inSelection("features.3", "features.3")).toBe(true);
+    expect(inSelection("features.3.weight", "features.3")).toBe(true);
+    expect(inSelection("features.30.weight", "features.3")).toBe(false);
+    expect(inSelection("1.weight", "")).toBe(true); // no selection: every layer
+  });
+
+  it("dims the lines of other layers and restores them all when cleared", () => {
+    const mark = fakeModel({ labels: ["0.weight", "2.weight", "4.weight"] });
+    highlightLines(mark, "2");
+    expect(mark.state.opacities).toEqual([0.15, 1, 0.15]);
+    highlightLines(mark, "");
+    expect(mark.state.opacities).toEqual([1, 1, 1]);
+  });
+});
+
+describe("neuron-modes frames", () => {
+  const arrays = [
+    { layer: "1", kind: "steps" }, { layer: "1", kind: "shares" },
+    { layer: "3", kind: "steps" }, { layer: "3", kind: "shares" }, { layer: "3", kind: "classes" },
+  ];
+
+  it("group a frame's arrays by layer, in order", () => {
+    const layers = frameLayers(arrays);
+    expect(layers.map((l) => l.layer)).toEqual(["1", "3"]);
+    expect(layers[1].classes).toBe(arrays[4]);
+    expect(layers[0].classes).toBeUndefined();
+  });
+
+  it("show the selected layer's class map, else the first layer that has one", () => {
+    const layers = frameLayers(arrays);
+    expect(classLayer(layers, "3").layer).toBe("3");
+    expect(classLayer(layers, "1").layer).toBe("3"); // layer 1 has no class map
+    expect(classLayer(layers, "").layer).toBe("3");
+    expect(classLayer(frameLayers(arrays.slice(0, 2)), "")).toBeNull();
+  });
+});

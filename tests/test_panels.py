@@ -1,0 +1,130 @@
+"""The neuron-modes and characteristic-map panels, and the dashboard's shared layer selection
+(kernel side; the browser side is in tests/browser)."""
+
+import ipywidgets
+import numpy as np
+import pytest
+import torch
+
+import nnmodes_widgets as nm
+from nnmodes_widgets.widgets import Dashboard, LiveCharacteristicMaps, Neurons
+from nnmodes_widgets.widgets.neurons import bucket_means, mode_shares
+
+
+def _trained(steps=24, probe=None, analyses=None):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 12), torch.nn.ReLU(),
+                                torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0, probe=probe, analyses=analyses)
+    return model, optimizer, monitor
+
+
+def _train(model, optimizer, monitor, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        x = torch.randn(32, 4, 4)
+        torch.nn.functional.cross_entropy(model(x), (x.sum((1, 2)) > 0).long()).backward()
+        optimizer.step()
+        monitor.flush()
+
+
+def test_mode_shares_count_linear_nonlinear_and_dead_neurons():
+    rng = np.random.default_rng(0)
+    active = rng.choice([0.0, 0.03, 0.5, 0.96, 1.0], size=(7, 40))
+    shares = mode_shares(active, eps=0.05)
+    for t in range(7):
+        linear = sum(a >= 0.95 for a in active[t]) / 40
+        dead = sum(a <= 0.05 for a in active[t]) / 40
+        np.testing.assert_allclose(shares[t], [linear, 1 - linear - dead, dead])
+
+
+def test_bucket_means_average_consecutive_rows_and_keep_short_series():
+    steps = np.arange(1, 11)
+    values = np.arange(20.0).reshape(10, 2)
+    s, v = bucket_means(steps, values, 5)
+    assert s.tolist() == [2, 4, 6, 8, 10]
+    np.testing.assert_allclose(v, [values[i:i + 2].mean(0) for i in range(0, 10, 2)])
+    s, v = bucket_means(steps, values, 10)
+    assert s is steps and v is values
+
+
+def test_neurons_panel_sends_shares_and_class_maps_of_every_layer():
+    model, optimizer, monitor = _trained(analyses=("rwc", "neuron_modes"))
+    panel = Neurons(monitor)
+    try:
+        _train(model, optimizer, monitor, 24)
+        panel._live.throttle.push_now()
+        meta = panel.frame_meta
+        history = monitor.history
+        assert history.layers("neuron_modes") == ["1", "3"] == history.layers("neuron_classes")
+        assert meta["labels"] == "predicted" and meta["step"] == history.steps("neuron_modes")[-1]
+        offset = 0
+        data = panel.frame_data
+        for array in meta["arrays"]:      # payload order = meta order, float32 each
+            size = int(np.prod(array["shape"])) * 4
+            got = np.frombuffer(data[offset: offset + size], np.float32).reshape(array["shape"])
+            offset += size
+            steps, active = history.get("neuron_modes", array["layer"])
+            if array["kind"] == "steps":
+                np.testing.assert_array_equal(got, steps)
+            elif array["kind"] == "shares":
+                np.testing.assert_allclose(got, mode_shares(active), rtol=1e-6)
+            else:
+                np.testing.assert_allclose(got, history.latest("neuron_classes", array["layer"])[1],
+                                           rtol=1e-6)
+        assert offset == len(data)
+        assert [(a["layer"], a["kind"]) for a in meta["arrays"]] == [
+            ("1", "steps"), ("1", "shares"), ("3", "steps"), ("3", "shares"),
+            ("1", "classes"), ("3", "classes")]
+        assert panel.layers == ["1", "3", "5"] and panel.shown
+        panel.selected = "3"            # the export shows the selected layer's class map
+        fig = panel.figure()
+        assert any("layer 3" in ax.get_title(loc="left") for ax in fig.axes)
+        with pytest.raises(ValueError, match="eps"):
+            Neurons(monitor, eps=0.5)
+    finally:
+        panel.close()
+        monitor.detach()
+
+
+def test_characteristic_maps_panel_shows_one_band_per_class_as_tiles():
+    x, y = torch.randn(30, 4, 4), torch.arange(30) % 3
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("characteristic_maps",))
+    panel = LiveCharacteristicMaps(monitor)
+    try:
+        _train(model, optimizer, monitor, 6)
+        panel._live.throttle.push_now()
+        step, maps = monitor.history.latest("characteristic_maps", "5")
+        shown_step, bands, input_shape = panel._latest
+        assert shown_step == step and list(bands) == ["class 0", "class 1", "class 2"]
+        assert input_shape == (4, 4) and "labelled" in panel.title
+        for c in range(3):
+            np.testing.assert_array_equal(bands[f"class {c}"], maps[c])
+        assert "nnmodes-characteristic-maps" in panel._dom_classes and panel.layers == []
+    finally:
+        panel.close()
+        monitor.detach()
+
+
+def test_dashboard_links_one_layer_selection_across_panels():
+    model, optimizer, monitor = _trained()
+    dashboard = Dashboard(monitor)
+    try:
+        hub = dashboard.trend.selector
+        others = [dashboard.spectra.selector, dashboard.neurons, dashboard.radiograph]
+        links = {(link.source, link.target) for link in dashboard._links}
+        assert all(isinstance(link, ipywidgets.widgets.widget_link.Link) for link in dashboard._links)
+        assert links == {((hub, "selected"), (other, "selected")) for other in others}
+        for panel in [hub] + others:
+            assert panel.layers == ["1", "3", "5"]
+        dashboard.selected = "3"
+        assert dashboard.selected == "3" and all(p.selected == "3" for p in others)
+        with pytest.raises(ValueError, match="unknown layer 'nope'"):
+            dashboard.selected = "nope"
+        assert all(p.selected == "3" for p in [hub] + others)     # unchanged
+        dashboard.selected = ""
+        assert all(p.selected == "" for p in [hub] + others)
+    finally:
+        dashboard.close()
+        monitor.detach()
