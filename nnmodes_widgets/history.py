@@ -4,8 +4,8 @@ Each analysis has one table of sampling events (training step, wall time) and, p
 values it produced at some of those events: a layer added mid-training starts later, a removed
 one stops. Arrays grow by doubling, so appending is amortised O(1); readers get NumPy copies.
 
-With ``max_bytes`` each analysis is bounded: once its values exceed the cap, every second sampling
-event is dropped (evenly, oldest first, the newest always kept) until they fit again.
+With ``max_bytes`` each analysis is bounded: it keeps every stride-th sampling event (evenly
+spaced) plus the newest, and the stride doubles whenever the values exceed the cap.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class _Growing:
         self._data[self.size] = value
         self.size += 1
 
+    def pop(self) -> None:
+        """Drop the last element (its memory stays allocated for the next append)."""
+        self.size -= 1
+
     def view(self) -> np.ndarray:
         return self._data[: self.size]
 
@@ -52,27 +56,75 @@ class _Growing:
 
 
 class _AnalysisTable:
+    """The kept sampling events of one analysis.
+
+    Every recorded event gets an index i = 0, 1, 2, ... (dropped ones included); the event is on
+    the grid when ``i % stride == 0``. The table holds the events on the grid and, when it is off
+    the grid, the newest one, which the next event replaces.
+    """
+
     def __init__(self):
         self.steps = _Growing(np.int64)
         self.times = _Growing(np.float64)
+        self.index = _Growing(np.int64)        # event index of each row
         self.rows: dict[str, _Growing] = {}    # layer -> indices into steps/times
         self.values: dict[str, _Growing] = {}  # layer -> values, one per row
-        self.thinned = 0                       # how many times thin() halved the events
+        self.events = 0                        # events recorded so far (the next event's index)
+        self.stride = 1
+        self.alone = False                     # whether the last thinning left only the newest
 
     def nbytes(self) -> int:
         """Bytes of the stored values (the step, time and row arrays are small beside them)."""
         return sum(v.view().nbytes for v in self.values.values())
 
-    def thin(self) -> None:
-        """Keep the events 0, 2, 4, ... (from the oldest) and the newest; of two, only the newest."""
-        n = self.steps.size
-        keep = np.zeros(n, dtype=bool)
-        keep[::2] = n > 2           # halving two events would keep both: never done
-        keep[-1] = True
+    def newest_off_grid(self) -> bool:
+        return self.index.size > 0 and int(self.index.view()[-1]) % self.stride != 0
+
+    def drop_newest(self) -> None:
+        """Remove the newest row; layers left without values are removed by ``drop_empty``."""
+        row = self.steps.size - 1
+        self.steps.pop()
+        self.times.pop()
+        self.index.pop()
+        for layer, rows in self.rows.items():
+            if rows.size and rows.view()[-1] == row:
+                rows.pop()
+                self.values[layer].pop()
+
+    def drop_empty(self) -> None:
+        for layer in [layer for layer, values in self.values.items() if values.size == 0]:
+            del self.rows[layer], self.values[layer]
+
+    def thin(self, max_bytes: int) -> bool:
+        """Double the stride, keeping the events on the new grid and the newest, until the values
+        fit in ``max_bytes`` or only the newest event is left. Returns whether a notice is due: the
+        stride doubled, or only the newest is left where the last thinning left more.
+
+        Doubling cannot thin two events (event 0 is on every grid): two that do not fit leave only
+        the newest, and then the stride is put back to what it was, as no event is kept on the
+        coarser grids (a value too big for the cap would otherwise push it up to the run length).
+        """
+        before = self.stride
+        while self.nbytes() > max_bytes and self.steps.size > 1:
+            keep = np.zeros(self.steps.size, dtype=bool)
+            if self.steps.size > 2:
+                self.stride *= 2
+                keep[:] = self.index.view() % self.stride == 0
+            keep[-1] = True
+            if keep.all():          # cannot happen (rows on the grid are consecutive multiples)
+                keep[:-1] = False
+            self._keep(keep)
+        alone, self.alone = self.alone, self.steps.size == 1
+        if self.alone:
+            self.stride = before
+        return self.stride != before or (self.alone and not alone)
+
+    def _keep(self, keep: np.ndarray) -> None:
         new_index = np.cumsum(keep) - 1
         # Boolean indexing copies, so replace() releases the old (larger) arrays.
         self.steps.replace(self.steps.view()[keep])
         self.times.replace(self.times.view()[keep])
+        self.index.replace(self.index.view()[keep])
         for layer in list(self.values):
             rows = self.rows[layer].view()
             kept = keep[rows]
@@ -81,19 +133,22 @@ class _AnalysisTable:
                 continue
             self.rows[layer].replace(new_index[rows[kept]])
             self.values[layer].replace(self.values[layer].view()[kept])
-        self.thinned += 1
 
 
 class History:
     """Every sampled value: ``layers(analysis)`` and ``get(analysis, layer)``.
 
     ``max_bytes`` caps the stored values of each analysis separately (``None``: unbounded, full
-    resolution). A ``record`` that takes an analysis over the cap thins it: every second sampling
-    event is dropped (those at even positions from the oldest are kept, and always the newest),
-    repeatedly, until it fits or only the newest event is left. Events recorded afterwards are all
-    kept until the next thinning, so older parts end up sparser than newer ones; ``stride`` tells
-    how sparse. ``on_thin(analysis, stride, kept_events)`` is called after each thinning record,
-    outside the lock. The backing arrays grow by doubling, so they may take up to twice the cap.
+    resolution). Each analysis keeps every stride-th sampling event (evenly spaced: the events
+    i = 0, stride, 2 * stride, ... of all it recorded) plus the newest; an off-grid newest event is
+    replaced by the next one, so ``latest`` always sees the newest. The stride starts at 1; a
+    ``record`` that takes an analysis over the cap doubles it (dropping the events off the new grid)
+    until the values fit or only the newest event is left, so it grows only about
+    log2(events / events that fit) times. When even two events do not fit, only the newest is kept
+    (a single event over the cap stays) and the stride is left as it was. ``on_thin(analysis,
+    stride, kept_events)`` is called, outside the lock, after each record that doubled the stride,
+    and after one that left only the newest event where the previous thinning had left more. The
+    backing arrays grow by doubling, so they may take up to about twice the cap.
 
     Thread-safe: the monitor's worker appends while widgets and the user read.
     """
@@ -122,17 +177,18 @@ class History:
         return self._max_bytes
 
     def stride(self, analysis: str) -> int:
-        """``2 ** (times thinned)``, 1 when never thinned: the history keeps about every
-        stride-th sampling event of the oldest part of ``analysis`` (newer parts are denser)."""
+        """A power of two, 1 until the first thinning: the history keeps every stride-th sampling
+        event of ``analysis`` (evenly spaced) plus the newest."""
         _check_analysis(analysis)
         with self._lock:
             table = self._tables.get(analysis)
-            return 2 ** table.thinned if table else 1
+            return table.stride if table else 1
 
     def record(self, analysis: str, step: int, time: float, values: dict) -> None:
         """Append one sampling event: ``values`` maps layer -> scalar or array (same shape per layer).
 
-        Thins ``analysis`` if this event takes it over ``max_bytes``.
+        Replaces the newest event if it is off the stride grid, and thins ``analysis`` if this
+        event takes it over ``max_bytes``.
         """
         _check_analysis(analysis)
         arrays = {layer: np.asarray(value) for layer, value in values.items()}
@@ -144,9 +200,13 @@ class History:
                 if known is not None and known.shape != value.shape:
                     raise ValueError(f"{analysis!r} value of layer {layer!r} has shape {value.shape}, "
                                      f"earlier ones {known.shape}")
+            if table.newest_off_grid():
+                table.drop_newest()
             row = table.steps.size
             table.steps.append(step)
             table.times.append(time)
+            table.index.append(table.events)
+            table.events += 1
             for layer, value in arrays.items():
                 if layer not in table.values:
                     dtype = value.dtype if value.dtype.kind == "f" else np.float64
@@ -154,15 +214,15 @@ class History:
                     table.values[layer] = _Growing(dtype, value.shape)
                 table.rows[layer].append(row)
                 table.values[layer].append(value)
+            table.drop_empty()      # layers whose only value was at a replaced event
             self._version += 1
             thinned = None
-            if self._max_bytes is not None:
-                before = table.thinned
-                while table.nbytes() > self._max_bytes and table.steps.size > 1:
-                    table.thin()
-                if table.thinned != before:
-                    self._version += 1
-                    thinned = (2 ** table.thinned, table.steps.size)
+            if (self._max_bytes is not None and table.nbytes() > self._max_bytes
+                    and table.steps.size > 1):
+                notice = table.thin(self._max_bytes)
+                self._version += 1
+                if notice:
+                    thinned = (table.stride, table.steps.size)
         # Outside the lock: the callback may read this history.
         if thinned is not None and self._on_thin is not None:
             self._on_thin(analysis, *thinned)

@@ -277,28 +277,56 @@ def test_count_is_the_number_of_events():
 
 # -- bounded memory: thinning -------------------------------------------------------------------------
 
-def brute_thin(events, cap):
-    """The thinning rule on a plain list of (step, time, {layer: value}); returns (events, halvings)."""
-    halvings = 0
-    while sum(v.nbytes for _, _, vals in events for v in vals.values()) > cap and len(events) > 1:
-        if len(events) == 2:
-            events = events[-1:]
-        else:
-            events = [e for i, e in enumerate(events) if i % 2 == 0 or i == len(events) - 1]
-        halvings += 1
-    return events, halvings
+def nbytes(events):
+    return sum(v.nbytes for _, _, _, vals in events for v in vals.values())
+
+
+class BruteHistory:
+    """The capped history of one analysis as a plain list of (event index, step, time, {layer: value}).
+
+    Every recorded event gets the next index; the list holds the events with index % stride == 0
+    and the newest. A new event replaces an off-grid newest one. Over the cap, the stride doubles
+    (keeping the events on the new grid and the newest) while more than two events are left; two
+    that still do not fit leave only the newest, and the stride as it was before the record.
+    ``record`` returns the expected on_thin arguments (after a doubling, or when only the newest is
+    left where the previous thinning left more), else None.
+    """
+
+    def __init__(self, cap):
+        self.cap, self.events, self.stride, self.n, self.alone = cap, [], 1, 0, False
+
+    def record(self, step, time, vals):
+        if self.events and self.events[-1][0] % self.stride:
+            self.events.pop()
+        self.events.append((self.n, step, time, {k: np.array(v, dtype=float) for k, v in vals.items()}))
+        self.n += 1
+        if self.cap is None or nbytes(self.events) <= self.cap or len(self.events) == 1:
+            return None
+        before = self.stride
+        while nbytes(self.events) > self.cap and len(self.events) > 1:
+            if len(self.events) > 2:
+                self.stride *= 2
+                self.events = [e for e in self.events[:-1] if e[0] % self.stride == 0] + self.events[-1:]
+            else:
+                self.events = self.events[-1:]
+        was_alone, self.alone = self.alone, len(self.events) == 1
+        if self.alone:
+            self.stride = before
+        if self.stride != before or (self.alone and not was_alone):
+            return self.stride, len(self.events)
+        return None
 
 
 def assert_same(h, analysis, events):
     """The history holds exactly ``events``: steps, and per layer its steps, times and values."""
-    assert h.steps(analysis).tolist() == [s for s, _, _ in events]
+    assert h.steps(analysis).tolist() == [s for _, s, _, _ in events]
     assert h.count(analysis) == len(events)
     layers = []
-    for _, _, vals in events:
+    for _, _, _, vals in events:
         layers += [layer for layer in vals if layer not in layers]
     assert sorted(h.layers(analysis)) == sorted(layers)
     for layer in layers:
-        mine = [(s, t, v) for s, t, vals in events for name, v in vals.items() if name == layer]
+        mine = [(s, t, v) for _, s, t, vals in events for name, v in vals.items() if name == layer]
         steps, values = h.get(analysis, layer)
         assert steps.tolist() == [s for s, _, _ in mine]
         assert h.times(analysis, layer).tolist() == [t for _, t, _ in mine]
@@ -306,76 +334,142 @@ def assert_same(h, analysis, events):
         assert h.latest(analysis, layer)[0] == mine[-1][0]
 
 
+def on_grid(n, stride):
+    """Event indices kept after ``n`` events at ``stride`` (nothing dropped by the two-event rule)."""
+    return sorted(set(range(0, n, stride)) | {n - 1})
+
+
 def test_thinning_matches_brute_force_with_layers_starting_late_and_gaps():
     rng = np.random.default_rng(1)
     cap = 1000                        # bytes; a value is 4 float64 = 32 bytes
     calls = []
     h = History(max_bytes=cap, on_thin=lambda *args: calls.append(args))
-    events, halvings, expected_calls = [], 0, []
-    for i in range(300):
+    brute, expected_calls = BruteHistory(cap), []
+    n = 1000
+    for i in range(n):
         vals = {"a": rng.random(4)}
         if i >= 7:
             vals["late"] = rng.random(4)          # rows of this layer start at an offset
         if i % 3 == 0:
             vals["third"] = rng.random(4)         # a layer with gaps
         if i == 1:
-            vals["once"] = rng.random(4)          # at an odd position: dropped by the first thinning
+            vals["once"] = rng.random(4)          # at an odd index: dropped by the first thinning
+        if i % 7 == 5:
+            vals["sevens"] = rng.random(4)        # often only at an off-grid newest event
+        stride = h.stride("spectrum")
         version = h.version
         h.record("spectrum", 10 * i, 0.5 * i, vals)
-        events.append((10 * i, 0.5 * i, {k: v.copy() for k, v in vals.items()}))
-        events, n = brute_thin(events, cap)
-        if n:
-            halvings += n
-            expected_calls.append(("spectrum", 2 ** halvings, len(events)))
-            assert h.version >= version + 2       # the event and the thinning
+        call = brute.record(10 * i, 0.5 * i, vals)
+        if call is not None:
+            expected_calls.append(("spectrum", *call))
+        if h.stride("spectrum") != stride:
+            assert h.version == version + 2       # the event and the thinning
         else:
             assert h.version == version + 1
-        assert_same(h, "spectrum", events)
-        assert h.stride("spectrum") == 2 ** halvings
-    assert halvings >= 4                          # repeated thinning was exercised
+        assert_same(h, "spectrum", brute.events)
+        assert h.stride("spectrum") == brute.stride
+        # evenly spaced: every kept event but the newest is on the grid, and none on it is missing
+        assert [e[0] for e in brute.events] == on_grid(i + 1, brute.stride)
+        assert h.latest("spectrum", "a")[0] == 10 * i
+    assert brute.stride >= 16                     # repeated thinning was exercised
+    # each value is 32 bytes of 1000 -> between 11 and 15 events fit; the stride stays near n / that
+    assert brute.stride <= 2 ** int(np.ceil(np.log2(n / 8)))
     assert calls == expected_calls
+    assert [c[1] for c in calls] == [2 ** k for k in range(1, len(calls) + 1)]   # one per doubling
     assert "once" not in h.layers("spectrum")
     with pytest.raises(KeyError):
         h.get("spectrum", "once")
-    assert h.steps("spectrum")[-1] == 2990        # the newest is always kept
+    assert h.steps("spectrum")[-1] == 10 * (n - 1)   # the newest is always kept
 
 
-def test_thinning_keeps_even_events_and_the_newest_explicitly():
+def test_long_run_keeps_an_exact_grid_and_a_small_stride():
+    # 3000 scalar events, 50 fit: the kept events are 0, s, 2s, ... plus the newest, with the
+    # smallest power of two s that fits (the stride never grows past what the cap needs)
+    capacity, n = 50, 3000
+    calls = []
+    h = History(max_bytes=8 * capacity, on_thin=lambda *args: calls.append(args))
+    for i in range(n):
+        h.record("rwc", 10 * i + 5, float(i), {"a": float(i)})
+        stride = h.stride("rwc")
+        want = next(s for s in (2 ** k for k in range(20)) if len(on_grid(i + 1, s)) <= capacity)
+        assert stride == want
+        steps, values = h.get("rwc", "a")
+        assert ((steps - 5) // 10).tolist() == on_grid(i + 1, stride)
+        assert values.tolist() == ((steps - 5) // 10).astype(float).tolist()
+        assert h.latest("rwc", "a") == (10 * i + 5, i)
+    assert stride == 64 <= 2 ** int(np.ceil(np.log2(n / (capacity - 2))))
+    # one notice per doubling, not one every capacity / 2 samples
+    assert [c[:2] for c in calls] == [("rwc", 2 ** k) for k in range(1, 7)]
+    assert all(kept <= capacity for _, _, kept in calls)
+    assert np.diff(h.steps("rwc")[:-1]).tolist() == [10 * stride] * (len(h.steps("rwc")) - 2)
+
+
+def test_thinning_keeps_the_grid_and_replaces_an_off_grid_newest_explicitly():
     calls = []
     h = History(max_bytes=64, on_thin=lambda *args: calls.append(args))   # 8 scalars fit
     for step in range(1, 9):
         h.record("rwc", step, float(step), {"a": float(step)})
     assert h.stride("rwc") == 1 and calls == []
-    h.record("rwc", 9, 9.0, {"a": 9.0})
+    h.record("rwc", 9, 9.0, {"a": 9.0})           # event 8: over the cap
     assert h.get("rwc", "a")[0].tolist() == [1, 3, 5, 7, 9]
     assert h.get("rwc", "a")[1].tolist() == [1.0, 3.0, 5.0, 7.0, 9.0]
     assert h.times("rwc", "a").tolist() == [1.0, 3.0, 5.0, 7.0, 9.0]
     assert h.stride("rwc") == 2 and calls == [("rwc", 2, 5)]
-    for step in range(10, 14):                    # newer events are all kept until the next thinning
+    h.record("rwc", 10, 10.0, {"a": 10.0})        # event 9: off the grid, kept as the newest
+    assert h.steps("rwc").tolist() == [1, 3, 5, 7, 9, 10] and h.latest("rwc", "a") == (10, 10.0)
+    h.record("rwc", 11, 11.0, {"a": 11.0})        # event 10 replaces it
+    assert h.steps("rwc").tolist() == [1, 3, 5, 7, 9, 11] and h.latest("rwc", "a") == (11, 11.0)
+    for step in range(12, 16):
         h.record("rwc", step, float(step), {"a": float(step)})
-    assert h.steps("rwc").tolist() == [1, 5, 9, 11, 13]
-    assert h.stride("rwc") == 4 and calls[-1] == ("rwc", 4, 5)
+        assert h.latest("rwc", "a") == (step, float(step))
+    assert h.steps("rwc").tolist() == [1, 3, 5, 7, 9, 11, 13, 15] and calls == [("rwc", 2, 5)]
+    h.record("rwc", 16, 16.0, {"a": 16.0})        # event 15: over the cap again
+    assert h.steps("rwc").tolist() == [1, 5, 9, 13, 16]
+    assert h.stride("rwc") == 4 and calls[-1] == ("rwc", 4, 5) and len(calls) == 2
     layers, steps, matrix = h.matrix("rwc")
-    assert layers == ["a"] and steps.tolist() == [1, 5, 9, 11, 13]
-    assert matrix.tolist() == [[1.0, 5.0, 9.0, 11.0, 13.0]]
+    assert layers == ["a"] and steps.tolist() == [1, 5, 9, 13, 16]
+    assert matrix.tolist() == [[1.0, 5.0, 9.0, 13.0, 16.0]]
+
+
+def test_a_layer_only_at_a_replaced_event_disappears_and_others_keep_their_order():
+    h = History(max_bytes=64)
+    for step in range(1, 10):
+        h.record("rwc", step, float(step), {"a": float(step)})
+    assert h.stride("rwc") == 2 and h.steps("rwc").tolist() == [1, 3, 5, 7, 9]
+    h.record("rwc", 10, 10.0, {"a": 10.0, "x": -10.0})    # event 9, off the grid
+    assert h.layers("rwc") == ["a", "x"] and h.latest("rwc", "x") == (10, -10.0)
+    version = h.version
+    h.record("rwc", 11, 11.0, {"a": 11.0})                # replaces it: x had no other value
+    assert h.version == version + 1
+    assert h.layers("rwc") == ["a"] and h.steps("rwc").tolist() == [1, 3, 5, 7, 9, 11]
+    with pytest.raises(KeyError, match="'x'"):
+        h.latest("rwc", "x")
+    h.record("rwc", 12, 12.0, {"y": 12.0})                # event 11, off the grid, without a
+    assert h.layers("rwc") == ["a", "y"]
+    assert h.latest("rwc", "a") == (11, 11.0) and h.latest("rwc", "y") == (12, 12.0)
+    h.record("rwc", 13, 13.0, {"y": 13.0, "a": 13.0})     # replaces it; y stays, in its place
+    assert h.layers("rwc") == ["a", "y"]
+    assert h.get("rwc", "y")[0].tolist() == [13] and h.get("rwc", "a")[0].tolist() == [1, 3, 5, 7, 9, 11, 13]
+    layers, steps, matrix = h.matrix("rwc")
+    assert steps.tolist() == [1, 3, 5, 7, 9, 11, 13]
+    np.testing.assert_array_equal(matrix[1], [np.nan] * 6 + [13.0])
 
 
 def test_scalar_analysis_with_a_cap_keeps_its_matrix_consistent():
     h = History(max_bytes=200)
-    events = []
+    brute = BruteHistory(200)
     for i in range(100):
         vals = {"a": i * 1.0}
         if i % 2:
             vals["odd"] = -i * 1.0
         h.record("rwc", i, 100.0 + i, vals)
-        events.append((i, 100.0 + i, {k: np.float64(v) for k, v in vals.items()}))
-        events, _ = brute_thin(events, 200)
-    assert_same(h, "rwc", events)
+        brute.record(i, 100.0 + i, vals)
+    assert_same(h, "rwc", brute.events)
     layers, steps, matrix = h.matrix("rwc")
     for row, layer in zip(matrix, layers):
-        want = [vals.get(layer, np.nan) for _, _, vals in events]
+        want = [vals.get(layer, np.nan) for _, _, _, vals in brute.events]
         np.testing.assert_array_equal(row, want)
-    assert h.stride("rwc") > 1
+    assert h.stride("rwc") == brute.stride > 1
 
 
 def test_thinning_releases_memory():
@@ -410,13 +504,38 @@ def test_a_single_event_over_the_cap_is_kept_and_the_newest_never_dropped():
     h.record("radiograph", 1, 0.0, {"m": np.ones(100)})
     assert h.count("radiograph") == 1 and calls == [] and h.stride("radiograph") == 1
     h.record("radiograph", 2, 1.0, {"m": np.full(100, 2.0)})
-    assert calls == [("radiograph", 2, 1)]
+    # two events that do not fit: the older goes (event 0 is on every grid), the stride stays
+    assert calls == [("radiograph", 1, 1)] and h.stride("radiograph") == 1
     step, value = h.latest("radiograph", "m")
     assert step == 2 and (value == 2).all()
     assert h.get("radiograph", "m")[0].tolist() == [2]
     # the rule is by events: a newest event without values still pushes the older one out
     h.record("radiograph", 3, 2.0, {})
     assert h.steps("radiograph").tolist() == [3] and h.layers("radiograph") == []
+    for step in range(4, 100):                    # one notice, and the stride does not run away
+        h.record("radiograph", step, 0.0, {"m": np.full(100, float(step))})
+        assert h.latest("radiograph", "m")[0] == step and h.count("radiograph") == 1
+    assert h.stride("radiograph") == 1 and len(calls) == 1
+
+
+def test_an_event_too_big_for_the_cap_thins_down_to_itself():
+    calls = []
+    h = History(max_bytes=80, on_thin=lambda *args: calls.append(args))   # 10 scalars fit
+    brute, expected_calls = BruteHistory(80), []
+    for step in range(30):
+        vals = {"big": np.ones(20)} if step == 20 else {"a": float(step)}
+        h.record("rwc", step, 0.0, vals)
+        call = brute.record(step, 0.0, vals)
+        assert_same(h, "rwc", brute.events)
+        assert h.stride("rwc") == brute.stride
+        if call is not None:
+            expected_calls.append(("rwc", *call))
+        assert calls == expected_calls
+    assert h.steps("rwc")[-1] == 29 and "big" not in h.layers("rwc")
+    # the big event left only itself, with a notice, and the stride as before: afterwards the
+    # events are kept on that grid again
+    assert calls[-1] == ("rwc", 4, 1) and h.stride("rwc") == 4
+    assert h.steps("rwc").tolist() == [24, 28, 29]
 
 
 def test_caps_are_per_analysis():
