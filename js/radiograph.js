@@ -86,10 +86,7 @@ export default {
     const counter = rootCounter(el, "nnmodes-radiograph");
     const history = new RingBuffer(Math.max(1, model.get("history_size")));
     const options = { view: model.get("view"), colormap: "auto", scale: "linear" };
-    const picker = layerPicker(model, (layer) => {
-      el.closest(".nnmodes-radiograph")?.setAttribute("data-selected", layer);
-      draw();
-    });
+    const picker = layerPicker(model, () => draw());
     let shown = -1; // index into history; -1 follows the newest frame
 
     const header = document.createElement("div");
@@ -129,6 +126,7 @@ export default {
       regions = [];
       let top = 0;
       const selected = model.get("selected");
+      el.closest(".nnmodes-radiograph")?.setAttribute("data-selected", selected);
       frame.bands.forEach((band, i) => {
         // the selected layer's band stands out: the others are dimmed
         ctx.globalAlpha = inSelection(band.layer, selected) ? 1 : 0.3;

@@ -285,7 +285,7 @@ def page(browser, lab_server, console_errors, request, tmp_path):
     def on_console(msg):
         if msg.type == "error":
             where = f"{msg.location.get('url')}:{msg.location.get('lineNumber')}"
-            console_errors.append(f"console.error: {msg.text} (at {where})")
+            console_errors.append(f"console.error: {msg.text} (at {where}){_stacks(msg)}")
 
     pg.on("console", on_console)
     pg.on("pageerror", lambda exc: console_errors.append(f"pageerror: {exc}"))
@@ -300,6 +300,19 @@ def page(browser, lab_server, console_errors, request, tmp_path):
     # Fresh kernel for the next test; also stops a training loop left running.
     for session in lab_server.api("GET", "/api/sessions"):
         lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+def _stacks(msg):
+    """The stack traces of the Error objects a console.error call was given, for the report."""
+    stacks = []
+    for arg in msg.args:
+        try:
+            stack = arg.evaluate("e => e instanceof Error ? e.stack : null")
+        except Exception:   # the page may be navigating away
+            stack = None
+        if stack:
+            stacks.append(stack)
+    return "".join(f"\n  {line}" for stack in stacks for line in stack.splitlines()[:12])
 
 
 def assert_no_console_errors(errors):

@@ -1,0 +1,142 @@
+"""The whole dashboard in a real JupyterLab while a training cell runs: every panel renders and
+updates, one layer selection is shared by the panels in the browser, a page reloaded during
+training gets its dashboard back, and figures exported from a cell are valid files."""
+
+import time
+
+import nbformat
+
+from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
+                       run_all_cells, stderr_outputs, wait_kernel_idle)
+
+TRAIN_SECONDS = 45
+PANELS = {  # root element class -> the panel
+    "trend": ".nnmodes-trend",
+    "spectra": ".nnmodes-spectrum",
+    "neurons": ".nnmodes-neurons",
+    "radiographs": ".nnmodes-radiograph:not(.nnmodes-characteristic-maps)",
+    "characteristic maps": ".nnmodes-characteristic-maps",
+}
+CELLS = [
+    """import time, torch
+import nnmodes_widgets as nm
+from sklearn.datasets import load_digits
+torch.manual_seed(0)
+X, y = load_digits(return_X_y=True)
+X, y = torch.tensor(X / 16.0, dtype=torch.float32).reshape(-1, 8, 8), torch.tensor(y)
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 48), torch.nn.ReLU(),
+                            torch.nn.Linear(48, 24), torch.nn.ReLU(), torch.nn.Linear(24, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+monitor = nm.Monitor(model, opt, every=5, budget=0.2, probe=(X[:200], y[:200]))
+dashboard = monitor.dashboard()
+dashboard""",
+    f"""start = time.time()
+while time.time() - start < {TRAIN_SECONDS}:
+    idx = torch.randint(0, len(X), (32,))
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(X[idx]), y[idx]).backward(); opt.step()
+    time.sleep(0.002)
+monitor.detach()
+open("training_done", "w").write(str(monitor.current_step))  # a mark the test can see""",
+    """for ext in ("png", "svg", "pdf"):
+    dashboard.export(f"dashboard_export.{ext}")
+print("exported", monitor.current_step)""",
+]
+
+
+def _frames(locator):
+    value = locator.get_attribute("data-frames")
+    return int(value) if value and value.isdigit() else 0
+
+
+def _wait_frames_grow(page, panels, timeout=60):
+    """Each panel's data-frames grows while the kernel is busy."""
+    start = {name: _frames(loc) for name, loc in panels.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        now = {name: _frames(loc) for name, loc in panels.items()}
+        if all(now[n] > start[n] for n in panels):
+            return start, now
+        assert kernel_busy(page), f"training ended before every panel updated: {start} -> {now}"
+        assert time.monotonic() < deadline, f"panels did not all update in {timeout} s: {start} -> {now}"
+        time.sleep(0.3)
+
+
+def _selected(panels):
+    return {name: loc.get_attribute("data-selected") for name, loc in panels.items()}
+
+
+def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_errors, tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nbformat.write(nb, lab_server.root_dir / "dashboard_live.ipynb")
+    open_notebook(page, lab_server, "dashboard_live.ipynb")
+    run_all_cells(page)
+
+    dashboard = page.locator(".nnmodes-dashboard")
+    dashboard.wait_for(timeout=180_000)
+    panels = {name: dashboard.locator(sel) for name, sel in PANELS.items()}
+    for name, loc in panels.items():   # every panel renders a first frame
+        loc.wait_for(timeout=30_000)
+        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+                               arg=loc.element_handle(), timeout=90_000)
+    start, now = _wait_frames_grow(page, panels)
+    print(f"every panel updated while training: {start} -> {now}")
+
+    # A layer chosen in one panel is selected in the others (jslink, in the browser).
+    linked = {n: panels[n] for n in ("trend", "spectra", "neurons", "radiographs")}
+    panels["neurons"].locator(".nnmodes-layer-select").select_option("3")
+    page.wait_for_function("els => els.every(e => e.getAttribute('data-selected') === '3')",
+                           arg=[loc.element_handle() for loc in linked.values()], timeout=10_000)
+    for name, loc in linked.items():
+        assert loc.locator(".nnmodes-layer-select").input_value() == "3", name
+    opacities = panels["trend"].evaluate(
+        "root => [...root.querySelectorAll('path.line')].filter(p => !p.closest('.legend'))"
+        ".map(p => getComputedStyle(p).opacity)")
+    # 3.weight stands out (bqplot draws each line with more than one path)
+    assert opacities and opacities == ["0.15", "1", "0.15"] * (len(opacities) // 3), opacities
+    # a click on a radiograph band selects that layer everywhere
+    canvas = panels["radiographs"].locator("canvas")
+    canvas.click(position={"x": 5, "y": 5})          # the first band: layer "1"
+    page.wait_for_function("els => els.every(e => e.getAttribute('data-selected') === '1')",
+                           arg=[loc.element_handle() for loc in linked.values()], timeout=10_000)
+    assert kernel_busy(page), "the selection must be tried while the kernel is busy"
+
+    # Reload in the middle of training. The page comes back at once, but JupyterLab (4.6) asks
+    # the kernel for its widgets with a comm_info_request on the main shell channel, which the
+    # kernel answers only when the training cell ends (comm messages themselves go over
+    # subshells): the dashboard is restored then, with everything recorded meanwhile.
+    step_before = int(panels["trend"].get_attribute("data-step"))
+    page.keyboard.press("Control+s")     # keep the outputs (autosave is off in these tests)
+    time.sleep(1.0)
+    page.reload()
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+    # The reloaded page does not know the running cell (nor does the server's execution_state,
+    # which comm messages on subshells set to idle): the cell leaves a mark when it ends.
+    done = lab_server.root_dir / "training_done"
+    assert not done.exists(), "training ended before the page was reloaded"
+    deadline = time.monotonic() + TRAIN_SECONDS + 120
+    while not done.exists():
+        assert time.monotonic() < deadline, "training cell did not end"
+        time.sleep(0.5)
+    dashboard = page.locator(".nnmodes-dashboard")
+    dashboard.wait_for(timeout=60_000)
+    panels = {name: dashboard.locator(sel) for name, sel in PANELS.items()}
+    for name, loc in panels.items():
+        loc.wait_for(timeout=30_000)
+        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+                               arg=loc.element_handle(), timeout=30_000)
+    final = int(done.read_text())
+    page.wait_for_function(f"el => Number(el.getAttribute('data-step')) >= {final - 5}",
+                           arg=panels["trend"].element_handle(), timeout=30_000)
+    assert final > step_before, (final, step_before)
+    assert "detached" in dashboard.locator(".nnmodes-status").inner_text()
+    # the panels agree on one selection (view state: the last choice may not have reached the
+    # kernel before the page went away)
+    assert len(set(_selected({n: panels[n] for n in linked}).values())) == 1, _selected(panels)
+
+    assert not error_outputs(page), error_outputs(page)
+    for ext, magic in (("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml"), ("pdf", b"%PDF-")):
+        data = (lab_server.root_dir / f"dashboard_export.{ext}").read_bytes()
+        assert data.startswith(magic) and len(data) > 5000, (ext, data[:20])
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert_no_console_errors(console_errors)
