@@ -56,8 +56,9 @@ class Monitor:
     the share of training wall time the monitor may take — are kept for those analyses.
 
     ``history_mb`` (default 512, ``None``: unbounded) is the memory cap per analysis of the
-    recorded history; when an analysis exceeds it, its older samples are thinned evenly (every
-    second one dropped) and a notice is kept in ``monitor.notices``.
+    recorded history; when an analysis exceeds it, it keeps every stride-th sample (evenly
+    spaced, plus the newest), the stride doubling as needed, and a notice is kept in
+    ``monitor.notices``.
     """
 
     def __init__(
@@ -309,7 +310,7 @@ class Monitor:
 
     def _history_thinned(self, analysis: str, stride: int, kept: int) -> None:
         self.report_notice(analysis, None, f"history of {analysis!r} over {self.history_mb:g} MB: "
-                           f"older samples thinned to every {stride}th ({kept} kept)")
+                           f"samples thinned to one in {stride} ({kept} kept)")
 
     def _record_error(self, error: MonitorError) -> None:
         self.error_count += 1

@@ -655,7 +655,7 @@ def test_monitor_with_a_tiny_history_thins_rwc_and_leaves_a_notice():
     # the 7th sample took it over: events 0, 2, 4, 6 of 7 stayed
     first = capped.notices[0]
     assert (first.step, first.analysis, first.layer) == (7, "rwc", None)
-    assert first.message.endswith("older samples thinned to every 2th (4 kept)")
+    assert first.message.endswith("samples thinned to one in 2 (4 kept)")
     assert "history of 'rwc' over" in first.message
     assert all(n.analysis == "rwc" for n in capped.notices) and len(capped.notices) >= 2
     assert capped.history.stride("rwc") > 2
