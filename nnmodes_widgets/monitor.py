@@ -205,19 +205,25 @@ class Monitor:
         return self._detached
 
     def stats(self) -> dict:
-        """``step``, ``steps_per_second`` and ``overhead`` (the monitor's share of wall time), both
-        over the last steps, ``samples``, ``errors`` and ``last_error``."""
+        """``step``; over the last steps, ``steps_per_second`` and ``overhead``, the monitor's
+        share of wall time: ``overhead_training`` (its time inside the training steps) plus
+        ``overhead_worker`` (its background analyses); ``samples``, ``errors``, ``last_error``."""
         with self._lock:
             ticks = list(self._ticks)
             step = self._step
-        rate = overhead = float("nan")
+        rate = overhead = training = worker = float("nan")
         if len(ticks) >= 2 and ticks[-1][0] > ticks[0][0]:
-            rate = (len(ticks) - 1) / (ticks[-1][0] - ticks[0][0])
-            overhead = sum(o for _, o in ticks) / (ticks[-1][0] + ticks[-1][1] - ticks[0][0])
+            t0, t1 = ticks[0][0], ticks[-1][0] + ticks[-1][1]
+            rate = (len(ticks) - 1) / (ticks[-1][0] - t0)
+            training = sum(o for _, o in ticks) / (t1 - t0)
+            worker = self._heavy.worker.busy_between(t0, t1) / (t1 - t0)
+            overhead = training + worker
         return {
             "step": step,
             "steps_per_second": rate,
             "overhead": overhead,
+            "overhead_training": training,
+            "overhead_worker": worker,
             "overhead_seconds": self._overhead_total,
             "samples": self.history.count("rwc"),
             "dropped": self._heavy.worker.dropped,

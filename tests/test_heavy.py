@@ -71,6 +71,25 @@ def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeyp
     monitor.detach()
 
 
+def test_the_reported_overhead_counts_the_worker_and_stays_near_the_budget(monkeypatch):
+    def slow(model, probe):          # a deliberately slow analysis: 40 ms a run
+        time.sleep(0.04)
+        return {"spectrum": {"w": np.ones(3)}}
+
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
+    train(model, optimizer, 400, pause=0.008)     # ~3.5 s; the share is read over the last 200 steps
+    stats = monitor.stats()
+    monitor.detach()
+    # Unpaced, the worker would be busy most of the time (share near 1); uncounted, the share
+    # would be the training thread's alone (near 0). Paced and counted: about the budget.
+    assert 0.03 <= stats["overhead_worker"] <= 0.16, stats
+    assert stats["overhead"] == pytest.approx(stats["overhead_training"] + stats["overhead_worker"])
+    assert stats["overhead"] <= 0.2, stats
+
+
 def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
     def slow(model, probe):
         time.sleep(0.2)

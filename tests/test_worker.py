@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from nnmodes_widgets.worker import Worker
 
 
@@ -54,3 +56,22 @@ def test_flush_times_out_and_close_refuses_new_jobs():
     gate.set()
     assert worker.close(5)
     assert worker.offer("late", lambda: None) is False
+
+
+def test_busy_time_within_a_window_counts_overlaps_and_the_running_job():
+    release = threading.Event()
+    worker = Worker(on_error=lambda name, exc: None)
+    t0 = time.perf_counter()
+    worker.offer("a", lambda: time.sleep(0.1))
+    worker.flush()
+    t1 = time.perf_counter()
+    assert 0.09 <= worker.busy_between(t0, t1) <= t1 - t0
+    assert worker.busy_between(t1, t1 + 10) == 0.0                # nothing after it
+    mid = t0 + (t1 - t0) / 2
+    assert worker.busy_between(t0, mid) + worker.busy_between(mid, t1) == pytest.approx(
+        worker.busy_between(t0, t1))
+    worker.offer("b", release.wait)                                # running now: counted so far
+    time.sleep(0.05)
+    assert worker.busy_between(t1, time.perf_counter()) >= 0.04
+    release.set()
+    worker.close()
