@@ -11,29 +11,28 @@ export default {
     const box = document.createElement("input");
     box.type = "checkbox";
     toggle.append(box, " log scale");
-    let lines = null;
+    let marks = [];
     const highlight = () => {
       el.closest(".nnmodes-trend")?.setAttribute("data-selected", model.get("selected"));
-      if (lines) highlightLines(lines, model.get("selected"));
+      for (const mark of marks) highlightLines(mark, model.get("selected"));
     };
     const picker = layerPicker(model, highlight);
     const { onData } = panelHeader(model, el, "nnmodes-trend", [toggle, picker.el]);
-    let linearAxis; let logAxis; let linear; let log;
-    [lines, linearAxis, logAxis, linear, log] = await Promise.all(
-      ["lines", "linear_axis", "log_axis", "linear_scale", "log_scale"].map((n) =>
-        referencedModel(model, n),
-      ),
+    const [lines, logLines, linearAxis, logAxis] = await Promise.all(
+      ["lines", "log_lines", "linear_axis", "log_axis"].map((n) => referencedModel(model, n)),
     );
+    marks = [lines, logLines];
 
     // Set on the client models only, never saved: the switch is view state (log_y), and the
-    // kernel's copy of the plot stays as it made it.
+    // kernel's copy of the plot stays as it made it. Each scale has its own lines and axis.
     const applyScale = () => {
       const isLog = model.get("log_y");
       box.checked = isLog;
-      const y = isLog ? log : linear;
-      if (lines.get("scales").y !== y) lines.set("scales", { ...lines.get("scales"), y });
-      linearAxis.set("visible", !isLog);
-      logAxis.set("visible", isLog);
+      for (const [mark, axis, shown] of [[lines, linearAxis, !isLog], [logLines, logAxis, isLog]]) {
+        mark.set("visible", shown);
+        mark.set("display_legend", shown && model.get("legend"));
+        axis.set("visible", shown);
+      }
     };
     const onToggle = () => {
       model.set("log_y", box.checked);
@@ -41,13 +40,15 @@ export default {
     };
     box.addEventListener("change", onToggle);
     model.on("change:log_y", applyScale);
-    lines.on("change:labels", highlight);
+    model.on("change:legend", applyScale);
+    for (const mark of marks) mark.on("change:labels", highlight);
     applyScale();
     highlight();
     const stopCounting = await countFrames(model, "lines", onData);
     return () => {
       model.off("change:log_y", applyScale);
-      lines.off("change:labels", highlight);
+      model.off("change:legend", applyScale);
+      for (const mark of marks) mark.off("change:labels", highlight);
       picker.dispose();
       stopCounting();
     };

@@ -352,3 +352,25 @@ def test_live_radiograph_shows_the_newest_radiographs_as_tiles_for_image_probes(
     assert monitor.history.latest("radiograph", "3")[0] == 3
     panel.close()
     monitor.detach()
+
+
+def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
+    model = _mlp()
+    model[0].weight.requires_grad_(False)            # frozen: its RWC is exactly 0
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
+    trend = Trend(monitor)
+    try:
+        assert trend._log_scale.min is not None      # no data yet: a fixed range
+        _train(model, optimizer, 20)
+        trend._live.throttle.push_now()
+        assert list(trend._lines.labels) == ["0.weight", "2.weight", "4.weight"]
+        assert (trend._lines.y[0] == 0).all()         # the linear view shows the frozen layer at 0
+        assert list(trend._log_lines.labels) == ["2.weight", "4.weight"]
+        assert (trend._log_lines.y > 0).all()         # nothing <= 0 reaches the log axis
+        np.testing.assert_array_equal(trend._log_lines.y, trend._lines.y[1:])
+        assert trend._log_lines.colors == trend._lines.colors[1:]
+        assert trend._log_scale.min is None and trend._log_scale.max is None
+    finally:
+        trend.close()
+        monitor.detach()

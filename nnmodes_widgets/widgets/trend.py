@@ -26,10 +26,10 @@ CLUSTER_INTERVAL = 5.0    # s between re-clusterings while training (K-Means wit
 
 
 class _TrendControls(anywidget.AnyWidget):
-    """Front-end half of the trend: header, log-scale switch, frame counting.
+    """Front-end half of the trend: header, log-scale switch, layer highlight, frame counting.
 
-    The log switch swaps the line's scale and shows the matching axis in the browser, so it works
-    while a training cell keeps the kernel busy.
+    The log switch shows the log-scale lines and axis instead of the linear ones, in the browser,
+    so it works while a training cell keeps the kernel busy.
     """
 
     _esm = bundle("trend.js")
@@ -39,11 +39,11 @@ class _TrendControls(anywidget.AnyWidget):
     step = traitlets.Int(0).tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
     selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
+    legend = traitlets.Bool(True).tag(sync=True)   # few enough layers for a legend
     lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
+    log_lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     linear_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
     log_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
-    linear_scale = traitlets.Instance(bqplot.LinearScale).tag(sync=True, **ipywidgets.widget_serialization)
-    log_scale = traitlets.Instance(bqplot.LogScale).tag(sync=True, **ipywidgets.widget_serialization)
 
 
 class Trend(Exportable, ipywidgets.VBox):
@@ -67,20 +67,26 @@ class Trend(Exportable, ipywidgets.VBox):
         self.monitor = monitor
         self.max_points = max_points
         x_scale = bqplot.LinearScale()
-        linear, log = bqplot.LinearScale(), bqplot.LogScale()
-        self._lines = bqplot.Lines(
-            x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": linear},
+        # A log scale with no data has no domain (bqplot then places its axis at NaN): start
+        # from a fixed range, freed with the first data.
+        linear, log = bqplot.LinearScale(), bqplot.LogScale(min=1e-4, max=1)
+        # One mark per scale, the log one without the values <= 0 it cannot place (a frozen
+        # layer's RWC is exactly 0; in the domain it would make every position NaN).
+        self._lines, self._log_lines = (bqplot.Lines(
+            x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": scale},
             stroke_width=1.5, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
-        )
+            visible=visible, display_legend=False)
+            for scale, visible in ((linear, not log_y), (log, log_y)))
         # One y axis per scale, both drawn from the start: bqplot sizes an axis's scale when the
-        # figure lays it out, so an axis whose scale is swapped later keeps a stale range.
+        # figure lays it out, so an axis shown later would keep a stale range.
         linear_axis, log_axis = (
             bqplot.Axis(scale=scale, side="left", label=label, tick_format=".2g",
                         label_offset="55px", grid_lines="dashed", visible=visible)
             for scale, label, visible in ((linear, "RWC", not log_y), (log, "RWC (log scale)", log_y)))
         x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
         figure = bqplot.Figure(
-            marks=[self._lines], axes=[x_axis, linear_axis, log_axis], animation_duration=0,
+            marks=[self._lines, self._log_lines], axes=[x_axis, linear_axis, log_axis],
+            animation_duration=0,
             fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
             legend_location="top-right", legend_style={"stroke-width": 0},
             layout=ipywidgets.Layout(width="100%", height="320px"),
@@ -88,8 +94,9 @@ class Trend(Exportable, ipywidgets.VBox):
         self.title = f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps"
         self._controls = _TrendControls(
             title=self.title, layers=layer_choices(monitor),
-            log_y=log_y, lines=self._lines, linear_axis=linear_axis, log_axis=log_axis,
-            linear_scale=linear, log_scale=log)
+            log_y=log_y, lines=self._lines, log_lines=self._log_lines, linear_axis=linear_axis,
+            log_axis=log_axis)
+        self._log_scale = log
         self._layers: list[str] = []
         self._version = -1
         self.clusters: LayerClusters | None = None
@@ -128,18 +135,28 @@ class Trend(Exportable, ipywidgets.VBox):
             return
         x, y = end_at_last_value(*minmax_decimate(steps.astype(np.float64), values, self.max_points))
         recolor = self._recluster(len(steps)) or layers != self._layers
-        # The step goes first: the browser counts a frame when the line data arrives and labels
-        # it with the step it already has.
+        positive = np.where(y > 0, y, np.nan)
+        shown = np.isfinite(positive).any(axis=1)     # layers with something to draw on a log axis
+        log_x, log_y = (end_at_last_value(x[shown], positive[shown]) if shown.any()
+                        else (np.zeros((1, 0)), np.zeros((1, 0))))
+        if shown.any() and self._log_scale.min is not None:
+            with self._log_scale.hold_sync():
+                self._log_scale.min = self._log_scale.max = None
+        colors = self._colors(layers)
+        self._layers = layers
+        self._controls.legend = len(layers) <= _LEGEND_MAX
         self._controls.step = int(steps[-1])
-        with self._lines.hold_sync():
-            if layers != self._layers:
-                self._layers = layers
-                self._lines.labels = layers
-                self._lines.display_legend = len(layers) <= _LEGEND_MAX
-            if recolor:
-                self._lines.colors = self._colors(layers)
-            self._lines.x = x
-            self._lines.y = y.astype(np.float32)
+        # The step goes first: the browser counts a frame when the linear lines' data arrives
+        # and labels it with the step it already has.
+        for mark, keep, mx, my in ((self._log_lines, shown, log_x, log_y),
+                                   (self._lines, np.ones(len(layers), bool), x, y)):
+            labels = [layer for layer, k in zip(layers, keep) if k]
+            with mark.hold_sync():
+                if list(mark.labels) != labels or recolor:
+                    mark.labels = labels
+                    mark.colors = [c for c, k in zip(colors, keep) if k]
+                mark.x = mx
+                mark.y = my.astype(np.float32)
 
     def _recluster(self, samples: int) -> bool:
         """Cluster the layers' trends when due; whether the partition changed."""

@@ -118,7 +118,7 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     assert kernel_busy(page), "training ended before the spectrum panel was seen updating"
     # Radiographs too come from the worker, drawn on the package's canvas.
     page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                           arg=dashboard.locator(".nnmodes-radiograph").element_handle(),
+                           arg=dashboard.locator(".nnmodes-radiograph:not(.nnmodes-characteristic-maps)").element_handle(),
                            timeout=60_000)
 
     # The log-scale switch works in the browser while the kernel is busy training.

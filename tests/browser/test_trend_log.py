@@ -1,0 +1,39 @@
+"""The trend's log switch with a frozen layer (RWC exactly 0, which no log axis can place) draws
+in a real JupyterLab without a single console error."""
+
+import nbformat
+
+from .conftest import (assert_no_console_errors, error_outputs, open_notebook, run_all_cells,
+                       wait_kernel_idle)
+
+CELLS = ["""import torch
+from nnmodes_widgets import Monitor
+from nnmodes_widgets.widgets import Trend
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+model[0].weight.requires_grad_(False)   # frozen: its RWC is exactly 0
+opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+monitor = Monitor(model, opt, every=1, analyses=("rwc",))
+trend = Trend(monitor, log_y=True)
+trend""", """for _ in range(30):
+    opt.zero_grad(); model(torch.randn(16, 8)).pow(2).mean().backward(); opt.step()
+monitor.detach()"""]
+
+def test_log_switch_with_a_frozen_layer(page, lab_server, console_errors):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nbformat.write(nb, lab_server.root_dir / "trend_log.ipynb")
+    open_notebook(page, lab_server, "trend_log.ipynb")
+    run_all_cells(page)
+    wait_kernel_idle(page)
+    trend = page.locator(".nnmodes-trend")
+    page.wait_for_function("el => Number(el.getAttribute('data-step')) === 30",
+                           arg=trend.element_handle(), timeout=30_000)
+    box = trend.locator(".nnmodes-trend-header input[type=checkbox]")
+    assert box.is_checked()
+    for _ in range(2):        # log -> linear -> log
+        box.click()
+        page.wait_for_timeout(500)
+    assert box.is_checked()
+    assert not error_outputs(page), error_outputs(page)
+    assert_no_console_errors(console_errors)
