@@ -240,6 +240,7 @@ def piecewise(n, slopes, starts, jump=1.0):
     logv = np.empty(n)
     bounds = [1, *starts, n + 1]
     a = 0.5
+    a_prev = slope_prev = 0.0       # the previous segment's line, once there is one
     for j, slope in enumerate(slopes):
         lo, hi = bounds[j], bounds[j + 1]
         if j:

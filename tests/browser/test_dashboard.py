@@ -7,7 +7,7 @@ import time
 import nbformat
 
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells, stderr_outputs, wait_kernel_idle)
+                       run_all_cells)
 
 TRAIN_SECONDS = 45
 PANELS = {  # root element class -> the panel
