@@ -240,12 +240,7 @@ def test_concurrent_record_and_read():
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads)
+    _run_together(reader, writer)
     assert errors == []
     assert reads[-1] == n                            # the last read saw everything
     assert h.steps("rwc").tolist() == list(range(n))
@@ -605,12 +600,7 @@ def test_concurrent_record_and_read_with_thinning():
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads)
+    _run_together(reader, writer)
     assert errors == []
     assert h.steps("rwc")[-1] == n - 1 and h.stride("rwc") > 1
     assert len(reads) > 1
@@ -666,3 +656,13 @@ def test_monitor_with_a_tiny_history_thins_rwc_and_leaves_a_notice():
         all_steps, values = full.history.get("rwc", layer)
         assert kept_steps.tolist() == steps.tolist()
         np.testing.assert_array_equal(kept, values[np.searchsorted(all_steps, kept_steps)])
+
+
+def _run_together(*targets):
+    """Run each target in its own thread, all at once; every thread must finish in 30 s."""
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
