@@ -82,6 +82,8 @@ def test_only_the_first_max_neurons_travel_and_the_band_says_how_many():
     band = widget.frame_meta["bands"][0]
     assert band["neurons"] == 10 and band["shape"] == [3, 4]
     assert len(widget.frame_data) == 4 * 3 * 4
-    assert widget._latest[1]["0"].shape == (10, 4)                  # exports draw every neuron
+    titles = [ax.get_title(loc="left") for ax in widget.figure().axes]
+    assert any(t.startswith("0 (first 3 of 10 neurons") for t in titles), titles   # as on screen
+    assert widget.figure().axes[0].get_images()[0].get_array().shape == (3, 4)
     with pytest.raises(ValueError, match="max_neurons"):
         Radiograph(max_neurons=0)

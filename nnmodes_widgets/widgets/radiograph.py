@@ -22,7 +22,7 @@ class Radiograph(Exportable, anywidget.AnyWidget):
 
     ``show(step, {layer: map})`` sends a frame as binary float32 buffers (``quantize=True``:
     uint8, a quarter of the bytes): the first ``max_neurons`` neurons of each band, the band's
-    label saying how many it has (exports draw them all). The browser keeps the last
+    label saying how many it has (exports show the same neurons). The browser keeps the last
     ``history_size`` frames to scrub through, and applies the view (signed with a diverging map,
     or absolute), colour map and scale itself, also while the kernel is busy. ``selected`` (a
     layer, "" for none) brings out one band; clicking a band selects it. Root element class
@@ -87,27 +87,30 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         if self._latest is None:
             return (8, 3.4)
         _, maps, input_shape = self._latest
-        return (8, 0.8 + sum(_band_height(a, input_shape) for a in maps.values()))
+        return (8, 0.8 + sum(_band_height(a[: self.max_neurons], input_shape) for a in maps.values()))
 
     def draw(self, fig, step: int | None = None) -> None:
-        """The frame on display, every neuron: one panel per layer (tiles for image inputs)."""
+        """The frame on display: one panel per layer (tiles for image inputs), the first
+        ``max_neurons`` neurons of each, as in the browser."""
         if self._latest is None:
             raise ValueError("nothing to export yet: show() has not been called")
         shown_step, maps, input_shape = self._latest
         if step is not None and step != shown_step:
             raise ValueError(f"this widget keeps the frame of step {shown_step} only, not step {step}")
-        heights = [_band_height(a, input_shape) for a in maps.values()]
+        heights = [_band_height(a[: self.max_neurons], input_shape) for a in maps.values()]
         axes = fig.subplots(len(maps), 1, squeeze=False, height_ratios=heights)[:, 0]
         signed = self.view == "signed"
         for ax, (layer, a) in zip(axes, maps.items()):
-            data = a if signed else np.abs(a)
+            shown = a[: self.max_neurons]
+            data = shown if signed else np.abs(shown)
             m = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0
             tiled = input_shape is not None and len(input_shape) >= 2
             image = ax.imshow(tile_image(data, input_shape[-2:]) if tiled else data,
                               aspect="equal" if tiled else "auto", interpolation="nearest",
                               cmap="RdBu_r" if signed else "viridis",
                               vmin=-m if signed else 0, vmax=m or 1.0)
-            ax.set_title(f"{layer} ({a.shape[0]} neurons x {a.shape[1]} inputs)", loc="left",
+            count = f"first {len(shown)} of {len(a)}" if len(shown) < len(a) else f"{len(a)}"
+            ax.set_title(f"{layer} ({count} neurons x {a.shape[1]} inputs)", loc="left",
                          fontsize="small")
             if tiled:
                 ax.set_axis_off()
