@@ -1,10 +1,15 @@
 """Run every benchmark and write BENCHMARKS.md (the machine, versions, command and figures).
 
-    .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py [NAME ...]
+
+Each module in MODULES has ``run() -> dict`` (its figures, measured side by side in one process)
+and ``section(figures) -> list[str]`` (its part of BENCHMARKS.md). With names, only those run and
+the file is not rewritten (for working on one benchmark).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
@@ -14,13 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import overhead  # noqa: E402
 
 import nnmodes_widgets as nm  # noqa: E402
 
+MODULES = ["overhead"]
 
-def main() -> None:
-    o = overhead.run()
+
+def main(names: list[str]) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -29,25 +34,14 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), nnmodes_widgets {nm.__version__}. Each ratio compares "
         "variants measured interleaved in one process (medians of the repeats).",
         "",
-        "## Training overhead (quickstart MLP, default settings, CPU)",
-        "",
-        f"64-512-256-10 MLP on digits, batch 16, {o['steps']} optimizer steps, {o['repeats']} repeats; "
-        f"bare training takes {o['bare_ms_per_step']:.3f} ms per step.",
-        "",
-        "| variant | wall time / bare | target |",
-        "| --- | --- | --- |",
-        f"| Monitor, RWC only (every=10) | {o['rwc_ratio']:.3f} | <= 1.05 |",
-        f"| Monitor, default analyses (every=10, budget=0.05) | {o['monitor_ratio']:.3f} | <= 1.05 |",
-        f"| Monitor + Dashboard (kernel side) | {o['dashboard_ratio']:.3f} | <= 1.05 |",
-        "",
-        f"The monitor's own estimate of its share of wall time (status line): "
-        f"{100 * o['reported_overhead']:.1f}%.",
-        "",
     ]
-    out = Path(__file__).parent.parent / "BENCHMARKS.md"
-    out.write_text("\n".join(lines))
+    for name in names or MODULES:
+        module = importlib.import_module(name)
+        lines += module.section(module.run())
     print("\n".join(lines))
+    if not names:
+        (Path(__file__).parent.parent / "BENCHMARKS.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
