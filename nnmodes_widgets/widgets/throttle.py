@@ -30,7 +30,7 @@ class Throttle:
 
     def request(self) -> None:
         """Ask for an update as soon as the rate allows; cheap enough to call on every step."""
-        if self._closed:
+        if self._closed or self._wanted.is_set():   # already asked: a flag read, no lock
             return
         self._wanted.set()
         if self._thread is None:
