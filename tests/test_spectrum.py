@@ -609,3 +609,11 @@ def test_truncation_bad_input_changes_nothing():
         mode_truncation_curve(model, "2", ok)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         mode_truncation_curve("model", "0", ok)
+
+
+@pytest.mark.parametrize("shape", [(30, 200), (200, 30), (64, 64)])
+def test_exact_spectra_of_wide_tall_and_square_weights_match_numpy(shape):
+    torch.manual_seed(0)
+    w = torch.randn(*shape, dtype=torch.float64)
+    s = mode_spectrum(model_of(w), max_exact=None)["w0"].singular_values
+    np.testing.assert_allclose(s, np.linalg.svd(w.numpy(), compute_uv=False), rtol=1e-10)

@@ -203,7 +203,9 @@ def _spectrum(name: str, p: torch.Tensor, max_exact: int | None, top: int) -> Sp
     if fro == 0.0:      # also spares the randomized path a division by zero
         return Spectrum(np.zeros(count), shape, partial, 0.0, 0.0)
     if not partial:
-        s = torch.linalg.svdvals(m).cpu().to(torch.float64).numpy()
+        # LAPACK's bidiagonalisation is far slower on a wide row-major matrix than on its
+        # transpose (the same singular values): 1024 x 8192 took 7.7 s, its transpose 0.26 s.
+        s = torch.linalg.svdvals(m.T if rows < cols else m).cpu().to(torch.float64).numpy()
         return Spectrum(s, shape, False, fro, float(s[0]) if s.size else 0.0)
     s, s1 = _leading_singular_values(m, top)
     s[0] = max(s[0], s1)
