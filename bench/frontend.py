@@ -523,8 +523,10 @@ def _drive_cdp(h, server, ack_port: int, cpu: _CpuSampler, profile: Path):
           const obs = new MutationObserver(() => { if (seen()) { window.__runStarted = true; obs.disconnect(); } });
           obs.observe(document.body, {subtree: true, childList: true, characterData: true});
         }""")
+        run_all = "document.querySelector('#jp-mainmenu-run .lm-Menu-item[data-command=\"runmenu:run-all\"]')"
         page.click("[...document.querySelectorAll('.lm-MenuBar-item')].find(e => e.textContent.trim() === 'Run')")
-        page.click("document.querySelector('#jp-mainmenu-run .lm-Menu-item[data-command=\"runmenu:run-all\"]')")
+        page.wait_for(f"!!{run_all}", 10, "the Run menu did not open")
+        page.click(run_all)
         page.wait_for("window.__runStarted", 30, "Run All Cells did not start the cells")
         errors: list[str] = []
         _wait_done(h, page, cpu, errors, time.sleep)
