@@ -8,7 +8,6 @@ import gc
 import statistics
 import time
 
-import numpy as np
 import torch
 
 import nnmodes_widgets as nm
