@@ -1,4 +1,4 @@
-import { countFrames, panelHeader } from "./header.js";
+import { panelHeader } from "./header.js";
 import { referencedModel } from "./root.js";
 import { highlightLines, layerPicker } from "./selection.js";
 
@@ -44,13 +44,16 @@ export default {
     for (const mark of marks) mark.on("change:labels", highlight);
     applyScale();
     highlight();
-    const stopCounting = await countFrames(model, "lines", onData);
+    // A frame is new data on the lines on screen (the kernel refreshes the others less often).
+    const counters = marks.map((mark) => () => { if (mark.get("visible")) onData(); });
+    marks.forEach((mark, i) => mark.on("change:y", counters[i]));
+    if (model.get("step") > 0) onData(); // data that arrived before this view was made
     return () => {
+      marks.forEach((mark, i) => mark.off("change:y", counters[i]));
       model.off("change:log_y", applyScale);
       model.off("change:legend", applyScale);
       for (const mark of marks) mark.off("change:labels", highlight);
       picker.dispose();
-      stopCounting();
     };
   },
 };

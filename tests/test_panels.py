@@ -8,7 +8,8 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, LiveCharacteristicMaps, Neurons
-from nnmodes_widgets.widgets.neurons import bucket_means, mode_shares
+from nnmodes_widgets.widgets.decimate import bucket_means
+from nnmodes_widgets.widgets.neurons import mode_shares
 
 
 def _trained(steps=24, probe=None, analyses=None):

@@ -374,3 +374,29 @@ def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
     finally:
         trend.close()
         monitor.detach()
+
+
+def test_the_lines_off_screen_are_refreshed_less_often_and_at_once_when_switched_on():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
+    trend = Trend(monitor)            # linear on screen
+    try:
+        _train(model, optimizer, 10)     # enough samples: clustered, recoloured
+        trend._live.throttle.push_now()
+        assert trend._log_lines.x[0, -1] == trend._lines.x[0, -1] == 10      # both refreshed
+        assert trend._lines.x.dtype == np.float32
+        _train(model, optimizer, 5)
+        trend._live.throttle.push_now()
+        assert trend._lines.x[0, -1] == 15 and trend._log_lines.x[0, -1] == 10  # log: not yet
+        trend._hidden_due = 0.0                                                  # its time comes
+        _train(model, optimizer, 1)
+        trend._live.throttle.push_now()
+        assert trend._log_lines.x[0, -1] == 16
+        _train(model, optimizer, 1)
+        trend.log_y = True             # as the browser's switch does: the log lines at once
+        trend._live.throttle.push_now()
+        assert trend._log_lines.x[0, -1] == 17
+    finally:
+        trend.close()
+        monitor.detach()

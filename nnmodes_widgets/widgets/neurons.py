@@ -10,6 +10,7 @@ import traitlets
 from ..monitor import Monitor
 from ._bundle import bundle
 from .binary import pack
+from .decimate import bucket_means
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
 
@@ -24,16 +25,6 @@ def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
     linear = (a >= 1 - eps).mean(axis=1)
     dead = (a <= eps).mean(axis=1)
     return np.stack([linear, 1 - linear - dead, dead], axis=1)
-
-
-def bucket_means(steps: np.ndarray, values: np.ndarray, max_points: int):
-    """At most ``max_points`` rows: consecutive rows averaged in equal buckets, each labelled with
-    its last step (shares stay shares; the full resolution stays in the history)."""
-    if len(steps) <= max_points:
-        return steps, values
-    edges = np.linspace(0, len(steps), max_points + 1).astype(int)
-    sums = np.add.reduceat(values, edges[:-1], axis=0)
-    return steps[edges[1:] - 1], sums / np.diff(edges)[:, None]
 
 
 class Neurons(Exportable, anywidget.AnyWidget):

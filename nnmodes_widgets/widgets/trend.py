@@ -15,14 +15,16 @@ from ..analysis.clustering import LayerClusters, cluster_layers, series_from_his
 from ..colors import cluster_colors, layer_colors
 from ..monitor import Monitor
 from ._bundle import bundle
-from .decimate import end_at_last_value, minmax_decimate
+from .decimate import bucket_means, end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
 
 _LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
 CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
 CLUSTER_MIN_SAMPLES = 8   # shorter trends have no shape to compare yet
-CLUSTER_INTERVAL = 5.0    # s between re-clusterings while training (K-Means with restarts)
+CLUSTER_INTERVAL = 5.0    # s at least between re-clusterings while training (K-Means restarts)
+CLUSTER_MAX_POINTS = 500  # the live colours cluster the trends averaged into this many buckets
+HIDDEN_INTERVAL = 2.0     # s between updates of the scale's lines not on screen
 
 
 class _TrendControls(anywidget.AnyWidget):
@@ -49,8 +51,10 @@ class _TrendControls(anywidget.AnyWidget):
 class Trend(Exportable, ipywidgets.VBox):
     """RWC of every layer against the training step, coloured front (dark) to back (light) until
     there are enough samples to cluster the layers by their trends (WeightScale, SPEC 4.1:
-    ``cluster_layers`` with the elbow's k, redone every few seconds); then coloured by cluster,
-    ``clusters`` holding the partition shown.
+    ``cluster_layers`` with the elbow's k on the trends averaged into at most 500 time buckets,
+    redone every few seconds); then coloured by cluster, ``clusters`` holding the partition shown.
+    (``cluster_layers(series_from_history(monitor.history))`` is the published pipeline on the
+    full series.)
 
     Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
     the newest data, each series reduced to about ``max_points`` points (min/max per bucket, so
@@ -101,9 +105,17 @@ class Trend(Exportable, ipywidgets.VBox):
         self._version = -1
         self.clusters: LayerClusters | None = None
         self._next_clustering = 0.0
+        self._hidden_due = 0.0     # monotonic time the lines not on screen are next refreshed
         super().__init__(children=[self._controls, figure], **kwargs)
         self.add_class("nnmodes-trend")
         self._live = LiveBinding(monitor, self._push, name="trend", max_rate=max_rate)
+        # switched in the browser: bring the lines that come on screen up to date
+        self._controls.observe(self._on_switch, "log_y")
+
+    def _on_switch(self, change) -> None:
+        self._hidden_due = 0.0
+        self._version = -1
+        self._live.throttle.request()
 
     @property
     def selector(self) -> anywidget.AnyWidget:
@@ -148,14 +160,22 @@ class Trend(Exportable, ipywidgets.VBox):
         self._controls.step = int(steps[-1])
         # The step goes first: the browser counts a frame when the linear lines' data arrives
         # and labels it with the step it already has.
+        # Both marks get the data only every few seconds; the one on screen, every push (the
+        # browser redraws every mark it is sent, seen or not).
+        now = time.monotonic()
+        refresh_hidden = now >= self._hidden_due or recolor or self.monitor.detached
+        if refresh_hidden:
+            self._hidden_due = now + HIDDEN_INTERVAL
         for mark, keep, mx, my in ((self._log_lines, shown, log_x, log_y),
                                    (self._lines, np.ones(len(layers), bool), x, y)):
+            if (mark is self._log_lines) != self.log_y and not refresh_hidden:
+                continue
             labels = [layer for layer, k in zip(layers, keep) if k]
             with mark.hold_sync():
                 if list(mark.labels) != labels or recolor:
                     mark.labels = labels
                     mark.colors = [c for c, k in zip(colors, keep) if k]
-                mark.x = mx
+                mark.x = mx.astype(np.float32)     # steps: exact in float32 up to 2**24
                 mark.y = my.astype(np.float32)
 
     def _recluster(self, samples: int) -> bool:
@@ -167,10 +187,14 @@ class Trend(Exportable, ipywidgets.VBox):
         series = series_from_history(self.monitor.history)
         if len(series) < CLUSTER_MIN_LAYERS:
             return False
+        matrix = np.stack(list(series.values()))
+        _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, CLUSTER_MAX_POINTS)
         try:
-            clusters = cluster_layers(series)
+            clusters = cluster_layers(dict(zip(series, means.T)))
         except ValueError:    # e.g. a layer with no finite value yet: keep the colours shown
             return False
+        # slow (many layers, a loaded machine): cluster less often, so pushes keep flowing
+        self._next_clustering = max(self._next_clustering, now + 20 * (time.monotonic() - now))
         changed = self.clusters is None or clusters.labels != self.clusters.labels
         self.clusters = clusters
         if changed:
