@@ -46,7 +46,8 @@ export function colorize(values, table, lo, hi, out = new Uint8ClampedArray(valu
 export function valueRange(values, signed) {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of values) {
+  for (let i = 0; i < values.length; i++) { // indexed: for...of over a typed array is slower
+    const v = values[i];
     if (!Number.isFinite(v)) continue;
     if (v < lo) lo = v;
     if (v > hi) hi = v;

@@ -37,6 +37,7 @@ function bandLayout(band, inputShape, width) {
 }
 
 function transform(values, view, scale) {
+  if (view !== "absolute" && scale !== "log") return values; // the default view: no copy
   const out = new Float32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     let v = view === "absolute" ? Math.abs(values[i]) : values[i];

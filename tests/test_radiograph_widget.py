@@ -87,3 +87,22 @@ def test_only_the_first_max_neurons_travel_and_the_band_says_how_many():
     assert widget.figure().axes[0].get_images()[0].get_array().shape == (3, 4)
     with pytest.raises(ValueError, match="max_neurons"):
         Radiograph(max_neurons=0)
+
+
+def test_frames_shown_faster_than_max_rate_are_coalesced_to_the_newest():
+    import time
+
+    widget = Radiograph(max_rate=5)
+    widget.show(1, {"0": np.zeros((2, 3))})
+    assert widget.frame_meta["step"] == 1            # the first frame goes at once
+    sent = []
+    widget.observe(lambda change: sent.append(change["new"]["step"]), "frame_meta")
+    for step in range(2, 40):                        # far faster than 5 per second
+        widget.show(step, {"0": np.full((2, 3), float(step))})
+    deadline = time.monotonic() + 5
+    while widget.frame_meta["step"] != 39 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert widget.frame_meta["step"] == 39           # the newest arrives
+    assert len(sent) <= 3, sent                      # the ones in between were replaced
+    np.testing.assert_array_equal(np.frombuffer(widget.frame_data, np.float32), 39.0)
+    widget.close()

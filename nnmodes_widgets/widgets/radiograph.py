@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import anywidget
@@ -14,13 +15,15 @@ from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
+from .throttle import Throttle
 
 
 class Radiograph(Exportable, anywidget.AnyWidget):
     """One band per layer, input side first: each layer's map [neurons, inputs] as a heat map, or
     as one tile per neuron when the inputs are images (``input_shape``, e.g. ``(8, 8)``).
 
-    ``show(step, {layer: map})`` sends a frame as binary float32 buffers (``quantize=True``:
+    ``show(step, {layer: map})`` sends a frame — at most ``max_rate`` per second, the newest one
+    when frames come faster — as binary float32 buffers (``quantize=True``:
     uint8, a quarter of the bytes): the first ``max_neurons`` neurons of each band, the band's
     label saying how many it has (exports show the same neurons). The browser keeps the last
     ``history_size`` frames to scrub through, and applies the view (signed with a diverging map,
@@ -40,16 +43,25 @@ class Radiograph(Exportable, anywidget.AnyWidget):
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
     def __init__(self, *, title: str = "Radiographs", view: str = "signed", history_size: int = 50,
-                 quantize: bool = False, max_neurons: int = 64, **kwargs):
+                 quantize: bool = False, max_neurons: int = 64, max_rate: float = 10.0,
+                 **kwargs):
         history_size = check_int(history_size, "history_size", minimum=1)
         max_neurons = check_int(max_neurons, "max_neurons", minimum=1)
         super().__init__(title=title, view=view, history_size=history_size, **kwargs)
         self.quantize = quantize
         self.max_neurons = max_neurons
+        self._pending: tuple[dict, bytes] | None = None   # the newest frame not sent yet
+        self._sender = Throttle(self._send_frame, max_rate=max_rate, on_error=self._send_failed)
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
 
     def show(self, step: int, bands: Mapping[str, object], *, input_shape=None) -> None:
-        """Draw a new frame: ``bands`` maps layer -> 2-D map [neurons, inputs]."""
+        """Draw a new frame: ``bands`` maps layer -> 2-D map [neurons, inputs]. Checked and
+        encoded at once; sent at once if the rate allows, else with the next send (a newer
+        frame shown meanwhile replaces it)."""
+        self._prepare(step, bands, input_shape)
+        self._sender.offer()
+
+    def _prepare(self, step: int, bands: Mapping[str, object], input_shape) -> None:
         maps = {}
         for layer, values in bands.items():
             a = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32)
@@ -67,10 +79,23 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         metas, payload = pack((({"layer": layer, "neurons": a.shape[0]}, a[: self.max_neurons])
                                for layer, a in maps.items()), quantize=self.quantize)
         self._latest = (int(step), maps, input_shape)
-        with self.hold_sync():
-            self.frame_meta = {"step": int(step), "bands": metas,
-                               "input_shape": list(input_shape) if input_shape else None}
-            self.frame_data = payload
+        self._pending = ({"step": int(step), "bands": metas,
+                          "input_shape": list(input_shape) if input_shape else None}, payload)
+
+    def _send_frame(self) -> None:
+        frame, self._pending = self._pending, None
+        if frame is not None:
+            with self.hold_sync():
+                self.frame_meta, self.frame_data = frame
+
+    @staticmethod
+    def _send_failed(exc: Exception) -> None:
+        warnings.warn(f"radiograph frame not sent: {type(exc).__name__}: {exc}", stacklevel=2)
+
+    def close(self) -> None:
+        if hasattr(self, "_sender"):   # also called by __del__ after a failed __init__
+            self._sender.close()
+        super().close()
 
     @property
     def selector(self) -> Radiograph:
@@ -175,7 +200,9 @@ class _LiveMaps(Radiograph):
         if frame is None or (self._latest is not None and self._latest[0] == frame[0]):
             return
         step, bands = frame
-        self.show(step, bands, input_shape=_image_shape(self.monitor.probe, bands))
+        # sent at once: the LiveBinding already paces these pushes
+        self._prepare(step, bands, _image_shape(self.monitor.probe, bands))
+        self._send_frame()
 
     def close(self) -> None:
         if hasattr(self, "_live"):   # also called by __del__ after a failed __init__

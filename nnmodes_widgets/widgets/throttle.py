@@ -37,6 +37,14 @@ class Throttle:
             self._thread = threading.Thread(target=self._run, name="nnmodes-throttle", daemon=True)
             self._thread.start()
 
+    def offer(self) -> None:
+        """Push at once on the calling thread if the rate allows, else as soon as it does
+        (coalesced with whatever is offered meanwhile)."""
+        if time.monotonic() - self._last >= self.interval:
+            self.push_now()
+        else:
+            self.request()
+
     def push_now(self) -> None:
         """Update immediately on the calling thread (first render, final state, tests)."""
         self._wanted.clear()
