@@ -21,7 +21,7 @@ import nnmodes_widgets as nm
 
 STEPS = 3000
 REPEATS = 9
-CNN_STEPS = 60
+CNN_STEPS = 300   # long enough for the background analyses' pacing to reach its steady state
 CNN_REPEATS = 3
 
 

@@ -3,9 +3,11 @@
 At each sample the monitor offers the next heavy analysis in turn. It runs only if the worker is
 free (else it is dropped and counted: the next offer carries newer weights) and if the worker's
 duty cycle stays within ``budget``: after a run that took c seconds the next one waits
-c' * (1 - budget) / budget, where c' charges c once per intra-op thread of a CPU training loop. The first run of each analysis does not count for this pacing: it
-pays one-off costs (library and thread-pool warm-up) that later runs do not. The model is copied
-once; each run refreshes the copy's tensors in place (a memcpy on the weights' device, on the
+c' * (1 - budget) / budget, where c' charges c once per intra-op thread of a CPU training loop.
+Only the monitor's very first run does not set the pace: it pays the process's one-off costs
+(library and thread-pool warm-up) that later runs do not. (Exempting the first run of every
+analysis let four unpaced runs in a row take 2.5x the training time of a 10M-parameter CNN.)
+The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the weights' device, on the
 training thread, counted in the monitor's overhead) and analyses the copy, so training goes on
 changing the original meanwhile.
 """
@@ -141,7 +143,7 @@ class HeavyAnalyses:
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
-            if self._runs[name] > 1:   # the first run's warm-up does not set the pace
+            if sum(self._runs.values()) > 1:   # the very first run's warm-up sets no pace
                 budget = self.monitor.budget
                 cost = (end - start) * self._contention
                 self._next_start = end + cost * (1 - budget) / budget
