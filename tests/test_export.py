@@ -17,7 +17,7 @@ def trained():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 12), torch.nn.Tanh(), torch.nn.Linear(12, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=2)
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0)   # every analysis, each step
     dashboard = monitor.dashboard()
     for _ in range(60):
         optimizer.zero_grad()
