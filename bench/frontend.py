@@ -519,12 +519,7 @@ def _drive_cdp(h, server, ack_port: int, cpu: _CpuSampler, profile: Path):
         h.wait_kernel_idle(page, 90)
         cpu.sample()
         # Run > Run All Cells, as harness.run_all_cells does with Playwright
-        page.evaluate("""() => {
-          window.__runStarted = false;
-          const seen = () => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
-          const obs = new MutationObserver(() => { if (seen()) { window.__runStarted = true; obs.disconnect(); } });
-          obs.observe(document.body, {subtree: true, childList: true, characterData: true});
-        }""")
+        page.evaluate(h.WATCH_RUN_START_JS)
         run_all = "document.querySelector('#jp-mainmenu-run .lm-Menu-item[data-command=\"runmenu:run-all\"]')"
         page.click("[...document.querySelectorAll('.lm-MenuBar-item')].find(e => e.textContent.trim() === 'Run')")
         page.wait_for(f"!!{run_all}", 10, "the Run menu did not open")

@@ -325,16 +325,20 @@ def open_notebook(page, server, name, timeout=90):
     wait_kernel_idle(page, timeout)
 
 
+# Sets window.__runStarted once a cell shows a [*] prompt (evaluate it before Run All).
+WATCH_RUN_START_JS = """() => {
+  window.__runStarted = false;
+  const seen = () => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
+  const obs = new MutationObserver(() => { if (seen()) { window.__runStarted = true; obs.disconnect(); } });
+  obs.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def run_all_cells(page, timeout=30):
     """Run > Run All Cells; returns once execution has visibly started."""
     # Watch for a [*] prompt from before the click, so a fast notebook cannot
     # finish between two polls and leave us unsure whether anything ran.
-    page.evaluate("""() => {
-      window.__runStarted = false;
-      const seen = () => [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
-      const obs = new MutationObserver(() => { if (seen()) { window.__runStarted = true; obs.disconnect(); } });
-      obs.observe(document.body, {subtree: true, childList: true, characterData: true});
-    }""")
+    page.evaluate(WATCH_RUN_START_JS)
     page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     # JupyterLab 4 menus use the generic `runmenu:run-all`, which delegates to the notebook.
     page.locator('#jp-mainmenu-run .lm-Menu-item[data-command="runmenu:run-all"]').click()
