@@ -42,7 +42,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -436,13 +435,6 @@ def _stop(proc) -> None:
 # ---------------------------------------------------------------- the run
 
 
-def _notebook(path: Path, cells: list[str]) -> None:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nbformat.write(nb, path)
-
-
 def run() -> dict:
     h = _harness()
     with tempfile.TemporaryDirectory(prefix="nnmodes-bench-frontend-") as tmp:
@@ -452,8 +444,8 @@ def run() -> dict:
         (src / "frontend_kernel.py").write_text(KERNEL_CODE.replace("@SIZE@", str(SIZE))
                                                 .replace("@WINDOW@", str(WINDOW)))
         ports = h._free_port(), h._free_port()
-        _notebook(src / "frontend.ipynb", cells(ports[0]))
-        _notebook(src / "frontend_playwright.ipynb", cells(ports[1], playwright=True))
+        h.write_notebook(src / "frontend.ipynb", cells(ports[0]))
+        h.write_notebook(src / "frontend_playwright.ipynb", cells(ports[1], playwright=True))
         proc, server = h.start_lab(src, tmp / "lab")
         try:
             cpu = _CpuSampler(proc.pid)

@@ -10,6 +10,8 @@ import time
 
 import torch
 
+import overhead   # bench/ is on sys.path (bench/run.py)
+
 import nnmodes_widgets as nm
 from nnmodes_widgets.analysis import characteristic_maps, gated_radiograph
 from nnmodes_widgets.analysis.rwc import RwcTracker
@@ -74,8 +76,6 @@ def _rss() -> int:
 
 def _memory(setup, warmup: int) -> dict:
     """The monitor's extra resident memory after training with its default analyses."""
-    import overhead
-
     X, y, model, optimizer, batches = setup()
     overhead._train(X, y, model, optimizer, batches[:warmup])   # allocator warm before measuring
     gc.collect()
@@ -93,8 +93,6 @@ def _memory(setup, warmup: int) -> dict:
 
 
 def run() -> dict:
-    import overhead
-
     return {"rwc": {name: _rwc_vs_clone(*spec) for name, spec in RWC_SIZES.items()},
             "pathways": _pathways(),
             "memory": {"quickstart MLP": _memory(overhead._setup, 200),

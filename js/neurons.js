@@ -7,7 +7,6 @@ import { choose, inSelection, layerPicker } from "./selection.js";
 // nonlinear and dead neurons against the step, then the neuron x class map of the selected
 // layer. Choosing the layer happens here, in the browser, also while the kernel is busy.
 
-export const MODE_COLORS = ["#3f9f6a", "#e08e29", "#9a9a9a"]; // linear, nonlinear, dead
 const MODES = ["linear", "nonlinear", "dead"];
 const STRIP_H = 34;
 const LABEL_H = 14;
@@ -33,6 +32,7 @@ export function classLayer(layers, selected) {
 export default {
   render({ model, el }) {
     el.classList.add("nnmodes-neurons");
+    const MODE_COLORS = model.get("mode_colors"); // linear, nonlinear, dead: the kernel's, as exported
     const counter = rootCounter(el, "nnmodes-neurons");
     const header = document.createElement("div");
     header.className = "nnmodes-trend-header";

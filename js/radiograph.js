@@ -11,6 +11,7 @@ import { choose, inSelection, layerPicker } from "./selection.js";
 
 const TILE_GAP = 2;
 const BAND_GAP = 14;
+const LABEL_H = 14; // a band's label line above it
 const MAX_MATRIX_HEIGHT = 220;
 
 function decodeFrame(model) {
@@ -117,9 +118,8 @@ export default {
       if (!frame) return;
       const width = Math.max(200, Math.min(900, el.clientWidth || 700));
       const layouts = frame.bands.map((b) => bandLayout(b, frame.inputShape, width));
-      const labelH = 14;
       canvas.width = width;
-      canvas.height = layouts.reduce((s, l) => s + l.height + labelH + BAND_GAP, 0);
+      canvas.height = layouts.reduce((s, l) => s + l.height + LABEL_H + BAND_GAP, 0);
       const ctx = canvas.getContext("2d");
       ctx.imageSmoothingEnabled = false;
       ctx.font = "11px sans-serif";
@@ -131,11 +131,11 @@ export default {
       frame.bands.forEach((band, i) => {
         // the selected layer's band stands out: the others are dimmed
         ctx.globalAlpha = inSelection(band.layer, selected) ? 1 : 0.3;
-        const [lo, hi] = drawBand(ctx, band, layouts[i], top + labelH, width, options);
+        const [lo, hi] = drawBand(ctx, band, layouts[i], top + LABEL_H, width, options);
         const count = band.neurons > band.shape[0] ? `showing ${band.shape[0]} of ${band.neurons}` : band.shape[0];
         ctx.fillText(`${band.layer}  (${count} neurons, range ${lo.toPrecision(2)} … ${hi.toPrecision(2)})`, 0, top + 10);
-        regions.push({ band, layout: layouts[i], top: top + labelH, width });
-        top += layouts[i].height + labelH + BAND_GAP;
+        regions.push({ band, layout: layouts[i], top: top + LABEL_H, width });
+        top += layouts[i].height + LABEL_H + BAND_GAP;
       });
       ctx.globalAlpha = 1;
       stepLabel.textContent = `step ${frame.step}` + (shown >= 0 ? ` (${history.length - 1 - shown} back)` : "");
@@ -192,7 +192,7 @@ export default {
       if (!model.get("layers").length) return; // not a panel of layers (characteristic maps)
       const rect = canvas.getBoundingClientRect();
       const y = ((e.clientY - rect.top) * canvas.height) / rect.height;
-      const hit = regions.find((r) => y >= r.top - 14 && y < r.top + r.layout.height);
+      const hit = regions.find((r) => y >= r.top - LABEL_H && y < r.top + r.layout.height);
       if (hit) choose(model, model.get("selected") === hit.band.layer ? "" : hit.band.layer);
     });
 

@@ -19,7 +19,7 @@ def layer_colors(n: int) -> list[str]:
     return [to_hex(c) for c in colormaps["viridis"](positions)]
 
 
-def cluster_colors(labels: list[int]) -> list[str]:
+def cluster_colors(labels) -> list[str]:
     """One categorical colour per cluster number (tab10, repeating after ten clusters)."""
     palette = colormaps["tab10"].colors
     return [to_hex(palette[label % len(palette)]) for label in labels]

@@ -7,9 +7,9 @@ c' * (1 - budget) / budget, where c' charges c once per intra-op thread of a CPU
 Only the monitor's very first run does not set the pace: it pays the process's one-off costs
 (library and thread-pool warm-up) that later runs do not. (Exempting the first run of every
 analysis let four unpaced runs in a row take 2.5x the training time of a 10M-parameter CNN.)
-The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the weights' device, on the
-training thread, counted in the monitor's overhead) and analyses the copy, so training goes on
-changing the original meanwhile.
+The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
+weights' device, on the training thread, counted in the monitor's overhead) and analyses the
+copy, so training goes on changing the original meanwhile.
 """
 
 from __future__ import annotations

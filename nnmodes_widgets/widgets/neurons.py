@@ -15,7 +15,7 @@ from .exportable import Exportable
 from .live import LiveBinding, layer_choices
 
 MODES = ("linear", "nonlinear", "dead")
-MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode, the browser uses the same
+MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
 
 
 def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
@@ -40,6 +40,7 @@ class Neurons(Exportable, anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
     selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
+    mode_colors = traitlets.List(traitlets.Unicode(), list(MODE_COLORS)).tag(sync=True)
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 

@@ -16,6 +16,7 @@ from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
+from .scales import free_range, provisional_log_scale
 
 
 class _SpectrumHeader(anywidget.AnyWidget):
@@ -68,9 +69,7 @@ class Spectra(Exportable, ipywidgets.VBox):
         self.monitor = monitor
         self.max_points = max_points
         self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
-        # A log scale with no data has no domain, and bqplot then lays out its axis at an
-        # undefined position (console errors): start from a fixed range, freed with the data.
-        rank_x, value_y = bqplot.LogScale(min=1, max=10), bqplot.LogScale(min=0.01, max=10)
+        rank_x, value_y = provisional_log_scale(1, 10), provisional_log_scale(0.01, 10)
         self._free_scales = (rank_x, value_y)
         self._spectra = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
                                      scales={"x": rank_x, "y": value_y}, stroke_width=1.5,
@@ -139,9 +138,7 @@ class Spectra(Exportable, ipywidgets.VBox):
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
         sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
         for scale in self._free_scales:
-            if scale.min is not None:
-                with scale.hold_sync():
-                    scale.min = scale.max = None
+            free_range(scale)
         self._header.step = int(steps[-1])   # first: the browser labels the frame with it
         colors = layer_colors(len(layers))
         fitted = [i for i, row in enumerate(fits) if np.isfinite(row).any()]

@@ -18,6 +18,7 @@ from ._bundle import bundle
 from .decimate import bucket_means, end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
+from .scales import free_range, provisional_log_scale
 
 _LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
 CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
@@ -71,9 +72,7 @@ class Trend(Exportable, ipywidgets.VBox):
         self.monitor = monitor
         self.max_points = max_points
         x_scale = bqplot.LinearScale()
-        # A log scale with no data has no domain (bqplot then places its axis at NaN): start
-        # from a fixed range, freed with the first data.
-        linear, log = bqplot.LinearScale(), bqplot.LogScale(min=1e-4, max=1)
+        linear, log = bqplot.LinearScale(), provisional_log_scale(1e-4, 1)
         # One mark per scale, the log one without the values <= 0 it cannot place (a frozen
         # layer's RWC is exactly 0; in the domain it would make every position NaN).
         self._lines, self._log_lines = (bqplot.Lines(
@@ -151,17 +150,16 @@ class Trend(Exportable, ipywidgets.VBox):
         shown = np.isfinite(positive).any(axis=1)     # layers with something to draw on a log axis
         log_x, log_y = (end_at_last_value(x[shown], positive[shown]) if shown.any()
                         else (np.zeros((1, 0)), np.zeros((1, 0))))
-        if shown.any() and self._log_scale.min is not None:
-            with self._log_scale.hold_sync():
-                self._log_scale.min = self._log_scale.max = None
+        if shown.any():
+            free_range(self._log_scale)
         colors = self._colors(layers)
         self._layers = layers
         self._controls.legend = len(layers) <= _LEGEND_MAX
         self._controls.step = int(steps[-1])
-        # The step goes first: the browser counts a frame when the linear lines' data arrives
-        # and labels it with the step it already has.
-        # Both marks get the data only every few seconds; the one on screen, every push (the
-        # browser redraws every mark it is sent, seen or not).
+        # The step goes first: the browser counts a frame when the lines on screen get their
+        # data, and labels it with the step it already has. The lines on screen get every push,
+        # the others one every few seconds (the browser redraws every mark it is sent, seen or
+        # not).
         now = time.monotonic()
         refresh_hidden = now >= self._hidden_due or recolor or self.monitor.detached
         if refresh_hidden:
@@ -207,7 +205,8 @@ class Trend(Exportable, ipywidgets.VBox):
         if self.clusters is None:
             return layer_colors(len(layers))
         labels = self.clusters.labels
-        return [cluster_colors([labels[layer]])[0] if layer in labels else "#9a9a9a" for layer in layers]
+        palette = cluster_colors(range(max(labels.values()) + 1))
+        return [palette[labels[layer]] if layer in labels else "#9a9a9a" for layer in layers]
 
     def close(self) -> None:
         if hasattr(self, "_live"):   # also called by __del__ after a failed __init__

@@ -325,6 +325,17 @@ def open_notebook(page, server, name, timeout=90):
     wait_kernel_idle(page, timeout)
 
 
+def write_notebook(path, cells) -> None:
+    """A notebook of code ``cells`` at ``path``, with the kernelspec metadata JupyterLab needs to
+    open it without asking for a kernel."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}
+    nbformat.write(nb, path)
+
+
 # Sets window.__runStarted once a cell shows a [*] prompt (evaluate it before Run All).
 WATCH_RUN_START_JS = """() => {
   window.__runStarted = false;

@@ -4,10 +4,8 @@ training gets its dashboard back, and figures exported from a cell are valid fil
 
 import time
 
-import nbformat
-
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells)
+                       run_all_cells, write_notebook)
 
 TRAIN_SECONDS = 45
 PANELS = {  # root element class -> the panel
@@ -66,9 +64,7 @@ def _selected(panels):
 
 
 def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_errors, tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(nb, lab_server.root_dir / "dashboard_live.ipynb")
+    write_notebook(lab_server.root_dir / "dashboard_live.ipynb", CELLS)
     open_notebook(page, lab_server, "dashboard_live.ipynb")
     run_all_cells(page)
 

@@ -3,10 +3,8 @@ view control (scrubbing, signed/absolute, hover) works in the browser while the 
 
 import time
 
-import nbformat
-
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells, wait_kernel_idle)
+                       run_all_cells, wait_kernel_idle, write_notebook)
 
 CELLS = [
     """import numpy as np, torch
@@ -35,9 +33,7 @@ while time.time() - start < 25:
 
 
 def test_radiograph_streams_and_its_views_work_while_training(page, lab_server, console_errors, tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(nb, lab_server.root_dir / "radiograph_live.ipynb")
+    write_notebook(lab_server.root_dir / "radiograph_live.ipynb", CELLS)
     open_notebook(page, lab_server, "radiograph_live.ipynb")
     run_all_cells(page)
 

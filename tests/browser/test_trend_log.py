@@ -1,10 +1,8 @@
 """The trend's log switch with a frozen layer (RWC exactly 0, which no log axis can place) draws
 in a real JupyterLab without a single console error."""
 
-import nbformat
-
 from .conftest import (assert_no_console_errors, error_outputs, open_notebook, run_all_cells,
-                       wait_kernel_idle)
+                       wait_kernel_idle, write_notebook)
 
 CELLS = ["""import torch
 from nnmodes_widgets import Monitor
@@ -20,9 +18,7 @@ trend""", """for _ in range(30):
 monitor.detach()"""]
 
 def test_log_switch_with_a_frozen_layer(page, lab_server, console_errors):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(nb, lab_server.root_dir / "trend_log.ipynb")
+    write_notebook(lab_server.root_dir / "trend_log.ipynb", CELLS)
     open_notebook(page, lab_server, "trend_log.ipynb")
     run_all_cells(page)
     wait_kernel_idle(page)
