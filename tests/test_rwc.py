@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nnmodes_widgets.analysis import relative_weight_change, weight_snapshot
+from nnmodes_widgets.analysis import rwc as rwc_module
 from nnmodes_widgets.analysis.rwc import RwcTracker
 
 KINDS = ("l1", "elementwise", "l2")
@@ -307,6 +308,30 @@ def test_tracker_consecutive_updates_on_live_tensors(kind):
         assert_matches_ref(result, states[i - 1], states[i], kind)
         expected = relative_weight_change(states[i - 1], states[i], kind=kind)
         assert all(same(result[n], expected[n], 1e-9) for n in expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("block", [1024, 2048, 4096])
+def test_tracker_blocks_split_and_pack_layers(kind, block, monkeypatch):
+    # Blocks of 1-4 chunks: big layers are split across blocks, small ones share a block, ragged
+    # tails and the empty layer sit next to other layers' pieces. Every layout gives the loop's
+    # values, update after update.
+    monkeypatch.setitem(rwc_module._BLOCK, "cpu", block)
+    states = [random_pair(SHAPES, 5)[0]]
+    for i in range(1, 4):
+        states.append(perturbed(states[-1], 200 + i))
+    live = {n: t.clone() for n, t in states[0].items()}
+    tracker = RwcTracker(live, kind=kind)
+    (group,) = tracker._groups
+    assert max(stop - start for start, stop, _ in group.blocks) <= block
+    assert len(group.blocks) > 1
+    # one chunk per block leaves no room to pack layers; larger blocks pack them
+    assert any(len(pieces) > 1 for *_, pieces in group.blocks) == (block > 1024)
+    for i in range(1, 4):
+        for n, t in live.items():
+            t.copy_(states[i][n])
+        assert_matches_ref(tracker.update(live), states[i - 1], states[i], kind)
+    assert all(torch.equal(view, live[n]) for n, view in zip(group.names, group.snap_views))
 
 
 @pytest.mark.parametrize("kind", KINDS)
