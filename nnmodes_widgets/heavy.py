@@ -1,12 +1,12 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
 At each sample the monitor offers the next heavy analysis in turn. It runs only if the worker is
-free (else it is dropped and counted: the next offer carries newer weights) and if the worker's
-duty cycle stays within ``budget``: after a run that took c seconds the next one waits
-c' * (1 - budget) / budget, where c' charges c once per intra-op thread of a CPU training loop.
-Only the monitor's very first run does not set the pace: it pays the process's one-off costs
-(library and thread-pool warm-up) that later runs do not. (Exempting the first run of every
-analysis let four unpaced runs in a row take 2.5x the training time of a 10M-parameter CNN.)
+free (else it is dropped and counted: the next offer carries newer weights) and if the monitor's
+share of wall time stays within ``budget``: after a run that took c seconds the next one waits
+c' * (1 - s) / s, where c' charges c once per intra-op thread of a CPU training loop and s is the
+budget less the training thread's own recent share (at least a quarter of the budget; budget=1
+sets no pace). Every run sets the pace, the first included: exempting first runs (library
+warm-up) let one 9 s radiograph of a 10M-parameter CNN start 2 s into training.
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread, counted in the monitor's overhead) and analyses the
 copy, so training goes on changing the original meanwhile.
@@ -15,6 +15,7 @@ copy, so training goes on changing the original meanwhile.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 
@@ -143,10 +144,15 @@ class HeavyAnalyses:
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
-            if sum(self._runs.values()) > 1:   # the very first run's warm-up sets no pace
-                budget = self.monitor.budget
+            budget = self.monitor.budget
+            if budget < 1:        # a budget of all the wall time sets no pace
+                # The training thread's share (RWC, refreshing the copy) comes out of the same
+                # budget, floored at a quarter of it so that every panel still fills when RWC
+                # alone comes near the budget (a tiny model sampled every few milliseconds).
+                training = self.monitor.stats()["overhead_training"]
+                share = max(budget - (training if math.isfinite(training) else 0.0), budget / 4)
                 cost = (end - start) * self._contention
-                self._next_start = end + cost * (1 - budget) / budget
+                self._next_start = end + cost * (1 - share) / share
         self.monitor.notify()
 
     def _refresh(self) -> nn.Module:
