@@ -108,6 +108,32 @@ def test_throttle_coalesces_to_the_newest_and_limits_the_rate():
     assert seen == sorted(seen) and not errors
 
 
+@pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 1.0)])
+def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max_share, gap):
+    # max_rate 100 would allow a push every 10 ms; a push costing `cost` spaces the next ones
+    # by cost / max_share, at most 1 s (0.05 / 0.01 = 5 s is cut to 1 s).
+    times = []
+
+    def push():
+        times.append(time.monotonic())
+        time.sleep(cost)
+
+    throttle = Throttle(push, max_rate=100, max_share=max_share, on_error=pytest.fail)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        throttle.request()
+        time.sleep(0.002)
+    throttle.close()
+    gaps = np.diff(times)
+    assert len(gaps) >= 1 and (gaps >= gap * 0.95).all(), gaps
+    assert len(times) <= 2.5 / gap + 1, times
+
+
+def test_throttle_rejects_a_share_outside_0_1():
+    with pytest.raises(ValueError, match="max_share must be a fraction in"):
+        Throttle(lambda: None, max_share=0, on_error=pytest.fail)
+
+
 def test_throttle_reports_push_errors_and_keeps_running():
     errors, calls = [], []
 

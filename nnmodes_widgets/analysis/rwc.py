@@ -19,12 +19,13 @@ __all__ = ["RWC_KINDS", "RwcTracker", "weight_snapshot", "relative_weight_change
 RWC_KINDS = ("l1", "elementwise", "l2")
 
 # Each (device, dtype) keeps one flat snapshot buffer, every layer padded to whole chunks. An update
-# walks it in blocks that fit in cache: subtract the new values, sum |change| per chunk, copy the
-# new values in, sum |new| per chunk; so the weights and the snapshot cross the memory bus once
-# each, and the rest happens in cache (a whole-buffer version made ~11 passes: 2x slower on CPU).
+# walks it in blocks that fit in cache: gather the new values into scratch, put the change beside
+# them, copy them into the snapshot, and sum |change| and |new| per chunk in one reduction; so the
+# weights and the snapshot cross the memory bus once each and the rest stays in cache (a
+# whole-buffer version made ~11 passes: 1.8x slower at 10M parameters, 2.3x at 100M, on CPU).
 # Chunk sums run in the buffer's dtype (torch sums rows pairwise; 1024 terms lose nothing that
-# matters; a full reduction of a long row is both slower and less exact) and then in float64 over
-# a layer's chunks: a float64 reduction of float32 data is 20-70x slower on CPU.
+# matters; one reduction of a long row is both slower and less exact) and then in float64 over a
+# layer's chunks: a float64 reduction of float32 data is 20-70x slower on CPU.
 _CHUNK = 1024
 _BLOCK = {"cpu": 2**19}     # elements per block: 2 MiB of float32, a core's L2 cache
 _BLOCK_OTHER = 2**24        # on accelerators fewer, larger launches win

@@ -2,7 +2,12 @@
 
 The training loop only *requests* an update (a flag set, microseconds); a daemon thread builds and
 sends at most ``max_rate`` updates per second, always from the newest data, so a fast loop never
-waits for a widget and a slow widget never sees a backlog. Sending comm messages from a thread is
+waits for a widget and a slow widget never sees a backlog. An update that is costly to build
+spaces the next ones out so that building takes at most ``max_share`` of wall time, yet at least
+one update a second goes out (a rare costly one, such as the trend's periodic clustering, must
+not freeze a plot): the builder thread holds the GIL for much of its work, and a small model's
+training loop is Python-bound (on the quickstart MLP, ten trend updates a second slowed training
+by about 10%). Sending comm messages from a thread is
 safe: ipykernel routes them through its IOPub thread.
 """
 
@@ -13,12 +18,19 @@ import time
 from collections.abc import Callable
 
 
+_MAX_GAP = 1.0   # seconds: the longest a costly update delays the next
+
+
 class Throttle:
     def __init__(self, push: Callable[[], None], *, on_error: Callable[[Exception], None],
-                 max_rate: float = 10.0):
+                 max_rate: float = 10.0, max_share: float = 0.01):
         if not max_rate > 0:
             raise ValueError(f"max_rate must be positive, got {max_rate!r}")
+        if not 0 < max_share <= 1:
+            raise ValueError(f"max_share must be a fraction in (0, 1], got {max_share!r}")
         self.interval = 1.0 / max_rate
+        self.max_share = max_share
+        self._gap = self.interval      # before the next update: interval, or longer if costly
         self._push = push
         self._on_error = on_error
         self._wanted = threading.Event()
@@ -40,7 +52,7 @@ class Throttle:
     def offer(self) -> None:
         """Push at once on the calling thread if the rate allows, else as soon as it does
         (coalesced with whatever is offered meanwhile)."""
-        if time.monotonic() - self._last >= self.interval:
+        if time.monotonic() - self._last >= self._gap:
             self.push_now()
         else:
             self.request()
@@ -59,7 +71,7 @@ class Throttle:
             self._wanted.wait()
             if self._closed:
                 return
-            delay = self._last + self.interval - time.monotonic()
+            delay = self._last + self._gap - time.monotonic()
             if delay > 0:
                 time.sleep(delay)   # requests arriving meanwhile merge into this one update
             self._wanted.clear()
@@ -73,3 +85,5 @@ class Throttle:
                 self.pushes += 1
             except Exception as exc:  # a broken update must not kill the thread
                 self._on_error(exc)
+            cost = time.monotonic() - self._last
+            self._gap = min(max(self.interval, cost / self.max_share), _MAX_GAP)
