@@ -44,18 +44,25 @@ def test_spectra_land_in_the_history_and_match_the_weights_of_their_step():
     monitor.detach()
 
 
-def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeypatch):
+def slow_spectrum_monitor(monkeypatch, seconds: float):
+    """A monitor (every step, budget 0.1) whose only analysis sleeps ``seconds`` a run; returns
+    (monitor, model, optimizer, calls): the start time of every run."""
     calls = []
 
     def slow(model, probe):
         calls.append(time.perf_counter())
-        time.sleep(0.05)
+        time.sleep(seconds)
         return {"spectrum": {"w": np.ones(3)}}
 
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
+    return monitor, model, optimizer, calls
+
+
+def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeypatch):
+    monitor, model, optimizer, calls = slow_spectrum_monitor(monkeypatch, 0.05)
     start = time.perf_counter()
     train(model, optimizer, 300, pause=0.004)
     elapsed = time.perf_counter() - start
@@ -75,17 +82,7 @@ def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeyp
 def test_the_training_threads_share_comes_out_of_the_budget(monkeypatch, training_share, worker_share):
     # Budget 0.1: with the training thread (RWC) at 6% the worker gets the other 4%; at 20% it
     # still gets its floor, a quarter of the budget, so that the panels keep filling.
-    calls = []
-
-    def slow(model, probe):
-        calls.append(time.perf_counter())
-        time.sleep(0.02)
-        return {"spectrum": {"w": np.ones(3)}}
-
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
+    monitor, model, optimizer, calls = slow_spectrum_monitor(monkeypatch, 0.02)
     stats = monitor.stats
     monkeypatch.setattr(monitor, "stats", lambda: {**stats(), "overhead_training": training_share})
     train(model, optimizer, 400, pause=0.004)
@@ -97,14 +94,7 @@ def test_the_training_threads_share_comes_out_of_the_budget(monkeypatch, trainin
 
 
 def test_the_reported_overhead_counts_the_worker_and_stays_near_the_budget(monkeypatch):
-    def slow(model, probe):          # a deliberately slow analysis: 40 ms a run
-        time.sleep(0.04)
-        return {"spectrum": {"w": np.ones(3)}}
-
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
+    monitor, model, optimizer, _ = slow_spectrum_monitor(monkeypatch, 0.04)   # 40 ms a run
     train(model, optimizer, 400, pause=0.008)     # ~3.5 s; the share is read over the last 200 steps
     stats = monitor.stats()
     monitor.detach()

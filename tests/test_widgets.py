@@ -129,6 +129,13 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
     assert len(times) <= 2.5 / gap + 1, times
 
 
+def test_the_one_second_cap_never_shortens_a_slower_max_rate():
+    throttle = Throttle(lambda: time.sleep(0.05), max_rate=0.5, max_share=0.01, on_error=pytest.fail)
+    throttle.push_now()            # 0.05 s / 0.01 = 5 s, cut to 1 s, but max_rate asks for 2 s
+    throttle.close()
+    assert throttle._gap == 2.0
+
+
 def test_throttle_rejects_a_share_outside_0_1():
     with pytest.raises(ValueError, match="max_share must be a fraction in"):
         Throttle(lambda: None, max_share=0, on_error=pytest.fail)

@@ -7,8 +7,8 @@ spaces the next ones out so that building takes at most ``max_share`` of wall ti
 one update a second goes out (a rare costly one, such as the trend's periodic clustering, must
 not freeze a plot): the builder thread holds the GIL for much of its work, and a small model's
 training loop is Python-bound (on the quickstart MLP, ten trend updates a second slowed training
-by about 10%). Sending comm messages from a thread is
-safe: ipykernel routes them through its IOPub thread.
+by about 10%). Sending comm messages from a thread is safe: ipykernel routes them through its
+IOPub thread.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 
-_MAX_GAP = 1.0   # seconds: the longest a costly update delays the next
+_MAX_GAP = 1.0   # seconds: the longest a costly update delays the next (max_rate aside)
 
 
 class Throttle:
@@ -86,4 +86,4 @@ class Throttle:
             except Exception as exc:  # a broken update must not kill the thread
                 self._on_error(exc)
             cost = time.monotonic() - self._last
-            self._gap = min(max(self.interval, cost / self.max_share), _MAX_GAP)
+            self._gap = max(self.interval, min(cost / self.max_share, _MAX_GAP))
