@@ -22,10 +22,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .analysis.capture import capture
+from .analysis.inputs import as_inputs, call_model, first_tensor
 from .analysis.neurons import neuron_modes
-from .analysis.pathways import characteristic_maps, pathway_layers, static_radiograph
+from .analysis.pathways import characteristic_maps, static_radiograph
 from .analysis.spectrum import mode_spectrum
 from .worker import Worker
+
+RADIOGRAPH_UNITS = 64        # units per layer in the recorded radiographs (what the panel shows)
+SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this much layer output
+MIN_SAMPLES = 8
+FROZEN_SAMPLES = 8           # probe samples a static radiograph with frozen factors averages over
 
 
 def _spectrum(model: nn.Module, probe) -> dict:
@@ -34,19 +41,28 @@ def _spectrum(model: nn.Module, probe) -> dict:
 
 
 def _radiograph(model: nn.Module, probe) -> dict:
-    """Signed static radiograph of every pathway layer, [neurons, inputs] (SPEC 4.2)."""
-    x = probe[0] if isinstance(probe, tuple) else probe
-    input_shape = tuple(x.shape[1:]) if x is not None else None
-    return {"radiograph": {
-        layer: static_radiograph(model, layer, input_shape=input_shape).flatten(1).cpu().numpy()
-        for layer in pathway_layers(model, input_shape=input_shape)}}
+    """Signed static radiograph of the first ``RADIOGRAPH_UNITS`` units of every weight layer
+    (SPEC 4.2): [units, inputs], or for token inputs [units, positions], the strength of the
+    pathways from each position (the L2 norm over embedding dimensions). Taken on the first
+    probe sample when nothing is frozen (the static network is then linear), else averaged over
+    the first ``FROZEN_SAMPLES``."""
+    x, _ = _split(probe)
+    inputs = as_inputs(x, model)
+    first = capture(model, inputs.rows(0, 1), static=True)
+    samples = inputs.rows(0, FROZEN_SAMPLES) if first.frozen else inputs.rows(0, 1)
+    out = {}
+    for layer in first.called:
+        r = static_radiograph(model, layer, x=samples, units=RADIOGRAPH_UNITS)
+        out[layer] = (r.norm(dim=-1) if first.tokens else r.flatten(1)).cpu().numpy()
+    return {"radiograph": out}
 
 
 def _neuron_modes(model: nn.Module, probe) -> dict:
-    """Active fraction of every neuron over the probe (SPEC 4.3; its modes follow from it), and
-    per class ("neuron_classes", [C, n]) when the probe has classes (see ``_classes``)."""
-    x, y, n_classes = _classes(model, probe)
-    modes = neuron_modes(model, x, y=y, num_classes=n_classes)
+    """Active fraction of every activation's neurons over the probe (SPEC 4.3; its modes follow
+    from it), and per class ("neuron_classes", [C, n]) when the probe has classes (see
+    ``_classes``)."""
+    x, y, n_classes, _ = _classes(model, probe)
+    modes = neuron_modes(model, x, y=y, num_classes=n_classes, with_order=False)
     out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
     if y is not None:
         out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
@@ -54,30 +70,48 @@ def _neuron_modes(model: nn.Module, probe) -> dict:
 
 
 def _characteristic_maps(model: nn.Module, probe) -> dict:
-    """Class-averaged characteristic maps of the output layer, [C, n_out, inputs] (SPEC 4.2)."""
-    x, y, n_classes = _classes(model, probe)
-    if y is None:
+    """Characteristic maps of the output layer (the last weight layer the forward runs, SPEC
+    4.2): class averages [C, n_out, inputs]; for a language model the probe-averaged map of each
+    position's predicted next token over the input positions, [1, T, T]."""
+    x, y, n_classes, language = _classes(model, probe)
+    layer = capture(model, as_inputs(x, model).rows(0, 1)).called[-1]
+    if language:
+        maps = characteristic_maps(model, x, layer).mean(0, keepdim=True)
+    elif y is None:
         raise ValueError("characteristic maps need class labels: give probe=(x, y), or a model "
-                         "whose output is class scores [B, C]")
-    input_shape = tuple(x.shape[1:])
-    layer = pathway_layers(model, input_shape=input_shape)[-1]
-    maps = characteristic_maps(model, x, layer, y=y, num_classes=n_classes)
+                         "whose output is class scores [B, C] or next-token logits [B, T, V]")
+    else:
+        maps = characteristic_maps(model, x, layer, y=y, num_classes=n_classes,
+                                   units=RADIOGRAPH_UNITS)
     return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}}
 
 
+def _split(probe):
+    """(x, y) of a probe: x alone, or x and its labels."""
+    return probe if isinstance(probe, tuple) else (probe, None)
+
+
 def _classes(model: nn.Module, probe):
-    """``(x, y, n_classes)`` of the probe: its labels when given, else the model's predicted
-    classes when its output is class scores [B, C] (C fixed, so every run has the same shape),
-    else y = n_classes = None."""
-    x, y = probe if isinstance(probe, tuple) else (probe, None)
+    """``(x, y, n_classes, language)`` for the analyses: x the first probe samples that fit in
+    ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``); y their labels when given,
+    else the model's predicted classes when its output is class scores [B, C] (C fixed, so every
+    run has the same shape), else None. ``language``: token inputs and next-token logits
+    [B, T, V]."""
+    x, y = _split(probe)
+    inputs = as_inputs(x, model)
+    per_sample = max(1, capture(model, inputs.rows(0, 1)).sample_bytes)
+    count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // per_sample))
+    inputs = inputs.rows(0, count)
     if y is not None:
-        return x, y, None
-    weight = next(model.parameters())
+        return inputs, y[:count], None, False
     with torch.no_grad():
-        out = model(x.to(weight.device, weight.dtype if x.is_floating_point() else None))
-    if out.ndim != 2 or out.shape[1] < 2:
-        return x, None, None
-    return x, out.argmax(1), out.shape[1]
+        out = first_tensor(call_model(model, inputs))
+    tokens = any(not t.is_floating_point() for t in inputs.tensors)
+    if out is not None and tokens and out.ndim == 3:
+        return inputs, None, None, True
+    if out is None or out.ndim != 2 or out.shape[1] < 2:
+        return inputs, None, None, False
+    return inputs, out.argmax(1), out.shape[1], False
 
 
 # name -> (model copy, probe) -> {analysis: {layer: array}}, each recorded in the history under
@@ -86,7 +120,7 @@ RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "radiograph": _radiograph
                                 "neuron_modes": _neuron_modes,
                                 "characteristic_maps": _characteristic_maps}
 HEAVY = tuple(RUNNERS)
-NEEDS_PROBE = {"neuron_modes", "characteristic_maps"}   # offered once there is a probe batch
+NEEDS_PROBE = {"radiograph", "neuron_modes", "characteristic_maps"}   # offered once there is a probe
 
 
 class HeavyAnalyses:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .analysis.capture import evaluating
+from .analysis.inputs import ModelInputs, as_inputs, call_model
 from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
@@ -53,7 +55,13 @@ class Monitor:
     previous sample into ``monitor.history`` under ``"rwc"``, keyed by parameter name.
 
     ``probe`` — a batch ``x`` or ``(x, y)`` for the sample-dependent analyses — and ``budget`` —
-    the share of training wall time the monitor may take — are kept for those analyses.
+    the share of training wall time the monitor may take — are kept for those analyses. ``x`` is
+    what the model's forward takes: a tensor, a dict of keyword inputs (``input_ids``,
+    ``attention_mask``, ...) or ``nm.analysis.ModelInputs(args, kwargs)``; it is never cast
+    (token ids stay integers) and is run through the model once here: a probe that does not fit
+    is refused at once, quoting the model's error. Without a probe, the first training batch
+    the model sees becomes the probe: every positional and keyword argument of that forward
+    call, the first ``PROBE_SIZE`` samples of each batched tensor.
 
     ``history_mb`` (default 512, ``None``: unbounded) is the memory cap per analysis of the
     recorded history; when an analysis exceeds it, it keeps every stride-th sample (evenly
@@ -95,7 +103,7 @@ class Monitor:
             raise ValueError(f"history_mb must be None or a positive number of megabytes, got {history_mb!r}")
         self.model = model
         self.optimizer = optimizer
-        self.probe = _check_probe(probe)
+        self.probe = _check_probe(probe, model)
         self.every = every
         self.budget = float(budget)
         self.rwc_kind = rwc_kind
@@ -126,7 +134,7 @@ class Monitor:
         self._hooks = []
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
-        self._probe_hook = (model.register_forward_pre_hook(self._capture_probe)
+        self._probe_hook = (model.register_forward_pre_hook(self._capture_probe, with_kwargs=True)
                             if self.probe is None else None)
 
     # -- the training-loop side ------------------------------------------------------------------
@@ -156,11 +164,19 @@ class Monitor:
     def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
         self.step()
 
-    def _capture_probe(self, module, args) -> None:
-        """The first training batch (at most PROBE_SIZE samples) becomes the probe; then the hook
-        removes itself."""
-        if self.probe is None and args and isinstance(args[0], torch.Tensor) and args[0].ndim >= 1:
-            self.probe = args[0][:PROBE_SIZE].detach().clone()
+    def _capture_probe(self, module, args, kwargs) -> None:
+        """The first training batch becomes the probe: every argument of the forward call, the
+        first PROBE_SIZE samples of each batched tensor, detached copies; then the hook removes
+        itself. A lone positional tensor is kept as a tensor."""
+        try:
+            inputs = as_inputs(ModelInputs(tuple(args), dict(kwargs)), what="the first batch")
+        except (TypeError, ValueError):
+            inputs = None    # nothing batched to keep: the sample analyses wait for a probe
+        if self.probe is None and inputs is not None:
+            inputs = inputs.rows(0, PROBE_SIZE).map(torch.Tensor.clone)
+            lone = len(inputs.args) == 1 and not inputs.kwargs and \
+                isinstance(inputs.args[0], torch.Tensor)
+            self.probe = inputs.args[0] if lone else inputs
         self._remove_probe_hook()
 
     def _remove_probe_hook(self) -> None:
@@ -325,14 +341,30 @@ class Monitor:
             del self.errors[0]
 
 
-def _check_probe(probe):
-    if probe is None or isinstance(probe, torch.Tensor):
-        return probe
-    if (isinstance(probe, (tuple, list)) and len(probe) == 2
-            and all(isinstance(t, torch.Tensor) for t in probe)):
+def _check_probe(probe, model: nn.Module):
+    """The probe as the monitor keeps it: x, or (x, y) with one label per sample; x a tensor, a
+    dict of keyword inputs or ModelInputs. Run through the model once (eval mode, no gradient,
+    the model's flags restored): ValueError quoting the model's error when it does not fit."""
+    if probe is None:
+        return None
+    inputs_types = (torch.Tensor, dict, ModelInputs)
+    if isinstance(probe, inputs_types):
+        x, y = probe, None
+    elif (isinstance(probe, (tuple, list)) and len(probe) == 2
+          and isinstance(probe[0], inputs_types) and isinstance(probe[1], torch.Tensor)):
         x, y = probe
-        if len(x) != len(y):
-            raise ValueError(f"probe inputs and labels differ in length: x {tuple(x.shape)}, y {tuple(y.shape)}")
-        return (x, y)
-    raise TypeError("probe must be a tensor x or a pair (x, y) of tensors, "
-                    f"got {type(probe).__name__}")
+    else:
+        raise TypeError("probe must be a batch x (a tensor, a dict of keyword inputs or "
+                        "nm.analysis.ModelInputs) or a pair (x, y) with labels y, "
+                        f"got {type(probe).__name__}")
+    inputs = as_inputs(x, model, what="the probe")
+    if y is not None and len(y) != inputs.batch:
+        raise ValueError(f"probe inputs and labels differ in length: x has {inputs.batch} samples, "
+                         f"y {tuple(y.shape)}")
+    try:
+        with evaluating(model), torch.no_grad():
+            call_model(model, inputs)
+    except Exception as e:
+        raise ValueError(f"the probe ({inputs.describe()}) does not fit the model "
+                         f"{type(model).__name__} ({type(e).__name__}: {e})") from e
+    return x if y is None else (x, y)

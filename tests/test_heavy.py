@@ -9,6 +9,7 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets import heavy
+from nnmodes_widgets.analysis import static_radiograph
 
 
 def mlp():
@@ -212,7 +213,7 @@ def test_radiographs_and_neuron_modes_from_the_captured_first_batch():
     monitor.detach()
 
 
-def test_an_analysis_the_model_does_not_support_is_switched_off_with_a_notice():
+def test_residual_models_get_radiographs_and_what_cannot_be_seen_is_switched_off_with_a_notice():
     class Residual(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -220,16 +221,36 @@ def test_an_analysis_the_model_does_not_support_is_switched_off_with_a_notice():
             self.b = torch.nn.Linear(8, 2)
 
         def forward(self, x):
-            return self.b(x + torch.relu(self.a(x)))   # no exact pathway chain
+            return self.b(x + torch.relu(self.a(x)))   # a skip path and a functional ReLU
 
-    model = Residual()
-    monitor = nm.Monitor(model, every=1, budget=1.0, analyses=("radiograph", "spectrum"))
+    model, x = Residual(), torch.randn(16, 8)
+    monitor = nm.Monitor(model, every=1, budget=1.0, probe=x, analyses=("radiograph", "spectrum"))
+    for _ in range(3):
+        monitor.step()
+        monitor.flush()
+    assert monitor.history.layers("radiograph") == ["a", "b"] and monitor.notices == []
+    _, maps = monitor.history.latest("radiograph", "b")
+    np.testing.assert_allclose(maps, static_radiograph(model, "b").numpy(), rtol=1e-5, atol=1e-7)
+    monitor.detach()
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0][:, -1])
+
+    monitor = nm.Monitor(Recurrent(), every=1, budget=1.0, probe=torch.randn(4, 5, 4),
+                         analyses=("neuron_modes", "spectrum"))
     for _ in range(6):
         monitor.step()
         monitor.flush()
-    assert monitor.history.layers("radiograph") == []
-    assert [n.analysis for n in monitor.notices] == ["radiograph"]
+    assert monitor.history.layers("neuron_modes") == []
+    assert [n.analysis for n in monitor.notices] == ["neuron_modes"]
     assert "switched off" in monitor.notices[0].message
+    assert "lstm: LSTM: its gates (sigmoid, tanh) run inside one fused" in monitor.notices[0].message
     assert monitor.errors == [] and len(monitor.history.steps("spectrum")) >= 4
     monitor.detach()
 
@@ -240,9 +261,10 @@ def test_the_analysed_copy_carries_no_hooks():
     model[0].register_forward_hook(lambda m, i, o: fired.append(1))
     monitor = nm.Monitor(model, every=1, budget=1.0, probe=torch.randn(10, 8),
                          analyses=("neuron_modes",))
+    assert fired == [1]     # the probe is checked once on the model itself
     monitor.step()
     monitor.flush()
-    assert fired == [] and monitor.history.layers("neuron_modes") == ["0"]
+    assert fired == [1] and monitor.history.layers("neuron_modes") == ["0"]
     monitor.detach()
 
 

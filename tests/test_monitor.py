@@ -534,13 +534,16 @@ BAD_ARGS = [
     (dict(probe=42), TypeError, "probe"),
     (dict(probe=(torch.zeros(4, 6),)), TypeError, "probe"),
     (dict(probe=(torch.zeros(4, 6), torch.zeros(3, dtype=torch.long))), ValueError, "probe"),
+    (dict(probe=torch.randn(4, 7)), ValueError,
+     r"the probe \(\(4, 7\) float32\) does not fit the model Sequential \(RuntimeError: mat1 and "
+     r"mat2 shapes cannot be multiplied \(4x7"),
 ]
 
 
 @pytest.mark.parametrize("kwargs, exc, word", BAD_ARGS, ids=[
     "every=0", "every=-1", "every=1.5", "every=True", "every=str", "budget=0", "budget=1.5",
     "budget=-0.1", "budget=nan", "kind=l3", "probe=str", "probe=int", "probe=1-tuple",
-    "probe=len-mismatch"])
+    "probe=len-mismatch", "probe=misfit"])
 def test_bad_arguments_raise_and_add_no_hook(kwargs, exc, word):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -324,11 +324,11 @@ class Functional(nn.Module):
 
 @pytest.mark.parametrize("model,x,kwargs,error,match", [
     (nn.Sequential(nn.Linear(3, 2)), torch.randn(4, 3), {}, ValueError,
-     "nothing to analyse: no weight layer of Sequential is followed by an elementwise activation"),
-    (nn.Sequential(nn.ReLU()), torch.randn(4, 3), {}, ValueError, "nothing to analyse"),
-    (Functional(), torch.randn(4, 3), {}, ValueError, "does not compute the chain"),
+     "nothing to analyse: Sequential's forward calls no elementwise activation"),
+    (nn.LSTM(3, 4), torch.randn(4, 2, 3), {}, ValueError,
+     r"nothing to analyse.*<model>: LSTM: its gates \(sigmoid, tanh\) run inside one fused"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.randn(4, 5), {}, ValueError,
-     r"probe x of shape \(4, 5\) does not fit"),
+     r"the probe x \(\(4, 5\) float32\) does not fit the model Sequential \(RuntimeError: mat1"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.randn(0, 3), {}, ValueError, "empty batch"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.randn(4, 3), dict(eps=0.5), ValueError,
      r"eps must be in \[0, 0.5\)"),
@@ -347,11 +347,21 @@ def test_bad_input_gets_a_clear_error(model, x, kwargs, error, match):
         neuron_modes(model, x, **kwargs)
 
 
+def test_functional_activations_count_like_modules():
+    torch.manual_seed(3)
+    model, x = Functional(), torch.randn(40, 3)
+    modes = neuron_modes(model, x)
+    assert list(modes) == ["fc1"] and modes["fc1"].activation == "relu#0"
+    with torch.no_grad():
+        z = model.fc1(x)
+    torch.testing.assert_close(modes["fc1"].active_fraction, (z > 0).double().mean(0))
+
+
 def test_non_finite_preactivations_are_reported_with_the_layer():
     model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2), nn.ReLU())
     with torch.no_grad():
         model[2].weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="layer '2' has non-finite pre-activations"):
+    with pytest.raises(ValueError, match="activation '2' has non-finite inputs on the probe"):
         neuron_modes(model, torch.randn(4, 3))
 
 

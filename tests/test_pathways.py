@@ -338,14 +338,24 @@ def test_same_results_under_no_grad_and_inference_mode():
             assert torch.equal(g, e)
 
 
-def test_pathways_stop_at_pooling_but_earlier_layers_work():
+def test_max_pooling_is_a_selection_frozen_at_the_probe():
+    torch.manual_seed(12)
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(8, 3)).double()
-    assert pathway_layers(model, input_shape=(1, 4, 4)) == ["0"]
+    assert pathway_layers(model) == ["0", "4"]
     x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
     assert gated_radiograph(model, x, "0").shape == (2, 2, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"layer '4' lies behind '2' \(MaxPool2d\)"):
-        gated_radiograph(model, x, "4")
+    torch.testing.assert_close(gated_radiograph(model, x, "4"), channel_sum_jacobian(model, x))
+    with pytest.raises(ValueError, match=r"freezes factors that depend on the input "
+                                         r"\(2:max_pool2d \(selection\)\): pass a probe batch x"):
+        static_radiograph(model, "4", input_shape=(1, 4, 4))
+    static = static_radiograph(model, "4", x=x)
+    assert static.frozen == ("2:max_pool2d (selection)",)
+    # every gate open, the max-pool's choice on each probe sample kept: the mean of the
+    # Jacobians of the model without its ReLU
+    linear = nn.Sequential(model[0], model[2], model[3], model[4])
+    expected = torch.stack([channel_sum_jacobian(linear, x[b:b + 1])[0] for b in range(2)]).mean(0)
+    torch.testing.assert_close(static, expected)
 
 
 # -- convolutions ----------------------------------------------------------------------------------------
@@ -474,23 +484,17 @@ def test_the_model_is_left_as_found_when_a_call_raises(call):
     assert_unchanged(model, before)
 
 
-def test_model_is_left_as_found_when_the_chain_check_fails():
-    class Functional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.b(torch.relu(self.a(x)))
-
-    model = Functional().train()
+def test_model_is_left_as_found_with_functional_activations_and_residual_sums():
+    model = Residual().train()
     before = model_state(model)
-    with pytest.raises(ValueError, match="does not compute the chain"):
-        gated_radiograph(model, torch.randn(5, 3), "b")
+    x = torch.randn(5, 4)
+    gated_radiograph(model, x, "fc2")
+    static_radiograph(model, "fc2", signed=False)
+    characteristic_maps(model, x, "fc1", y=[0, 1, 0, 1, 1])
     assert_unchanged(model, before)
 
 
-# -- refusals --------------------------------------------------------------------------------------------
+# -- beyond chains (brute force on residual nets: test_architectures.py) ---------------------------------
 
 class FunctionalRelu(nn.Module):
     def __init__(self):
@@ -528,35 +532,41 @@ class Tuple(nn.Module):
         return self.fc(x), x
 
 
-def test_functional_activations_are_refused_for_the_static_radiograph():
-    model = FunctionalRelu()
-    with pytest.raises(ValueError, match=r"does not compute the chain.*torch\.relu"):
-        static_radiograph(model, "fc2")
-    with pytest.raises(ValueError, match="does not compute the chain"):
-        pathway_layers(model)
-    # even with a probe x on which every pre-activation is positive (ReLU acts as the identity)
+def test_functional_activations_are_gates_never_linear():
+    """A functional ReLU is seen: the gated radiograph is the Jacobian, the static one opens its
+    gates (W2 W1)."""
+    torch.manual_seed(1)
+    model = FunctionalRelu().double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    torch.testing.assert_close(gated_radiograph(model, x, "fc2"), channel_sum_jacobian(model, x))
     with torch.no_grad():
-        model.fc1.bias.fill_(3.0)
-    positive = 0.01 * torch.randn(4, 3)
-    with torch.no_grad():
-        assert (model.fc1(positive) > 0).all()
-    with pytest.raises(ValueError, match="does not compute the chain"):
-        gated_radiograph(model, positive, "fc2")
+        w1, w2 = model.fc1.weight, model.fc2.weight
+        torch.testing.assert_close(static_radiograph(model, "fc2"), w2 @ w1)
+        torch.testing.assert_close(static_radiograph(model, "fc2", signed=False), w2.abs() @ w1.abs())
+    assert static_radiograph(model, "fc2").frozen == ()
 
 
-def test_functional_relu_that_never_changes_anything_is_caught_by_the_generated_probe():
-    model = FunctionalRelu()
-    x = torch.full((3, 3), 0.0)    # on x itself the chain and the model agree
-    with torch.no_grad():
-        model.fc1.bias.fill_(0.5)
-    with pytest.raises(ValueError, match="on a generated probe"):
-        characteristic_maps(model, x, "fc2")
+def layer_jacobian(model, x, layer):
+    """Autograd Jacobian of module ``layer``'s output (channel sums) inside the whole model."""
+    module = dict(model.named_modules())[layer]
+    outputs = []
+    handle = module.register_forward_hook(lambda m, i, o: outputs.append(o))
+    try:
+        def run(v):
+            outputs.clear()
+            model(v)
+            return outputs[0]
+        return channel_sum_jacobian(run, x)
+    finally:
+        handle.remove()
 
 
-@pytest.mark.parametrize("model,x", [(Residual(), torch.randn(3, 4)), (OutOfOrder(), torch.randn(3, 3))])
-def test_residual_and_out_of_order_forwards_are_refused(model, x):
-    with pytest.raises(ValueError, match="(does not compute the chain|fails)"):
-        gated_radiograph(model, x, "fc2" if isinstance(model, Residual) else "second")
+@pytest.mark.parametrize("model,x,layer", [
+    (Residual(), torch.randn(3, 4), "fc2"), (OutOfOrder(), torch.randn(3, 3), "second"),
+    (Tuple(), torch.randn(3, 3), "fc")])
+def test_residual_out_of_order_and_tuple_forwards_are_jacobians(model, x, layer):
+    model, x = model.double(), x.double()
+    torch.testing.assert_close(gated_radiograph(model, x, layer), layer_jacobian(model, x, layer))
 
 
 @pytest.mark.parametrize("call,error,match", [
@@ -567,12 +577,10 @@ def test_residual_and_out_of_order_forwards_are_refused(model, x):
     (lambda: static_radiograph(mlp((3, 4, 2)), "1"), ValueError, r"'1' \(ReLU\) is not a weight layer"),
     (lambda: static_radiograph(mlp((3, 4, 2)), 0), TypeError, "layer must be a module name"),
     (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(2, 5), "2"), ValueError,
-     r"probe x of shape \(2, 5\) does not fit"),
+     r"x \(\(2, 5\) float64\) does not fit the model Sequential \(RuntimeError: mat1"),
     (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(3), "2"), ValueError, "must be a batch"),
     (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(0, 3), "2"), ValueError, "empty batch"),
     (lambda: gated_radiograph(mlp((3, 4, 2)), "abc", "2"), TypeError, "tensor or array"),
-    (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(2, 5, 3), "2"), ValueError,
-     r"need \[batch, features\] at a Linear layer"),
     (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(2, 3), "2", chunk_size=0), ValueError,
      "chunk_size must be a positive int"),
     (lambda: characteristic_maps(mlp((3, 4, 2)), torch.randn(4, 3), "2", y=[0, 1]), ValueError,
@@ -585,20 +593,21 @@ def test_residual_and_out_of_order_forwards_are_refused(model, x):
      ValueError, "num_classes=3 but y holds the label 4"),
     (lambda: characteristic_maps(mlp((3, 4, 2)), torch.randn(2, 3), "2", num_classes=3),
      ValueError, "num_classes is given without labels"),
-    (lambda: static_radiograph(conv_model("conv1d"), "0"), ValueError, r"pass input_shape"),
+    (lambda: static_radiograph(conv_model("conv1d"), "0"), ValueError,
+     r"Conv1d\) leaves the input size open: pass x \(a probe batch\) or input_shape"),
     (lambda: static_radiograph(mlp((3, 4, 2)), "0", input_shape=(0,)), ValueError, "input_shape must"),
     (lambda: static_radiograph(mlp((3, 4, 2)), "0", input_shape=(5,)), ValueError,
-     r"a probe of input_shape \(5,\) does not fit the model Sequential"),
+     r"a zero input of shape \(5,\) \(\(1, 5\) float64\) does not fit the model Sequential"),
     (lambda: static_radiograph(mlp((3, 4, 2)), "0", input_shape="ab"), TypeError, "input_shape must be"),
-    (lambda: static_radiograph(Tuple(), "fc"), ValueError, "returns tuple, not a tensor"),
-    (lambda: gated_radiograph(nn.Sequential(nn.Linear(3, 3), nn.Softmax(dim=1), nn.Linear(3, 2)),
-                              torch.randn(2, 3), "2"), ValueError,
-     r"lies behind '1' \(Softmax\).*neither a weight layer"),
-    (lambda: gated_radiograph(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 2)),
-                              torch.randn(2, 3), "2"), ValueError, r"lies behind '1' \(LayerNorm\)"),
+    (lambda: static_radiograph(nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 2)), "2"),
+     ValueError, r"freezes factors that depend on the input \(1:layer_norm \(scale\)\): pass a probe"),
+    (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(2, 3), "2", units=[5]), ValueError,
+     r"units \[5\] out of range: layer '2' has 2 units"),
+    (lambda: gated_radiograph(mlp((3, 4, 2)), torch.randn(2, 3), "2", units=0), ValueError,
+     "units must be a positive count"),
     (lambda: gated_radiograph(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False),
                                             nn.Linear(3, 2)), torch.randn(2, 3), "2"), ValueError,
-     "batch statistics"),
+     "normalises with batch statistics even in eval mode"),
     (lambda: pathway_layers(nn.Sequential(nn.LazyLinear(3))), ValueError, "uninitialised lazy"),
 ])
 def test_bad_input_gets_a_clear_error(call, error, match):
@@ -606,7 +615,7 @@ def test_bad_input_gets_a_clear_error(call, error, match):
         call()
 
 
-def test_container_with_own_parameters_is_refused():
+def test_container_with_own_parameters_and_a_non_elementwise_module():
     class Scaled(nn.Module):
         def __init__(self):
             super().__init__()
@@ -616,19 +625,38 @@ def test_container_with_own_parameters_is_refused():
         def forward(self, x):
             return self.fc(x) * self.scale
 
-    with pytest.raises(ValueError, match=r"'<model>' \(Scaled\) holds parameters of its own \(scale\)"):
-        pathway_layers(Scaled())
-
-
-def test_non_elementwise_parameter_free_module_blocks_pathways():
     class Centre(nn.Module):
         def forward(self, x):
             return x - x.mean(dim=1, keepdim=True)
 
-    model = nn.Sequential(nn.Linear(3, 4), Centre(), nn.Linear(4, 2))
-    assert pathway_layers(model) == ["0"]
-    with pytest.raises(ValueError, match=r"'1' \(Centre\).*does not act elementwise"):
-        static_radiograph(model, "2")
+    assert pathway_layers(Scaled()) == ["fc"]
+    model = nn.Sequential(nn.Linear(3, 4), Centre(), nn.Linear(4, 2)).double()
+    assert pathway_layers(model) == ["0", "2"]
+    centre = torch.eye(4, dtype=torch.float64) - 0.25
+    with torch.no_grad():
+        static = static_radiograph(model, "2")
+        torch.testing.assert_close(static, model[2].weight @ centre @ model[0].weight)
+    assert static.frozen == ()      # subtracting the mean is linear: nothing frozen
+
+
+def test_softmax_and_layernorm_are_frozen_and_named():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 3), nn.Softmax(dim=1),
+                          nn.Linear(3, 2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(gated_radiograph(model, x, "4"), channel_sum_jacobian(model, x))
+    static = static_radiograph(model, "4", x=x)
+    assert static.frozen == ("1:layer_norm (scale)", "3:softmax (attention pattern)")
+    # the softmax frozen: nothing reaches layer 4 through it
+    torch.testing.assert_close(static, torch.zeros_like(static))
+    # layer 2 through the LayerNorm with its scale frozen per sample: W2 diag(g / std_b) C W0
+    with torch.no_grad():
+        z0 = model[0](x)
+        std = torch.sqrt(z0.var(1, unbiased=False) + model[1].eps)
+        centre = torch.eye(3, dtype=torch.float64) - 1 / 3
+        per_sample = [model[2].weight @ torch.diag(model[1].weight / s) @ centre @ model[0].weight
+                      for s in std]
+    torch.testing.assert_close(static_radiograph(model, "2", x=x), torch.stack(per_sample).mean(0))
 
 
 def test_results_are_fresh_tensors_on_the_weights_device_and_dtype():

@@ -9,11 +9,14 @@ from .rwc import relative_weight_change, weight_snapshot
 # layer clustering (WeightScale)
 from .clustering import LayerClusters, cluster_layers
 
+# what a model is given: positional and keyword inputs
+from .inputs import ModelInputs
+
 # weight pathways (Feng et al.)
 from .pathways import characteristic_maps, gated_radiograph, pathway_layers, static_radiograph
 
 # neuron transformation modes (Lin et al.)
-from .neurons import NeuronModes, neuron_modes
+from .neurons import LayerModes, NeuronModes, neuron_modes
 
 # mode decomposition (Li & Huang)
 from .powerlaw import PowerLawFit, fit_power_law
@@ -23,6 +26,6 @@ __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
     "pathway_layers", "static_radiograph", "gated_radiograph", "characteristic_maps",
-    "neuron_modes", "NeuronModes",
+    "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs",
     "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "mode_truncation_curve",
 ]

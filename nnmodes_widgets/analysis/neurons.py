@@ -1,9 +1,9 @@
 """Neuron transformation modes: which neurons transmit, collapse or fold their inputs.
 
 Definitions from Lin, Feng, Zhang, Zhao, "Network dynamics-based framework for understanding
-deep neural networks" (arXiv 2501.02436); see SPEC section 4.3. For every weight layer whose
-output an elementwise activation s transforms (directly, or after Dropout, Identity or BatchNorm:
-then z is the BatchNorm's output, the activation's input), over a probe batch:
+deep neural networks" (arXiv 2501.02436); see SPEC section 4.3. For every elementwise
+activation s that the model's forward calls on a probe batch, module or functional (captured as
+``capture.py`` describes, with its keys), z its input:
 
 - transmitting region: the samples where s'(z) >= delta * max s', the maximum taken over
   z in [-10, 10] on a dense grid (20001 points; 2001 per neuron for activations with parameters,
@@ -20,10 +20,12 @@ then z is the BatchNorm's output, the activation's input), over a probe batch:
   1 - q^2 for a ReLU that clips a share q of the samples (pairs with both clipped tie).
 - with labels y: ``class_active_fraction[c, k]``: active_fraction over the samples of class c.
 
-Neurons are the features of a Linear layer and the channels of a convolution; for a convolution
-every spatial position of every sample counts as one sample of its channel, so a probe of B
-images with P positions gives B * P samples. Results are small and live on the host (CPU),
-in float64.
+Neurons are the features of a Linear layer's output and the channels of a convolution's (the
+neuron axis, ``capture.py``); every other position of every sample counts as one sample: a
+probe of B images with P positions gives B * P samples per channel, B sequences of T tokens
+B * T samples per feature. Activations Python never sees (inside fused kernels such as
+``nn.LSTM``) are listed in the result's ``not_analysable``. Results are small and live on the
+host (CPU), in float64.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .chain import (ACTIVATION, AFFINE, IDENTITY, WEIGHT, derivative, discover_chain, evaluating,
-                    prepare_batch)
+from .capture import capture, check_labels, derivative
+from .inputs import as_inputs
 
-__all__ = ["MODES", "NeuronModes", "neuron_modes", "order_preservation"]
+__all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation"]
 
 MODES = ("linear", "nonlinear", "dead")   # mode names; NeuronModes.mode_code indexes this
 
@@ -49,11 +51,11 @@ _SLACK = 1e-12              # count / N against 1 - eps: rounding must not flip 
 
 @dataclass(frozen=True, eq=False)
 class NeuronModes:
-    """Neuron transformation modes of one layer (see the module docstring).
+    """Neuron transformation modes of one activation (see the module docstring).
 
-    ``layer``: the weight layer's module name (the dict key); ``activation``: the module name of
-    the activation. Tensors are float64 on the CPU, one entry per neuron (n = out_features, or
-    out_channels for a convolution):
+    ``layer``: the key (see the module docstring); ``activation``: the activation module's name,
+    or ``module:function#i`` for a functional call. Tensors are float64 on the CPU, one entry per
+    neuron (n = the size of the activation input's neuron axis):
 
     - ``active_fraction`` [n]: share of samples in the transmitting region;
     - ``mode``: tuple of n strings, "linear" / "nonlinear" / "dead";
@@ -62,7 +64,7 @@ class NeuronModes:
     - ``order_preservation`` [n]: share of order-kept pairs (NaN when no pair has z_a != z_b);
     - ``class_active_fraction`` [C, n] with labels, else None (NaN rows for absent classes);
     - ``threshold`` [n]: delta * max s', the slope a sample needs to count as transmitting;
-    - ``n_samples``: samples per neuron (B, or B * positions for a convolution).
+    - ``n_samples``: samples per neuron (B times the positions per sample).
     """
     layer: str
     activation: str
@@ -76,52 +78,65 @@ class NeuronModes:
     n_samples: int
 
 
-def neuron_modes(model: nn.Module, x: torch.Tensor, *, y=None, eps: float = 0.05,
-                 delta: float = 0.05, num_classes: int | None = None) -> dict[str, NeuronModes]:
-    """Neuron modes of every weight layer followed by an elementwise activation, keyed by the
-    weight layer's module name (e.g. ``"features.3"``), front to back.
+class LayerModes(dict):
+    """``neuron_modes``' result: key -> NeuronModes, front to back, and ``not_analysable``:
+    module name -> why its activations cannot be seen (fused kernels such as ``nn.LSTM``)."""
 
-    x: the probe batch [B, ...] (converted to the weights' device and dtype). y: optional
-    integer labels [B] for ``class_active_fraction`` (classes 0..C-1, C = ``num_classes`` or
-    max(y) + 1). eps in [0, 0.5), delta in (0, 1]. The model is checked against the chain of
-    its modules first (see ``chain.py``) and left as it was found.
+    def __init__(self, items=(), not_analysable=None):
+        super().__init__(items)
+        self.not_analysable: dict[str, str] = dict(not_analysable or {})
+
+
+def neuron_modes(model: nn.Module, x, *, y=None, eps: float = 0.05,
+                 delta: float = 0.05, num_classes: int | None = None,
+                 with_order: bool = True) -> LayerModes:
+    """Neuron modes of every elementwise activation the forward calls on the probe, front to
+    back, keyed as ``capture.py`` documents (the weight layer's module name, e.g.
+    ``"features.3"``, when the activation transforms one weight layer's output; else
+    ``"layer1.0:relu#0"``-style keys naming the calling module and the call's position).
+
+    x: the probe batch: a tensor, a tuple of positional or a dict of keyword inputs (token ids
+    stay integers; every token position counts as a sample). y: optional integer labels [B] for
+    ``class_active_fraction`` (classes 0..C-1, C = ``num_classes`` or max(y) + 1). eps in
+    [0, 0.5), delta in (0, 1]. ``with_order=False`` skips ``order_preservation`` (NaN then:
+    the costliest part, O(N log N) per neuron). The model is left as it was found.
     """
     for name, value, low, high in (("eps", eps, "[0", "0.5)"), ("delta", delta, "(0", "1]")):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or not (0 <= value < 0.5 if name == "eps" else 0 < value <= 1):
             raise ValueError(f"{name} must be in {low}, {high}, got {value!r}")
-    chain = discover_chain(model)
-    with evaluating(model):
-        x, y, n_classes = prepare_batch(chain, x, y, num_classes)
-        batch = x.shape[0]
-        trace = chain.trace(model, x)
-        pairs = _weight_activation_pairs(chain)
-        if not pairs:
-            raise ValueError(
-                f"nothing to analyse: no weight layer of {type(model).__name__} is followed by an "
-                "elementwise activation module")
-        slopes: dict = {}
-        result = {}
-        for k, j in pairs:
-            layer, act = chain.steps[k], chain.steps[j]
-            z = trace.inputs[j]
-            if not torch.isfinite(z).all():
-                raise ValueError(f"layer {layer.name!r} has non-finite pre-activations on the probe "
-                                 "(NaN or inf weights or inputs)")
-            h, slope = derivative(act.module, z)
-            key = (id(act.module), z.ndim, z.shape[1])
-            if key not in slopes:
-                slopes[key] = _max_slope(act.module, z)
-            top = slopes[key]
-            n = z.shape[1]
-            top = top.expand(n) if top.numel() == 1 else top
-            threshold = delta * top
-            shape = (1, n, *[1] * (z.ndim - 2))
-            transmitting = (slope >= threshold.view(shape)) & (slope > 0)
-            result[layer.name] = _layer_modes(
-                layer.name, act.name, _neuron_major(z), _neuron_major(h),
-                _neuron_major(transmitting), threshold, eps,
-                (y, n_classes) if y is not None else None, batch)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    inputs = as_inputs(x, model)
+    batch = inputs.batch
+    n_classes = None
+    if y is not None:
+        y, n_classes = check_labels(y, batch, inputs.tensors[0].device, num_classes)
+    elif num_classes is not None:
+        raise ValueError("num_classes is given without labels y")
+    cap = capture(model, inputs, sites=True, what=f"the probe x ({inputs.describe()})")
+    if not cap.sites:
+        blind = "".join(f"; {name}: {why}" for name, why in cap.not_analysable.items())
+        raise ValueError(f"nothing to analyse: {type(model).__name__}'s forward calls no "
+                         f"elementwise activation on the probe{blind}")
+    result = LayerModes(not_analysable=cap.not_analysable)
+    for site in cap.sites:
+        z = site.z
+        if not torch.isfinite(z).all():
+            raise ValueError(f"activation {site.key!r} has non-finite inputs on the probe "
+                             "(NaN or inf weights or inputs)")
+        h, slope = derivative(site.fn, z)
+        n = z.shape[site.axis]
+        top = _max_slope(site.fn, z, site.axis, site.parametric)
+        top = top.expand(n) if top.numel() == 1 else top
+        threshold = delta * top
+        shape = [1] * z.ndim
+        shape[site.axis] = n
+        transmitting = (slope >= threshold.view(shape)) & (slope > 0)
+        result[site.key] = _layer_modes(
+            site.key, site.label, _neuron_major(z, site.axis), _neuron_major(h, site.axis),
+            _neuron_major(transmitting, site.axis), threshold, eps,
+            (y, n_classes) if y is not None else None, batch, with_order)
     return result
 
 
@@ -159,39 +174,28 @@ def order_preservation(z: torch.Tensor, h: torch.Tensor, *, budget: int = ORDER_
 
 # -- helpers -------------------------------------------------------------------------------------------
 
-def _weight_activation_pairs(chain) -> list[tuple[int, int]]:
-    """(weight step, activation step) for every weight layer whose output an activation
-    transforms, with only Dropout, Identity or BatchNorm between them."""
-    pairs = []
-    for k, step in enumerate(chain.steps):
-        if step.kind != WEIGHT:
-            continue
-        j = k + 1
-        while j < len(chain.steps) and chain.steps[j].kind in (IDENTITY, AFFINE):
-            j += 1
-        if j < len(chain.steps) and chain.steps[j].kind == ACTIVATION:
-            pairs.append((k, j))
-    return pairs
-
-
-def _max_slope(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """max of s' over z in [-10, 10]: [1] for a parameter-free activation, else [n] (the grid is
-    laid out along the neuron axis, so that per-channel parameters apply)."""
-    per_neuron = next(module.parameters(), None) is not None
+def _max_slope(fn, z: torch.Tensor, axis: int, per_neuron: bool) -> torch.Tensor:
+    """max of s' over z in [-10, 10]: [1] for an activation without parameters, else [n] (the
+    grid is laid out along the neuron axis, so that per-channel parameters such as PReLU's
+    apply)."""
     points = _GRID_POINTS_PER_NEURON if per_neuron else _GRID_POINTS
     grid = torch.linspace(*_GRID, points, dtype=torch.float64).to(z.device, z.dtype)
-    width = z.shape[1] if per_neuron else 1
-    grid = grid.view(-1, 1, *[1] * (z.ndim - 2)).expand(points, width, *[1] * (z.ndim - 2))
-    _, slope = derivative(module, grid.contiguous())
-    return slope.amax(dim=0).reshape(-1).to(torch.float64)
+    shape = [1] * z.ndim
+    shape[0] = points
+    if per_neuron:
+        shape[axis] = z.shape[axis]
+    grid = grid.view(points, *[1] * (z.ndim - 1)).expand(shape).contiguous()
+    _, slope = derivative(fn, grid)
+    return slope.movedim(axis, 0).reshape(slope.shape[axis], -1).amax(dim=1).to(torch.float64)
 
 
-def _neuron_major(t: torch.Tensor) -> torch.Tensor:
-    """[B, n, *positions] -> [n, B * positions], sample index b * positions + p."""
-    return t.transpose(0, 1).reshape(t.shape[1], -1)
+def _neuron_major(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """[B, ..., n (at axis), ...] -> [n, B * positions], sample index b * positions + p."""
+    return t.movedim(axis, 0).reshape(t.shape[axis], -1)
 
 
-def _layer_modes(layer, activation, z, h, transmitting, threshold, eps, labels, batch) -> NeuronModes:
+def _layer_modes(layer, activation, z, h, transmitting, threshold, eps, labels, batch,
+                 with_order) -> NeuronModes:
     n, count = z.shape
     active = transmitting.sum(dim=1).to(torch.float64) / count
     code = torch.full((n,), 1, dtype=torch.long, device=z.device)
@@ -214,7 +218,8 @@ def _layer_modes(layer, activation, z, h, transmitting, threshold, eps, labels, 
         mode=tuple(MODES[c] for c in code.tolist()),
         mode_code=code,
         fractions={name: float(share[i]) for i, name in enumerate(MODES)},
-        order_preservation=order_preservation(z, h).cpu(),
+        order_preservation=order_preservation(z, h).cpu() if with_order else
+        torch.full((n,), float("nan"), dtype=torch.float64),
         class_active_fraction=by_class,
         threshold=threshold.cpu(),
         n_samples=count,
