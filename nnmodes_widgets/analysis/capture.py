@@ -38,7 +38,8 @@ that are neither weights nor gates. Those are frozen at their values on the batc
 and attention patterns (``scaled_dot_product_attention`` computed with its weights frozen),
 max-pool and other selections (autograd takes the selection on the batch), products of two
 input-dependent tensors (the activation-side factor, else the first, frozen) and any other
-non-linear function of the input (its output taken as a constant). With ``signed=False`` every
+non-linear function of the input (its output taken as a constant); ``nn.MultiheadAttention``
+keeps its value path with the attention pattern frozen. With ``signed=False`` every
 coefficient of the remaining linear map is replaced by its absolute value (weights, BatchNorm
 scales, constant factors, subtraction as addition), so that pathway values add up unsigned.
 
@@ -69,6 +70,10 @@ from .inputs import ModelInputs, first_tensor
 
 __all__ = ["ACTIVATIONS", "Site", "Capture", "Refusal", "capture", "weight_layers", "unit_axis",
            "evaluating", "derivative", "check_labels", "NOT_ANALYSABLE"]
+
+
+class _Stop(Exception):
+    """Ends a pass early: every layer asked for has its output."""
 
 
 class Refusal(ValueError):
@@ -122,14 +127,21 @@ _SUBTRACTIONS = frozenset({"sub", "sub_", "subtract", "rsub", "__rsub__"})
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(module name, module) of every weight layer, in registration order, each module once
-    (under its first name): a ``weight`` parameter of 2+ dimensions, embeddings excluded."""
+    (under its first name): a ``weight`` parameter of 2+ dimensions, embeddings excluded, and
+    ``nn.MultiheadAttention`` as one layer (its output projection is applied inside it, never
+    called as a module)."""
     out, seen = [], set()
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            seen.update(id(m) for m in module.modules() if m is not module)
     for name, module in model.named_modules():
         if id(module) in seen:
             continue
         seen.add(id(module))
         w = module._parameters.get("weight")
-        if w is not None and w.ndim >= 2 and not isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        if isinstance(module, nn.MultiheadAttention) or (
+                w is not None and w.ndim >= 2
+                and not isinstance(module, (nn.Embedding, nn.EmbeddingBag))):
             out.append((name, module))
     return out
 
@@ -174,7 +186,8 @@ class Capture:
 
 
 def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static: bool = False,
-            signed: bool = True, sites: bool = False, layers=None, what: str | None = None) -> Capture:
+            signed: bool = True, sites: bool = False, layers=None, stop: bool = False,
+            what: str | None = None) -> Capture:
     """Run ``model`` on ``inputs`` in eval mode and record (see the module docstring).
 
     ``grad``: differentiable leaves and weight-layer outputs in the graph (the weights detached).
@@ -186,7 +199,7 @@ def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static
     try:
         with torch.inference_mode(False), torch.set_grad_enabled(grad):
             watcher = _Watcher(model, inputs, grad=grad, static=static, signed=signed,
-                               sites=sites, layers=layers)
+                               sites=sites, layers=layers, stop=stop)
         with evaluating(model), watcher.hooks(), torch.inference_mode(False), \
                 torch.set_grad_enabled(grad), watcher.mode:
             if grad:
@@ -195,6 +208,8 @@ def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static
                 out = functional_call(model, state, watcher.args, watcher.kwargs)
             else:
                 out = model(*watcher.args, **watcher.kwargs)
+    except _Stop:
+        out = None
     except Refusal:
         raise
     except Exception as e:
@@ -206,7 +221,7 @@ def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static
 
 
 class _Watcher:
-    def __init__(self, model, inputs: ModelInputs, *, grad, static, signed, sites, layers):
+    def __init__(self, model, inputs: ModelInputs, *, grad, static, signed, sites, layers, stop):
         self.model, self.grad, self.static, self.signed = model, grad, static, signed
         self.record_sites = sites
         self.cap = Capture()
@@ -215,6 +230,8 @@ class _Watcher:
             self.names.setdefault(id(m), name)
         self.weights = {id(m): n for n, m in weight_layers(model)}
         self.keep = None if layers is None else set(layers)
+        self.stop = stop
+        self.complete = False           # every kept layer has its output: nothing more to note
         self.stack: list[str] = []
         self.activation_depth = 0       # inside a user's elementwise module: calls not recorded
         self.passthrough = False        # our own work inside hooks: nothing recorded
@@ -277,6 +294,10 @@ class _Watcher:
                 return self._activation(name, type(module).__name__.lower(), args[0], args[0],
                                         module.forward, output, own_module=True)
             return None
+        if id(module) in self.weights and isinstance(output, (tuple, list)) and output and \
+                isinstance(output[0], torch.Tensor):
+            self._weight_output(name, output[0])    # attention: (output, weights)
+            return None
         if not isinstance(output, torch.Tensor):
             return None
         if isinstance(module, nn.Embedding) and self.tokens and args and \
@@ -286,19 +307,26 @@ class _Watcher:
             self.cap.leaves.append(leaf)
             return leaf
         if id(module) in self.weights:
-            if output.ndim:
-                self.cap.sample_bytes += output[0].numel() * output.element_size()
-            if name not in self.cap.outputs and (self.keep is None or name in self.keep):
-                self.cap.outputs[name] = output
-            if name not in self.cap.called:
-                self.cap.called.append(name)
-            self.origin[id(output)] = (name, output)
+            self._weight_output(name, output)
         elif isinstance(module, (_BatchNorm, _DropoutNd, nn.Identity)) and args and \
                 isinstance(args[0], torch.Tensor):
             source = self.origin.get(id(args[0]))
             if source is not None and source[1] is args[0]:
                 self.origin[id(output)] = (source[0], output)
         return None
+
+    def _weight_output(self, name: str, output: torch.Tensor) -> None:
+        if output.ndim:
+            self.cap.sample_bytes += output[0].numel() * output.element_size()
+        if name not in self.cap.outputs and (self.keep is None or name in self.keep):
+            self.cap.outputs[name] = output
+            if self.keep is not None and self.keep <= set(self.cap.outputs):
+                self.complete = True     # what comes later cannot reach these layers
+                if self.stop:
+                    raise _Stop
+        if name not in self.cap.called:
+            self.cap.called.append(name)
+        self.origin[id(output)] = (name, output)
 
     def _custom_activation(self, module, args) -> bool:
         """A parameter-free leaf module of the user's own that acts elementwise on its input."""
@@ -386,6 +414,9 @@ class _Mode(TorchFunctionMode):
                                  own_module=w.owner_is_activation_module(),
                                  parametric=any(isinstance(a, torch.Tensor)
                                                 for a in (*rest, *kw.values())))
+        if (name.endswith("_") or name == "__setitem__") and args and \
+                isinstance(args[0], torch.Tensor):
+            w.origin.pop(id(args[0]), None)     # changed in place: no longer a layer's output
         if name == "batch_norm" and w.grad:
             if _batch_statistics(args, kwargs):
                 raise Refusal(f"module {w.caller()!r} normalises with batch statistics even in "
@@ -459,6 +490,11 @@ def _static_call(w: _Watcher, func, name: str, args, kwargs):
     if name == "scaled_dot_product_attention":
         _note(w, where + " (attention pattern)")
         return _frozen_attention(args, kwargs, w.signed)
+    if name == "multi_head_attention_forward":
+        out = _frozen_multi_head_attention(args, kwargs, w.signed)
+        if out is not None:
+            _note(w, where + " (attention pattern)")
+            return out
     out = func(*args, **kwargs)
     outs, _ = tree_flatten(out)
     if not any(_dependent(o) for o in outs):
@@ -468,7 +504,7 @@ def _static_call(w: _Watcher, func, name: str, args, kwargs):
 
 
 def _note(w: _Watcher, what: str) -> None:
-    if what not in w.cap.frozen:
+    if not w.complete and what not in w.cap.frozen:
         w.cap.frozen.append(what)
 
 
@@ -566,6 +602,44 @@ def _frozen_attention(args, kwargs, signed: bool):
                 else scores + mask
         pattern = scores.softmax(-1)
     return pattern @ v
+
+
+_MHA_ARGS = ("query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight",
+             "in_proj_bias", "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight",
+             "out_proj_bias", "training", "key_padding_mask", "need_weights", "attn_mask",
+             "use_separate_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+             "static_k", "static_v", "average_attn_weights", "is_causal")
+
+
+def _frozen_multi_head_attention(args, kwargs, signed: bool):
+    """``F.multi_head_attention_forward`` (sequence first, [L, B, E]) with its attention pattern
+    frozen: out_proj(pattern @ v_proj(value)). None for the variants it does not cover (extra
+    key/value biases, zero attention, static keys): those freeze the whole output."""
+    p = dict(zip(_MHA_ARGS, args))
+    p.update(kwargs)
+    if any(p.get(k) is not None for k in ("bias_k", "bias_v", "static_k", "static_v")) \
+            or p.get("add_zero_attn") or p["value"].ndim != 3:
+        return None
+    with torch.no_grad():
+        detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in p.items()}
+        detached.update(need_weights=True, average_attn_weights=False, training=False)
+        _, pattern = torch.nn.functional.multi_head_attention_forward(**detached)   # [B, H, L, S]
+    value, heads = p["value"], p["num_heads"]
+    s, b, e = value.shape
+    if p.get("use_separate_proj_weight"):
+        wv = p["v_proj_weight"]
+    else:
+        wv = p["in_proj_weight"][2 * e:]
+    bias = p.get("in_proj_bias")
+    bv = None if bias is None else bias[2 * e:]
+    wo = p["out_proj_weight"]
+    if not signed:
+        wv, wo = wv.abs(), wo.abs()
+    v = torch.nn.functional.linear(value, wv, bv).view(s, b, heads, e // heads).permute(1, 2, 0, 3)
+    o = (pattern @ v).permute(2, 0, 1, 3).reshape(-1, b, e)
+    out = torch.nn.functional.linear(o, wo, p.get("out_proj_bias"))
+    weights = pattern.mean(1) if p.get("average_attn_weights", True) else pattern
+    return out, (weights if p.get("need_weights", True) else None)
 
 
 # -- helpers shared by the analyses -----------------------------------------------------------------

@@ -97,10 +97,13 @@ def call_model(model: nn.Module, inputs: ModelInputs):
 
 
 def first_tensor(output) -> torch.Tensor | None:
-    """The model's output tensor: the output itself, or the first tensor in a tuple, list or
-    dict-like output (a Hugging Face ModelOutput lists ``logits`` first when there is no loss)."""
+    """The model's output tensor: the output itself, the ``logits`` of a dict-like output (a
+    Hugging Face ModelOutput, which lists a loss first when given labels), or the first tensor of
+    a tuple, list or dict-like output."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
     values = output.values() if isinstance(output, Mapping) else (
         output if isinstance(output, (tuple, list)) else ())
     for v in values:
