@@ -12,6 +12,32 @@ const STRIP_H = 34;
 const LABEL_H = 14;
 const GAP = 8;
 const CLASS_ROW_H = 12;
+// Many activations (a ResNet-18 has 17): thin strips, labelled in a left gutter, grouped by block
+export const COMPACT_ABOVE = 8;
+export const MAX_STRIPS = 40;
+const THIN_H = 12;
+const GUTTER = 170;
+
+// The block an activation key belongs to: its module path up to the first numeric component (an
+// entry of a Sequential or ModuleList: "layer1.0", "transformer.h.3"), else the first component.
+export function blockOf(key) {
+  const parts = key.split(/[:#]/)[0].split(".");
+  const i = parts.findIndex((p) => /^\d+$/.test(p));
+  if (i >= 0) return parts.slice(0, i + 1).join(".");
+  return parts[0] || "<model>";
+}
+
+// The strips to draw: [{block, layers}] in the frame's order, at most `max` layers (the first
+// ones), and how many were left out.
+export function stripGroups(layers, max = MAX_STRIPS) {
+  const groups = [];
+  for (const l of layers.slice(0, max)) {
+    const block = blockOf(l.layer);
+    if (!groups.length || groups[groups.length - 1].block !== block) groups.push({ block, layers: [] });
+    groups[groups.length - 1].layers.push(l);
+  }
+  return { groups, hidden: Math.max(0, layers.length - max) };
+}
 
 // Group the frame's arrays by layer: {layer: {steps, shares, classes}}, in the frame's order.
 export function frameLayers(arrays) {
@@ -27,6 +53,14 @@ export function frameLayers(arrays) {
 export function classLayer(layers, selected) {
   const withClasses = layers.filter((l) => l.classes);
   return withClasses.find((l) => l.layer === selected) ?? withClasses[0] ?? null;
+}
+
+// Pixels the strips take: full strips with a label row each, or grouped thin strips.
+export function stripsHeight(layers) {
+  if (layers.length <= COMPACT_ABOVE) return layers.length * (LABEL_H + STRIP_H + GAP);
+  const { groups } = stripGroups(layers);
+  const shown = groups.reduce((k, g) => k + g.layers.length, 0);
+  return LABEL_H + groups.length * LABEL_H + shown * (THIN_H + 2) + GAP;
 }
 
 export default {
@@ -63,7 +97,7 @@ export default {
       const [classes, neurons] = shown ? shown.classes.shape : [0, 0];
       const mapH = shown ? LABEL_H + classes * CLASS_ROW_H + GAP : 0;
       canvas.width = width;
-      canvas.height = frame.layers.length * (LABEL_H + STRIP_H + GAP) + mapH;
+      canvas.height = stripsHeight(frame.layers) + mapH;
       const ctx = canvas.getContext("2d");
       ctx.imageSmoothingEnabled = false;
       ctx.font = "11px sans-serif";
@@ -74,35 +108,63 @@ export default {
         lo = Math.min(lo, l.steps.data[0]);
         hi = Math.max(hi, l.steps.data[l.steps.data.length - 1]);
       }
+      const compact = frame.layers.length > COMPACT_ABOVE;
+      const left = compact ? GUTTER : 0;
       const span = hi > lo ? hi - lo : 1;
-      const xOf = (s) => ((s - lo) / span) * (width - 2);
+      const xOf = (s) => left + ((s - lo) / span) * (width - left - 2);
       regions = [];
       let top = 0;
-      for (const l of frame.layers) {
-        ctx.globalAlpha = inSelection(l.layer, selected) ? 1 : 0.3;
-        const steps = l.steps.data;
-        const shares = l.shares.data;
-        const n = steps.length;
-        const last = [shares[3 * (n - 1)], shares[3 * (n - 1) + 1], shares[3 * (n - 1) + 2]];
+      const { groups, hidden } = stripGroups(frame.layers);
+      if (compact) {
         ctx.fillStyle = text;
-        ctx.fillText(`${l.layer}  ${MODES.map((m, i) => `${m} ${(100 * last[i]).toFixed(0)}%`).join(" · ")}`,
-          0, top + 10);
-        const y0 = top + LABEL_H;
-        for (let i = 0; i < n; i++) {
-          // each sample holds until the next one; the newest gets at least two pixels
-          const x = xOf(steps[i]);
-          const w = Math.max(2, (i + 1 < n ? xOf(steps[i + 1]) : width) - x);
-          let y = y0 + STRIP_H;
-          for (let m = 0; m < 3; m++) {
-            const h = shares[3 * i + m] * STRIP_H;
-            ctx.fillStyle = MODE_COLORS[m];
-            ctx.fillRect(x, y - h, w, h);
-            y -= h;
-          }
-        }
-        regions.push({ kind: "strip", layer: l, top: top, bottom: y0 + STRIP_H, xOf });
-        top += LABEL_H + STRIP_H + GAP;
+        const count = hidden ? `showing ${frame.layers.length - hidden} of ${frame.layers.length}` : `${frame.layers.length}`;
+        ctx.fillText(`${count} activations, grouped by block (hover a strip for its shares)`, 0, top + 10);
+        top += LABEL_H;
       }
+      for (const group of groups) {
+        if (compact) {
+          ctx.globalAlpha = 1;
+          ctx.fillStyle = text;
+          ctx.font = "bold 11px sans-serif";
+          ctx.fillText(group.block, 0, top + 11);
+          ctx.font = "11px sans-serif";
+          top += LABEL_H;
+        }
+        for (const l of group.layers) {
+          ctx.globalAlpha = inSelection(l.layer, selected) ? 1 : 0.3;
+          const steps = l.steps.data;
+          const shares = l.shares.data;
+          const n = steps.length;
+          const last = [shares[3 * (n - 1)], shares[3 * (n - 1) + 1], shares[3 * (n - 1) + 2]];
+          ctx.fillStyle = text;
+          const stripH = compact ? THIN_H : STRIP_H;
+          let y0 = top + LABEL_H;
+          if (compact) {
+            const name = l.layer.startsWith(group.block) && l.layer !== group.block
+              ? l.layer.slice(group.block.length).replace(/^\./, "") : l.layer;
+            ctx.fillText(`  ${name}  ${(100 * last[1]).toFixed(0)}% nonlin.`, 0, top + 10, GUTTER - 6);
+            y0 = top;
+          } else {
+            ctx.fillText(`${l.layer}  ${MODES.map((m, i) => `${m} ${(100 * last[i]).toFixed(0)}%`).join(" · ")}`,
+              0, top + 10);
+          }
+          for (let i = 0; i < n; i++) {
+            // each sample holds until the next one; the newest gets at least two pixels
+            const x = xOf(steps[i]);
+            const w = Math.max(2, (i + 1 < n ? xOf(steps[i + 1]) : width) - x);
+            let y = y0 + stripH;
+            for (let m = 0; m < 3; m++) {
+              const h = shares[3 * i + m] * stripH;
+              ctx.fillStyle = MODE_COLORS[m];
+              ctx.fillRect(x, y - h, w, h);
+              y -= h;
+            }
+          }
+          regions.push({ kind: "strip", layer: l, top: top, bottom: y0 + stripH, xOf });
+          top = compact ? top + THIN_H + 2 : top + LABEL_H + STRIP_H + GAP;
+        }
+      }
+      if (compact) top += GAP;
       ctx.globalAlpha = 1;
       if (shown) {
         ctx.fillStyle = text;

@@ -4,9 +4,10 @@
 // the others at once, also while a training cell keeps the kernel busy.
 
 // Whether a key of some analysis belongs to the selected module: "features.3" is selected by
-// "features.3" itself and by its parameters "features.3.weight", "features.3.bias".
+// "features.3" itself, its parameters "features.3.weight", "features.3.bias", and the
+// activation calls of its forward, "features.3:relu#0" or "features.3#1".
 export function inSelection(key, selected) {
-  return !selected || key === selected || key.startsWith(`${selected}.`);
+  return !selected || key === selected || [".", ":", "#"].some((c) => key.startsWith(`${selected}${c}`));
 }
 
 // Choose `layer` (a module name, "" for none) in this panel; the links carry it to the others.

@@ -16,6 +16,11 @@ from .live import LiveBinding, layer_choices
 
 MODES = ("linear", "nonlinear", "dead")
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
+COMPACT_ABOVE = 8     # more activations than this: thin strips (as in the browser)
+
+
+def _strip_inches(count: int) -> float:
+    return 1.1 * max(1, count) if count <= COMPACT_ABOVE else 0.32 * count
 
 
 def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
@@ -96,7 +101,7 @@ class Neurons(Exportable, anywidget.AnyWidget):
 
     @property
     def figsize(self):
-        return (9, 1.5 + 1.1 * max(1, len(self.monitor.history.layers("neuron_modes"))) + 2.6)
+        return (9, 1.5 + _strip_inches(len(self.monitor.history.layers("neuron_modes"))) + 2.6)
 
     def draw(self, fig, step: int | None = None) -> None:
         """Every layer's stacked mode shares, and the class map of the selected layer, at full
@@ -105,7 +110,7 @@ class Neurons(Exportable, anywidget.AnyWidget):
         layers = history.layers("neuron_modes")
         if not layers:
             raise ValueError("nothing to export yet: no neuron modes recorded")
-        strips, classes = fig.subfigures(2, 1, height_ratios=[1.1 * len(layers), 2.6])
+        strips, classes = fig.subfigures(2, 1, height_ratios=[_strip_inches(len(layers)), 2.6])
         axes = strips.subplots(len(layers), 1, squeeze=False, sharex=True)[:, 0]
         for ax, layer in zip(axes, layers):
             steps, active = history.get("neuron_modes", layer)
@@ -114,7 +119,7 @@ class Neurons(Exportable, anywidget.AnyWidget):
             ax.stackplot(steps[keep], shares.T, colors=MODE_COLORS, labels=MODES, step="post")
             ax.set_ylim(0, 1)
             ax.set_ylabel(layer, rotation=0, ha="right", va="center", fontsize="small")
-            ax.set_yticks([0, 1])
+            ax.set_yticks([0, 1] if len(layers) <= COMPACT_ABOVE else [])
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
         axes[-1].set_xlabel("step")
         self._draw_classes(classes, step)

@@ -9,6 +9,7 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..analysis.inputs import ModelInputs
 from ..checks import check_int
 from ..monitor import Monitor
 from ._bundle import bundle
@@ -201,7 +202,8 @@ class _LiveMaps(Radiograph):
             return
         step, bands = frame
         # sent at once: the LiveBinding already paces these pushes
-        self._prepare(step, bands, _image_shape(self.monitor.probe, bands))
+        bands, shape = _image_bands(self.monitor.probe, bands)
+        self._prepare(step, bands, shape)
         self._send_frame()
 
     def close(self) -> None:
@@ -213,13 +215,15 @@ class _LiveMaps(Radiograph):
 class LiveRadiograph(_LiveMaps):
     """The newest static radiographs of ``monitor.history`` ("radiograph"), as they land.
 
-    Image-shaped probes ([B, H, W] or [B, 1, H, W]) give one H x W tile per neuron.
+    Image probes ([B, H, W] or [B, C, H, W]) give one H x W tile per unit (the C input channels
+    summed); token models a map of units x positions (pathway strength from each position).
     """
 
     analysis = "radiograph"
 
     def __init__(self, monitor: Monitor, **kwargs):
-        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first")
+        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first "
+                                   "(image tiles: colour channels summed; tokens: per position)")
         kwargs.setdefault("layers", layer_choices(monitor) if isinstance(monitor, Monitor) else [])
         super().__init__(monitor, **kwargs)
 
@@ -252,12 +256,32 @@ class LiveCharacteristicMaps(_LiveMaps):
         if not layers:
             return None
         step, maps = history.latest("characteristic_maps", layers[-1])
+        x = _probe_tensor(self.monitor.probe)
+        if x is not None and not x.is_floating_point():   # a language model: [1, T, T]
+            return step, {"predicted next token (rows: positions, columns: input positions)": maps[0]}
         return step, {f"class {c}": m for c, m in enumerate(maps)}
 
 
-def _image_shape(probe, maps) -> tuple[int, int] | None:
+def _image_bands(probe, bands: dict) -> tuple[dict, tuple[int, int] | None]:
+    """Bands as shown and their tile shape: for an image probe ([B, H, W] or [B, C, H, W]) every
+    map [neurons, C * H * W] becomes H x W tiles, the C input channels summed (the pathways from
+    each pixel, all colours); other inputs stay a heat map (token models: [units, positions])."""
+    x = _probe_tensor(probe)
+    if x is None or not x.is_floating_point() or x.ndim not in (3, 4):
+        return bands, None
+    c, (h, w) = (1 if x.ndim == 3 else int(x.shape[1])), (int(x.shape[-2]), int(x.shape[-1]))
+    if not all(np.shape(m)[1] == c * h * w for m in bands.values()):
+        return bands, None
+    if c > 1:
+        bands = {k: np.asarray(m).reshape(len(m), c, h * w).sum(axis=1) for k, m in bands.items()}
+    return bands, (h, w)
+
+
+def _probe_tensor(probe):
+    """The probe's first input tensor (its x, or the first tensor of its keyword inputs)."""
     x = probe[0] if isinstance(probe, tuple) else probe
-    if x is None or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] != 1):
-        return None
-    shape = tuple(int(d) for d in x.shape[-2:])
-    return shape if all(m.shape[1] == shape[0] * shape[1] for m in maps.values()) else None
+    if isinstance(x, ModelInputs):
+        return x.tensors[0] if x.tensors else None
+    if isinstance(x, dict):
+        return next((v for v in x.values() if hasattr(v, "ndim")), None)
+    return x

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { unpack } from "../../js/decode.js";
-import { classLayer, frameLayers } from "../../js/neurons.js";
+import { COMPACT_ABOVE, blockOf, classLayer, frameLayers, stripGroups, stripsHeight } from "../../js/neurons.js";
 import { highlightLines, inSelection } from "../../js/selection.js";
 
 // A model with the get/set of a widget model, enough for the helpers under test.
@@ -69,5 +69,41 @@ describe("neuron-modes frames", () => {
     expect(classLayer(layers, "1").layer).toBe("3"); // layer 1 has no class map
     expect(classLayer(layers, "").layer).toBe("3");
     expect(classLayer(frameLayers(arrays.slice(0, 2)), "")).toBeNull();
+  });
+});
+
+describe("neuron strips of many activations", () => {
+  it("groups activation keys by block: the module path up to its first index", () => {
+    expect(blockOf("layer1.0.conv1")).toBe("layer1.0");
+    expect(blockOf("layer1.0.relu#1")).toBe("layer1.0");
+    expect(blockOf("blocks.1:relu#0")).toBe("blocks.1");
+    expect(blockOf("transformer.h.3.mlp.c_fc")).toBe("transformer.h.3");
+    expect(blockOf("stem")).toBe("stem");
+    expect(blockOf("relu#0")).toBe("relu");
+    expect(blockOf("2")).toBe("2");
+  });
+
+  it("keeps the frame's order, starts a group at each new block and counts what it leaves out", () => {
+    const layers = ["stem", "layer1.0.conv1", "layer1.0.relu#1", "layer1.1.conv1", "relu#0"]
+      .map((layer) => ({ layer }));
+    const { groups, hidden } = stripGroups(layers, 4);
+    expect(groups.map((g) => [g.block, g.layers.map((l) => l.layer)])).toEqual([
+      ["stem", ["stem"]], ["layer1.0", ["layer1.0.conv1", "layer1.0.relu#1"]],
+      ["layer1.1", ["layer1.1.conv1"]]]);
+    expect(hidden).toBe(1);
+  });
+
+  it("sizes the canvas for full strips up to COMPACT_ABOVE layers, thin grouped ones above", () => {
+    const few = Array.from({ length: COMPACT_ABOVE }, (_, i) => ({ layer: `${i}` }));
+    const many = Array.from({ length: 17 }, (_, i) => ({ layer: `layers.${Math.floor(i / 2)}.conv${i % 2}` }));
+    expect(stripsHeight(few)).toBe(COMPACT_ABOVE * 56);
+    expect(stripsHeight(many)).toBeLessThan(17 * 56 / 2);
+  });
+
+  it("selects a module's activation calls with it", () => {
+    expect(inSelection("layer1.0:relu#0", "layer1.0")).toBe(true);
+    expect(inSelection("layer1.0.relu#1", "layer1.0.relu")).toBe(true);
+    expect(inSelection("layer1.0.relu#1", "layer1.0.r")).toBe(false);
+    expect(inSelection("layer1.00.conv1", "layer1.0")).toBe(false);
   });
 });
