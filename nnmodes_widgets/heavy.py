@@ -25,7 +25,7 @@ from torch import nn
 from .analysis.capture import capture
 from .analysis.inputs import as_inputs, call_model, first_tensor
 from .analysis.neurons import neuron_modes
-from .analysis.pathways import characteristic_maps, pathway_layers, static_radiograph
+from .analysis.pathways import characteristic_maps, static_radiographs
 from .analysis.spectrum import mode_spectrum
 from .worker import Worker
 
@@ -42,7 +42,8 @@ def _spectrum(model: nn.Module, probe) -> dict:
 
 def _radiograph(model: nn.Module, probe) -> dict:
     """Signed static radiograph of the first ``RADIOGRAPH_UNITS`` units of every weight layer
-    the forward runs, in ``pathway_layers`` order (SPEC 4.2): [units, inputs], or for token inputs [units, positions], the strength of the
+    the forward runs, in ``pathway_layers`` order, from one pass (SPEC 4.2): [units, inputs], or
+    for token inputs [units, positions], the strength of the
     pathways from each position (the L2 norm over embedding dimensions). Taken on the first
     probe sample when nothing is frozen (the static network is then linear), else averaged over
     the first ``FROZEN_SAMPLES``."""
@@ -50,11 +51,9 @@ def _radiograph(model: nn.Module, probe) -> dict:
     inputs = as_inputs(x, model)
     first = capture(model, inputs.rows(0, 1), static=True)
     samples = inputs.rows(0, FROZEN_SAMPLES) if first.frozen else inputs.rows(0, 1)
-    out = {}
-    for layer in [name for name in pathway_layers(model) if name in first.called]:
-        r = static_radiograph(model, layer, x=samples, units=RADIOGRAPH_UNITS)
-        out[layer] = (r.norm(dim=-1) if first.tokens else r.flatten(1)).cpu().numpy()
-    return {"radiograph": out}
+    maps = static_radiographs(model, samples, units=RADIOGRAPH_UNITS)
+    return {"radiograph": {layer: (r.norm(dim=-1) if first.tokens else r.flatten(1)).cpu().numpy()
+                           for layer, r in maps.items()}}
 
 
 def _neuron_modes(model: nn.Module, probe) -> dict:

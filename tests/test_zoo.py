@@ -270,3 +270,17 @@ def test_every_analysis_runs_under_the_monitor_with_nothing_switched_off(name):
         assert maps.shape == (10, 10, 3 * 8 * 8)    # predicted classes x output units x inputs
     else:
         assert maps.shape == (1, 8, 8)              # positions x input positions
+
+
+@pytest.mark.parametrize("name", ["postact-resnet", "vit"])
+def test_every_static_radiograph_from_one_pass_equals_one_layer_at_a_time(name):
+    from nnmodes_widgets.analysis import static_radiographs
+
+    model, x = prepared(name), zoo.images(batch=2).double()
+    every = static_radiographs(model, x, units=5)
+    assert list(every) == [layer for layer in pathway_layers(model) if layer in every]
+    assert len(every) == len(pathway_layers(model))
+    for layer, r in every.items():
+        one = static_radiograph(model, layer, x=x, units=5)
+        torch.testing.assert_close(r, one, rtol=1e-10, atol=1e-12)
+        assert r.frozen == one.frozen, layer

@@ -13,7 +13,8 @@ from .clustering import LayerClusters, cluster_layers
 from .inputs import ModelInputs
 
 # weight pathways (Feng et al.)
-from .pathways import characteristic_maps, gated_radiograph, pathway_layers, static_radiograph
+from .pathways import (characteristic_maps, gated_radiograph, pathway_layers, static_radiograph,
+                       static_radiographs)
 
 # neuron transformation modes (Lin et al.)
 from .neurons import LayerModes, NeuronModes, neuron_modes
@@ -25,7 +26,8 @@ from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
 __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
-    "pathway_layers", "static_radiograph", "gated_radiograph", "characteristic_maps",
+    "pathway_layers", "static_radiograph", "static_radiographs", "gated_radiograph",
+    "characteristic_maps",
     "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs",
     "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "mode_truncation_curve",
 ]

@@ -183,6 +183,7 @@ class Capture:
     output: torch.Tensor | None = None
     not_analysable: dict[str, str] = field(default_factory=dict)
     sample_bytes: int = 0     # per sample, all weight-layer outputs: a proxy of the pass's memory
+    frozen_at: dict[str, tuple[str, ...]] = field(default_factory=dict)   # layer -> frozen before it
 
 
 def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static: bool = False,
@@ -320,6 +321,7 @@ class _Watcher:
             self.cap.sample_bytes += output[0].numel() * output.element_size()
         if name not in self.cap.outputs and (self.keep is None or name in self.keep):
             self.cap.outputs[name] = output
+            self.cap.frozen_at[name] = tuple(self.cap.frozen)
             if self.keep is not None and self.keep <= set(self.cap.outputs):
                 self.complete = True     # what comes later cannot reach these layers
                 if self.stop:

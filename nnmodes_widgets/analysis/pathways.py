@@ -56,8 +56,8 @@ from torch.nn.modules.conv import _ConvNd
 from .capture import Capture, capture, check_labels, unit_axis, weight_layers
 from .inputs import ModelInputs, as_inputs
 
-__all__ = ["pathway_layers", "static_radiograph", "gated_radiograph", "characteristic_maps",
-           "CHUNK_BYTES"]
+__all__ = ["pathway_layers", "static_radiograph", "static_radiographs", "gated_radiograph",
+           "characteristic_maps", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 2**20    # default budget for one chunk's intermediates
 
@@ -104,6 +104,25 @@ def static_radiograph(model: nn.Module, layer: str, *, signed: bool = True, x=No
             f"input ({', '.join(cap.frozen)}): pass a probe batch x to freeze them at")
     out = rows.mean(0) if rows.shape[0] > 1 else rows[0].clone()
     out.frozen = tuple(cap.frozen)
+    return out
+
+
+def static_radiographs(model: nn.Module, x, *, signed: bool = True, units=None) -> dict:
+    """The static radiograph of every weight layer the forward runs on ``x``, in
+    ``pathway_layers`` order, from one pass: layer -> what ``static_radiograph(model, layer,
+    x=x, signed=signed, units=units)`` gives (``frozen`` naming the factors frozen before that
+    layer). All of x goes through in one pass: give a few samples."""
+    inputs = as_inputs(x, model)
+    order = pathway_layers(model)
+    with torch.inference_mode(False), torch.enable_grad():
+        cap = capture(model, inputs, static=True, signed=signed,
+                      what=f"x ({inputs.describe()})")
+        out = {}
+        for layer in [name for name in order if name in cap.outputs]:
+            rows = _rows(model, cap, layer, units, False, None, None)
+            r = rows.mean(0) if rows.shape[0] > 1 else rows[0].clone()
+            r.frozen = cap.frozen_at[layer]
+            out[layer] = r
     return out
 
 
