@@ -141,3 +141,12 @@ def test_unload_detaches_every_monitor():
         assert "step 3" in k.ok("%nnmodes status").stdout
     finally:
         k.close()
+
+
+def test_a_probe_that_does_not_fit_is_refused_with_the_models_error(kernel):
+    kernel.ok("bad_probe = torch.randn(4, 7)")
+    before = kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout
+    evalue = usage_error(kernel, "%nnmodes watch model optimizer --probe bad_probe")
+    assert "the probe ((4, 7) float32) does not fit the model Sequential (RuntimeError: mat1 and mat2" \
+        in evalue, evalue
+    assert kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout == before
