@@ -12,7 +12,9 @@ its gated radiograph is d(unit) / d(input), [B, 64, 3, 32, 32].
   unit's batch sum with ``retain_graph=True``, one backward pass per unit;
 - Captum: ``InputXGradient`` of a module returning the layer's channel sums [B, 64] (the model
   runs, a hook keeps the layer's output), ``attribute(x, target=c)`` for each unit c: how a
-  Captum user gets per-unit attributions; each call is one forward and one backward pass.
+  Captum user gets per-unit attributions; each call is one forward and one backward pass;
+- Captum, stopped: the same with the forward pass ended at the layer (its hook raises), which
+  a user who knows that the rest of the model is wasted work can write: a stricter rival.
 
 Each variant runs once as a warm-up (its result is what the agreement is computed from), then
 REPEATS times interleaved with the order rotated; the figures are medians.
@@ -53,9 +55,8 @@ class PreActBlock(nn.Module):
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv2(F.relu(self.bn2(self.conv1(out))))
-        # out of place on purpose: the common `out += shortcut` overwrites conv2's output, so a
-        # forward hook's tensor (the loop's, Captum's) would hold conv2 + shortcut afterwards
-        return out + shortcut
+        out += shortcut     # as the common implementations write it: overwrites conv2's output
+        return out
 
 
 class PreActResNet18(nn.Module):
@@ -91,7 +92,8 @@ def _setup():
 
 
 def _channel_sums(model, layer):
-    """A hook keeping the layer's output summed over positions ([B, units]) in store["z"]."""
+    """A hook keeping the layer's output summed over positions ([B, units]) in store["z"];
+    summed in the hook, before the block's `out += shortcut` overwrites that output."""
     store = {}
     module = dict(model.named_modules())[layer]
     handle = module.register_forward_hook(lambda m, i, out: store.__setitem__("z", out.sum((2, 3))))
@@ -110,25 +112,38 @@ def _loop(model, x, layer):
     return torch.stack(grads, 1)                        # [B, units, C, H, W], like ours
 
 
-class _Units(nn.Module):
-    """What a Captum user writes: the model, returning the layer's channel sums [B, units]."""
+class _Stop(Exception):
+    pass
 
-    def __init__(self, model, layer):
+
+class _Units(nn.Module):
+    """What a Captum user writes: the model, returning the layer's channel sums [B, units];
+    with stop, the forward pass ends at the layer."""
+
+    def __init__(self, model, layer, stop):
         super().__init__()
-        self.model, self.layer = model, layer
+        self.model, self.module, self.stop = model, dict(model.named_modules())[layer], stop
 
     def forward(self, x):
-        store, handle = _channel_sums(self.model, self.layer)
+        store = {}
+
+        def hook(module, inputs, out):
+            store["z"] = out.sum((2, 3))            # before `out += shortcut` (see _channel_sums)
+            if self.stop:
+                raise _Stop
+        handle = self.module.register_forward_hook(hook)
         try:
             self.model(x)
+        except _Stop:
+            pass
         finally:
             handle.remove()
         return store["z"]
 
 
-def _captum(model, x, layer, units):
+def _captum(model, x, layer, units, stop=False):
     from captum.attr import InputXGradient
-    explainer = InputXGradient(_Units(model, layer))
+    explainer = InputXGradient(_Units(model, layer, stop))
     x = x.detach().clone()          # Captum sets and resets requires_grad on its input
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # "did not already require gradients"
@@ -154,6 +169,7 @@ def run() -> dict:
         "ours_maps": lambda: characteristic_maps(model, x, LAYER),
         "loop": lambda: _loop(model, x, LAYER),
         "captum": lambda: _captum(model, x, LAYER, units),
+        "captum_stopped": lambda: _captum(model, x, LAYER, units, stop=True),
         "forward": forward,         # one plain forward pass: the unit of Captum's cost
     }
     load = os.getloadavg()[0]
@@ -162,6 +178,7 @@ def run() -> dict:
     agreement = {
         "ours_vs_loop": _rel(warm["ours"], warm["loop"]),
         "maps_vs_captum": _rel(warm["ours_maps"], warm["captum"]),
+        "maps_vs_captum_stopped": _rel(warm["ours_maps"], warm["captum_stopped"]),
         "maps_vs_x_ours": _rel(warm["ours_maps"], x.unsqueeze(1) * warm["ours"]),
     }
     del warm
@@ -186,8 +203,11 @@ def section(f: dict) -> list[str]:
     s, a, spread = f["seconds"], f["agreement"], f["all_seconds"]
     n, b = f["units"], f["batch"]
     vs_captum = s["captum"] / s["ours_maps"]
+    vs_stopped = s["captum_stopped"] / s["ours_maps"]
     vs_loop = s["loop"] / s["ours"]
-    met = "met" if vs_captum >= TARGET else "not met"
+
+    def met(ratio):
+        return "met" if ratio >= TARGET else "not met"
     lines = [
         "## Gated radiographs of every unit against a per-unit loop and Captum (CPU)",
         "",
@@ -205,6 +225,7 @@ def section(f: dict) -> list[str]:
                      ("ours_maps", "ours: `characteristic_maps(model, x, layer)`"),
                      ("loop", "per-unit autograd loop: one forward, one `autograd.grad` per unit"),
                      ("captum", f"Captum {f['captum']}: `InputXGradient.attribute(x, target=c)` per unit"),
+                     ("captum_stopped", "Captum, the same with the forward pass stopped at the layer"),
                      ("forward", "(one plain forward pass of the model, `torch.no_grad`)")):
         rate = f"{b * n / s[v]:.0f}" if v != "forward" else ""
         lines.append(f"| {label} | {s[v]:.3f} | {min(spread[v]):.3f}, {max(spread[v]):.3f} | {rate} |")
@@ -213,11 +234,13 @@ def section(f: dict) -> list[str]:
         "| ratio of medians | value |",
         "| --- | --- |",
         f"| Captum / ours characteristic maps (the same numbers: x times the radiograph) | {vs_captum:.2f} |",
-        f"| Captum / ours gated radiograph | {s['captum'] / s['ours']:.2f} |",
+        f"| Captum, stopped at the layer / ours characteristic maps | {vs_stopped:.2f} |",
         f"| per-unit loop / ours gated radiograph | {vs_loop:.2f} |",
         "",
-        f"Goal: at least {TARGET:.0f}x faster than Captum for the same numbers: **{met}** "
-        f"(Captum / ours characteristic maps = {vs_captum:.1f}).",
+        f"Goal: at least {TARGET:.0f}x faster than Captum for the same numbers: **{met(vs_captum)}** "
+        f"against Captum running the whole model per unit ({vs_captum:.1f}x), "
+        f"**{met(vs_stopped)}** against Captum with the forward pass stopped at the layer "
+        f"({vs_stopped:.1f}x).",
         "",
     ]
     if vs_loop < 1:
@@ -227,11 +250,11 @@ def section(f: dict) -> list[str]:
     else:
         lines += [f"Ours is {vs_loop:.2f}x as fast as the plain per-unit autograd loop.", ""]
     lines += [
-        f"Captum runs one forward and one backward pass of the model per unit ({n} x the plain "
-        f"forward alone is {n * s['forward']:.2f} s); the loop one forward for all units and one "
-        "backward pass per unit; ours one forward (stopped at the layer for the radiograph, the "
-        "whole model for the characteristic maps) and the units' backward passes batched "
-        "(`is_grads_batched`).",
+        f"Captum runs one forward and one backward pass per unit ({n} x the plain forward of the "
+        f"whole model alone is {n * s['forward']:.2f} s: most of its time is layers the units do "
+        "not depend on, which the stopped variant skips); the loop one forward for all units and one "
+        "backward pass per unit; ours one forward, stopped at the layer, and the units' backward "
+        "passes batched (`is_grads_batched`).",
         "",
     ]
     noisy = [v for v, t in spread.items() if max(t) > 1.5 * min(t)]
@@ -245,11 +268,16 @@ def section(f: dict) -> list[str]:
         "| --- | --- |",
         f"| ours gated radiograph vs the per-unit loop | {a['ours_vs_loop']:.1e} |",
         f"| ours characteristic maps vs Captum | {a['maps_vs_captum']:.1e} |",
+        f"| ours characteristic maps vs Captum, stopped | {a['maps_vs_captum_stopped']:.1e} |",
         f"| ours characteristic maps vs x * ours gated radiograph | {a['maps_vs_x_ours']:.1e} |",
         "",
         "float32 throughout; differences of order 1e-7 are rounding (summation order).",
         "",
     ]
+    off = [k for k, v in a.items() if v > 1e-5]
+    if off:
+        lines += [f"**Disagreement beyond float32 rounding** in {', '.join(off)}: these are not "
+                  "the same numbers, and the times above do not compare like with like.", ""]
     return lines
 
 

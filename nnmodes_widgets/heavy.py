@@ -32,7 +32,7 @@ from .worker import Worker
 RADIOGRAPH_UNITS = 64        # units per layer in the recorded radiographs (what the panel shows)
 SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this much layer output
 MIN_SAMPLES = 8
-FROZEN_SAMPLES = 8           # probe samples a static radiograph with frozen factors averages over
+FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen factors averages over
 
 
 def _spectrum(model: nn.Module, probe) -> dict:

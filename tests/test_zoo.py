@@ -41,7 +41,9 @@ def unit_jacobian(model, x, layer, *, leaf_of=None):
     seen = {}
 
     def keep(m, i, o):
-        seen["z"] = o[0] if isinstance(o, tuple) else o      # attention: (output, weights)
+        # as the layer returned it (attention: (output, weights)); a copy, since the forward
+        # may change it in place afterwards (out += shortcut)
+        seen["z"] = (o[0] if isinstance(o, tuple) else o).clone()
 
     def run(e):
         handles = [target.register_forward_hook(keep)]
@@ -284,3 +286,31 @@ def test_every_static_radiograph_from_one_pass_equals_one_layer_at_a_time(name):
         one = static_radiograph(model, layer, x=x, units=5)
         torch.testing.assert_close(r, one, rtol=1e-10, atol=1e-12)
         assert r.frozen == one.frozen, layer
+
+
+class InPlaceResidual(nn.Module):
+    """``out += shortcut`` overwrites the last convolution's output after it ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, 1, 1), nn.Conv2d(4, 3, 3, 1, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        out = self.conv2(torch.relu(self.conv1(x)))
+        out += x
+        return self.fc(torch.relu(out).mean(dim=(2, 3)))
+
+
+def test_a_layer_output_changed_in_place_afterwards_is_analysed_as_the_layer_returned_it():
+    torch.manual_seed(5)
+    model, x = InPlaceResidual().double().eval(), zoo.images(batch=3).double()
+    for layer in pathway_layers(model):
+        expected, _ = unit_jacobian(model, x, layer)
+        torch.testing.assert_close(gated_radiograph(model, x, layer), expected, msg=layer)
+        torch.testing.assert_close(characteristic_maps(model, x, layer), expected * x[:, None],
+                                   msg=layer)
+    from nnmodes_widgets.analysis import static_radiographs
+
+    every = static_radiographs(model, x[:1])
+    torch.testing.assert_close(every["conv2"], static_radiograph(model, "conv2", x=x[:1]))

@@ -72,8 +72,9 @@ __all__ = ["ACTIVATIONS", "Site", "Capture", "Refusal", "capture", "weight_layer
            "evaluating", "derivative", "check_labels", "NOT_ANALYSABLE"]
 
 
-class _Stop(Exception):
-    """Ends a pass early: every layer asked for has its output."""
+class _Stop(BaseException):
+    """Ends a pass early: every layer asked for has its output. A BaseException, so that no
+    ``except Exception`` in a model's forward swallows it."""
 
 
 class Refusal(ValueError):
@@ -169,8 +170,8 @@ class Site:
 
 @dataclass
 class Capture:
-    """What one pass recorded. ``outputs``: weight layer -> its first output (in the autograd
-    graph in gradient modes); ``called``: weight layers in the order their forward ran;
+    """What one pass recorded. ``outputs``: weight layer -> its first output as the layer
+    returned it (gradient modes only; a copy in the autograd graph); ``called``: weight layers in the order their forward ran;
     ``leaves``: the differentiated inputs (one floating input, or one per embedding call fed by
     tokens); ``tokens``: whether those are embedding outputs; ``frozen``: factors frozen in static
     mode; ``output``: the model's output tensor; ``not_analysable``: module -> why."""
@@ -192,9 +193,12 @@ def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static
     """Run ``model`` on ``inputs`` in eval mode and record (see the module docstring).
 
     ``grad``: differentiable leaves and weight-layer outputs in the graph (the weights detached).
-    ``static``: every gate open, other non-linear factors frozen (implies grad). ``sites``:
-    record the activation calls. ``layers``: names of the weight layers whose outputs to keep
-    (default all).
+    ``static``: every gate open, other non-linear factors frozen (implies grad); ``signed``:
+    False for absolute coefficients. ``sites``: record the activation calls. ``layers``: names
+    of the weight layers whose outputs to keep (default all); with ``stop`` the pass ends once
+    they have all run (nothing later can reach them; ``Capture.output`` is then None).
+    ``what`` names the inputs in the ValueError raised when the model does not accept them
+    (quoting the model's own error; default: their shapes).
     """
     grad = grad or static
     try:
@@ -226,9 +230,10 @@ class _Watcher:
         self.model, self.grad, self.static, self.signed = model, grad, static, signed
         self.record_sites = sites
         self.cap = Capture()
-        self.names = {}
+        self.names, self.modules = {}, {}
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name)
+            self.modules.setdefault(name, m)
         self.weights = {id(m): n for n, m in weight_layers(model)}
         self.keep = None if layers is None else set(layers)
         self.stop = stop
@@ -319,8 +324,10 @@ class _Watcher:
     def _weight_output(self, name: str, output: torch.Tensor) -> None:
         if output.ndim:
             self.cap.sample_bytes += output[0].numel() * output.element_size()
-        if name not in self.cap.outputs and (self.keep is None or name in self.keep):
-            self.cap.outputs[name] = output
+        if self.grad and name not in self.cap.outputs and (self.keep is None or name in self.keep):
+            # a copy in the graph: the forward may change the output in place later
+            # (``out += shortcut`` right after a residual block's last convolution)
+            self.cap.outputs[name] = output.clone()
             self.cap.frozen_at[name] = tuple(self.cap.frozen)
             if self.keep is not None and self.keep <= set(self.cap.outputs):
                 self.complete = True     # what comes later cannot reach these layers
@@ -375,8 +382,7 @@ class _Watcher:
 
     def _axis(self, z: torch.Tensor, layer: str | None) -> int:
         if layer is not None:
-            module = dict(self.model.named_modules())[layer]
-            return 1 if unit_axis(module) == 1 else z.ndim - 1
+            return 1 if unit_axis(self.modules[layer]) == 1 else z.ndim - 1
         if z.ndim <= 2 or self.has_conv:
             return 1
         return z.ndim - 1
@@ -387,8 +393,7 @@ class _Watcher:
     def owner_is_activation_module(self) -> bool:
         if not self.stack:
             return False
-        module = dict(self.model.named_modules()).get(self.stack[-1])
-        return isinstance(module, ACTIVATION_MODULES)
+        return isinstance(self.modules.get(self.stack[-1]), ACTIVATION_MODULES)
 
 
 class _Mode(TorchFunctionMode):

@@ -193,15 +193,17 @@ def _jacobian_chunks(model, inputs, layer, *, static, signed, units, chunk_size,
                      tokens_y, what):
     batch = inputs.batch
     what = f"{what} ({inputs.describe()})"
+    # the pass can end at the layer, unless a language model's output decides the units
+    stop = not (characteristic and any(not t.is_floating_point() for t in inputs.tensors))
     if chunk_size is None:
         first = capture(model, inputs.rows(0, 1), grad=True, static=static, signed=signed,
-                        layers=[layer], stop=not characteristic, what=what)
+                        layers=[layer], stop=stop, what=what)
         chunk_size = max(1, CHUNK_BYTES // max(1, 3 * first.sample_bytes))
     parts, cap, frozen = [], None, []
     for s in range(0, batch, chunk_size):
         part = inputs.rows(s, min(batch, s + chunk_size))
         cap = capture(model, part, grad=True, static=static, signed=signed, layers=[layer],
-                      stop=not characteristic, what=what)
+                      stop=stop, what=what)
         frozen += [f for f in cap.frozen if f not in frozen]
         parts.append(_rows(model, cap, layer, units, characteristic, tokens_y,
                            None if tokens_y is None else tokens_y[s:s + chunk_size]))
