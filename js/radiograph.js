@@ -196,10 +196,13 @@ export default {
       if (hit) choose(model, model.get("selected") === hit.band.layer ? "" : hit.band.layer);
     });
 
+    const onTitle = () => { title.textContent = model.get("title"); };
     model.on("change:frame_data", onFrame);
+    model.on("change:title", onTitle); // a language model's maps are position maps
     onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
     return () => {
       model.off("change:frame_data", onFrame);
+      model.off("change:title", onTitle);
       picker.dispose();
     };
   },

@@ -258,6 +258,9 @@ class LiveCharacteristicMaps(_LiveMaps):
         step, maps = history.latest("characteristic_maps", layers[-1])
         x = _probe_tensor(self.monitor.probe)
         if x is not None and not x.is_floating_point():   # a language model: [1, T, T]
+            if not self.title.startswith("Position map"):
+                self.title = ("Position map: what each input position adds to the next token "
+                              "predicted at each position (inputs times their pathway values)")
             return step, {"predicted next token (rows: positions, columns: input positions)": maps[0]}
         return step, {f"class {c}": m for c, m in enumerate(maps)}
 

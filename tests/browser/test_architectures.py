@@ -102,9 +102,9 @@ def test_resnet_and_gpt_dashboards_show_every_panel(page, lab_server, console_er
             page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
                                    arg=panel.element_handle(), timeout=60_000)
         status = dashboard.locator(".nnmodes-status").inner_text()
-        assert "detached" in status and "0 errors" in status, (name, status)
+        assert "detached" in status and "error" not in status, (name, status)
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-    reports = [text for text in outputs if text.startswith("notices")]
+    reports = [text.strip() for text in outputs if text.startswith("notices")]
     assert reports == ["notices [] errors []"] * 2, reports     # nothing switched off
     # the ResNet's nine ReLU calls (two per block, one at the end): thin strips grouped by
     # block, shorter than nine full strips (56 px each) even with the class map below them
