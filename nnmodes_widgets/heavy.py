@@ -114,10 +114,12 @@ def _classes(model: nn.Module, probe):
 
 
 # name -> (model copy, probe) -> {analysis: {layer: array}}, each recorded in the history under
-# its analysis (a runner's own name first)
-RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "radiograph": _radiograph,
-                                "neuron_modes": _neuron_modes,
-                                "characteristic_maps": _characteristic_maps}
+# its analysis (a runner's own name first). Offered in this order, cheapest first as a rule
+# (a ResNet-18 on one CPU thread: 0.3, 0.8, 3.6 and 9.4 s), so that every panel gets its first
+# frame before the costliest run sets a long pace.
+RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "neuron_modes": _neuron_modes,
+                                "characteristic_maps": _characteristic_maps,
+                                "radiograph": _radiograph}
 HEAVY = tuple(RUNNERS)
 NEEDS_PROBE = {"radiograph", "neuron_modes", "characteristic_maps"}   # offered once there is a probe
 
