@@ -351,10 +351,10 @@ def test_functional_activations_count_like_modules():
     torch.manual_seed(3)
     model, x = Functional(), torch.randn(40, 3)
     modes = neuron_modes(model, x)
-    assert list(modes) == ["fc1"] and modes["fc1"].activation == "relu#0"
+    assert list(modes) == ["relu#0"] and modes["relu#0"].activation == "relu#0"
     with torch.no_grad():
         z = model.fc1(x)
-    torch.testing.assert_close(modes["fc1"].active_fraction, (z > 0).double().mean(0))
+    torch.testing.assert_close(modes["relu#0"].active_fraction, (z > 0).double().mean(0))
 
 
 def test_non_finite_preactivations_are_reported_with_the_layer():

@@ -162,9 +162,11 @@ def test_language_model_maps_follow_each_positions_predicted_token():
 def test_neuron_modes_see_functional_and_module_activations_with_stable_keys():
     model, x = prepared("preact-resnet"), zoo.images().double()
     modes = neuron_modes(model, x)
-    assert list(modes) == ["stem", "blocks.0.conv1", "blocks.1:relu#0", "blocks.1.conv1", "relu#0"]
+    # functional calls: the calling module and the call's position (SPEC 3)
+    assert list(modes) == ["blocks.0:relu#0", "blocks.0:relu#1", "blocks.1:relu#0",
+                           "blocks.1:relu#1", "relu#0"]
     assert modes["blocks.1:relu#0"].activation == "blocks.1:relu#0"
-    assert modes["stem"].n_samples == 4 * 8 * 8 and modes["relu#0"].n_samples == 4 * 4 * 4
+    assert modes["blocks.0:relu#0"].n_samples == 4 * 8 * 8 and modes["relu#0"].n_samples == 4 * 4 * 4
     assert list(neuron_modes(model, x)) == list(modes)              # stable between calls
     with torch.no_grad():
         z = model.blocks[1].bn1(model.blocks[0](model.stem(x)))
@@ -172,22 +174,24 @@ def test_neuron_modes_see_functional_and_module_activations_with_stable_keys():
                                (z > 0).double().mean(dim=(0, 2, 3)))
 
     post = neuron_modes(prepared("postact-resnet"), x)
-    # the ReLU module used twice per block: after bn1 (conv1's output) and after the residual sum
+    # one ReLU module used twice per block: after bn1 (conv1's output: the layer's key) and after
+    # the residual sum (the module and the call's position)
     assert list(post) == ["conv1", "layers.0.conv1", "layers.0.relu#1", "layers.1.conv1",
                           "layers.1.relu#1"]
     assert post["layers.0.relu#1"].activation == "layers.0.relu"
 
     tokens = neuron_modes(gpt(), zoo.tokens())
-    assert list(tokens) == ["blocks.0.fc", "blocks.1.fc"]
-    assert tokens["blocks.0.fc"].n_samples == 4 * 8            # every token position is a sample
-    assert tokens["blocks.0.fc"].active_fraction.shape == (64,)
+    assert list(tokens) == ["blocks.0:gelu#0", "blocks.1:gelu#0"]
+    assert tokens["blocks.0:gelu#0"].n_samples == 4 * 8            # every token position is a sample
+    assert tokens["blocks.0:gelu#0"].active_fraction.shape == (64,)
     assert tokens.not_analysable == {}
 
 
 def test_vit_activation_inside_the_encoder_layer_is_seen():
     modes = neuron_modes(prepared("vit"), zoo.images().double())
-    assert list(modes) == ["encoder.layers.0.linear1", "encoder.layers.1.linear1"]
-    assert modes["encoder.layers.0.linear1"].n_samples == 4 * 5     # 4 patches + class token
+    # nn.TransformerEncoderLayer calls F.gelu in its forward
+    assert list(modes) == ["encoder.layers.0:gelu#0", "encoder.layers.1:gelu#0"]
+    assert modes["encoder.layers.0:gelu#0"].n_samples == 4 * 5      # 4 patches + class token
 
 
 class KeywordCall(nn.Module):

@@ -18,14 +18,16 @@ concatenations, attention, anything) while two observers record what the analyse
   torch.nn's), such as Hugging Face's ``NewGELUActivation``, that acts elementwise on its input
   (checked on the probe) is one activation: the calls inside it are not recorded separately.
 
-Activation keys (``Site.key``), stable between steps for a deterministic forward:
-- the weight layer's module name when the activation's input is that layer's output, directly
-  or through BatchNorm, Dropout or Identity modules, and no earlier activation took that key
-  (plain chains keep their wave-1 keys: ``"features.0"``);
-- otherwise ``"<module>#<i>"`` for an activation module (``"layer1.0.relu#1"``: the second
-  activation call of that module in the pass) and ``"<module>:<function>#<i>"`` for a
-  functional call in a module's forward (``"layer1.0:relu#0"``; ``"<function>#<i>"`` in the
-  model's own forward), i counting that module's activation calls in the pass from 0.
+Activation keys (``Site.key``), stable between steps for a deterministic forward (SPEC 3):
+- an activation module whose input is one weight layer's output, directly or through
+  BatchNorm, Dropout or Identity modules: that layer's module name, unless an earlier
+  activation took it (plain chains keep their wave-1 keys: ``"features.0"``);
+- any other call of an activation module: ``"<module>#<i>"`` (``"layer1.0.relu#1"``: the
+  second activation call of that module in the pass);
+- a functional call: ``"<module>:<function>#<i>"``, the module whose forward made the call
+  (``"layer1.0:relu#0"``; ``"<function>#<i>"`` in the model's own forward);
+  i counts the module's activation calls in the pass from 0.
+``Site.layer`` still names the weight layer whose output the call transforms, where there is one.
 
 The neuron axis of an activation's input is that of the weight layer it comes from (channels,
 axis 1, for convolutions; the last axis otherwise); without one: axis 1 for [B, n] and for
@@ -365,13 +367,12 @@ class _Watcher:
                 f"{function}#{index}"
             source = self.origin.get(id(z))
             layer = source[0] if source is not None and source[1] is z else None
-            if layer is not None and layer not in self.claimed:
-                key = layer
+            if own_module and layer is not None and layer not in self.claimed:
+                key = layer                 # a module after one weight layer: the wave-1 key
                 self.claimed.add(layer)
             else:
                 key = f"{caller}#{index}" if own_module else label
-                layer = None
-            axis = self._axis(z, source[0] if source is not None and source[1] is z else None)
+            axis = self._axis(z, layer)
             self.cap.sites.append(Site(key, label, seen.detach().clone() if seen is z else seen,
                                        fn, axis, layer, parametric))
         if self.static:
