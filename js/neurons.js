@@ -84,7 +84,9 @@ export default {
     const canvas = document.createElement("canvas");
     canvas.className = "nnmodes-canvas";
     const tip = Object.assign(document.createElement("div"), { className: "nnmodes-tooltip" });
-    el.append(header, canvas, tip);
+    // activations that cannot be seen, and why (the kernel's notices about this analysis)
+    const note = Object.assign(document.createElement("div"), { className: "nnmodes-note" });
+    el.append(header, note, canvas, tip);
 
     let frame = null;
     let regions = [];
@@ -184,6 +186,7 @@ export default {
       const meta = model.get("frame_meta");
       if (!meta || !meta.arrays) return;
       frame = { step: meta.step, labels: meta.labels, layers: frameLayers(unpack(meta.arrays, model.get("frame_data"))) };
+      note.textContent = meta.note ?? "";
       stepLabel.textContent = `step ${frame.step}`;
       draw();
       counter.frame(frame.step);

@@ -17,7 +17,8 @@ const MAX_MATRIX_HEIGHT = 220;
 function decodeFrame(model) {
   const meta = model.get("frame_meta");
   if (!meta || !meta.bands) return null;
-  return { step: meta.step, bands: unpack(meta.bands, model.get("frame_data")), inputShape: meta.input_shape ?? null };
+  return { step: meta.step, bands: unpack(meta.bands, model.get("frame_data")), inputShape: meta.input_shape ?? null,
+    note: meta.note ?? "" };
 }
 
 // Pixel layout of one band: tiles when every neuron's inputs form an image, else a matrix.
@@ -110,7 +111,9 @@ export default {
     const canvas = document.createElement("canvas");
     canvas.className = "nnmodes-canvas";
     const tip = Object.assign(document.createElement("div"), { className: "nnmodes-tooltip" });
-    el.append(header, canvas, tip);
+    // what the maps leave out or freeze (the kernel's notices about this analysis)
+    const note = Object.assign(document.createElement("div"), { className: "nnmodes-note" });
+    el.append(header, note, canvas, tip);
 
     let regions = []; // where each band was drawn, for hover
     function draw() {
@@ -145,6 +148,7 @@ export default {
     function onFrame() {
       const frame = decodeFrame(model);
       if (!frame) return;
+      note.textContent = frame.note;
       const full = history.length === history.capacity;
       history.push(frame);
       // a scrubbed-back view keeps its frame: when the oldest drops out, indices slide by one

@@ -29,6 +29,9 @@ from .analysis.pathways import characteristic_maps, static_radiographs
 from .analysis.spectrum import mode_spectrum
 from .worker import Worker
 
+NOTES = "notes"
+FROZEN_NOTE = "static radiographs freeze at the probe what is neither a weight nor a gate: "
+BLIND_NOTE = "not analysable: "
 RADIOGRAPH_UNITS = 64        # units per layer in the recorded radiographs (what the panel shows)
 SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this much layer output
 MIN_SAMPLES = 8
@@ -52,8 +55,12 @@ def _radiograph(model: nn.Module, probe) -> dict:
     first = capture(model, inputs.rows(0, 1), static=True)
     samples = inputs.rows(0, FROZEN_SAMPLES) if first.frozen else inputs.rows(0, 1)
     maps = static_radiographs(model, samples, units=RADIOGRAPH_UNITS)
-    return {"radiograph": {layer: (r.norm(dim=-1) if first.tokens else r.flatten(1)).cpu().numpy()
-                           for layer, r in maps.items()}}
+    out = {"radiograph": {layer: (r.norm(dim=-1) if first.tokens else r.flatten(1)).cpu().numpy()
+                          for layer, r in maps.items()}}
+    frozen = list(dict.fromkeys(f for r in maps.values() for f in r.frozen))
+    if frozen:
+        out[NOTES] = {"": f"{FROZEN_NOTE}{', '.join(frozen)}"}
+    return out
 
 
 def _neuron_modes(model: nn.Module, probe) -> dict:
@@ -65,6 +72,8 @@ def _neuron_modes(model: nn.Module, probe) -> dict:
     out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
     if y is not None:
         out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
+    if modes.not_analysable:
+        out[NOTES] = {module: f"{BLIND_NOTE}{why}" for module, why in modes.not_analysable.items()}
     return out
 
 
@@ -114,7 +123,8 @@ def _classes(model: nn.Module, probe):
 
 
 # name -> (model copy, probe) -> {analysis: {layer: array}}, each recorded in the history under
-# its analysis (a runner's own name first). Offered in this order, cheapest first as a rule
+# its analysis (a runner's own name first); under NOTES, {layer or module: message} for what the
+# model's structure leaves out or approximates, kept once each in monitor.notices. Offered in this order, cheapest first as a rule
 # (a ResNet-18 on one CPU thread: 0.3, 0.8, 3.6 and 9.4 s), so that every panel gets its first
 # frame before the costliest run sets a long pace.
 RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "neuron_modes": _neuron_modes,
@@ -135,6 +145,7 @@ class HeavyAnalyses:
         self.deferred = 0          # offers skipped to stay within the budget
         self._turn = 0
         self._runs: dict[str, int] = {}
+        self._noted: set[tuple] = set()   # notes already in monitor.notices
         self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
         # A worker second is not free for training: on a busy core it stalls one thread of each
         # of the training loop's parallel regions, and the region waits for its slowest thread.
@@ -167,7 +178,12 @@ class HeavyAnalyses:
     def _run(self, name, model_copy, probe, step, when) -> None:
         start = time.perf_counter()
         try:
-            for analysis, values in RUNNERS[name](model_copy, probe).items():
+            results = RUNNERS[name](model_copy, probe)
+            for layer, message in results.pop(NOTES, {}).items():
+                if (name, layer, message) not in self._noted:
+                    self._noted.add((name, layer, message))
+                    self.monitor.report_notice(name, layer or None, message)
+            for analysis, values in results.items():
                 self.monitor.history.record(analysis, step, when, values)
         except Exception as exc:
             if self._runs.get(name):

@@ -255,6 +255,30 @@ def test_residual_models_get_radiographs_and_what_cannot_be_seen_is_switched_off
     monitor.detach()
 
 
+def test_activations_that_cannot_be_seen_are_named_once_and_shown_with_the_neuron_modes():
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+            self.fc, self.out = torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc(self.lstm(x)[0])))
+
+    monitor = nm.Monitor(Tagger(), every=1, budget=1.0, probe=torch.randn(4, 5, 4),
+                         analyses=("neuron_modes",))
+    for _ in range(4):
+        monitor.step()
+        monitor.flush()
+    assert monitor.history.layers("neuron_modes") == ["relu#0"]
+    assert [(n.analysis, n.layer) for n in monitor.notices] == [("neuron_modes", "lstm")]
+    assert monitor.notices[0].message.startswith("not analysable: LSTM: its gates")
+    panel = nm.Dashboard(monitor).neurons
+    panel._push()
+    assert panel.frame_meta["note"].startswith("lstm: not analysable: LSTM: its gates")
+    monitor.detach()
+
+
 def test_the_analysed_copy_carries_no_hooks():
     fired = []
     model = mlp()

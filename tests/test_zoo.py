@@ -265,7 +265,19 @@ def test_every_analysis_runs_under_the_monitor_with_nothing_switched_off(name):
         monitor.flush()
     monitor.detach()
     assert monitor.errors == [], monitor.errors[:1]
-    assert monitor.notices == [], monitor.notices[:1]
+    notes = {n.analysis: n.message for n in monitor.notices}
+    assert not any("switched off" in m for m in notes.values()), notes
+    # what a static radiograph freezes is said once, and shown with the radiographs
+    frozen = {"preact-resnet": None, "densenet": None, "postact-resnet": "maxpool:max_pool2d",
+              "vit": "encoder.layers.0.norm1:layer_norm (scale)",
+              "gpt": "blocks.0.attn:scaled_dot_product_attention (attention pattern)",
+              "gpt2-hf": "transformer.h.0.ln_1:layer_norm (scale)"}[name]
+    assert list(notes) == ([] if frozen is None else ["radiograph"]), notes
+    if frozen:
+        assert notes["radiograph"].startswith("static radiographs freeze at the probe") and \
+            frozen in notes["radiograph"], notes
+        panel = nm.Dashboard(monitor).radiograph          # shows it under its title
+        assert frozen in panel.frame_meta["note"], panel.frame_meta
     history = monitor.history
     for analysis in FIVE:
         assert history.layers(analysis), analysis

@@ -41,3 +41,10 @@ def layer_choices(monitor: Monitor) -> list[str]:
     (the dashboard's shared selection is a module name; SPEC 3 keys)."""
     names = (name.rpartition(".")[0] for name, p in monitor.model.named_parameters() if p.ndim >= 2)
     return list(dict.fromkeys(names))
+
+
+def analysis_notes(monitor: Monitor, analysis: str) -> str:
+    """The monitor's notices about ``analysis`` that describe the model (what its results leave
+    out, what is frozen), one line: shown with the analysis's panel."""
+    notes = [n for n in list(monitor.notices) if n.analysis == analysis]
+    return " · ".join(f"{n.layer}: {n.message}" if n.layer else n.message for n in notes)

@@ -3,6 +3,8 @@ nonlinear and dead neurons against the step, and the neuron x class map of the s
 
 from __future__ import annotations
 
+import textwrap
+
 import anywidget
 import numpy as np
 import traitlets
@@ -12,7 +14,7 @@ from ._bundle import bundle
 from .binary import pack
 from .decimate import bucket_means
 from .exportable import Exportable
-from .live import LiveBinding, layer_choices
+from .live import LiveBinding, analysis_notes, layer_choices
 
 MODES = ("linear", "nonlinear", "dead")
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
@@ -96,6 +98,7 @@ class Neurons(Exportable, anywidget.AnyWidget):
         metas, payload = pack(items)
         with self.hold_sync():
             self.frame_meta = {"step": newest, "arrays": metas, "eps": self.eps,
+                               "note": analysis_notes(self.monitor, "neuron_modes"),
                                "labels": "labelled" if isinstance(self.monitor.probe, tuple) else "predicted"}
             self.frame_data = payload
 
@@ -123,7 +126,9 @@ class Neurons(Exportable, anywidget.AnyWidget):
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
         axes[-1].set_xlabel("step")
         self._draw_classes(classes, step)
-        fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
+        note = analysis_notes(self.monitor, "neuron_modes")
+        fig.suptitle(self.title + (f"\n{textwrap.fill(note, 120)}" if note else ""), x=0.01,
+                     ha="left", fontsize="medium", fontweight="bold")
 
     def _draw_classes(self, fig, step) -> None:
         history = self.monitor.history

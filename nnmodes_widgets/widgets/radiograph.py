@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Mapping
 
@@ -15,7 +16,7 @@ from ..monitor import Monitor
 from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable
-from .live import LiveBinding, layer_choices
+from .live import LiveBinding, analysis_notes, layer_choices
 from .throttle import Throttle
 
 
@@ -54,15 +55,18 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         self._pending: tuple[dict, bytes] | None = None   # the newest frame not sent yet
         self._sender = Throttle(self._send_frame, max_rate=max_rate, on_error=self._send_failed)
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
+        self.note = ""
 
-    def show(self, step: int, bands: Mapping[str, object], *, input_shape=None) -> None:
-        """Draw a new frame: ``bands`` maps layer -> 2-D map [neurons, inputs]. Checked and
-        encoded at once; sent at once if the rate allows, else with the next send (a newer
-        frame shown meanwhile replaces it)."""
-        self._prepare(step, bands, input_shape)
+    def show(self, step: int, bands: Mapping[str, object], *, input_shape=None,
+             note: str = "") -> None:
+        """Draw a new frame: ``bands`` maps layer -> 2-D map [neurons, inputs]; ``note``, a line
+        shown under the title (what the maps leave out, say). Checked and encoded at once; sent
+        at once if the rate allows, else with the next send (a newer frame shown meanwhile
+        replaces it)."""
+        self._prepare(step, bands, input_shape, note)
         self._sender.offer()
 
-    def _prepare(self, step: int, bands: Mapping[str, object], input_shape) -> None:
+    def _prepare(self, step: int, bands: Mapping[str, object], input_shape, note: str = "") -> None:
         maps = {}
         for layer, values in bands.items():
             a = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32)
@@ -80,7 +84,8 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         metas, payload = pack((({"layer": layer, "neurons": a.shape[0]}, a[: self.max_neurons])
                                for layer, a in maps.items()), quantize=self.quantize)
         self._latest = (int(step), maps, input_shape)
-        self._pending = ({"step": int(step), "bands": metas,
+        self.note = str(note)
+        self._pending = ({"step": int(step), "bands": metas, "note": self.note,
                           "input_shape": list(input_shape) if input_shape else None}, payload)
 
     def _send_frame(self) -> None:
@@ -145,7 +150,8 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             fig.colorbar(image, ax=ax, shrink=0.8)
         if not tiled:
             axes[-1].set_xlabel("input")
-        fig.suptitle(f"{self.title}, step {shown_step}", x=0.01, ha="left", fontsize="medium")
+        note = f"\n{textwrap.fill(self.note, 120)}" if self.note else ""
+        fig.suptitle(f"{self.title}, step {shown_step}{note}", x=0.01, ha="left", fontsize="medium")
 
 
 TILES_PER_ROW = 16
@@ -203,7 +209,7 @@ class _LiveMaps(Radiograph):
         step, bands = frame
         # sent at once: the LiveBinding already paces these pushes
         bands, shape = _image_bands(self.monitor.probe, bands)
-        self._prepare(step, bands, shape)
+        self._prepare(step, bands, shape, analysis_notes(self.monitor, self.analysis))
         self._send_frame()
 
     def close(self) -> None:
