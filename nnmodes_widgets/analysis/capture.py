@@ -187,6 +187,8 @@ class Capture:
     not_analysable: dict[str, str] = field(default_factory=dict)
     sample_bytes: int = 0     # per sample, all weight-layer outputs: a proxy of the pass's memory
     frozen_at: dict[str, tuple[str, ...]] = field(default_factory=dict)   # layer -> frozen before it
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)   # kept Linear layer -> its input
+    signed: bool = True       # False: a static pass with absolute coefficients
 
 
 def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static: bool = False,
@@ -231,7 +233,7 @@ class _Watcher:
     def __init__(self, model, inputs: ModelInputs, *, grad, static, signed, sites, layers, stop):
         self.model, self.grad, self.static, self.signed = model, grad, static, signed
         self.record_sites = sites
-        self.cap = Capture()
+        self.cap = Capture(signed=signed or not static)
         self.names, self.modules = {}, {}
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name)
@@ -293,6 +295,15 @@ class _Watcher:
             self.activation_depth += 1
         elif self._custom_activation(module, args):
             self.activation_depth = 1
+        elif self.grad and isinstance(module, nn.Linear) and name not in self.cap.inputs and \
+                (self.keep is None or name in self.keep) and args and \
+                isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            # a kept Linear layer's input, as a copy the layer consumes: a unit's gradient
+            # starts there as its weight row, without a matrix product of one-hot cotangents
+            copy = args[0].clone()
+            self.cap.inputs[name] = copy
+            return (copy, *args[1:])
+        return None
 
     def _leave(self, module, args, output):
         name = self.stack.pop() if self.stack else "?"

@@ -239,45 +239,61 @@ def _rows(model, cap: Capture, layer: str, units, characteristic: bool, tokens_y
         values = z.movedim(axis, 1)
         values = values.reshape(*values.shape[:2], -1).sum(-1) if values.ndim > 2 else values
     picked = _pick(units, values.shape[1], layer)
-    shapes = [leaf.shape[1:] for leaf in leaves]
-    if not values.requires_grad:     # the layer does not depend on the input
-        grads = [torch.zeros((len(picked), batch, *s), dtype=leaves[0].dtype,
-                             device=leaves[0].device) for s in shapes]
-    else:
-        grads = _pull_back(values, leaves, picked, cap.sample_bytes)
-    with torch.no_grad():
+
+    def finish(grads):   # per leaf [u, b, *leaf shape] -> [b, u, *row shape]
         if characteristic:
-            maps = [g * leaf.detach().unsqueeze(0) for g, leaf in zip(grads, leaves)]
-            if cap.tokens:
-                out = sum(m.sum(-1) for m in maps)                  # [U, b, T]
-            else:
-                out = maps[0]
+            maps = [g * leaf.detach() for g, leaf in zip(grads, leaves)]
+            part = sum(m.sum(-1) for m in maps) if cap.tokens else maps[0]
         else:
-            out = torch.cat(grads, dim=-1) if len(grads) > 1 else grads[0]
-        out = out.transpose(0, 1)
-        if not cap.tokens and not _image_input(model, cap):
-            out = out.reshape(*out.shape[:2], -1)
-        return out.contiguous()
+            part = torch.cat(grads, dim=-1) if len(grads) > 1 else grads[0]
+        return part.transpose(0, 1)
+
+    out = None
+    if not lm and isinstance(module, nn.Linear) and layer in cap.inputs:
+        # d z_u / d input = the weight row W[u] at every position: start the pull-back there
+        rows = module.weight.detach()[picked]
+        start_at, rows = cap.inputs[layer], rows if cap.signed else rows.abs()
+    else:
+        start_at, rows = values, None
+    for start, stop, grads in _pull_back(start_at, leaves, picked, cap.sample_bytes, rows):
+        with torch.no_grad():
+            part = finish(grads)
+            if out is None:   # written chunk by chunk: no concatenated copy of the whole
+                out = torch.empty((batch, len(picked), *part.shape[2:]), dtype=part.dtype,
+                                  device=part.device)
+            out[:, start:stop] = part
+    if not cap.tokens and not _image_input(model, cap):
+        out = out.reshape(*out.shape[:2], -1)
+    return out
 
 
-def _pull_back(values, leaves, picked, sample_bytes) -> list[torch.Tensor]:
-    """d values[:, u] / d leaves for each picked unit u: per leaf [U, b, *leaf shape]."""
-    batch, n = values.shape
+def _pull_back(values, leaves, picked, sample_bytes, rows=None):
+    """(start, stop, grads) for chunks of the picked units: grads per leaf [stop - start, b,
+    *leaf shape], d values[:, u] / d leaf for each unit u of the chunk (zeros where the layer
+    does not depend on the input). ``values`` [b, n]: the units; or, with ``rows`` [U, d], a
+    Linear layer's input [b, ..., d], each unit's cotangent its weight row at every position."""
+    batch = values.shape[0]
     per_unit = max(1, 4 * batch * max(sample_bytes, sum(leaf[0].numel() * leaf.element_size()
                                                          for leaf in leaves)))
     step = max(1, CHUNK_BYTES // per_unit)
-    out = [[] for _ in leaves]
     index = torch.as_tensor(picked, device=values.device)
     for s in range(0, len(picked), step):
         chosen = index[s:s + step]
-        cot = torch.zeros((len(chosen), batch, n), dtype=values.dtype, device=values.device)
-        cot[torch.arange(len(chosen), device=values.device), :, chosen] = 1
+        if not values.requires_grad:
+            yield s, s + len(chosen), [torch.zeros((len(chosen), *leaf.shape), dtype=leaf.dtype,
+                                                   device=leaf.device) for leaf in leaves]
+            continue
+        if rows is not None:
+            part = rows[s:s + step].to(values.dtype)
+            cot = part.view(len(part), *[1] * (values.ndim - 1), -1).expand(len(part), *values.shape)
+        else:
+            cot = torch.zeros((len(chosen), *values.shape), dtype=values.dtype, device=values.device)
+            cot[torch.arange(len(chosen), device=values.device), :, chosen] = 1
         grads = torch.autograd.grad(values, leaves, cot, is_grads_batched=True, retain_graph=True,
                                     allow_unused=True)
-        for acc, g, leaf in zip(out, grads, leaves):
-            acc.append(torch.zeros((len(chosen), *leaf.shape), dtype=leaf.dtype, device=leaf.device)
-                       if g is None else g)
-    return [torch.cat(parts) for parts in out]
+        yield s, s + len(chosen), [
+            torch.zeros((len(chosen), *leaf.shape), dtype=leaf.dtype, device=leaf.device)
+            if g is None else g for g, leaf in zip(grads, leaves)]
 
 
 # -- helpers -------------------------------------------------------------------------------------------
