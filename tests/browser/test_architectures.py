@@ -54,7 +54,8 @@ class GPT(nn.Module):
 
 def report(monitor, mark):
     monitor.detach()
-    print("notices", monitor.notices, "errors", monitor.errors)
+    print("switched off", [n for n in monitor.notices if "switched off" in n.message],
+          "errors", monitor.errors)
     open(mark, "w").write(str(monitor.current_step))"""
 CELLS = [
     MODELS,
@@ -104,8 +105,12 @@ def test_resnet_and_gpt_dashboards_show_every_panel(page, lab_server, console_er
         status = dashboard.locator(".nnmodes-status").inner_text()
         assert "detached" in status and "error" not in status, (name, status)
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-    reports = [text.strip() for text in outputs if text.startswith("notices")]
-    assert reports == ["notices [] errors []"] * 2, reports     # nothing switched off
+    reports = [text.strip() for text in outputs if text.startswith("switched off")]
+    assert reports == ["switched off [] errors []"] * 2, reports
+    # what the GPT's static radiographs freeze is said under the radiograph panel's title
+    note = dashboards.nth(1).locator(".nnmodes-radiograph:not(.nnmodes-characteristic-maps) "
+                                     ".nnmodes-note").inner_text()
+    assert "scaled_dot_product_attention (attention pattern)" in note, note
     # the ResNet's nine ReLU calls (two per block, one at the end): thin strips grouped by
     # block, shorter than nine full strips (56 px each) even with the class map below them
     neurons = dashboards.nth(0).locator(".nnmodes-neurons canvas")
