@@ -5,7 +5,6 @@ analyses recorded and nothing switched off."""
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -41,7 +41,8 @@ the token ``y[b, t]`` when labels [B, T] are given) over the input positions: [B
 
 Computation: one forward pass per chunk of samples, then the cotangents of a chunk of units
 pulled back together (``torch.autograd.grad(..., is_grads_batched=True)``: vmap over the
-backward pass), never one backward pass per unit. Chunks keep the working set near
+backward pass), never one backward pass per unit; a Linear layer's units start at the layer's
+input with their weight rows (no product of one-hot cotangents with the weight). Chunks keep the working set near
 ``CHUNK_BYTES``. Results are fresh tensors on the weights' device, in their dtype.
 """
 
