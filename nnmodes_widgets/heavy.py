@@ -46,10 +46,9 @@ def _spectrum(model: nn.Module, probe) -> dict:
 def _radiograph(model: nn.Module, probe) -> dict:
     """Signed static radiograph of the first ``RADIOGRAPH_UNITS`` units of every weight layer
     the forward runs, in ``pathway_layers`` order, from one pass (SPEC 4.2): [units, inputs], or
-    for token inputs [units, positions], the strength of the
-    pathways from each position (the L2 norm over embedding dimensions). Taken on the first
-    probe sample when nothing is frozen (the static network is then linear), else averaged over
-    the first ``FROZEN_SAMPLES``."""
+    for token inputs [units, positions], the strength of the pathways from each position (the
+    L2 norm over embedding dimensions). Taken on the first probe sample when nothing is frozen
+    (the static network is then linear), else averaged over the first ``FROZEN_SAMPLES``."""
     x, _ = _split(probe)
     inputs = as_inputs(x, model)
     first = capture(model, inputs.rows(0, 1), static=True)
@@ -67,7 +66,7 @@ def _neuron_modes(model: nn.Module, probe) -> dict:
     """Active fraction of every activation's neurons over the probe (SPEC 4.3; its modes follow
     from it), and per class ("neuron_classes", [C, n]) when the probe has classes (see
     ``_classes``)."""
-    x, y, n_classes, _ = _classes(model, probe)
+    x, y, n_classes, _, _ = _classes(model, probe)
     modes = neuron_modes(model, x, y=y, num_classes=n_classes, with_order=False)
     out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
     if y is not None:
@@ -81,8 +80,7 @@ def _characteristic_maps(model: nn.Module, probe) -> dict:
     """Characteristic maps of the output layer (the last weight layer the forward runs, SPEC
     4.2): class averages [C, n_out, inputs]; for a language model the probe-averaged map of each
     position's predicted next token over the input positions, [1, T, T]."""
-    x, y, n_classes, language = _classes(model, probe)
-    layer = capture(model, as_inputs(x, model).rows(0, 1)).called[-1]
+    x, y, n_classes, language, layer = _classes(model, probe)
     if language:
         maps = characteristic_maps(model, x, layer).mean(0, keepdim=True)
     elif y is None:
@@ -100,33 +98,32 @@ def _split(probe):
 
 
 def _classes(model: nn.Module, probe):
-    """``(x, y, n_classes, language)`` for the analyses: x the first probe samples that fit in
-    ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``); y their labels when given,
-    else the model's predicted classes when its output is class scores [B, C] (C fixed, so every
-    run has the same shape), else None. ``language``: token inputs and next-token logits
-    [B, T, V]."""
+    """``(x, y, n_classes, language, output_layer)`` for the analyses: x the first probe samples
+    that fit in ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``); y their labels when
+    given, else the model's predicted classes when its output is class scores [B, C] (C fixed,
+    so every run has the same shape), else None. ``language``: token inputs and next-token
+    logits [B, T, V]. ``output_layer``: the last weight layer the forward runs."""
     x, y = _split(probe)
     inputs = as_inputs(x, model)
-    per_sample = max(1, capture(model, inputs.rows(0, 1)).sample_bytes)
-    count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // per_sample))
-    inputs = inputs.rows(0, count)
+    one = capture(model, inputs.rows(0, 1))
+    count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // max(1, one.sample_bytes)))
+    inputs, layer = inputs.rows(0, count), one.called[-1]
     if y is not None:
-        return inputs, y[:count], None, False
+        return inputs, y[:count], None, False, layer
     with torch.no_grad():
         out = first_tensor(call_model(model, inputs))
-    tokens = any(not t.is_floating_point() for t in inputs.tensors)
-    if out is not None and tokens and out.ndim == 3:
-        return inputs, None, None, True
+    if out is not None and one.tokens and out.ndim == 3:
+        return inputs, None, None, True, layer
     if out is None or out.ndim != 2 or out.shape[1] < 2:
-        return inputs, None, None, False
-    return inputs, out.argmax(1), out.shape[1], False
+        return inputs, None, None, False, layer
+    return inputs, out.argmax(1), out.shape[1], False, layer
 
 
 # name -> (model copy, probe) -> {analysis: {layer: array}}, each recorded in the history under
 # its analysis (a runner's own name first); under NOTES, {layer or module: message} for what the
-# model's structure leaves out or approximates, kept once each in monitor.notices. Offered in this order, cheapest first as a rule
-# (a ResNet-18 on one CPU thread: 0.3, 0.8, 3.6 and 9.4 s), so that every panel gets its first
-# frame before the costliest run sets a long pace.
+# model's structure leaves out or approximates, kept once each in monitor.notices. Offered in
+# this order, cheapest first as a rule (a ResNet-18 on one CPU thread: 0.3, 0.8, 3.6 and 9.4 s),
+# so that every panel gets its first frame before the costliest run sets a long pace.
 RUNNERS: dict[str, Callable] = {"spectrum": _spectrum, "neuron_modes": _neuron_modes,
                                 "characteristic_maps": _characteristic_maps,
                                 "radiograph": _radiograph}

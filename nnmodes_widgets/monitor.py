@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .analysis.capture import evaluating
-from .analysis.inputs import ModelInputs, as_inputs, call_model
+from .analysis.capture import capture
+from .analysis.inputs import ModelInputs, as_inputs
 from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
@@ -343,8 +343,9 @@ class Monitor:
 
 def _check_probe(probe, model: nn.Module):
     """The probe as the monitor keeps it: x, or (x, y) with one label per sample; x a tensor, a
-    dict of keyword inputs or ModelInputs. Run through the model once (eval mode, no gradient,
-    the model's flags restored): ValueError quoting the model's error when it does not fit."""
+    dict of keyword inputs or ModelInputs. Run through the model once as the analyses run it (eval
+    mode, no gradient, the model left as found): ValueError quoting the model's error when it
+    does not fit."""
     if probe is None:
         return None
     inputs_types = (torch.Tensor, dict, ModelInputs)
@@ -361,10 +362,5 @@ def _check_probe(probe, model: nn.Module):
     if y is not None and len(y) != inputs.batch:
         raise ValueError(f"probe inputs and labels differ in length: x has {inputs.batch} samples, "
                          f"y {tuple(y.shape)}")
-    try:
-        with evaluating(model), torch.no_grad():
-            call_model(model, inputs)
-    except Exception as e:
-        raise ValueError(f"the probe ({inputs.describe()}) does not fit the model "
-                         f"{type(model).__name__} ({type(e).__name__}: {e})") from e
+    capture(model, inputs, what=f"the probe ({inputs.describe()})")   # the analyses' own pass
     return x if y is None else (x, y)

@@ -27,7 +27,6 @@ Activation keys (``Site.key``), stable between steps for a deterministic forward
 - a functional call: ``"<module>:<function>#<i>"``, the module whose forward made the call
   (``"layer1.0:relu#0"``; ``"<function>#<i>"`` in the model's own forward);
   i counts the module's activation calls in the pass from 0.
-``Site.layer`` still names the weight layer whose output the call transforms, where there is one.
 
 The neuron axis of an activation's input is that of the weight layer it comes from (channels,
 axis 1, for convolutions; the last axis otherwise); without one: axis 1 for [B, n] and for
@@ -159,14 +158,13 @@ class Site:
     """One elementwise activation call of the pass (see the module docstring for ``key``).
 
     ``z``: its input, detached [B, ...]; ``fn``: the activation as called (other arguments bound),
-    a function of one tensor; ``axis``: the neuron axis of z; ``layer``: the weight layer whose
-    output z is, or None; ``parametric``: fn holds tensors (per-neuron parameters); ``label``: the activation module's name, or ``module:function#i``."""
+    a function of one tensor; ``axis``: the neuron axis of z; ``parametric``: fn holds tensors
+    (per-neuron parameters); ``label``: the activation module's name, or ``module:function#i``."""
     key: str
     label: str
     z: torch.Tensor
     fn: object
     axis: int
-    layer: str | None
     parametric: bool = False    # fn holds per-neuron tensors (PReLU's slopes)
 
 
@@ -385,7 +383,7 @@ class _Watcher:
                 key = f"{caller}#{index}" if own_module else label
             axis = self._axis(z, layer)
             self.cap.sites.append(Site(key, label, seen.detach().clone() if seen is z else seen,
-                                       fn, axis, layer, parametric))
+                                       fn, axis, parametric))
         if self.static:
             gate = z.view_as(z)
             self.gates[id(gate)] = gate

@@ -103,8 +103,14 @@ def static_radiograph(model: nn.Module, layer: str, *, signed: bool = True, x=No
         raise ValueError(
             f"the static radiograph of {type(model).__name__} freezes factors that depend on the "
             f"input ({', '.join(cap.frozen)}): pass a probe batch x to freeze them at")
+    return _averaged(rows, cap.frozen)
+
+
+def _averaged(rows: torch.Tensor, frozen) -> torch.Tensor:
+    """A static radiograph from its per-sample rows: the mean over the samples (a fresh tensor),
+    with ``frozen`` naming what was frozen at them."""
     out = rows.mean(0) if rows.shape[0] > 1 else rows[0].clone()
-    out.frozen = tuple(cap.frozen)
+    out.frozen = tuple(frozen)
     return out
 
 
@@ -120,10 +126,8 @@ def static_radiographs(model: nn.Module, x, *, signed: bool = True, units=None) 
                       what=f"x ({inputs.describe()})")
         out = {}
         for layer in [name for name in order if name in cap.outputs]:
-            rows = _rows(model, cap, layer, units, False, None, None)
-            r = rows.mean(0) if rows.shape[0] > 1 else rows[0].clone()
-            r.frozen = cap.frozen_at[layer]
-            out[layer] = r
+            out[layer] = _averaged(_rows(model, cap, layer, units, False, None),
+                                   cap.frozen_at[layer])
     return out
 
 
@@ -183,36 +187,31 @@ def characteristic_maps(model: nn.Module, x, layer: str, *, y=None,
 def _jacobian(model, inputs: ModelInputs, layer: str, *, static: bool, signed: bool, units,
               chunk_size, characteristic: bool = False, tokens_y=None, what: str = "x"):
     """Rows [B, U, *IN] of dz/dinput for the chosen units of ``layer`` (characteristic: times
-    the input), and the last chunk's Capture."""
-    with torch.inference_mode(False), torch.enable_grad():
-        return _jacobian_chunks(model, inputs, layer, static=static, signed=signed, units=units,
-                                chunk_size=chunk_size, characteristic=characteristic,
-                                tokens_y=tokens_y, what=what)
-
-
-def _jacobian_chunks(model, inputs, layer, *, static, signed, units, chunk_size, characteristic,
-                     tokens_y, what):
+    the input), and the last chunk's Capture (``frozen`` gathered over every chunk). Without
+    ``chunk_size``, a forward pass of one sample sizes the chunks (cheaper than making that
+    sample a chunk of its own: its units' pull-back would be one more batched call)."""
     batch = inputs.batch
     what = f"{what} ({inputs.describe()})"
     # the pass can end at the layer, unless a language model's output decides the units
     stop = not (characteristic and any(not t.is_floating_point() for t in inputs.tensors))
-    if chunk_size is None:
-        first = capture(model, inputs.rows(0, 1), grad=True, static=static, signed=signed,
-                        layers=[layer], stop=stop, what=what)
-        chunk_size = max(1, CHUNK_BYTES // max(1, 3 * first.sample_bytes))
-    parts, cap, frozen = [], None, []
-    for s in range(0, batch, chunk_size):
-        part = inputs.rows(s, min(batch, s + chunk_size))
-        cap = capture(model, part, grad=True, static=static, signed=signed, layers=[layer],
-                      stop=stop, what=what)
-        frozen += [f for f in cap.frozen if f not in frozen]
-        parts.append(_rows(model, cap, layer, units, characteristic, tokens_y,
-                           None if tokens_y is None else tokens_y[s:s + chunk_size]))
+    parts, frozen = [], []
+    with torch.inference_mode(False), torch.enable_grad():
+        if chunk_size is None:
+            first = capture(model, inputs.rows(0, 1), grad=True, static=static, signed=signed,
+                            layers=[layer], stop=stop, what=what)
+            chunk_size = max(1, CHUNK_BYTES // max(1, 3 * first.sample_bytes))
+        for s in range(0, batch, chunk_size):
+            e = min(batch, s + chunk_size)
+            cap = capture(model, inputs.rows(s, e), grad=True, static=static, signed=signed,
+                          layers=[layer], stop=stop, what=what)
+            frozen += [f for f in cap.frozen if f not in frozen]
+            parts.append(_rows(model, cap, layer, units, characteristic,
+                               None if tokens_y is None else tokens_y[s:e]))
     cap.frozen = frozen
     return torch.cat(parts) if len(parts) > 1 else parts[0], cap
 
 
-def _rows(model, cap: Capture, layer: str, units, characteristic: bool, tokens_y, y_rows):
+def _rows(model, cap: Capture, layer: str, units, characteristic: bool, y_rows):
     z = cap.outputs.get(layer)
     if z is None:
         raise ValueError(f"layer {layer!r} does not run in {type(model).__name__}'s forward on "

@@ -10,7 +10,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ..analysis.inputs import ModelInputs
+from ..analysis.inputs import as_inputs
 from ..checks import check_int
 from ..monitor import Monitor
 from ._bundle import bundle
@@ -287,10 +287,6 @@ def _image_bands(probe, bands: dict) -> tuple[dict, tuple[int, int] | None]:
 
 
 def _probe_tensor(probe):
-    """The probe's first input tensor (its x, or the first tensor of its keyword inputs)."""
+    """The probe's first input tensor (of its x: a tensor, keyword inputs or ModelInputs)."""
     x = probe[0] if isinstance(probe, tuple) else probe
-    if isinstance(x, ModelInputs):
-        return x.tensors[0] if x.tensors else None
-    if isinstance(x, dict):
-        return next((v for v in x.values() if hasattr(v, "ndim")), None)
-    return x
+    return None if x is None else as_inputs(x).tensors[0]
