@@ -1,12 +1,11 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
 At each sample the monitor offers the next heavy analysis in turn. It runs only if the worker is
-free (else it is dropped and counted: the next offer carries newer weights) and if the monitor's
-share of wall time stays within ``budget``: after a run that took c seconds the next one waits
-c' * (1 - s) / s, where c' charges c once per intra-op thread of a CPU training loop and s is the
-budget less the training thread's own recent share (at least a quarter of the budget; budget=1
-sets no pace). Every run sets the pace, the first included: exempting first runs (library
-warm-up) let one 9 s radiograph of a 10M-parameter CNN start 2 s into training.
+free (else it is dropped and counted: the next offer carries newer weights) and if the pace
+allows: after a run of c seconds the next waits ``monitor.pacer.wait_after(c)``, the share of
+wall time the measured slowdown of training leaves to the worker (``pacing``). Every run sets
+the pace, the first included: exempting first runs (library warm-up) let one 9 s radiograph of
+a 10M-parameter CNN start 2 s into training.
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread, counted in the monitor's overhead) and analyses the
 copy, so training goes on changing the original meanwhile.
@@ -35,6 +34,12 @@ BLIND_NOTE = "not analysable: "
 RADIOGRAPH_UNITS = 64        # units per layer in the recorded radiographs (what the panel shows)
 SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this much layer output
 MIN_SAMPLES = 8
+# Live runs analyse part of the probe, so that every panel refreshes within the budget (a 10M-
+# parameter CNN took 0.7 s for neuron modes and 2.7 s for characteristic maps on all 256 probe
+# samples, one thread); the analysis functions called directly use every sample given.
+NEURON_SAMPLES = 64          # neuron modes: 64 observations of a dense unit, x positions for a conv
+CLASS_SAMPLES = 4            # characteristic maps: at most this many samples of each class
+SEQUENCE_SAMPLES = 8         # ... and sequences of a language model
 FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen factors averages over
 
 
@@ -63,33 +68,43 @@ def _radiograph(model: nn.Module, probe) -> dict:
 
 
 def _neuron_modes(model: nn.Module, probe) -> dict:
-    """Active fraction of every activation's neurons over the probe (SPEC 4.3; its modes follow
-    from it), and per class ("neuron_classes", [C, n]) when the probe has classes (see
-    ``_classes``)."""
+    """Active fraction of every activation's neurons over the first ``NEURON_SAMPLES`` probe
+    samples (SPEC 4.3; its modes follow from it), and per class ("neuron_classes", [C, n]) when
+    the probe has classes (see ``_classes``). A fraction from n observations has a standard
+    error of at most 0.5 / sqrt(n): 0.0625 for a dense unit, less for a convolution's channel
+    (every position is an observation); the note says so."""
     x, y, n_classes, _, _ = _classes(model, probe)
+    x, y = x.rows(0, NEURON_SAMPLES), None if y is None else y[:NEURON_SAMPLES]
     modes = neuron_modes(model, x, y=y, num_classes=n_classes, with_order=False)
     out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
     if y is not None:
         out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
-    if modes.not_analysable:
-        out[NOTES] = {module: f"{BLIND_NOTE}{why}" for module, why in modes.not_analysable.items()}
+    out[NOTES] = {module: f"{BLIND_NOTE}{why}" for module, why in modes.not_analysable.items()}
+    out[NOTES][""] = (f"live from the first {x.batch} probe samples: an active fraction's standard "
+                      f"error is at most {0.5 / math.sqrt(x.batch):.2g} (a dense unit; less where "
+                      f"positions add observations)")
     return out
 
 
 def _characteristic_maps(model: nn.Module, probe) -> dict:
     """Characteristic maps of the output layer (the last weight layer the forward runs, SPEC
-    4.2): class averages [C, n_out, inputs]; for a language model the probe-averaged map of each
-    position's predicted next token over the input positions, [1, T, T]."""
+    4.2): class averages [C, n_out, inputs] over at most ``CLASS_SAMPLES`` probe samples of
+    each class; for a language model the map of each position's predicted next token over the
+    input positions averaged over the first ``SEQUENCE_SAMPLES`` sequences, [1, T, T]."""
     x, y, n_classes, language, layer = _classes(model, probe)
     if language:
-        maps = characteristic_maps(model, x, layer).mean(0, keepdim=True)
+        maps = characteristic_maps(model, x.rows(0, SEQUENCE_SAMPLES), layer).mean(0, keepdim=True)
+        note = f"live: averaged over the first {min(x.batch, SEQUENCE_SAMPLES)} probe sequences"
     elif y is None:
         raise ValueError("characteristic maps need class labels: give probe=(x, y), or a model "
                          "whose output is class scores [B, C] or next-token logits [B, T, V]")
     else:
-        maps = characteristic_maps(model, x, layer, y=y, num_classes=n_classes,
+        y = y.to(torch.int64)
+        index = torch.cat([(y == c).nonzero().flatten()[:CLASS_SAMPLES] for c in range(n_classes)])
+        maps = characteristic_maps(model, x.take(index), layer, y=y[index], num_classes=n_classes,
                                    units=RADIOGRAPH_UNITS)
-    return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}}
+        note = f"live: class averages over at most {CLASS_SAMPLES} probe samples of each class"
+    return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
 
 
 def _split(probe):
@@ -100,16 +115,18 @@ def _split(probe):
 def _classes(model: nn.Module, probe):
     """``(x, y, n_classes, language, output_layer)`` for the analyses: x the first probe samples
     that fit in ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``); y their labels when
-    given, else the model's predicted classes when its output is class scores [B, C] (C fixed,
-    so every run has the same shape), else None. ``language``: token inputs and next-token
-    logits [B, T, V]. ``output_layer``: the last weight layer the forward runs."""
+    given, else the model's predicted classes when its output is class scores [B, C], else None;
+    ``n_classes`` from the whole probe's labels or the output's width (fixed, so that every run
+    has the same shape). ``language``: token inputs and next-token logits [B, T, V].
+    ``output_layer``: the last weight layer the forward runs."""
     x, y = _split(probe)
     inputs = as_inputs(x, model)
     one = capture(model, inputs.rows(0, 1))
     count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // max(1, one.sample_bytes)))
     inputs, layer = inputs.rows(0, count), one.called[-1]
     if y is not None:
-        return inputs, y[:count], None, False, layer
+        n_classes = int(y.max()) + 1 if y.ndim == 1 and len(y) else None
+        return inputs, y[:count], n_classes, False, layer
     with torch.no_grad():
         out = first_tensor(call_model(model, inputs))
     if out is not None and one.tokens and out.ndim == 3:
@@ -138,18 +155,13 @@ class HeavyAnalyses:
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
-                             on_start=lambda: torch.set_num_threads(1))
+                             on_start=lambda: torch.set_num_threads(1),
+                             begin=lambda: monitor.pacer.begin("worker"), end=monitor.pacer.end)
         self.deferred = 0          # offers skipped to stay within the budget
         self._turn = 0
         self._runs: dict[str, int] = {}
         self._noted: set[tuple] = set()   # notes already in monitor.notices
         self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
-        # A worker second is not free for training: on a busy core it stalls one thread of each
-        # of the training loop's parallel regions, and the region waits for its slowest thread.
-        # Charge it once per intra-op thread of the training loop (measured: with the bare
-        # duty cycle, a 5% budget slowed a 2-thread CPU loop by 10-15%).
-        self._contention = max(1, torch.get_num_threads()) if not any(
-            p.is_cuda for p in monitor.model.parameters()) else 1
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
 
@@ -192,15 +204,7 @@ class HeavyAnalyses:
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
-            budget = self.monitor.budget
-            if budget < 1:        # a budget of all the wall time sets no pace
-                # The training thread's share (RWC, refreshing the copy) comes out of the same
-                # budget, floored at a quarter of it so that every panel still fills when RWC
-                # alone comes near the budget (a tiny model sampled every few milliseconds).
-                training = self.monitor.stats()["overhead_training"]
-                share = max(budget - (training if math.isfinite(training) else 0.0), budget / 4)
-                cost = (end - start) * self._contention
-                self._next_start = end + cost * (1 - share) / share
+            self._next_start = end + self.monitor.pacer.wait_after(end - start)
         self.monitor.notify()
 
     def _refresh(self) -> nn.Module:

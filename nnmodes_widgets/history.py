@@ -162,6 +162,7 @@ class History:
         self._lock = threading.Lock()
         self._tables: dict[str, _AnalysisTable] = {}
         self._version = 0
+        self._versions: dict[str, int] = {}    # analysis -> its events and thinnings so far
         self._max_bytes = max_bytes
         self._on_thin = on_thin
 
@@ -170,6 +171,13 @@ class History:
         """Increases with every recorded event and every thinning; lets readers skip work when
         nothing changed."""
         return self._version
+
+    def version_of(self, *analyses: str) -> int:
+        """Like ``version``, counting only ``analyses``: a panel that draws the spectra skips its
+        work while only RWC samples arrive."""
+        for analysis in analyses:
+            _check_analysis(analysis)
+        return sum(self._versions.get(a, 0) for a in analyses)
 
     @property
     def max_bytes(self) -> int | None:
@@ -215,14 +223,16 @@ class History:
                 table.rows[layer].append(row)
                 table.values[layer].append(value)
             table.drop_empty()      # layers whose only value was at a replaced event
-            self._version += 1
+            changes = 1
             thinned = None
             if (self._max_bytes is not None and table.nbytes() > self._max_bytes
                     and table.steps.size > 1):
                 notice = table.thin(self._max_bytes)
-                self._version += 1
+                changes += 1
                 if notice:
                     thinned = (table.stride, table.steps.size)
+            self._version += changes
+            self._versions[analysis] = self._versions.get(analysis, 0) + changes
         # Outside the lock: the callback may read this history.
         if thinned is not None and self._on_thin is not None:
             self._on_thin(analysis, *thinned)

@@ -23,11 +23,12 @@ from .analysis.inputs import ModelInputs, as_inputs
 from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
+from .pacing import Pacer
 
 __all__ = ["Monitor", "MonitorError"]
 
 _MAX_ERRORS = 1000          # newest kept; `error_count` counts them all
-_RATE_WINDOW = 200          # steps over which steps/s and overhead share are measured
+_RATE_WINDOW = 200          # steps over which steps/s is measured
 PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
 
 
@@ -54,8 +55,10 @@ class Monitor:
     steps it records the relative weight change (SPEC 4.1, ``rwc_kind``) of each weight since the
     previous sample into ``monitor.history`` under ``"rwc"``, keyed by parameter name.
 
-    ``probe`` — a batch ``x`` or ``(x, y)`` for the sample-dependent analyses — and ``budget`` —
-    the share of training wall time the monitor may take — are kept for those analyses. ``x`` is
+    ``budget`` bounds how much slower training runs with the monitor (monitored / bare step time
+    - 1, measured from the steps themselves: ``nnmodes_widgets.pacing``); the background
+    analyses are paced to stay within it. ``probe`` — a batch ``x`` or ``(x, y)`` — is kept for
+    the sample-dependent analyses. ``x`` is
     what the model's forward takes: a tensor, a dict of keyword inputs (``input_ids``,
     ``attention_mask``, ...) or ``nm.analysis.ModelInputs(args, kwargs)``; it is never cast
     (token ids stay integers) and is run through the model once here: a probe that does not fit
@@ -128,8 +131,13 @@ class Monitor:
         self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
-        self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # (t, overhead)
+        self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # step times
         self._detached = False
+        # A background second stalls a CPU training loop's parallel regions on a busy core (each
+        # waits for its slowest thread): the prior contention is one per intra-op thread, until
+        # the steps themselves have measured it.
+        on_cuda = any(p.is_cuda for p in model.parameters())
+        self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
         self._heavy = HeavyAnalyses(self, [a for a in analyses if a in HEAVY])
         self._hooks = []
         if optimizer is not None:
@@ -145,16 +153,19 @@ class Monitor:
             warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
             return
         t0 = time.perf_counter()
+        self.pacer.step(t0)
         with self._lock:
             self._step += 1
-            if self._step % self.every == 0:
+            sampled = self._step % self.every == 0
+            if sampled:
                 if "rwc" in self.analyses:
                     self._guarded("rwc", self._sample_rwc)
                 self._guarded("schedule", self._heavy.offer, self._step)
-            overhead = time.perf_counter() - t0
-            self._overhead_total += overhead
-            self._ticks.append((t0, overhead))
+            self._ticks.append(t0)
         self.notify()
+        overhead = time.perf_counter() - t0
+        self._overhead_total += overhead
+        self.pacer.in_step(overhead, sampled)
 
     def notify(self) -> None:
         """Tell the listeners (widgets) that there is news: a step, a sample, a finished analysis."""
@@ -221,25 +232,28 @@ class Monitor:
         return self._detached
 
     def stats(self) -> dict:
-        """``step``; over the last steps, ``steps_per_second`` and ``overhead``, the monitor's
-        share of wall time: ``overhead_training`` (its time inside the training steps) plus
-        ``overhead_worker`` (its background analyses); ``samples``, ``errors``, ``last_error``."""
+        """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
+        training runs than without the monitor, measured (``Pacer``: monitored / bare step time
+        - 1, NaN until enough steps are seen; what ``budget`` bounds); ``overhead`` (the same
+        figure, under its older name); the monitor's own shares of wall time: ``own_share``
+        (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
+        (widget updates); ``contention`` (how much a background second slows training);
+        ``samples``, ``dropped``, ``deferred``, ``errors``, ``last_error``."""
         with self._lock:
             ticks = list(self._ticks)
             step = self._step
-        rate = overhead = training = worker = float("nan")
-        if len(ticks) >= 2 and ticks[-1][0] > ticks[0][0]:
-            t0, t1 = ticks[0][0], ticks[-1][0] + ticks[-1][1]
-            rate = (len(ticks) - 1) / (ticks[-1][0] - t0)
-            training = sum(o for _, o in ticks) / (t1 - t0)
-            worker = self._heavy.worker.busy_between(t0, t1) / (t1 - t0)
-            overhead = training + worker
+        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) >= 2 and ticks[-1] > ticks[0] \
+            else float("nan")
+        measured = self.pacer.estimate()
         return {
             "step": step,
             "steps_per_second": rate,
-            "overhead": overhead,
-            "overhead_training": training,
-            "overhead_worker": worker,
+            "slowdown": measured["slowdown"],
+            "overhead": measured["slowdown"],
+            "own_share": measured["own_share"],
+            "worker_share": measured["worker_share"],
+            "widget_share": measured["widget_share"],
+            "contention": measured["contention"],
             "overhead_seconds": self._overhead_total,
             "samples": self.history.count("rwc"),
             "dropped": self._heavy.worker.dropped,
@@ -257,12 +271,13 @@ class Monitor:
         parts = [f"step {s['step']}"]
         if math.isfinite(s["steps_per_second"]):
             parts.append(f"{s['steps_per_second']:.1f} steps/s")
-        if math.isfinite(s["overhead"]):
-            parts.append(f"monitor {100 * s['overhead']:.1f}% of wall time (budget {100 * self.budget:.0f}%)")
+        if math.isfinite(s["slowdown"]):
+            parts.append(f"training {100 * s['slowdown']:.1f}% slower with the monitor "
+                         f"(budget {100 * self.budget:.0f}%)")
         parts.append(f"{s['samples']} samples every {self.every} steps")
         if s["dropped"]:
-            parts.append(f"{s['dropped']} background analyses dropped")
-        parts.append(f"{s['errors']} errors" + (f" (last: {s['last_error']})" if s["last_error"] else ""))
+            parts.append(f"{_count(s['dropped'], 'background analysis', 'background analyses')} dropped")
+        parts.append(_count(s["errors"], "error") + (f" (last: {s['last_error']})" if s["last_error"] else ""))
         if s["nonfinite"]:
             parts.append("non-finite weights in " + ", ".join(s["nonfinite"]))
         if s["detached"]:
@@ -339,6 +354,10 @@ class Monitor:
         self.errors.append(error)
         if len(self.errors) > _MAX_ERRORS:
             del self.errors[0]
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _check_probe(probe, model: nn.Module):

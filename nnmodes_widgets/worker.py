@@ -7,7 +7,6 @@ latest wins). ``busy_seconds`` is what the monitor's budget is charged with.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +14,13 @@ from collections.abc import Callable
 
 class Worker:
     def __init__(self, *, on_error: Callable[[str, Exception], None],
-                 on_start: Callable[[], None] | None = None, name: str = "nnmodes-worker"):
+                 on_start: Callable[[], None] | None = None,
+                 begin: Callable[[], object] = lambda: None,
+                 end: Callable[[object], None] = lambda token: None,
+                 name: str = "nnmodes-worker"):
         self._on_error = on_error
         self._on_start = on_start
+        self._begin, self._end = begin, end
         self._name = name
         self._cv = threading.Condition()
         self._job: tuple[str, Callable[[], None]] | None = None
@@ -28,17 +31,6 @@ class Worker:
         self.completed = 0
         self.dropped = 0
         self.last_cost: dict[str, float] = {}   # job name -> seconds its last run took
-        self._runs: collections.deque = collections.deque(maxlen=512)   # (start, end) perf_counter
-        self._started: float | None = None      # start of the job running now
-
-    def busy_between(self, t0: float, t1: float) -> float:
-        """Seconds the worker spent on jobs within [t0, t1] (``time.perf_counter`` times), the
-        job running now included; runs older than the last 512 are not counted."""
-        with self._cv:
-            runs = list(self._runs)
-            if self._started is not None:
-                runs.append((self._started, time.perf_counter()))
-        return sum(max(0.0, min(end, t1) - max(start, t0)) for start, end in runs)
 
     @property
     def idle(self) -> bool:
@@ -83,17 +75,16 @@ class Worker:
                     return
                 (name, job), self._job = self._job, None
                 self._running = True
-                start = self._started = time.perf_counter()
+            token = self._begin()
+            start = time.perf_counter()
             try:
                 job()
             except Exception as exc:   # an analysis fault must not kill the worker
                 self._on_error(name, exc)
             finally:
-                end = time.perf_counter()
-                cost = end - start
+                cost = time.perf_counter() - start
+                self._end(token)
                 with self._cv:
-                    self._runs.append((start, end))
-                    self._started = None
                     self.busy_seconds += cost
                     self.last_cost[name] = cost
                     self.completed += 1

@@ -62,48 +62,28 @@ def slow_spectrum_monitor(monkeypatch, seconds: float):
     return monitor, model, optimizer, calls
 
 
-def test_a_slow_analysis_is_paced_to_the_budget_and_training_never_waits(monkeypatch):
+def test_a_slow_analysis_waits_what_the_pacer_says_and_training_never_waits(monkeypatch):
     monitor, model, optimizer, calls = slow_spectrum_monitor(monkeypatch, 0.05)
-    start = time.perf_counter()
+    waits = []
+
+    def wait_after(cost):
+        waits.append(cost)
+        return 0.3
+
+    monkeypatch.setattr(monitor.pacer, "wait_after", wait_after)
     train(model, optimizer, 300, pause=0.004)
-    elapsed = time.perf_counter() - start
     monitor.flush()
     stats = monitor.stats()
-    # each 50 ms run, the first included, is followed by >= 450 ms without one
-    assert stats["worker_seconds"] <= 0.1 * elapsed + 0.05 + 0.05, (stats, elapsed)
-    gaps = np.diff(calls)
-    assert (gaps >= 0.05 * 0.9 / 0.1 * 0.9).all(), gaps
-    assert stats["deferred"] > 0 and len(calls) >= 2
+    # every run, the first included, sets the pace from its own cost
+    assert len(calls) >= 2 and len(waits) >= len(calls) - 1
+    assert all(c >= 0.045 for c in waits), waits
+    assert (np.diff(calls) >= 0.05 + 0.3).all(), np.diff(calls)
+    assert stats["deferred"] > 0
     # the training thread paid only its own share, not the analysis
     assert stats["overhead_seconds"] < 0.5 * len(calls) * 0.05
+    # the pacer saw the runs as background work
+    assert stats["worker_share"] > 0, stats
     monitor.detach()
-
-
-@pytest.mark.parametrize("training_share, worker_share", [(0.06, 0.04), (0.2, 0.025)])
-def test_the_training_threads_share_comes_out_of_the_budget(monkeypatch, training_share, worker_share):
-    # Budget 0.1: with the training thread (RWC) at 6% the worker gets the other 4%; at 20% it
-    # still gets its floor, a quarter of the budget, so that the panels keep filling.
-    monitor, model, optimizer, calls = slow_spectrum_monitor(monkeypatch, 0.02)
-    stats = monitor.stats
-    monkeypatch.setattr(monitor, "stats", lambda: {**stats(), "overhead_training": training_share})
-    train(model, optimizer, 400, pause=0.004)
-    monitor.detach()
-    gaps = np.diff(calls)
-    wait = 0.02 * monitor._heavy._contention * (1 - worker_share) / worker_share
-    # at least two runs: a share of zero (no floor) would never allow the second
-    assert len(gaps) >= 1 and (gaps >= wait).all(), (gaps, wait)
-
-
-def test_the_reported_overhead_counts_the_worker_and_stays_near_the_budget(monkeypatch):
-    monitor, model, optimizer, _ = slow_spectrum_monitor(monkeypatch, 0.04)   # 40 ms a run
-    train(model, optimizer, 400, pause=0.008)     # ~3.5 s; the share is read over the last 200 steps
-    stats = monitor.stats()
-    monitor.detach()
-    # Unpaced, the worker would be busy most of the time (share near 1); uncounted, the share
-    # would be the training thread's alone (near 0). Paced and counted: about the budget.
-    assert 0.03 <= stats["overhead_worker"] <= 0.16, stats
-    assert stats["overhead"] == pytest.approx(stats["overhead_training"] + stats["overhead_worker"])
-    assert stats["overhead"] <= 0.2, stats
 
 
 def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
@@ -207,8 +187,9 @@ def test_radiographs_and_neuron_modes_from_the_captured_first_batch():
         np.testing.assert_allclose(maps, static_radiograph(at_step, "2").numpy(), rtol=1e-5, atol=1e-7)
     for step, fractions in zip(*h.get("neuron_modes", "0")):
         at_step.load_state_dict(states[step])
-        expected = neuron_modes(at_step, monitor.probe)["0"].active_fraction.numpy()
-        np.testing.assert_allclose(fractions, expected)
+        # live runs take the first NEURON_SAMPLES probe samples
+        expected = neuron_modes(at_step, monitor.probe[:heavy.NEURON_SAMPLES])["0"]
+        np.testing.assert_allclose(fractions, expected.active_fraction.numpy())
     assert monitor.errors == []
     monitor.detach()
 
@@ -271,8 +252,12 @@ def test_activations_that_cannot_be_seen_are_named_once_and_shown_with_the_neuro
         monitor.step()
         monitor.flush()
     assert monitor.history.layers("neuron_modes") == ["relu#0"]
-    assert [(n.analysis, n.layer) for n in monitor.notices] == [("neuron_modes", "lstm")]
+    assert [(n.analysis, n.layer) for n in monitor.notices] == [("neuron_modes", "lstm"),
+                                                                ("neuron_modes", None)]
     assert monitor.notices[0].message.startswith("not analysable: LSTM: its gates")
+    # and how exact the live figures are
+    assert monitor.notices[1].message.startswith("live from the first 4 probe samples: an active "
+                                                 "fraction's standard error is at most 0.25")
     panel = nm.Dashboard(monitor).neurons
     panel._push()
     assert panel.frame_meta["note"].startswith("lstm: not analysable: LSTM: its gates")
@@ -314,12 +299,18 @@ def test_neuron_classes_and_characteristic_maps_follow_the_predicted_classes():
     for analysis, layer in (("neuron_classes", "0"), ("characteristic_maps", "2")):
         for step, value in zip(*h.get(analysis, layer)):
             at_step.load_state_dict(states[step])
-            # without labels, the classes are the model's own predictions, all 4 of its outputs
+            # without labels, the classes are the model's own predictions, all 4 of its outputs;
+            # live runs take the first NEURON_SAMPLES samples for neuron modes, the first
+            # CLASS_SAMPLES of each class for characteristic maps
             y = at_step(probe).argmax(1)
             if analysis == "neuron_classes":
-                expected = neuron_modes(at_step, probe, y=y, num_classes=4)["0"].class_active_fraction
+                n = heavy.NEURON_SAMPLES
+                expected = neuron_modes(at_step, probe[:n], y=y[:n], num_classes=4)["0"]
+                expected = expected.class_active_fraction
             else:
-                expected = characteristic_maps(at_step, probe, "2", y=y, num_classes=4)
+                index = torch.cat([(y == c).nonzero().flatten()[:heavy.CLASS_SAMPLES]
+                                   for c in range(4)])
+                expected = characteristic_maps(at_step, probe[index], "2", y=y[index], num_classes=4)
             assert value.shape[0] == 4
             np.testing.assert_allclose(value, expected.numpy(), rtol=1e-5, atol=1e-6, equal_nan=True)
             checked += 1
@@ -336,7 +327,10 @@ def test_characteristic_maps_use_the_probe_labels_and_need_classes():
     monitor.step()
     monitor.flush()
     steps, maps = monitor.history.get("characteristic_maps", "2")
-    np.testing.assert_allclose(maps[0], characteristic_maps(model, x, "2", y=y).numpy(), rtol=1e-5)
+    index = torch.cat([(y == c).nonzero().flatten()[:heavy.CLASS_SAMPLES] for c in range(3)])
+    assert len(index) == 3 * heavy.CLASS_SAMPLES < len(x)
+    np.testing.assert_allclose(maps[0], characteristic_maps(model, x[index], "2", y=y[index]).numpy(),
+                               rtol=1e-5)
     monitor.detach()
     # one output: no classes to average over, so the analysis is switched off with a notice
     regressor = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))

@@ -600,7 +600,7 @@ def test_stats_after_training():
     assert stats["step"] == 30
     assert stats["samples"] == 6
     assert math.isfinite(stats["steps_per_second"]) and stats["steps_per_second"] > 0
-    assert 0.0 <= stats["overhead"] <= 1.0
+    assert 0.0 <= stats["own_share"] <= 1.0 and stats["worker_share"] >= 0.0
     assert stats["errors"] == 0 and stats["last_error"] is None
 
 

@@ -58,20 +58,13 @@ def test_flush_times_out_and_close_refuses_new_jobs():
     assert worker.offer("late", lambda: None) is False
 
 
-def test_busy_time_within_a_window_counts_overlaps_and_the_running_job():
-    release = threading.Event()
-    worker = Worker(on_error=lambda name, exc: None)
-    t0 = time.perf_counter()
-    worker.offer("a", lambda: time.sleep(0.1))
+def test_begin_and_end_bracket_every_job_even_a_failing_one():
+    log = []
+    worker = Worker(on_error=lambda name, exc: log.append(("error", name)),
+                    begin=lambda: log.append("begin") or len(log), end=lambda token: log.append(("end", token)))
+    worker.offer("a", lambda: log.append("a"))
     worker.flush()
-    t1 = time.perf_counter()
-    assert 0.09 <= worker.busy_between(t0, t1) <= t1 - t0
-    assert worker.busy_between(t1, t1 + 10) == 0.0                # nothing after it
-    mid = t0 + (t1 - t0) / 2
-    assert worker.busy_between(t0, mid) + worker.busy_between(mid, t1) == pytest.approx(
-        worker.busy_between(t0, t1))
-    worker.offer("b", release.wait)                                # running now: counted so far
-    time.sleep(0.05)
-    assert worker.busy_between(t1, time.perf_counter()) >= 0.04
-    release.set()
+    worker.offer("b", lambda: 1 / 0)
+    worker.flush()
     worker.close()
+    assert log == ["begin", "a", ("end", 1), "begin", ("error", "b"), ("end", 4)]

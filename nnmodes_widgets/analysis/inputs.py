@@ -45,6 +45,11 @@ class ModelInputs:
         batch = self.batch
         return self.map(lambda t: t[start:stop] if t.ndim and t.shape[0] == batch else t)
 
+    def take(self, index: torch.Tensor) -> "ModelInputs":
+        """The samples at ``index`` (a 1-D integer tensor), in its order."""
+        batch = self.batch
+        return self.map(lambda t: t[index.to(t.device)] if t.ndim and t.shape[0] == batch else t)
+
     def describe(self) -> str:
         def one(v):
             return (f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"

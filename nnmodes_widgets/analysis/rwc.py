@@ -100,6 +100,7 @@ class _Group:
         sizes = [max(1, math.ceil(n / _CHUNK)) * _CHUNK for n in numels]
         chunks = torch.tensor([n // _CHUNK for n in sizes], device=device)
         self.owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunks)
+        self.first_chunk = np.cumsum([0] + [n // _CHUNK for n in sizes[:-1]])
         self.snap = torch.zeros(sum(sizes), dtype=dtype, device=device)
         offsets = list(itertools.accumulate(sizes, initial=0))
         self.snap_views = [self.snap[o:o + n].view(s)
@@ -122,17 +123,28 @@ class _Group:
         # A block with padding must zero its work row first if other blocks leave values there.
         self.dirty_padding = [len(self.blocks) > 1 and sum(n for *_, n in pieces) < stop - start
                               for start, stop, pieces in self.blocks]
-        self.snap_norm: torch.Tensor | None = None   # per-layer norm of the snapshot, once known
+        # One block on the CPU (a small model): the arithmetic in NumPy on views of the same
+        # buffers, a microsecond a call where torch takes five to ten, single-threaded: a small
+        # model sampled every few steps spent most of its RWC time in call overhead, and on a
+        # loaded core torch's thread team made it wait several milliseconds.
+        self.small = device.type == "cpu" and len(self.blocks) == 1
+        self.snap_norm: np.ndarray | None = None   # per-layer norm of the snapshot, once known
 
-    def layer_sum(self, per_chunk: torch.Tensor) -> torch.Tensor:
-        """Chunk sums [..., chunks] -> float64 layer sums [..., layers]."""
+    def layer_sum(self, per_chunk) -> np.ndarray:
+        """Chunk sums [..., chunks] (a tensor, or an array on the host) -> float64 layer sums
+        [..., layers], on the host."""
+        if isinstance(per_chunk, np.ndarray) or per_chunk.device.type == "cpu":
+            per_chunk = per_chunk if isinstance(per_chunk, np.ndarray) else per_chunk.numpy()
+            return np.add.reduceat(per_chunk.astype(np.float64), self.first_chunk, axis=-1)
         out = torch.zeros(*per_chunk.shape[:-1], len(self.names), dtype=torch.float64,
                           device=per_chunk.device)
-        return out.index_add_(-1, self.owner, per_chunk.to(torch.float64))
+        return out.index_add_(-1, self.owner, per_chunk.to(torch.float64)).cpu().numpy()
 
-    def snapshot_sums(self, ord: int) -> torch.Tensor:
+    def snapshot_sums(self, ord: int) -> np.ndarray:
         """Per-layer sum of |snapshot|^ord."""
-        return self.layer_sum(torch.cat([
+        if self.small:     # as the updates will sum them, or the first RWC differs by rounding
+            return self.layer_sum(_host_chunk_sums(self.work[0].copy_(self.snap).numpy(), ord))
+        return self.layer_sum(_cat([
             _chunk_sums(self.work[0, :stop - start].copy_(self.snap[start:stop]), ord)
             for start, stop, _ in self.blocks]))
 
@@ -144,6 +156,21 @@ class _Group:
             self.work[1, :stop - start].zero_()
         torch._foreach_copy_(self.new_views[block], [new[i][lo:lo + n] for i, lo, n in pieces])
         return self.work[:, :stop - start], self.snap[start:stop]
+
+
+def _cat(per_block: list[torch.Tensor]) -> torch.Tensor:
+    """Blocks' chunk sums [..., chunks] side by side (one block, the small-model case: as is)."""
+    return per_block[0] if len(per_block) == 1 else torch.cat(per_block, dim=-1)
+
+
+def _host_chunk_sums(x: np.ndarray, ord: int) -> np.ndarray:
+    """``_chunk_sums`` in NumPy (float32 or float64 arrays; x overwritten)."""
+    rows = np.abs(x, out=x).reshape(*x.shape[:-1], -1, _CHUNK)
+    if ord == 1:
+        return rows.sum(axis=-1)                  # pairwise, like torch's
+    scale = np.maximum(rows.max(axis=-1, keepdims=True), np.finfo(rows.dtype).tiny)
+    squares = np.square(np.divide(rows, scale, out=rows), out=rows).sum(axis=-1)
+    return squares.astype(np.float64) * np.square(scale[..., 0].astype(np.float64))
 
 
 def _chunk_sums(x: torch.Tensor, ord: int) -> torch.Tensor:
@@ -191,33 +218,39 @@ class RwcTracker:
                 for g in self._groups]
         values: dict[str, float] = {}
         for g, pair in zip(self._groups, sums):
-            num, den = pair.cpu().numpy()
+            num, den = pair
             with np.errstate(divide="ignore", invalid="ignore"):
                 # x/0 and 0/0 both become NaN: a zero reference has no relative change.
                 rwc = np.where(den != 0, num / den, np.nan)
             values.update((n, float(v)) for n, v in zip(g.names, rwc) if n not in self.started)
         return {n: values[n] for n in tensors if n in values}
 
-    def _num_den(self, g: _Group, new: list[torch.Tensor]) -> torch.Tensor:
-        """[2, layers] float64: numerator and denominator of each layer's RWC, snapshot (before)
+    def _num_den(self, g: _Group, new: list[torch.Tensor]) -> np.ndarray:
+        """[2, layers] float64 on the host: numerator and denominator of each layer's RWC, snapshot (before)
         -> ``new`` (after, flat); leaves ``new`` in the snapshot."""
         if self.kind == "elementwise":
-            return g.layer_sum(torch.cat([self._elementwise_sums(*g.gather(k, new))
-                                          for k in range(len(g.blocks))], dim=1))
+            return g.layer_sum(_cat([self._elementwise_sums(*g.gather(k, new))
+                                     for k in range(len(g.blocks))]))
         ord = 1 if self.kind == "l1" else 2
         if g.snap_norm is None:
             g.snap_norm = g.snapshot_sums(ord)
         sums = []
         for k in range(len(g.blocks)):
             work, snap = g.gather(k, new)
+            if g.small:
+                work, snap = work.numpy(), snap.numpy()
+                np.subtract(snap, work[1], out=work[0])
+                np.copyto(snap, work[1])
+                sums.append(_host_chunk_sums(work, ord))
+                continue
             torch.sub(snap, work[1], out=work[0])     # the change; padding stays zero
             snap.copy_(work[1])
             sums.append(_chunk_sums(work, ord))       # [2, chunks]: |change|, |new|
-        num, after = g.layer_sum(torch.cat(sums, dim=1))
+        num, after = g.layer_sum(sums[0] if g.small else _cat(sums))
         before, g.snap_norm = g.snap_norm, after
         if ord == 2:
-            num, before = num.sqrt(), before.sqrt()
-        return torch.stack([num, before])
+            num, before = np.sqrt(num), np.sqrt(before)
+        return np.stack([num, before])
 
     @staticmethod
     def _elementwise_sums(work: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:

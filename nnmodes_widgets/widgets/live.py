@@ -21,7 +21,9 @@ class LiveBinding:
             raise TypeError(f"expected a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
         self.monitor = monitor
         self.throttle = Throttle(push, max_rate=max_rate,
-                                 on_error=lambda exc: monitor.report(f"widget:{name}", exc))
+                                 on_error=lambda exc: monitor.report(f"widget:{name}", exc),
+                                 begin=lambda: monitor.pacer.begin("widgets"),
+                                 end=monitor.pacer.end)
         self.throttle.push_now()
         monitor.subscribe(self._on_step)
 

@@ -80,9 +80,10 @@ class Neurons(Exportable, anywidget.AnyWidget):
 
     def _push(self) -> None:
         history = self.monitor.history
-        if history.version == self._version:
+        version = history.version_of("neuron_modes", "neuron_classes")
+        if version == self._version:
             return
-        self._version = history.version
+        self._version = version
         layers = history.layers("neuron_modes")
         if not layers:
             return

@@ -200,9 +200,10 @@ class _LiveMaps(Radiograph):
 
     def _push(self) -> None:
         history = self.monitor.history
-        if history.version == self._version:
+        version = history.version_of(self.analysis)
+        if version == self._version:
             return
-        self._version = history.version
+        self._version = version
         frame = self._frame(history)
         if frame is None or (self._latest is not None and self._latest[0] == frame[0]):
             return

@@ -119,9 +119,10 @@ class Spectra(Exportable, ipywidgets.VBox):
 
     def _push(self) -> None:
         history = self.monitor.history
-        if history.version == self._version:
+        version = history.version_of("spectrum")
+        if version == self._version:
             return
-        self._version = history.version
+        self._version = version
         layers, series = self._data()
         if not layers:
             return

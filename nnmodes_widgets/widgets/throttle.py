@@ -23,7 +23,9 @@ _MAX_GAP = 1.0   # seconds: the longest a costly update delays the next (max_rat
 
 class Throttle:
     def __init__(self, push: Callable[[], None], *, on_error: Callable[[Exception], None],
-                 max_rate: float = 10.0, max_share: float = 0.01):
+                 max_rate: float = 10.0, max_share: float = 0.01,
+                 begin: Callable[[], object] = lambda: None,
+                 end: Callable[[object], None] = lambda token: None):
         if not max_rate > 0:
             raise ValueError(f"max_rate must be positive, got {max_rate!r}")
         if not 0 < max_share <= 1:
@@ -33,6 +35,7 @@ class Throttle:
         self._gap = self.interval      # before the next update: interval, or longer if costly
         self._push = push
         self._on_error = on_error
+        self._begin, self._end = begin, end    # bracket each update (the monitor's pacer)
         self._wanted = threading.Event()
         self._push_lock = threading.Lock()   # one push at a time, thread or caller
         self._last = float("-inf")
@@ -80,10 +83,13 @@ class Throttle:
     def _deliver(self) -> None:
         with self._push_lock:
             self._last = time.monotonic()
+            token = self._begin()
             try:
                 self._push()
                 self.pushes += 1
             except Exception as exc:  # a broken update must not kill the thread
                 self._on_error(exc)
+            finally:
+                self._end(token)
             cost = time.monotonic() - self._last
             self._gap = max(self.interval, min(cost / self.max_share, _MAX_GAP))

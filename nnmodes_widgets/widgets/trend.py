@@ -138,9 +138,10 @@ class Trend(Exportable, ipywidgets.VBox):
 
     def _push(self) -> None:
         history = self.monitor.history
-        if history.version == self._version:
+        version = history.version_of("rwc")
+        if version == self._version:
             return
-        self._version = history.version
+        self._version = version
         layers, steps, values = history.matrix("rwc")
         if not layers:
             return

@@ -1,0 +1,207 @@
+"""How much slower training runs because of the monitor, measured; and the pace it allows.
+
+The budget bounds the slowdown of training (SPEC 5, wave 2), not the monitor's own CPU seconds:
+on a machine with few cores a background thread stalls the training threads by more than its
+own time (an intra-op parallel region waits for its slowest thread; a Python-bound loop waits
+for the GIL). So the slowdown is measured from the training steps themselves:
+
+- every step's duration (one ``Monitor.step`` to the next) and the monitor's time inside it;
+- every stretch of background work (the worker's analyses, the widgets' updates);
+- *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
+  step time b; the slowdown is mean(step) / b - 1 over the recent window;
+- the contention k, how much slower a step runs per unit of background work overlapping it, is
+  fitted over the steps that background work overlapped: d / b - 1 = k * f (f the overlapped
+  share of the step), starting from a prior until enough overlap has been seen.
+
+The worker may then run the share D of wall time that keeps the measured slowdown within the
+budget (``Pacer.worker_share``); after a job of c seconds it waits c * (1 - D) / D.
+
+A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
+not a training step: left out.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import threading
+import time
+
+import numpy as np
+
+WINDOW_STEPS = 1 << 15      # steps kept for the estimate (about 30 s of a 1 ms step)
+WINDOW_SECONDS = 60.0       # ... and at most this far back
+BUSY_KEPT = 1 << 14         # stretches of background work kept
+BREAK = 20.0                # a step over this many typical steps is a break
+QUIET = 0.01                # a step with less of it overlapped is quiet
+PRIOR_WEIGHT = 5.0          # the prior contention counts as this many fully overlapped steps
+MIN_QUIET = 20              # quiet steps needed before the slowdown is measured
+REFRESH = 0.5               # s an estimate is reused (stats() is read ten times a second)
+
+
+class Pacer:
+    """Step durations and background work in; measured slowdown and the worker's pace out.
+
+    Thread-safe: the training thread adds steps, the worker and the widgets' threads add
+    background work and read estimates.
+    """
+
+    def __init__(self, budget: float, prior_contention: float):
+        self.budget = budget
+        self.prior = float(prior_contention)
+        self._lock = threading.Lock()
+        self._steps: collections.deque = collections.deque(maxlen=WINDOW_STEPS)
+        self._busy: collections.deque = collections.deque(maxlen=BUSY_KEPT)
+        self._tokens = itertools.count()
+        self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
+        self._last_start: float | None = None
+        self._pending_overhead = 0.0
+        self._pending_sampled = False
+        self._estimate: dict = _NO_ESTIMATE
+        self._estimated_at = -math.inf
+        self._counted = 0              # steps seen so far
+        self._estimated_count = 0      # ... when the estimate was made
+
+    # -- in ------------------------------------------------------------------------------------
+
+    def step(self, start: float) -> None:
+        """A training step ended at ``start`` (``time.perf_counter``), where the next begins."""
+        with self._lock:
+            if self._last_start is not None:
+                self._steps.append((self._last_start, start - self._last_start,
+                                    self._pending_overhead, self._pending_sampled))
+                self._counted += 1
+            self._last_start = start
+            self._pending_overhead, self._pending_sampled = 0.0, False
+
+    def in_step(self, seconds: float, sampled: bool) -> None:
+        """The monitor spent ``seconds`` inside the step that began at the last ``step``."""
+        with self._lock:
+            self._pending_overhead += seconds
+            self._pending_sampled |= sampled
+
+    def begin(self, kind: str) -> int:
+        """Background work (``kind``: "worker" or "widgets") starts now; returns its token for
+        ``end``. Counted up to now while it runs: a 10 s analysis must not make its steps look
+        quiet until it ends."""
+        with self._lock:
+            token = next(self._tokens)
+            self._running[token] = (time.perf_counter(), kind == "worker")
+        return token
+
+    def end(self, token: int) -> None:
+        end = time.perf_counter()
+        with self._lock:
+            start, worker = self._running.pop(token)
+        self.record(start, end, "worker" if worker else "widgets")
+
+    def record(self, start: float, end: float, kind: str) -> None:
+        """Background work of ``kind`` ran from ``start`` to ``end`` (perf_counter seconds)."""
+        with self._lock:
+            self._busy.append((start, end, kind == "worker"))
+
+    # -- out -----------------------------------------------------------------------------------
+
+    def estimate(self) -> dict:
+        """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
+        quiet step), ``contention`` (k), ``worker_share`` and ``widget_share`` (of wall time),
+        ``own_share`` (the monitor's time inside the steps over their total), ``steps`` (in the
+        window)."""
+        now = time.perf_counter()
+        with self._lock:
+            # recent enough, and not many steps since (the first steps change it most)
+            new_steps = self._counted - self._estimated_count
+            if now - self._estimated_at < REFRESH and new_steps <= max(4, self._counted // 8):
+                return self._estimate
+            self._estimated_count = self._counted
+            steps = np.array(self._steps, dtype=np.float64).reshape(-1, 4)
+            busy = np.array([*self._busy, *((start, now, worker) for start, worker
+                                            in self._running.values())],
+                            dtype=np.float64).reshape(-1, 3)
+        estimate = _estimate(steps, busy, now, self.prior)
+        with self._lock:
+            self._estimate, self._estimated_at = estimate, now
+        return estimate
+
+    def worker_share(self) -> float:
+        """The share of wall time the worker may take now so the slowdown stays in budget.
+
+        A step that background work overlaps entirely takes 1 + k times as long, so a worker
+        busy for a share D of wall time costs training D * k / (1 + k) of that time: a slowdown
+        of D * (1 + S) * k / (1 + k) at slowdown S. The worker gets what the rest of the
+        measured slowdown leaves of the budget, and never less than a quarter of it (so every
+        panel still fills when RWC alone nears the budget).
+        """
+        e = self.estimate()
+        k, slowdown = e["contention"], e["slowdown"]
+        if k <= 0:
+            return 1.0
+        per_share = k / (1 + k) * (1 + self.budget)    # slowdown per unit of worker share
+        others = 0.0 if not math.isfinite(slowdown) else \
+            slowdown - e["worker_share"] * (1 + slowdown) * k / (1 + k)
+        return min(1.0, max(self.budget / 4, self.budget - others) / per_share)
+
+    def wait_after(self, cost: float) -> float:
+        """Seconds to wait after a job of ``cost`` seconds before the next starts."""
+        if self.budget >= 1:    # all of the wall time: no pace
+            return 0.0
+        share = self.worker_share()
+        return cost * (1 - share) / share
+
+
+_NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
+                "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "steps": 0}
+
+
+def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> dict:
+    out = dict(_NO_ESTIMATE, contention=prior)
+    steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
+    if len(steps) < 2:
+        return out
+    start, duration, overhead, sampled = steps.T
+    keep = duration <= BREAK * np.median(duration)
+    start, duration, overhead, sampled = start[keep], duration[keep], overhead[keep], sampled[keep]
+    if not len(start):
+        return out
+    end = start + duration
+    wall = duration.sum()
+    any_busy = _overlap(busy, start, end)
+    worker = _overlap(busy[busy[:, 2] == 1], start, end)
+    share = any_busy / duration
+    out.update(steps=len(start), own_share=float(overhead.sum() / wall),
+               worker_share=float(worker.sum() / wall),
+               widget_share=float((any_busy - worker).clip(min=0).sum() / wall))
+    quiet = (share < QUIET) & (sampled == 0)
+    if quiet.sum() < MIN_QUIET:
+        return out
+    bare = float(duration[quiet].mean())
+    fitted = (sampled == 0) & ~quiet
+    f, r = share[fitted], duration[fitted] / bare - 1
+    out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
+               contention=float(max(0.0, (f @ r + prior * PRIOR_WEIGHT) / (f @ f + PRIOR_WEIGHT))))
+    return out
+
+
+def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Seconds of each [start, end) covered by the union of the busy stretches."""
+    if not len(busy):
+        return np.zeros(len(start))
+    order = np.argsort(busy[:, 0])
+    lo, hi = busy[order, 0], np.maximum.accumulate(busy[order, 1])
+    # merge overlapping stretches (threads run side by side): a new run starts where lo > the
+    # furthest end so far
+    new = np.concatenate(([True], lo[1:] > hi[:-1]))
+    run = np.cumsum(new) - 1
+    run_lo = lo[new]
+    run_hi = np.zeros(run[-1] + 1)
+    np.maximum.at(run_hi, run, hi)
+    covered = np.concatenate(([0.0], np.cumsum(run_hi - run_lo)))   # busy time before each run
+
+    def busy_until(t):
+        i = np.searchsorted(run_lo, t, side="right")      # runs starting at or before t
+        inside = np.clip(t - run_lo[np.maximum(i - 1, 0)], 0,
+                         (run_hi - run_lo)[np.maximum(i - 1, 0)])
+        return covered[np.maximum(i - 1, 0)] + np.where(i > 0, inside, 0.0)
+
+    return busy_until(end) - busy_until(start)

@@ -1,0 +1,144 @@
+"""The measured slowdown and the pace it allows (nnmodes_widgets.pacing), on synthetic logs of
+training steps and background work: exact answers, no timing."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from nnmodes_widgets import pacing
+from nnmodes_widgets.pacing import Pacer, _overlap
+
+
+def brute_overlap(busy, start, end):
+    out = []
+    for a, b in zip(start, end):
+        grid = np.linspace(a, b, 20001)[:-1] + (b - a) / 40002
+        covered = np.zeros(len(grid), bool)
+        for lo, hi, _ in busy:
+            covered |= (grid >= lo) & (grid < hi)
+        out.append(covered.mean() * (b - a))
+    return np.array(out)
+
+
+def test_overlap_with_the_union_of_busy_stretches_matches_brute_force():
+    rng = np.random.default_rng(0)
+    lo = rng.uniform(0, 10, 30)
+    busy = np.stack([lo, lo + rng.uniform(0, 1.5, 30), rng.integers(0, 2, 30)], axis=1)
+    start = np.sort(rng.uniform(-1, 11, 40))
+    end = start + rng.uniform(0, 1, 40)
+    np.testing.assert_allclose(_overlap(busy, start, end), brute_overlap(busy, start, end), atol=2e-4)
+    assert (_overlap(busy[:0], start, end) == 0).all()
+
+
+def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, base=None):
+    """Feed ``pacer`` a loop of ``steps`` steps of ``bare`` seconds, slowed by ``contention``
+    while background jobs (``jobs``: (start offset, length) pairs) run, plus ``rwc`` seconds on every ``every``-th step; returns (wall time, bare total)."""
+    t = base = time.perf_counter() - 30 if base is None else base
+    busy = [(base + a, base + a + n) for a, n in jobs]
+    for lo, hi in busy:
+        pacer.record(lo, hi, "worker")
+    for i in range(steps):
+        pacer.step(t)
+        own = rwc if i % every == 0 else 0.0
+        pacer.in_step(own, i % every == 0)
+        # the step's work (bare + own) progresses at rate 1 when no job runs, 1 / (1 + k) while
+        # one does
+        work = bare + own
+        while work > 1e-15:
+            inside = [(lo, hi) for lo, hi in busy if lo <= t < hi]
+            if inside:
+                span = min(hi for _, hi in inside) - t
+                done = min(work, span / (1 + contention))
+                t += done * (1 + contention)
+            else:
+                span = min([lo - t for lo, _ in busy if lo > t], default=math.inf)
+                done = min(work, span)
+                t += done
+            work -= done
+    pacer.step(t)
+    return t - base
+
+
+def test_the_slowdown_and_the_contention_are_measured_from_the_steps(monkeypatch):
+    monkeypatch.setattr(pacing, "WINDOW_SECONDS", 1e9)
+    pacer = Pacer(0.05, prior_contention=2)
+    # a 1 ms step; a 20 ms job every 0.5 s, each slowing the steps it overlaps by 1.5x its time
+    jobs = [(0.05 + 0.5 * j, 0.02) for j in range(9)]
+    wall = synthetic(pacer, bare=1e-3, contention=1.5, jobs=jobs, steps=4000)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    assert e["bare"] == pytest.approx(1e-3, rel=1e-5)   # quiet: under 1% overlapped
+    assert e["slowdown"] == pytest.approx(wall / (4000 * 1e-3) - 1, rel=1e-6)
+    # fitted over ~70 overlapped steps (8 in each 20 ms job, the edges partly), pulled a little
+    # towards the prior of 2, which counts as 5 fully overlapped steps
+    assert 1.5 < e["contention"] < 1.5 + 0.5 * 5 / 60
+    assert e["worker_share"] == pytest.approx(9 * 0.02 / wall, rel=1e-6)
+
+
+def allowed(budget, k, slowdown, worker_share):
+    """The share a worker may take: the slowdown it causes, D (1 + S) k / (1 + k) at slowdown S,
+    fits in what the rest of the slowdown leaves (at least a quarter of the budget)."""
+    others = slowdown - worker_share * (1 + slowdown) * k / (1 + k)
+    return min(1.0, max(budget / 4, budget - others) / (k / (1 + k) * (1 + budget))), others
+
+
+def test_the_worker_gets_what_the_rest_of_the_slowdown_leaves():
+    pacer = Pacer(0.05, prior_contention=2)
+    # RWC: 0.3 ms every 10 steps of 1 ms, 3% of the bare time: the worker may slow training by
+    # the remaining 2%
+    synthetic(pacer, bare=1e-3, contention=1.0, jobs=[(0.5 + 0.5 * j, 0.01) for j in range(8)],
+              steps=4000, rwc=3e-4)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    share, others = allowed(0.05, e["contention"], e["slowdown"], e["worker_share"])
+    assert others == pytest.approx(0.03, abs=0.002)
+    assert pacer.worker_share() == pytest.approx(share, rel=1e-9)
+    assert pacer.wait_after(0.01) == pytest.approx(0.01 * (1 - share) / share)
+
+
+def test_over_budget_without_the_worker_still_leaves_it_a_floor():
+    pacer = Pacer(0.05, prior_contention=2)
+    synthetic(pacer, bare=1e-3, contention=1.0, jobs=[(1.0, 0.01)], steps=3000, rwc=1e-3)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    assert e["slowdown"] > 0.05
+    k = e["contention"]
+    assert pacer.worker_share() == pytest.approx(0.05 / 4 / (k / (1 + k) * 1.05))
+
+
+def test_before_enough_steps_the_prior_sets_the_pace_and_a_budget_of_one_sets_none():
+    pacer = Pacer(0.1, prior_contention=2)
+    assert math.isnan(pacer.estimate()["slowdown"])
+    share = 0.1 / (2 / 3 * 1.1)
+    assert pacer.worker_share() == pytest.approx(share)
+    assert pacer.wait_after(0.05) == pytest.approx(0.05 * (1 - share) / share)
+    assert Pacer(1.0, prior_contention=2).wait_after(5.0) == 0.0
+
+
+def test_pauses_between_cells_are_breaks_not_steps():
+    pacer = Pacer(0.05, prior_contention=1)
+    base = time.perf_counter() - 40
+    t = base
+    for i in range(2000):
+        pacer.step(t)
+        pacer.in_step(0.0, False)
+        t += 1e-3 if i != 1000 else 10.0     # the user waited 10 s before the next cell
+    pacer.step(t)
+    e = pacer.estimate()
+    assert e["steps"] == 1999 and e["slowdown"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_work_under_way_counts_up_to_now():
+    pacer = Pacer(0.05, prior_contention=1)
+    token = pacer.begin("worker")
+    begun = time.perf_counter()
+    time.sleep(0.02)                     # the job runs a while; steps go on meanwhile
+    now = time.perf_counter()
+    for t in np.arange(begun - 0.3, now, 1e-3):
+        pacer.step(t)
+    e = pacer.estimate()
+    assert 0 < e["worker_share"] < 0.2   # the steps since it began overlap the running job
+    pacer.end(token)
+    assert not pacer._running and len(pacer._busy) == 1
