@@ -73,8 +73,7 @@ def _neuron_modes(model: nn.Module, probe) -> dict:
     the probe has classes (see ``_classes``). A fraction from n observations has a standard
     error of at most 0.5 / sqrt(n): 0.0625 for a dense unit, less for a convolution's channel
     (every position is an observation); the note says so."""
-    x, y, n_classes, _, _ = _classes(model, probe)
-    x, y = x.rows(0, NEURON_SAMPLES), None if y is None else y[:NEURON_SAMPLES]
+    x, y, n_classes, _, _ = _classes(model, probe, limit=NEURON_SAMPLES)
     modes = neuron_modes(model, x, y=y, num_classes=n_classes, with_order=False)
     out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
     if y is not None:
@@ -112,9 +111,10 @@ def _split(probe):
     return probe if isinstance(probe, tuple) else (probe, None)
 
 
-def _classes(model: nn.Module, probe):
+def _classes(model: nn.Module, probe, limit: int | None = None):
     """``(x, y, n_classes, language, output_layer)`` for the analyses: x the first probe samples
-    that fit in ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``); y their labels when
+    that fit in ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``; at most ``limit``
+    when given); y their labels when
     given, else the model's predicted classes when its output is class scores [B, C], else None;
     ``n_classes`` from the whole probe's labels or the output's width (fixed, so that every run
     has the same shape). ``language``: token inputs and next-token logits [B, T, V].
@@ -122,7 +122,8 @@ def _classes(model: nn.Module, probe):
     x, y = _split(probe)
     inputs = as_inputs(x, model)
     one = capture(model, inputs.rows(0, 1))
-    count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // max(1, one.sample_bytes)))
+    count = min(inputs.batch, max(MIN_SAMPLES, SAMPLE_BYTES // max(1, one.sample_bytes)),
+                limit or inputs.batch)
     inputs, layer = inputs.rows(0, count), one.called[-1]
     if y is not None:
         n_classes = int(y.max()) + 1 if y.ndim == 1 and len(y) else None
