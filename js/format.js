@@ -6,16 +6,21 @@ function compact(x) {
   return x.toPrecision(2);
 }
 
+// "1 sample", "2 samples"; `plural` for words that do not just take an s ("analysis").
+export function count(n, singular, plural = `${singular}s`) {
+  return `${n} ${n === 1 ? singular : plural}`;
+}
+
 export function statusText(s) {
   const parts = [`step ${s.step}`];
   if (s.steps_per_second != null) parts.push(`${compact(s.steps_per_second)} steps/s`);
-  if (s.overhead != null) {
-    parts.push(`monitor ${(100 * s.overhead).toFixed(1)}% (budget ${(100 * s.budget).toFixed(0)}%)`);
+  if (s.slowdown != null) {   // measured by the monitor: monitored / bare step time - 1
+    parts.push(`slowdown ${(100 * s.slowdown).toFixed(1)}% (budget ${(100 * s.budget).toFixed(0)}%)`);
   }
-  parts.push(`${s.samples} samples`);
-  if (s.dropped) parts.push(`${s.dropped} analyses dropped`);
+  parts.push(count(s.samples, "sample"));
+  if (s.dropped) parts.push(`${count(s.dropped, "analysis", "analyses")} dropped`);
   if (s.nonfinite && s.nonfinite.length) parts.push(`non-finite weights: ${s.nonfinite.join(", ")}`);
-  if (s.errors) parts.push(`${s.errors} error${s.errors === 1 ? "" : "s"}, last: ${s.last_error}`);
+  if (s.errors) parts.push(`${count(s.errors, "error")}, last: ${s.last_error}`);
   if (s.detached) parts.push("detached");
   return parts.join(" · ");
 }

@@ -1,3 +1,5 @@
+import { coalesce } from "./root.js";
+
 // One layer selection shared by the dashboard's panels. Each panel's model has `layers` (module
 // names to choose from) and `selected` (a module name, "" for all layers); the dashboard links
 // `selected` between the panels in the browser (jslink), so a layer chosen in one panel reaches
@@ -44,10 +46,52 @@ export function layerPicker(model, onChange) {
   };
 }
 
+// The module among `layers` (the panel's choices) that a line's label belongs to: the longest
+// one that selects it ("features.3" for "features.3.weight"), "" when none does.
+export function moduleOf(label, layers) {
+  let best = "";
+  for (const layer of layers) {
+    if (layer && layer.length > best.length && inSelection(label, layer)) best = layer;
+  }
+  return best;
+}
+
+// What a legend shows for a Lines mark: each line's label, its colour (bqplot cycles the colour
+// list), the module a click selects, and whether the selection dims it.
+export function legendEntries(labels, colors, layers, selected) {
+  return labels.map((label, i) => ({
+    label,
+    color: colors.length ? colors[i % colors.length] : "currentColor",
+    layer: moduleOf(label, layers),
+    dim: !inSelection(label, selected),
+  }));
+}
+
 // Per-line opacities of a bqplot Lines mark that bring out the selected module's lines. Set on
 // the browser's model only (view state, like the log switch): the kernel's copy stays as made.
 export function highlightLines(mark, selected) {
   const labels = mark.get("labels") ?? [];
   const opacities = labels.map((label) => (inSelection(label, selected) ? 1 : 0.15));
   mark.set("opacities", opacities);
+}
+
+// Keep the lines of `marks` highlighted for `selected()`, also when the kernel sends new labels.
+// Never inside the mark's own change event: a set() from a change:<attr> handler ends the outer
+// set() of @jupyter-widgets/base early (its try/finally clears `_pending` and `_changing`), so the
+// outer "change" event never fires and bqplot never recomputes the lines from the x and y that
+// came in the same message (the panel stayed empty until the next message). Deferred to a
+// microtask, the opacities are set after the kernel's message has been applied in full.
+// Returns { update, dispose }: update() highlights now (outside any change event).
+export function highlightOnLabels(marks, selected) {
+  const update = () => {
+    for (const mark of marks) highlightLines(mark, selected());
+  };
+  const later = coalesce(update);
+  for (const mark of marks) mark.on("change:labels", later);
+  return {
+    update,
+    dispose() {
+      for (const mark of marks) mark.off("change:labels", later);
+    },
+  };
 }

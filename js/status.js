@@ -1,7 +1,7 @@
 import { coalesce, rootCounter } from "./root.js";
 import { statusText } from "./format.js";
 
-const FIELDS = ["step", "steps_per_second", "overhead", "budget", "samples", "dropped", "errors",
+const FIELDS = ["step", "steps_per_second", "slowdown", "budget", "samples", "dropped", "errors",
   "last_error", "nonfinite", "detached"];
 
 export default {

@@ -1,36 +1,78 @@
 import { panelHeader } from "./header.js";
 import { referencedModel } from "./root.js";
-import { highlightLines, layerPicker } from "./selection.js";
+import { choose, highlightOnLabels, layerPicker, legendEntries } from "./selection.js";
+
+// The legend under the trend's header: one entry per line, in the line's colour, in as many
+// columns as fit (a GPT's or a ResNet's dozens of layers stay readable, and the plot stays
+// clear). A click selects the entry's layer in every panel, as the picker does; again, all layers.
+export function renderLegend(container, entries) {
+  container.replaceChildren(...entries.map((entry) => {
+    const item = document.createElement("button");
+    item.type = "button";
+    item.className = entry.dim ? "nnmodes-legend-item nnmodes-dim" : "nnmodes-legend-item";
+    item.dataset.label = entry.label;
+    item.dataset.layer = entry.layer;
+    item.title = entry.layer ? `${entry.label} (click: select layer ${entry.layer} in every panel)` : entry.label;
+    const key = document.createElement("span");
+    key.className = "nnmodes-key";
+    key.style.background = entry.color;
+    const name = document.createElement("span");
+    name.className = "nnmodes-legend-name";
+    name.textContent = entry.label;
+    item.append(key, name);
+    return item;
+  }));
+}
 
 // Header of the trend panel. The plot itself is a bqplot Figure beside this view; its models are
-// reached through widget references so that the log switch, the layer highlight and frame
-// counting happen here, in the browser, even while a training cell keeps the kernel busy.
+// reached through widget references so that the log switch, the layer highlight, the legend and
+// frame counting happen here, in the browser, even while a training cell keeps the kernel busy.
 export default {
   async render({ model, el }) {
     const toggle = document.createElement("label");
     const box = document.createElement("input");
     box.type = "checkbox";
     toggle.append(box, " log scale");
-    let marks = [];
+    const row = document.createElement("div");
+    const legend = document.createElement("div");
+    legend.className = "nnmodes-legend";
+    el.append(row, legend);
+    let lines = null;
+    let marks = null;
+    const drawLegend = () => {
+      if (!lines) return;
+      renderLegend(legend, legendEntries(lines.get("labels") ?? [], lines.get("colors") ?? [],
+        model.get("layers"), model.get("selected")));
+    };
     const highlight = () => {
       el.closest(".nnmodes-trend")?.setAttribute("data-selected", model.get("selected"));
-      for (const mark of marks) highlightLines(mark, model.get("selected"));
+      marks?.update();
+      drawLegend();
     };
     const picker = layerPicker(model, highlight);
-    const { onData } = panelHeader(model, el, "nnmodes-trend", [toggle, picker.el]);
-    const [lines, logLines, linearAxis, logAxis] = await Promise.all(
+    const { onData } = panelHeader(model, row, "nnmodes-trend", [toggle, picker.el]);
+    const [linear, logLines, linearAxis, logAxis] = await Promise.all(
       ["lines", "log_lines", "linear_axis", "log_axis"].map((n) => referencedModel(model, n)),
     );
-    marks = [lines, logLines];
+    lines = linear;
+    marks = highlightOnLabels([linear, logLines], () => model.get("selected"));
+    legend.addEventListener("click", (event) => {
+      const item = event.target.closest?.(".nnmodes-legend-item");
+      const layer = item?.dataset.layer;
+      if (layer) choose(model, model.get("selected") === layer ? "" : layer);
+    });
+    // the linear lines hold every layer (the log ones leave out what a log axis cannot place)
+    const onLines = () => queueMicrotask(drawLegend); // after the kernel's message is applied
+    for (const event of ["change:labels", "change:colors"]) linear.on(event, onLines);
+    model.on("change:layers", drawLegend);
 
     // Set on the client models only, never saved: the switch is view state (log_y), and the
     // kernel's copy of the plot stays as it made it. Each scale has its own lines and axis.
     const applyScale = () => {
       const isLog = model.get("log_y");
       box.checked = isLog;
-      for (const [mark, axis, shown] of [[lines, linearAxis, !isLog], [logLines, logAxis, isLog]]) {
+      for (const [mark, axis, shown] of [[linear, linearAxis, !isLog], [logLines, logAxis, isLog]]) {
         mark.set("visible", shown);
-        mark.set("display_legend", shown && model.get("legend"));
         axis.set("visible", shown);
       }
     };
@@ -40,19 +82,19 @@ export default {
     };
     box.addEventListener("change", onToggle);
     model.on("change:log_y", applyScale);
-    model.on("change:legend", applyScale);
-    for (const mark of marks) mark.on("change:labels", highlight);
     applyScale();
     highlight();
     // A frame is new data on the lines on screen (the kernel refreshes the others less often).
-    const counters = marks.map((mark) => () => { if (mark.get("visible")) onData(); });
-    marks.forEach((mark, i) => mark.on("change:y", counters[i]));
+    const lineMarks = [linear, logLines];
+    const counters = lineMarks.map((mark) => () => { if (mark.get("visible")) onData(); });
+    lineMarks.forEach((mark, i) => mark.on("change:y", counters[i]));
     if (model.get("step") > 0) onData(); // data that arrived before this view was made
     return () => {
-      marks.forEach((mark, i) => mark.off("change:y", counters[i]));
+      lineMarks.forEach((mark, i) => mark.off("change:y", counters[i]));
+      for (const event of ["change:labels", "change:colors"]) linear.off(event, onLines);
+      model.off("change:layers", drawLegend);
       model.off("change:log_y", applyScale);
-      model.off("change:legend", applyScale);
-      for (const mark of marks) mark.off("change:labels", highlight);
+      marks.dispose();
       picker.dispose();
     };
   },

@@ -17,6 +17,7 @@ from .colors import layer_colors
 from .history import History
 
 FORMATS = ("png", "svg", "pdf")
+LEGEND_INSIDE_MAX = 12   # more layers than this: the legend goes under the plot, in columns
 
 
 def figure_format(path) -> str:
@@ -52,9 +53,10 @@ def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None 
         keep = steps <= step
         steps, values = steps[keep], values[:, keep]
     colors = layer_colors(len(layers)) if colors is None else colors
+    marker = point_marker(len(steps))
     for layer, row, color in zip(layers, values, colors):
         shown = np.where(row > 0, row, np.nan) if log_y else row   # log: no zero or negative
-        ax.plot(steps, shown, color=color, lw=1.2, label=layer)
+        ax.plot(steps, shown, color=color, lw=1.2, label=layer, marker=marker)
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -62,5 +64,20 @@ def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None 
     ax.grid(True, ls="--", lw=0.5, alpha=0.6)
     if not layers:
         ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", transform=ax.transAxes)
-    elif len(layers) <= 12:
-        ax.legend(fontsize="small", frameon=False, loc="upper right")
+    else:
+        layer_legend(ax, len(layers), loc="upper right")
+
+
+def point_marker(points: int) -> str | None:
+    """A marker for series of a single point (one sample), which a line alone does not draw."""
+    return "o" if points == 1 else None
+
+
+def layer_legend(ax, layers: int, loc: str = "best") -> None:
+    """The legend of ``layers`` lines: in the plot for a few, else under it in columns (a GPT's
+    or a ResNet's dozens of layers would hide the plot)."""
+    if layers <= LEGEND_INSIDE_MAX:
+        ax.legend(fontsize="small", frameon=False, loc=loc)
+    else:
+        ax.legend(fontsize="x-small", frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=min(6, -(-layers // 3)), handlelength=1.2, columnspacing=1.0)

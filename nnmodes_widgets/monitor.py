@@ -272,9 +272,9 @@ class Monitor:
         if math.isfinite(s["steps_per_second"]):
             parts.append(f"{s['steps_per_second']:.1f} steps/s")
         if math.isfinite(s["slowdown"]):
-            parts.append(f"training {100 * s['slowdown']:.1f}% slower with the monitor "
-                         f"(budget {100 * self.budget:.0f}%)")
-        parts.append(f"{s['samples']} samples every {self.every} steps")
+            parts.append(f"slowdown {100 * s['slowdown']:.1f}% (budget {100 * self.budget:.0f}%)")
+        parts.append(f"{_count(s['samples'], 'sample')} every "
+                     f"{'step' if self.every == 1 else f'{self.every} steps'}")
         if s["dropped"]:
             parts.append(f"{_count(s['dropped'], 'background analysis', 'background analyses')} dropped")
         parts.append(_count(s["errors"], "error") + (f" (last: {s['last_error']})" if s["last_error"] else ""))

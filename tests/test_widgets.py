@@ -262,7 +262,9 @@ def test_dashboard_status_and_lifecycle():
     dashboard.status._live.throttle.push_now()
     status = dashboard.status
     assert status.step == 50 and status.samples == 10 and status.errors == 0
-    assert status.steps_per_second > 0 and 0 <= status.overhead <= 1
+    assert status.steps_per_second > 0
+    # the slowdown is measured once enough quiet steps are seen (NaN, sent as None, before)
+    assert status.slowdown is None or -1 < status.slowdown < 10
     assert status.budget == monitor.budget
     # detaching pushes the final state at once
     monitor.detach()
@@ -432,4 +434,190 @@ def test_the_lines_off_screen_are_refreshed_less_often_and_at_once_when_switched
         assert trend._log_lines.x[0, -1] == 17
     finally:
         trend.close()
+        monitor.detach()
+
+
+# -- one sample, and the scales' ranges --------------------------------------------------------------
+
+def test_as_lines_draws_rows_of_one_point_as_dots_and_leaves_out_empty_rows():
+    from nnmodes_widgets.widgets.trend import as_lines
+
+    x = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    y = np.array([[1.0, np.nan, 3.0], [np.nan] * 3, [np.nan, 5.0, np.nan]])
+    lx, ly, points, keep = as_lines(x, y)          # some row has a line: rows as they are
+    assert not points and keep.tolist() == [True, False, True]
+    np.testing.assert_array_equal(ly, y[[0, 2]])
+    np.testing.assert_array_equal(lx, x[[0, 2]])
+    # one sample: [L, 1] would reach bqplot squeezed to [L] (one line through every layer)
+    lx, ly, points, keep = as_lines(np.full((3, 1), 5.0), np.array([[0.1], [np.nan], [0.3]]))
+    assert points and keep.tolist() == [True, False, True]
+    np.testing.assert_array_equal(lx, [[5, 5], [5, 5]])
+    np.testing.assert_array_equal(ly, [[0.1, 0.1], [0.3, 0.3]])
+    # longer rows with one point each (a log axis before a second positive value): dots too
+    lx, ly, points, keep = as_lines(x, np.array([[np.nan, 2.0, np.nan], [np.nan, np.nan, 4.0],
+                                                 [np.nan] * 3]))
+    assert points and keep.tolist() == [True, True, False]
+    np.testing.assert_array_equal(lx, [[2, 2], [3, 3]])
+    np.testing.assert_array_equal(ly, [[2, 2], [4, 4]])
+    lx, ly, points, keep = as_lines(np.zeros((2, 1)), np.full((2, 1), np.nan))
+    assert lx.shape == (0, 2) and not keep.any()
+
+
+def test_settle_range_fixes_a_range_around_a_single_value_and_frees_it_for_more():
+    import bqplot
+
+    from nnmodes_widgets.widgets.scales import provisional_log_scale
+    from nnmodes_widgets.widgets.trend import settle_range
+
+    linear = bqplot.LinearScale()
+    settle_range(linear, [5.0, 5.0, np.nan], pad=5)           # one step
+    assert (linear.min, linear.max) == (0.0, 10.0)
+    settle_range(linear, [4.0])                                # one value: half of it either side
+    assert (linear.min, linear.max) == (2.0, 6.0)
+    settle_range(linear, [0.0])
+    assert (linear.min, linear.max) == (-1.0, 1.0)
+    settle_range(linear, [5.0, 10.0])                          # a range: the data's
+    assert linear.min is None and linear.max is None
+    log = provisional_log_scale(1e-4, 1)
+    settle_range(log, [0.0, -1.0, np.nan], log=True)           # nothing a log axis can place
+    assert (log.min, log.max) == (1e-4, 1)
+    settle_range(log, [0.0, 0.5], log=True)                    # one positive value
+    assert (log.min, log.max) == (0.25, 1.0)
+    settle_range(log, [0.5, 2.0], log=True)
+    assert log.min is None and log.max is None
+
+
+def test_nice_ticks_are_round_and_inside_the_range():
+    from nnmodes_widgets.widgets.spectrum import nice_ticks
+
+    assert nice_ticks(0, 10, integer=True) == [0, 5, 10]
+    assert nice_ticks(0, 10) == [0, 2.5, 5, 7.5, 10]
+    assert nice_ticks(1.94, 15.9) == [5, 10, 15]
+    assert nice_ticks(5, 500, integer=True) == [100, 200, 300, 400, 500]
+    assert nice_ticks(0.0063, 0.012) == [0.008, 0.01, 0.012]
+    assert nice_ticks(-3, 7) == [-2, 0, 2, 4, 6]
+    assert nice_ticks(1, 1) == [] and nice_ticks(np.nan, 1) == []
+    rng = np.random.default_rng(0)
+    for lo, span in zip(rng.normal(size=50) * 100, rng.uniform(1e-3, 1e4, size=50)):
+        ticks = nice_ticks(lo, lo + span)
+        assert 2 <= len(ticks) <= 5 and lo - 1e-9 <= ticks[0] and ticks[-1] <= lo + span + 1e-9
+
+
+def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
+    from nnmodes_widgets.widgets.spectrum import Spectra
+    from nnmodes_widgets.widgets.trend import LINE_WIDTH, POINT_WIDTH
+
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
+    trend, spectra = Trend(monitor), Spectra(monitor)
+    try:
+        _train(model, optimizer, 5)
+        monitor.flush()
+        for panel in (trend, spectra):
+            panel._live.throttle.push_now()
+        assert monitor.history.count("rwc") == monitor.history.count("spectrum") == 1
+        layers = ["0.weight", "2.weight", "4.weight"]
+        for mark in (trend._lines, trend._log_lines, spectra._effective, spectra._stable):
+            # each layer's one point, twice: [3, 2] (bqplot would squeeze [3, 1] to one line)
+            assert list(mark.labels) == layers and mark.x.shape == mark.y.shape == (3, 2)
+            assert (mark.x == 5).all() and (mark.y[:, 0] == mark.y[:, 1]).all()
+            assert mark.stroke_width == POINT_WIDTH                     # a round dot
+        _, rwc = monitor.history.get("rwc", "2.weight")
+        np.testing.assert_allclose(trend._lines.y[1], rwc[0], rtol=1e-6)
+        # the one spectrum is a line of every rank
+        assert spectra._spectra.x.shape == (3, 8) and spectra._spectra.stroke_width == 1.5
+        # ranges around the one step, and round ticks on the small plots
+        assert (trend._x_scale.min, trend._x_scale.max) == (0, 10)
+        assert (spectra._step_x.min, spectra._step_x.max) == (0, 10)
+        assert list(spectra._effective_fig.axes[0].tick_values) == [0, 5, 10]
+        assert trend._linear_scale.min is None          # three layers: a range of values
+        assert monitor.errors == []
+
+        _train(model, optimizer, 5)
+        monitor.flush()
+        for panel in (trend, spectra):
+            panel._live.throttle.push_now()
+        for mark in (trend._lines, spectra._effective):
+            assert mark.x.shape == (3, 2) and mark.x[0].tolist() == [5, 10]
+        assert trend._lines.stroke_width == LINE_WIDTH and spectra._effective.stroke_width == 2.0
+        assert trend._x_scale.min is None and spectra._step_x.min is None
+        assert list(spectra._effective_fig.axes[0].tick_values) == [6, 8, 10]
+    finally:
+        trend.close()
+        spectra.close()
+        monitor.detach()
+
+
+def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
+    from nnmodes_widgets.widgets.spectrum import Spectra
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 3))
+    torch.nn.init.zeros_(model[1].weight)     # no singular value above 0, no relative change yet
+    optimizer = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "spectrum"))
+    trend, spectra = Trend(monitor), Spectra(monitor)
+    try:
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        model[0].weight.grad += 1.0            # a change even though the output layer is zero
+        optimizer.step()
+        monitor.flush()
+        for panel in (trend, spectra):
+            panel._live.throttle.push_now()
+        assert monitor.errors == []
+        # 1.weight: RWC NaN (a zero reference), no spectrum a log axis can place: left out
+        assert list(trend._lines.labels) == ["0.weight"] and trend._lines.x.shape == (2,)
+        assert list(spectra._spectra.labels) == ["0.weight"]
+        assert np.isfinite(spectra._spectra.y).all() and (spectra._spectra.y > 0).all()
+        # one layer, one sample: a range around its value, not a single point
+        value = float(trend._lines.y[0])
+        assert trend._linear_scale.min == pytest.approx(value / 2)
+        assert trend._linear_scale.max == pytest.approx(1.5 * value)
+        assert spectra._spectra.scales["y"].min is None    # several singular values
+    finally:
+        trend.close()
+        spectra.close()
+        monitor.detach()
+
+
+def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_the_plot():
+    from nnmodes_widgets.widgets.spectrum import Spectra
+
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
+    try:
+        _train(model, optimizer, 5)
+        monitor.flush()
+        (ax,) = Trend(monitor).figure().axes
+        assert [line.get_marker() for line in ax.get_lines()] == ["o"] * 3
+        left, right = Spectra(monitor).figure().axes
+        assert [line.get_marker() for line in right.get_lines()] == ["o"] * 3
+        assert {line.get_marker() for line in left.get_lines()} == {"None"}   # spectra: lines
+    finally:
+        monitor.detach()
+    deep = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(14)])
+    optimizer = torch.optim.SGD(deep.parameters(), lr=0.1)
+    monitor = nm.Monitor(deep, optimizer, every=1, analyses=("rwc",))
+    try:
+        for _ in range(3):
+            optimizer.zero_grad()
+            deep(torch.randn(8, 4)).pow(2).mean().backward()
+            optimizer.step()
+        trend = Trend(monitor)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fig = trend.figure()
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        (ax,) = fig.axes
+        boxes = [t.get_window_extent(canvas.get_renderer()) for t in ax.get_legend().get_texts()]
+        assert len(boxes) == 14                                        # every layer
+        assert len({round(b.x0) for b in boxes}) > 1                   # in columns
+        assert max(b.y1 for b in boxes) < ax.get_window_extent().y0    # under the plot
+        assert not trend._lines.display_legend and not trend._log_lines.display_legend
+        trend.close()
+    finally:
         monitor.detach()

@@ -9,6 +9,7 @@ import ipywidgets
 import numpy as np
 import traitlets
 
+from .. import export
 from ..analysis.powerlaw import MIN_SEGMENT, fit_power_law
 from ..colors import layer_colors
 from ..monitor import Monitor
@@ -16,7 +17,8 @@ from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding, layer_choices
-from .scales import free_range, provisional_log_scale
+from .scales import provisional_log_scale
+from .trend import POINT_WIDTH, as_lines, settle_range
 
 
 class _SpectrumHeader(anywidget.AnyWidget):
@@ -70,7 +72,6 @@ class Spectra(Exportable, ipywidgets.VBox):
         self.max_points = max_points
         self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
         rank_x, value_y = provisional_log_scale(1, 10), provisional_log_scale(0.01, 10)
-        self._free_scales = (rank_x, value_y)
         self._spectra = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
                                      scales={"x": rank_x, "y": value_y}, stroke_width=1.5,
                                      tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
@@ -78,22 +79,22 @@ class Spectra(Exportable, ipywidgets.VBox):
                                   scales={"x": rank_x, "y": value_y}, line_style="dashed",
                                   stroke_width=1)
         spectrum_fig = _figure([self._spectra, self._fits], rank_x, value_y, "rank", "singular value")
-        step_x = bqplot.LinearScale()
-        self._effective = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
-                                       scales={"x": step_x, "y": bqplot.LinearScale()})
-        self._stable = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
-                                    scales={"x": step_x, "y": bqplot.LinearScale()})
-        effective_fig = _figure([self._effective], step_x, self._effective.scales["y"], "step",
-                                "effective rank", height="160px")
-        stable_fig = _figure([self._stable], step_x, self._stable.scales["y"], "step",
-                             "stable rank", height="160px")
+        self._step_x = step_x = bqplot.LinearScale()
+        self._effective, self._stable = (bqplot.Lines(
+            x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": step_x, "y": bqplot.LinearScale()},
+            tooltip=bqplot.Tooltip(fields=["name"], show_labels=False)) for _ in range(2))
+        self._effective_fig, self._stable_fig = (
+            _figure([mark], step_x, mark.scales["y"], "step", label, height="160px")
+            for mark, label in ((self._effective, "effective rank"), (self._stable, "stable rank")))
+        self._widths = {mark: mark.stroke_width for mark in
+                        (self._spectra, self._fits, self._effective, self._stable)}
         self._header = _SpectrumHeader(
             title=self.title, mark=self._spectra, layers=layer_choices(monitor),
             marks=[self._spectra, self._fits, self._effective, self._stable])
         self._layers: list[str] = []
         self._version = -1
         super().__init__(children=[self._header, ipywidgets.HBox(
-            [spectrum_fig, ipywidgets.VBox([effective_fig, stable_fig],
+            [spectrum_fig, ipywidgets.VBox([self._effective_fig, self._stable_fig],
                                            layout=ipywidgets.Layout(width="45%"))])], **kwargs)
         self.add_class("nnmodes-spectrum")
         self._live = LiveBinding(monitor, self._push, name="spectrum", max_rate=max_rate)
@@ -131,6 +132,7 @@ class Spectra(Exportable, ipywidgets.VBox):
         for i, layer in enumerate(layers):
             newest[i, : series[layer][1].shape[1]] = series[layer][1][-1]
         fits = np.stack([power_law_line(row) for row in newest])
+        newest[~(newest > 0)] = np.nan        # a log axis places no singular value <= 0
         ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
         trends = [rank_trends(values) for _, values in series.values()]
         steps = max((s for s, _ in series.values()), key=len)
@@ -138,23 +140,36 @@ class Spectra(Exportable, ipywidgets.VBox):
         stable = _aligned(steps, series, [t[1] for t in trends])
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
         sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
-        for scale in self._free_scales:
-            free_range(scale)
         self._header.step = int(steps[-1])   # first: the browser labels the frame with it
         colors = layer_colors(len(layers))
-        fitted = [i for i, row in enumerate(fits) if np.isfinite(row).any()]
-        marks = ((self._fits, ranks[fitted], fits[fitted], [layers[i] for i in fitted],
-                  [colors[i] for i in fitted]),
-                 (self._effective, ex, ey, layers, colors), (self._stable, sx, sy, layers, colors),
-                 (self._spectra, ranks, newest, layers, colors))
-        for mark, x, y, labels, row_colors in marks:
-            if not labels:
+        # the spectra last: the browser counts a frame when they get their data
+        marks = ((self._fits, ranks, fits), (self._effective, ex, ey), (self._stable, sx, sy),
+                 (self._spectra, ranks, newest))
+        sent = {}
+        for mark, x, y in marks:
+            x, y, points, keep = as_lines(*end_at_last_value(x, y))
+            if not keep.any():    # nothing to draw (no fit yet): keep what is shown
                 continue
-            x, y = end_at_last_value(x, y)
+            labels = [layer for layer, k in zip(layers, keep) if k]
             with mark.hold_sync():
                 if list(mark.labels) != labels:
-                    mark.labels, mark.colors = labels, row_colors
+                    mark.labels, mark.colors = labels, [c for c, k in zip(colors, keep) if k]
+                mark.stroke_width = POINT_WIDTH if points else self._widths[mark]
                 mark.x, mark.y = x, y.astype(np.float32)
+            sent[mark] = (x, y)
+        # the scales after the marks, so that a range set from new data never meets the old
+        x_scale, y_scale = self._spectra.scales["x"], self._spectra.scales["y"]
+        log_x = [xy[0] for mark, xy in sent.items() if mark in (self._spectra, self._fits)]
+        log_y = [xy[1] for mark, xy in sent.items() if mark in (self._spectra, self._fits)]
+        if log_y:
+            settle_range(x_scale, np.concatenate([v.ravel() for v in log_x]), log=True)
+            settle_range(y_scale, np.concatenate([v.ravel() for v in log_y]), log=True)
+        settle_range(self._step_x, steps, pad=self.monitor.every)
+        for mark, fig in ((self._effective, self._effective_fig), (self._stable, self._stable_fig)):
+            if mark in sent:
+                settle_range(mark.scales["y"], sent[mark][1])
+                for axis, values, integer in zip(fig.axes, (steps, sent[mark][1]), (True, False)):
+                    axis.tick_values = nice_ticks(*_span(axis.scale, values), integer=integer)
 
     figsize = (9, 3.6)
 
@@ -166,9 +181,11 @@ class Spectra(Exportable, ipywidgets.VBox):
             steps, values = series[layer]
             s = values[-1]
             ranks = np.arange(1, len(s) + 1)
-            left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer)
+            left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer,
+                        marker=export.point_marker(int((s > 0).sum())))
             left.loglog(ranks, power_law_line(s), color=color, lw=0.8, ls="--")
-            right.plot(steps, rank_trends(values)[0], color=color, lw=1.2, label=layer)
+            right.plot(steps, rank_trends(values)[0], color=color, lw=1.2, label=layer,
+                       marker=export.point_marker(len(steps)))
         left.set_xlabel("rank")
         left.set_ylabel("singular value")
         right.set_xlabel("step")
@@ -177,14 +194,42 @@ class Spectra(Exportable, ipywidgets.VBox):
             ax.grid(True, ls="--", lw=0.5, alpha=0.6)
         if not layers:
             left.text(0.5, 0.5, "no spectra yet", ha="center", va="center", transform=left.transAxes)
-        elif len(layers) <= 12:
-            right.legend(fontsize="small", frameon=False)
+        else:
+            export.layer_legend(right, len(layers))
         fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
 
     def close(self) -> None:
         if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
             self._live.close()
         super().close()
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """As many round values in [lo, hi] as fit in ``count`` (1, 2, 2.5 or 5 times a power of ten
+    apart; whole numbers only when ``integer``, for steps).
+
+    The rank-trend plots are small: bqplot's ``num_ticks`` spreads its ticks evenly over the
+    padded domain (labels such as -0.228 or 3.26), its default asks for about ten, which collide.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return []
+    base = 10.0 ** np.floor(np.log10((hi - lo) / count))
+    for step in (m * base for m in (1, 2, 2.5, 5, 10, 20)):
+        if integer and step != round(step):
+            continue
+        first, last = np.ceil(lo / step - 1e-9), np.floor(hi / step + 1e-9)
+        if last - first + 1 <= count:
+            return [float(round(k * step, 12)) + 0.0 for k in np.arange(first, last + 1)]
+    return []
+
+
+def _span(scale, values) -> tuple[float, float]:
+    """The range ``scale`` shows: its fixed one, or that of the finite ``values``."""
+    if scale.min is not None and scale.max is not None:
+        return float(scale.min), float(scale.max)
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return (float(v.min()), float(v.max())) if v.size else (np.nan, np.nan)
 
 
 def _aligned(steps: np.ndarray, series: dict, rows: list[np.ndarray]) -> np.ndarray:
@@ -196,7 +241,7 @@ def _aligned(steps: np.ndarray, series: dict, rows: list[np.ndarray]) -> np.ndar
 
 
 def _figure(marks, x_scale, y_scale, x_label, y_label, height="330px"):
-    small = height != "330px"   # the rank trends: few ticks, or the labels collide
+    small = height != "330px"   # the rank trends: few ticks (nice_ticks, once there is data)
     axes = [bqplot.Axis(scale=x_scale, label=x_label, grid_lines="none", tick_format=".3~g",
                         num_ticks=4 if small else None),
             bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_format=".3~g",

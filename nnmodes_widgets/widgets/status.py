@@ -1,4 +1,4 @@
-"""The dashboard's status line: step, speed, the monitor's share of wall time, faults."""
+"""The dashboard's status line: step, speed, the measured slowdown of training, faults."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class StatusLine(anywidget.AnyWidget):
     _css = bundle("widgets.css")
     step = traitlets.Int(0).tag(sync=True)
     steps_per_second = traitlets.Float(None, allow_none=True).tag(sync=True)
-    overhead = traitlets.Float(None, allow_none=True).tag(sync=True)
+    slowdown = traitlets.Float(None, allow_none=True).tag(sync=True)   # measured, vs budget
     budget = traitlets.Float(0.05).tag(sync=True)
     samples = traitlets.Int(0).tag(sync=True)
     dropped = traitlets.Int(0).tag(sync=True)
@@ -37,7 +37,7 @@ class StatusLine(anywidget.AnyWidget):
         s = self.monitor.stats()
         with self.hold_sync():
             self.steps_per_second = _finite_or_none(s["steps_per_second"])
-            self.overhead = _finite_or_none(s["overhead"])
+            self.slowdown = _finite_or_none(s["slowdown"])
             self.samples = s["samples"]
             self.dropped = s["dropped"]
             self.errors = s["errors"]

@@ -20,12 +20,63 @@ from .exportable import Exportable
 from .live import LiveBinding, layer_choices
 from .scales import free_range, provisional_log_scale
 
-_LEGEND_MAX = 12   # more layers than this and a legend hides the plot; hover names the line
 CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
 CLUSTER_MIN_SAMPLES = 8   # shorter trends have no shape to compare yet
 CLUSTER_INTERVAL = 5.0    # s at least between re-clusterings while training (K-Means restarts)
 CLUSTER_MAX_POINTS = 500  # the live colours cluster the trends averaged into this many buckets
 HIDDEN_INTERVAL = 2.0     # s between updates of the scale's lines not on screen
+LINE_WIDTH = 1.5
+POINT_WIDTH = 8.0          # px: a line of one point (one sample) is drawn as a round dot this wide
+
+
+def as_lines(x: np.ndarray, y: np.ndarray):
+    """What a bqplot Lines mark is sent for rows ``x``, ``y`` [L, P]: ``(x, y, points, keep)``.
+
+    Rows with no point at all are left out (``keep`` says which rows are sent): bqplot would give
+    such a line the path "null", a console error. Rows that each have at most one point (one
+    sample so far) would draw nothing: a line needs two points, and bqplot squeezes an [L, 1]
+    array to [L] (one line through every layer's point, under the first label) and refuses
+    [1, 1]. Such rows go as their one point twice, and ``points`` is True: drawn with a wide
+    stroke, such a line of length zero is a round dot (the panels' lines have round caps,
+    js/widgets.css), and hovering it names the line, as for any line (a bqplot marker's tooltip
+    has no name). Otherwise the rows go as they are.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    counts = finite.sum(axis=1)
+    keep = counts >= 1
+    if y.shape[1] > 1 and counts.max(initial=0) > 1:
+        return x[keep], y[keep], False, keep
+    rows = np.flatnonzero(keep)
+    col = finite.argmax(axis=1)[rows]
+    px, py = x[rows, col], y[rows, col]
+    return np.stack([px, px], axis=1), np.stack([py, py], axis=1), True, keep
+
+
+def settle_range(scale, values, *, log: bool = False, pad: float | None = None) -> None:
+    """Let ``scale`` follow its data, unless the data span no range: then fix it around them.
+
+    One value (one step, one layer) would give bqplot a domain of one point: an axis of a single
+    tick, or, with no data, its default 0..1. A linear scale is then fixed to the value ± ``pad``
+    (default half its size, 1 for zero), a log scale to half to twice it; a log scale with no
+    positive value keeps its range (a log domain needs positive ends).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+    if v.size and v.min() < v.max():
+        free_range(scale)
+        return
+    if not v.size:
+        return
+    c = float(v[0])
+    if log:
+        lo, hi = c / 2, c * 2
+    else:
+        h = pad if pad is not None else (abs(c) / 2 or 1.0)
+        lo, hi = c - h, c + h
+    if (scale.min, scale.max) != (lo, hi):
+        with scale.hold_sync():
+            scale.min, scale.max = lo, hi
 
 
 class _TrendControls(anywidget.AnyWidget):
@@ -42,7 +93,6 @@ class _TrendControls(anywidget.AnyWidget):
     step = traitlets.Int(0).tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
     selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
-    legend = traitlets.Bool(True).tag(sync=True)   # few enough layers for a legend
     lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     log_lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     linear_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
@@ -77,13 +127,13 @@ class Trend(Exportable, ipywidgets.VBox):
         # layer's RWC is exactly 0; in the domain it would make every position NaN).
         self._lines, self._log_lines = (bqplot.Lines(
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": scale},
-            stroke_width=1.5, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
-            visible=visible, display_legend=False)
+            stroke_width=LINE_WIDTH, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
+            visible=visible, display_legend=False)   # the legend is the header's (js/trend.js)
             for scale, visible in ((linear, not log_y), (log, log_y)))
         # One y axis per scale, both drawn from the start: bqplot sizes an axis's scale when the
         # figure lays it out, so an axis shown later would keep a stale range.
         linear_axis, log_axis = (
-            bqplot.Axis(scale=scale, side="left", label=label, tick_format=".2g",
+            bqplot.Axis(scale=scale, side="left", label=label, tick_format=".3~g",
                         label_offset="55px", grid_lines="dashed", visible=visible)
             for scale, label, visible in ((linear, "RWC", not log_y), (log, "RWC (log scale)", log_y)))
         x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
@@ -91,15 +141,15 @@ class Trend(Exportable, ipywidgets.VBox):
             marks=[self._lines, self._log_lines], axes=[x_axis, linear_axis, log_axis],
             animation_duration=0,
             fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
-            legend_location="top-right", legend_style={"stroke-width": 0},
             layout=ipywidgets.Layout(width="100%", height="320px"),
         )
-        self.title = f"Relative weight change per layer ({monitor.rwc_kind}), every {monitor.every} steps"
+        every = "every step" if monitor.every == 1 else f"every {monitor.every} steps"
+        self.title = f"Relative weight change per layer ({monitor.rwc_kind}), {every}"
         self._controls = _TrendControls(
             title=self.title, layers=layer_choices(monitor),
             log_y=log_y, lines=self._lines, log_lines=self._log_lines, linear_axis=linear_axis,
             log_axis=log_axis)
-        self._log_scale = log
+        self._x_scale, self._linear_scale, self._log_scale = x_scale, linear, log
         self._layers: list[str] = []
         self._version = -1
         self.clusters: LayerClusters | None = None
@@ -145,37 +195,41 @@ class Trend(Exportable, ipywidgets.VBox):
         layers, steps, values = history.matrix("rwc")
         if not layers:
             return
-        x, y = end_at_last_value(*minmax_decimate(steps.astype(np.float64), values, self.max_points))
+        x, y = minmax_decimate(steps.astype(np.float64), values, self.max_points)
         recolor = self._recluster(len(steps)) or layers != self._layers
-        positive = np.where(y > 0, y, np.nan)
-        shown = np.isfinite(positive).any(axis=1)     # layers with something to draw on a log axis
-        log_x, log_y = (end_at_last_value(x[shown], positive[shown]) if shown.any()
-                        else (np.zeros((1, 0)), np.zeros((1, 0))))
-        if shown.any():
-            free_range(self._log_scale)
+        positive = np.where(y > 0, y, np.nan)     # a log axis places no value <= 0
         colors = self._colors(layers)
         self._layers = layers
-        self._controls.legend = len(layers) <= _LEGEND_MAX
         self._controls.step = int(steps[-1])
         # The step goes first: the browser counts a frame when the lines on screen get their
         # data, and labels it with the step it already has. The lines on screen get every push,
         # the others one every few seconds (the browser redraws every mark it is sent, seen or
-        # not).
+        # not). The scales follow the marks' data, so that a range set from new data never
+        # meets the old.
         now = time.monotonic()
         refresh_hidden = now >= self._hidden_due or recolor or self.monitor.detached
         if refresh_hidden:
             self._hidden_due = now + HIDDEN_INTERVAL
-        for mark, keep, mx, my in ((self._log_lines, shown, log_x, log_y),
-                                   (self._lines, np.ones(len(layers), bool), x, y)):
-            if (mark is self._log_lines) != self.log_y and not refresh_hidden:
+        for mark, scale, my in ((self._log_lines, self._log_scale, positive),
+                                (self._lines, self._linear_scale, y)):
+            is_log = mark is self._log_lines
+            if is_log != self.log_y and not refresh_hidden:
+                continue
+            # the log lines leave out the layers with nothing above 0 (a frozen layer's RWC is
+            # exactly 0), as any lines leave out those with no value yet
+            mx, my, points, keep = as_lines(*end_at_last_value(x, my))
+            if not keep.any():    # nothing this scale can place yet: keep what is shown
                 continue
             labels = [layer for layer, k in zip(layers, keep) if k]
             with mark.hold_sync():
                 if list(mark.labels) != labels or recolor:
                     mark.labels = labels
                     mark.colors = [c for c, k in zip(colors, keep) if k]
+                mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 mark.x = mx.astype(np.float32)     # steps: exact in float32 up to 2**24
                 mark.y = my.astype(np.float32)
+            settle_range(scale, my, log=is_log)
+        settle_range(self._x_scale, steps, pad=self.monitor.every)
 
     def _recluster(self, samples: int) -> bool:
         """Cluster the layers' trends when due; whether the partition changed."""

@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { unpack } from "../../js/decode.js";
 import { COMPACT_ABOVE, blockOf, classLayer, frameLayers, stripGroups, stripsHeight } from "../../js/neurons.js";
-import { highlightLines, inSelection } from "../../js/selection.js";
+import { highlightLines, highlightOnLabels, inSelection, legendEntries, moduleOf } from "../../js/selection.js";
 
 // A model with the get/set of a widget model, enough for the helpers under test.
 function fakeModel(state) {
@@ -47,6 +47,93 @@ describe("layer selection", () => {
     expect(mark.state.opacities).toEqual([0.15, 1, 0.15]);
     highlightLines(mark, "");
     expect(mark.state.opacities).toEqual([1, 1, 1]);
+  });
+});
+
+// A model whose set() works as @jupyter-widgets/base's patched Backbone set (backbone-patch.ts):
+// change:<attr> events, then one "change" event for the whole set(); its try/finally clears
+// `_pending` and `_changing` also when a nested set() returns early, so a set() from inside a
+// change:<attr> handler leaves the outer set() without its "change" event.
+function widgetModel(attributes) {
+  const handlers = {};
+  const model = {
+    attributes: { ...attributes },
+    get: (k) => model.attributes[k],
+    on: (event, fn) => { (handlers[event] ??= []).push(fn); },
+    off: (event, fn) => { handlers[event] = (handlers[event] ?? []).filter((f) => f !== fn); },
+    trigger: (event, ...args) => { for (const fn of [...(handlers[event] ?? [])]) fn(...args); },
+    set(key, value) {
+      const attrs = typeof key === "object" ? key : { [key]: value };
+      const changing = model._changing;
+      model._changing = true;
+      try {
+        const changes = Object.keys(attrs).filter((k) => model.attributes[k] !== attrs[k]);
+        Object.assign(model.attributes, attrs);
+        if (changes.length) model._pending = true;
+        for (const k of changes) model.trigger(`change:${k}`, model, attrs[k]);
+        if (changing) return model;
+        while (model._pending) {
+          model._pending = false;
+          model.trigger("change", model);
+        }
+      } finally {
+        model._pending = false;
+        model._changing = false;
+      }
+      return model;
+    },
+  };
+  return model;
+}
+
+describe("the lines' highlight when the kernel sends new labels", () => {
+  it("a set() inside a change:<attr> handler loses the outer change event (why it waits)", () => {
+    const mark = widgetModel({ labels: [], y: [] });
+    const redraws = vi.fn();                 // bqplot's Lines: on "change" of x/y, update_data
+    mark.on("change", redraws);
+    mark.on("change:labels", () => highlightLines(mark, ""));
+    mark.set({ labels: ["0.weight"], y: [1] });
+    expect(redraws).not.toHaveBeenCalled(); // the frame that came with new labels: never drawn
+  });
+
+  it("highlights after the kernel's message is applied, and the lines are redrawn", async () => {
+    const mark = widgetModel({ labels: [], y: [] });
+    const redraws = vi.fn();
+    mark.on("change", redraws);
+    const lines = highlightOnLabels([mark], () => "2");
+    mark.set({ labels: ["0.weight", "2.weight"], y: [1, 2] });
+    expect(redraws).toHaveBeenCalledTimes(1);
+    expect(mark.get("opacities")).toBeUndefined();
+    await Promise.resolve();
+    expect(mark.get("opacities")).toEqual([0.15, 1]);
+    lines.update();                          // a choice in the picker: at once
+    lines.dispose();
+    mark.set({ labels: ["2.weight"], y: [3] });
+    await Promise.resolve();
+    expect(mark.get("opacities")).toEqual([0.15, 1]); // no longer watched
+  });
+});
+
+describe("the trend's legend", () => {
+  const layers = ["features.3", "features.30", "classifier"];
+
+  it("finds the module a line belongs to", () => {
+    expect(moduleOf("features.3.weight", layers)).toBe("features.3");
+    expect(moduleOf("features.30.weight", layers)).toBe("features.30");
+    expect(moduleOf("classifier.bias", layers)).toBe("classifier");
+    expect(moduleOf("head.weight", layers)).toBe("");
+    expect(moduleOf("a.b.weight", ["a", "a.b"])).toBe("a.b"); // the innermost module
+  });
+
+  it("has an entry per line in its colour, dims what the selection does not include", () => {
+    const entries = legendEntries(["features.3.weight", "features.30.weight", "classifier.weight"],
+      ["#111", "#222"], layers, "features.3");
+    expect(entries).toEqual([
+      { label: "features.3.weight", color: "#111", layer: "features.3", dim: false },
+      { label: "features.30.weight", color: "#222", layer: "features.30", dim: true },
+      { label: "classifier.weight", color: "#111", layer: "classifier", dim: true }, // colours cycle
+    ]);
+    expect(legendEntries(["x.weight"], [], [], "").map((e) => [e.color, e.dim])).toEqual([["currentColor", false]]);
   });
 });
 

@@ -1,18 +1,18 @@
 import { describe, expect, it, vi } from "vitest";
-import { statusText } from "../../js/format.js";
+import { count, statusText } from "../../js/format.js";
 import { coalesce, rootCounter } from "../../js/root.js";
 
 const base = {
-  step: 1230, steps_per_second: 410.4, overhead: 0.0123, budget: 0.05, samples: 123,
+  step: 1230, steps_per_second: 410.4, slowdown: 0.0123, budget: 0.05, samples: 123,
   errors: 0, last_error: "", nonfinite: [], detached: false,
 };
 
 describe("statusText", () => {
-  it("shows step, speed, overhead against the budget and samples", () => {
-    expect(statusText(base)).toBe("step 1230 · 410 steps/s · monitor 1.2% (budget 5%) · 123 samples");
+  it("shows step, speed, the measured slowdown against the budget and samples", () => {
+    expect(statusText(base)).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples");
   });
   it("leaves out what is not measured yet", () => {
-    const s = statusText({ ...base, steps_per_second: null, overhead: null, samples: 0 });
+    const s = statusText({ ...base, steps_per_second: null, slowdown: null, samples: 0 });
     expect(s).toBe("step 1230 · 0 samples");
   });
   it("keeps small rates readable", () => {
@@ -22,6 +22,13 @@ describe("statusText", () => {
   it("counts dropped background analyses", () => {
     expect(statusText({ ...base, dropped: 3 })).toContain("123 samples · 3 analyses dropped");
     expect(statusText({ ...base, dropped: 0 })).not.toContain("dropped");
+  });
+  it("says one sample, one analysis, one error in the singular", () => {
+    const s = statusText({ ...base, samples: 1, dropped: 1, errors: 1, last_error: "x" });
+    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 1 sample · "
+      + "1 analysis dropped · 1 error, last: x");
+    expect(count(0, "sample")).toBe("0 samples");
+    expect(count(2, "analysis", "analyses")).toBe("2 analyses");
   });
   it("flags errors, non-finite weights and detachment", () => {
     const s = statusText({ ...base, errors: 2, last_error: "step 40: rwc: boom",
