@@ -163,6 +163,27 @@ def test_throttle_reports_push_errors_and_keeps_running():
 
 # -- trend and dashboard ---------------------------------------------------------------------------
 
+def test_many_layers_share_the_trends_point_budget():
+    from nnmodes_widgets.widgets.trend import TOTAL_POINTS
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(100)])
+    monitor = nm.Monitor(model, every=1, analyses=("rwc",))
+    rng = np.random.default_rng(0)
+    for step in range(1, 2001):     # 100 layers x 2000 samples, recorded as the monitor would
+        monitor.history.record("rwc", step, float(step), dict(zip(
+            [f"{i}.weight" for i in range(100)], rng.random(100))))
+    trend = Trend(monitor)
+    try:
+        trend._live.throttle.push_now()
+        y = trend._lines.y
+        assert y.shape[0] == 100 and y.size <= TOTAL_POINTS + 100 and y.shape[1] > 100
+        # the extremes survive the coarser decimation
+        assert np.isclose(y[7].max(), monitor.history.get("rwc", "7.weight")[1].max())
+    finally:
+        trend.close()
+        monitor.detach()
+
+
 def test_trend_sends_every_layer_bounded_and_in_binary():
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

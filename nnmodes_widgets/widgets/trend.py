@@ -20,6 +20,7 @@ from .exportable import Exportable
 from .live import LiveBinding, layer_choices
 from .scales import free_range, provisional_log_scale
 
+TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _push)
 CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
 CLUSTER_MIN_SAMPLES = 8   # shorter trends have no shape to compare yet
 CLUSTER_INTERVAL = 5.0    # s at least between re-clusterings while training (K-Means restarts)
@@ -108,8 +109,8 @@ class Trend(Exportable, ipywidgets.VBox):
     full series.)
 
     Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
-    the newest data, each series reduced to about ``max_points`` points (min/max per bucket, so
-    spikes stay visible). ``log_y`` starts on a log scale; the switch in the header changes it in
+    the newest data, each series reduced to about ``max_points`` points (fewer when the layers
+    together would pass ``TOTAL_POINTS``; min/max per bucket, so spikes stay visible). ``log_y`` starts on a log scale; the switch in the header changes it in
     the browser. Root element class: ``nnmodes-trend``.
     """
 
@@ -195,7 +196,10 @@ class Trend(Exportable, ipywidgets.VBox):
         layers, steps, values = history.matrix("rwc")
         if not layers:
             return
-        x, y = minmax_decimate(steps.astype(np.float64), values, self.max_points)
+        # Many layers share a point budget: the browser's redraw grows with the points drawn
+        # (100 layers x 501 points took 170 ms in bqplot's SVG; the plot is ~800 px wide)
+        per_line = max(2, min(self.max_points, TOTAL_POINTS // len(layers)))
+        x, y = minmax_decimate(steps.astype(np.float64), values, per_line)
         recolor = self._recluster(len(steps)) or layers != self._layers
         positive = np.where(y > 0, y, np.nan)     # a log axis places no value <= 0
         colors = self._colors(layers)
