@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import nnmodes_widgets as nm  # noqa: E402
 
-MODULES = ["overhead", "kernels", "alternatives", "frontend", "radiographs"]
+MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs"]
 
 
 def main(names: list[str]) -> None:
