@@ -14,7 +14,9 @@ directory, no code or git capture, no system metrics (which would only add to it
 Spectra: ``nm.analysis.mode_spectrum(model)`` against ``weightwatcher.WeightWatcher(model).analyze()``
 (its defaults: no plots, no randomization, no MP fits, but a power-law fit of every layer's
 eigenvalues, which it cannot skip) and against the same ``analyze`` with the power-law fit
-replaced by a no-op (like for like: the eigenvalues and norm metrics only). WeightWatcher 0.7
+replaced by a no-op (like for like: the eigenvalues and norm metrics only), on three models: the
+trained quickstart MLP, a VGG-style CNN and a wide 14.7M-parameter MLP (six 1024 x 1024 layers,
+then 1024 -> 4096 -> 1024), both at initialization. WeightWatcher 0.7
 defines, for a dense layer W (N x M, N >= M, no normalization since 0.6.5), the eigenvalues of
 W^T W: ``lambda_max`` = s_1^2 and ``stable_rank`` = sum of the eigenvalues / lambda_max =
 ||W||_F^2 / s_1^2, exactly the definitions of ``Spectrum.lambda_max`` and ``stable_rank``. For a
@@ -48,6 +50,7 @@ EVERY = 10                  # our default every, and the loggers' cadence
 LOGGER_REPEATS = 7
 MLP_REPEATS = 9
 CNN_REPEATS = 3
+WIDE_REPEATS = 3
 SETTLE = 0.2                # seconds of rest before each timed variant: the previous variant's
                             # BLAS / OpenMP threads stop spinning, wandb-core has exited
 
@@ -190,6 +193,16 @@ def _cnn():
         nn.Linear(512, 10))
 
 
+def _wide_mlp():
+    """A 14.7M-parameter MLP at its initialization: six 1024 x 1024 layers, then 1024 -> 4096 ->
+    1024 (weights 1024 x 1024 six times, 4096 x 1024 and 1024 x 4096)."""
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(1024, 1024), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 1024))
+
+
 def _trained_mlp():
     X, y, model, optimizer, batches = overhead._setup()
     overhead._train(X, y, model, optimizer, batches)
@@ -300,6 +313,8 @@ def _spectra() -> dict:
         "mlp": _spectra_one(_trained_mlp(), MLP_REPEATS, WW, NoFits, exact_variant=False, warm_up=True),
         # the MLP warmed the same code paths up; the CNN's calls are long enough not to need it
         "cnn": _spectra_one(_cnn(), CNN_REPEATS, WW, NoFits, exact_variant=True, warm_up=False),
+        "wide": _spectra_one(_wide_mlp(), WIDE_REPEATS, WW, NoFits, exact_variant=False,
+                             warm_up=False),
     }
 
 
@@ -361,25 +376,28 @@ def section(o: dict) -> list[str]:
     ]
     if "ww_error" in o:
         return lines + [f"Not measured: {o['ww_error']}", ""]
-    m, c = o["mlp"], o["cnn"]
+    m, c, w = o["mlp"], o["cnn"], o["wide"]
     lines += [
         f"`nm.analysis.mode_spectrum(model)` against `weightwatcher.WeightWatcher(model).analyze()` "
         f"(weightwatcher {v['weightwatcher']}, defaults) on the quickstart MLP after {o['steps']} "
-        f"training steps ({m['params']:,} parameters, {m['repeats']} repeats) and on a VGG-style CNN "
+        f"training steps ({m['params']:,} parameters, {m['repeats']} repeats), on a VGG-style CNN "
         f"at initialization (4 conv 3x3 layers, dense 4096-2048-512-10, {c['params']:,} parameters, "
-        f"{c['repeats']} repeats).",
+        f"{c['repeats']} repeats) and on a wide MLP at initialization (six 1024 x 1024 layers, then "
+        f"1024 -> 4096 -> 1024, {w['params']:,} parameters, {w['repeats']} repeats).",
         "",
-        "| model | ours (s) | WW analyze (s) | WW without power-law fits (s) | ours / WW (< 1: ours faster) | ours / WW without fits |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | ours (s) | WW analyze (s) | WW without power-law fits (s) | ours / WW (< 1: ours faster) | ours / WW without fits | WW / ours (speed-up) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, r, key in (("MLP", m, "ours"), ("CNN", c, "ours"),
-                          ("CNN, ours all exact (max_exact=None)", c, "ours_exact")):
+                          ("CNN, ours all exact (max_exact=None)", c, "ours_exact"),
+                          ("wide MLP (14.7M)", w, "ours")):
         s = r["seconds"]
         lines.append(f"| {label} | {s[key]:.3f} | {s['ww']:.3f} | {s['ww_nofits']:.3f} | "
-                     f"{s[key] / s['ww']:.2f} | {s[key] / s['ww_nofits']:.2f} |")
-    ma, ca, ce = m["agreement"], c["agreement"], c["agreement_exact"]
+                     f"{s[key] / s['ww']:.2f} | {s[key] / s['ww_nofits']:.2f} | "
+                     f"{s['ww'] / s[key]:.1f} |")
+    ma, ca, ce, wa = m["agreement"], c["agreement"], c["agreement_exact"], w["agreement"]
     first = next(iter(ma["per_layer"].items()))
-    partial = ", ".join(c["partial"]) or "none"
+    partial = ", ".join(c["partial"] + w["partial"]) or "no layer of these models"
     lines += [
         "",
         "| layers compared | max relative difference, lambda_max | max relative difference, stable rank |",
@@ -387,18 +405,22 @@ def section(o: dict) -> list[str]:
         f"| MLP, dense {', '.join(ma['dense'])} | {ma['lambda_max']:.1e} | {ma['stable_rank']:.1e} |",
         f"| CNN, dense {', '.join(ca['dense'])} (ours default) | {ca['lambda_max']:.1e} | {ca['stable_rank']:.1e} |",
         f"| CNN, dense, ours all exact | {ce['lambda_max']:.1e} | {ce['stable_rank']:.1e} |",
+        f"| wide MLP, dense {', '.join(wa['dense'])} | {wa['lambda_max']:.1e} | {wa['stable_rank']:.1e} |",
         "",
         f"Both tools define lambda_max = s_1^2 and stable rank = ||W||_F^2 / s_1^2 of a dense weight "
         f"(WeightWatcher: the eigenvalues of W^T W, unnormalized; e.g. MLP layer {first[0]}: "
-        f"lambda_max {first[1][0]:.6g} ours, {first[1][1]:.6g} WW). Ours computes singular values with "
-        f"torch in float32 (for the CNN's {partial} a randomized partial spectrum, the default above "
-        f"2^22 entries; the exact values differ from WeightWatcher's by float32 rounding), "
-        f"WeightWatcher with SciPy in float64 on CPU, plus a power-law fit per layer "
+        f"lambda_max {first[1][0]:.6g} ours, {first[1][1]:.6g} WW). Ours computes the singular values "
+        f"of float32 weights with torch as square roots of the eigenvalues (`eigvalsh`) of the Gram "
+        f"matrix W^T W or W W^T of the smaller side, in float64 up to 128 columns, else in float32 "
+        f"with s_1 refined by a shifted inverse iteration (see `mode_spectrum` for the rounding "
+        f"errors; a randomized partial spectrum for matrices above 2^23 entries with both sides "
+        f"above 1024: {partial}), "
+        f"WeightWatcher with SciPy's SVD in float64 on CPU, plus a power-law fit per layer "
         f"that it always runs (timed separately with the fit replaced by a no-op). Both analyse every "
         f"weight layer (WeightWatcher's default min_evals skipped "
-        f"{', '.join(ma['skipped'] + ca['skipped']) or 'none'}); conv layers are not compared: "
-        f"WeightWatcher pools the k^2 matrices W[:, :, i, j] and scales them by sqrt(1/2), ours "
-        f"reshapes the kernel to [out, in*k*k] (its conv figures match that definition to "
+        f"{', '.join(ma['skipped'] + ca['skipped'] + wa['skipped']) or 'none'}); conv layers are not "
+        f"compared: WeightWatcher pools the k^2 matrices W[:, :, i, j] and scales them by sqrt(1/2), "
+        f"ours reshapes the kernel to [out, in*k*k] (its conv figures match that definition to "
         f"{ca['conv_check']:.1e}). The times are of whole models, conv layers included.",
         "",
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -25,7 +26,7 @@ from .analysis.capture import capture
 from .analysis.inputs import as_inputs, call_model, first_tensor
 from .analysis.neurons import neuron_modes
 from .analysis.pathways import characteristic_maps, static_radiographs
-from .analysis.spectrum import mode_spectrum
+from .analysis.spectrum import SpectrumTracker
 from .worker import Worker
 
 NOTES = "notes"
@@ -43,9 +44,16 @@ SEQUENCE_SAMPLES = 8         # ... and sequences of a language model
 FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen factors averages over
 
 
+# One tracker per analysed copy: its partial spectra start from the previous run's (the copy is
+# refreshed in place between runs; a reshaped model gets a new copy, so a new tracker).
+_TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _spectrum(model: nn.Module, probe) -> dict:
-    """Singular values of every weight, descending (SPEC 4.4)."""
-    return {"spectrum": {layer: s.singular_values for layer, s in mode_spectrum(model).items()}}
+    """Singular values of every weight, descending (SPEC 4.4): ``SpectrumTracker``, exact up to
+    its ``max_exact`` elements, above it the leading values warm-started from the last run's."""
+    tracker = _TRACKERS.setdefault(model, SpectrumTracker())
+    return {"spectrum": {layer: s.singular_values for layer, s in tracker.update(model).items()}}
 
 
 def _radiograph(model: nn.Module, probe) -> dict:

@@ -13,6 +13,7 @@ from torch import nn
 import nnmodes_widgets as nm
 from nnmodes_widgets.analysis import (PowerLawFit, Spectrum, fit_power_law, mode_spectrum,
                                       mode_truncation_curve)
+from nnmodes_widgets.analysis.spectrum import SpectrumTracker
 
 
 
@@ -21,6 +22,13 @@ from nnmodes_widgets.analysis import (PowerLawFit, Spectrum, fit_power_law, mode
 def np_singular_values(w: torch.Tensor) -> np.ndarray:
     m = w.detach().double().reshape(w.shape[0], -1).numpy()
     return np.linalg.svd(m, compute_uv=False)
+
+
+def exact_singular_values(w: torch.Tensor) -> np.ndarray:
+    """The float64 SVD of w through torch (LAPACK as torch links it): NumPy's own BLAS threads,
+    interleaved with torch's, can slow both down by orders of magnitude on a busy machine."""
+    m = w.detach().double().reshape(w.shape[0], -1)
+    return torch.linalg.svdvals(m.T if m.shape[0] < m.shape[1] else m).numpy()
 
 
 def ref_effective_rank(s) -> float:
@@ -228,6 +236,244 @@ def test_exact_when_small_or_narrow_or_asked():
     assert mode_spectrum(model_of(w), max_exact=300 * 280 - 1, top=8)["w0"].partial
     assert not mode_spectrum(model_of(w), max_exact=300 * 280, top=8)["w0"].partial
     assert not mode_spectrum(model_of(w), max_exact=None, top=8)["w0"].partial
+
+
+# -- float32 spectra through the Gram matrix ---------------------------------------------------------
+
+EPS32 = 2.0 ** -24
+
+GRAM_SPECTRA = {
+    "gaussian": None,
+    "decaying": lambda n: np.arange(1, n + 1) ** -0.8,
+    "ill-conditioned": lambda n: np.geomspace(1.0, 1e-6, n),
+    "rank-deficient": lambda n: np.r_[np.linspace(3.0, 1.0, n // 4), np.zeros(n - n // 4)],
+}
+
+
+@pytest.mark.parametrize("shape", [(90, 60), (60, 90), (300, 256), (256, 300), (128, 128),
+                                   (520, 700)])
+@pytest.mark.parametrize("kind", list(GRAM_SPECTRA))
+def test_float32_spectra_through_the_gram_matrix_against_float64_svd(shape, kind):
+    rows, cols = shape
+    n = min(shape)
+    law = GRAM_SPECTRA[kind]
+    w = (torch.randn(shape, generator=torch.Generator().manual_seed(n)) if law is None
+         else matrix_with_spectrum(law(n), rows, cols, seed=n, dtype=torch.float32))
+    spec = mode_spectrum(model_of(w))["w0"]
+    ref = exact_singular_values(w)          # float64 SVD of the float32 matrix itself
+    s = spec.singular_values
+    assert not spec.partial and spec.error == 0.0 and s.shape == ref.shape
+    assert np.all(np.diff(s) <= 0) and np.all(s >= 0)
+    # s_1 refined by inverse iteration: a lower bound far more accurate than the Gram eigenvalue
+    assert spec.spectral_norm == pytest.approx(ref[0], rel=1e-6)
+    assert spec.spectral_norm <= ref[0] * (1 + 1e-6)
+    assert spec.lambda_max == pytest.approx(ref[0] ** 2, rel=2e-6)
+    # every s_i^2 within c 2^-24 s_1^2 (documented c <= 340; these small matrices stay far below),
+    # hence relative errors of at most c 2^-25 (s_1 / s_i)^2: 1e-3 at s_i = 0.1 s_1; a float64
+    # Gram matrix up to 128 columns
+    assert np.max(np.abs(s ** 2 - ref ** 2)) <= 340 * EPS32 * ref[0] ** 2
+    if n <= 128:
+        assert np.max(np.abs(s ** 2 - ref ** 2)) <= 1e-14 * ref[0] ** 2
+    big = ref >= 0.1 * ref[0]
+    np.testing.assert_allclose(s[big], ref[big], rtol=1e-3)
+    np.testing.assert_allclose(s, ref, rtol=0, atol=1e-3 * ref[0])
+    fro = float(np.linalg.norm(w.double().numpy()))
+    assert spec.frobenius_norm == pytest.approx(fro, rel=1e-12)
+
+
+def test_small_values_of_a_gram_spectrum_lose_relative_accuracy_and_float64_keeps_it():
+    """The documented price of the float32 Gram matrix: values near 1e-4 s_1 have no correct
+    digit left, the others keep the documented accuracy; a float64 copy keeps LAPACK's."""
+    s = np.r_[np.linspace(1.0, 0.2, 150), np.full(50, 1e-4)]
+    w = matrix_with_spectrum(s, 300, 200, dtype=torch.float32)
+    ref = exact_singular_values(w)
+    got = mode_spectrum(model_of(w))["w0"].singular_values
+    np.testing.assert_allclose(got[:150], ref[:150], rtol=1e-4)
+    assert np.abs(got - ref).max() <= 1e-3 * ref[0]                 # the absolute bound holds
+    assert np.max(np.abs(got[150:] - ref[150:]) / ref[150:]) > 0.1     # but not a relative one
+    exact64 = mode_spectrum(model_of(w.double()))["w0"].singular_values
+    np.testing.assert_allclose(exact64, ref, rtol=1e-9)
+
+
+def test_wide_and_tall_gram_spectra_agree_and_vectors_are_their_norm():
+    w = torch.randn(70, 150, generator=torch.Generator().manual_seed(4))
+    wide, tall = mode_spectrum(model_of(w, w.T.contiguous())).values()
+    np.testing.assert_allclose(wide.singular_values, tall.singular_values, rtol=1e-6)
+    for v in (torch.randn(1, 9), torch.randn(9, 1), torch.randn(4, 1, 3)[:, :, :1]):
+        spec = mode_spectrum(model_of(v))["w0"]
+        assert spec.singular_values.tolist() == [spec.frobenius_norm]   # one value: ||W||_F
+
+
+def test_gram_spectra_of_huge_and_tiny_weights_do_not_overflow():
+    w = torch.randn(300, 260, generator=torch.Generator().manual_seed(11))
+    ref = exact_singular_values(w)
+    for scale in (1e25, 1e-25):
+        spec = mode_spectrum(model_of(w * scale))["w0"]
+        assert spec.finite and spec.spectral_norm == pytest.approx(ref[0] * scale, rel=1e-6)
+        np.testing.assert_allclose(spec.singular_values, ref * scale, rtol=0,
+                                   atol=1e-3 * ref[0] * scale)
+        part = mode_spectrum(model_of(w * scale), max_exact=0, top=8)["w0"]
+        assert part.partial and part.spectral_norm == pytest.approx(ref[0] * scale, rel=1e-6)
+        assert 0 < part.error < 1
+        np.testing.assert_allclose(part.singular_values, ref[:8] * scale, rtol=part.error)
+
+
+def test_gram_spectra_of_half_precision_weights_and_the_zero_and_nan_cases():
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(6))
+    for dtype in (torch.float16, torch.bfloat16):
+        half = w.to(dtype)
+        spec = mode_spectrum(model_of(half))["w0"]
+        ref = exact_singular_values(half.float())
+        assert spec.spectral_norm == pytest.approx(ref[0], rel=1e-6)
+        np.testing.assert_allclose(spec.singular_values, ref, rtol=0, atol=1e-5 * ref[0])
+    big = torch.zeros(300, 300)
+    big[5, 7] = math.nan
+    for weight, finite in ((big, False), (torch.zeros(300, 300), True)):
+        spec = mode_spectrum(model_of(weight))["w0"]
+        assert spec.finite is finite and spec.singular_values.shape == (300,)
+        assert math.isnan(spec.error) if not finite else spec.error == 0.0
+
+
+# -- partial spectra: refined leading values, the error bound ----------------------------------------
+
+def test_partial_spectra_refine_lambda_max_and_bound_their_error():
+    torch.manual_seed(7)
+    cases = {"gaussian": torch.randn(700, 600),
+             "decaying": matrix_with_spectrum(np.arange(1, 601) ** -0.3, 700, 600,
+                                              dtype=torch.float32)}
+    for name, w in cases.items():
+        spec = mode_spectrum(model_of(w), max_exact=0, top=32)["w0"]
+        ref = exact_singular_values(w)
+        s = spec.singular_values
+        assert spec.partial and s.shape == (32,) and np.all(np.diff(s) <= 0)
+        # block Lanczos: lambda_max to float32 accuracy even on a flat spectrum
+        assert spec.lambda_max == pytest.approx(ref[0] ** 2, rel=2e-6), name
+        np.testing.assert_allclose(s[:16], ref[:16], rtol=1e-4, err_msg=name)
+        assert np.all(s <= ref[:32] * (1 + 2e-6)), "lower bounds"
+        # error: every listed value within error * s_i of some singular value of W
+        assert 0 < spec.error < 0.2
+        nearest = np.min(np.abs(ref[None, :] - s[:, None]), axis=1)
+        assert np.all(nearest <= spec.error * s), name
+        assert np.max(np.abs(s - ref[:32]) / ref[:32]) <= spec.error, name
+    # rank 20 < top: the zeros come out at the rounding level, and the error says so
+    w = matrix_with_spectrum(np.r_[np.linspace(2, 1, 20), np.zeros(580)], 700, 600,
+                             dtype=torch.float32)
+    spec = mode_spectrum(model_of(w), max_exact=0, top=32)["w0"]
+    ref = exact_singular_values(w)
+    s = spec.singular_values
+    np.testing.assert_allclose(s[:20], ref[:20], rtol=1e-5)
+    assert np.all(s[20:] < 1e-5) and spec.error > 1
+    assert np.all(np.min(np.abs(ref[None, :] - s[:, None]), axis=1) <= spec.error * s)
+
+
+# -- SpectrumTracker ---------------------------------------------------------------------------------
+
+def drifting_linear(w: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    return layer
+
+
+def test_tracker_first_update_is_mode_spectrum_and_leaves_the_global_rng_alone():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(200, 300), nn.ReLU(), nn.Linear(300, 20), nn.Conv1d(2, 3, 4))
+    tracker = SpectrumTracker(top=8, max_exact=10_000)
+    before = torch.random.get_rng_state()
+    got = tracker.update(model)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    ref = mode_spectrum(model, max_exact=10_000, top=8)
+    assert list(got) == list(ref) == ["0.weight", "2.weight", "3.weight"]
+    assert [s.partial for s in got.values()] == [True, False, False]
+    for name in ref:
+        a, b = got[name], ref[name]
+        assert np.array_equal(a.singular_values, b.singular_values), name
+        assert (a.error, a.frobenius_norm, a.shape) == (b.error, b.frobenius_norm, b.shape)
+    assert got["2.weight"].error == 0.0 and got["0.weight"].error > 0
+    assert (tracker.cold_starts, tracker.warm_updates) == (1, 0)
+    assert list(tracker.update(model, layers=["2.weight"])) == ["2.weight"]
+
+
+def test_tracker_converges_to_the_exact_values_over_a_slowly_drifting_matrix():
+    s = np.arange(1, 201) ** -0.5
+    w = matrix_with_spectrum(s, 300, 200, dtype=torch.float32)
+    layer = drifting_linear(w)
+    tracker = SpectrumTracker(top=8, max_exact=0)
+    step = torch.randn(300, 200, generator=torch.Generator().manual_seed(9))
+    step *= 1e-4 * w.norm() / step.norm()
+    errors, actual = [], []
+    for _ in range(12):
+        spec = tracker.update(layer)["weight"]
+        ref = exact_singular_values(layer.weight)
+        assert spec.partial and spec.finite
+        rel = np.abs(spec.singular_values - ref[:8]) / ref[:8]
+        assert rel.max() <= spec.error, "the bound holds"
+        assert np.all(spec.singular_values <= ref[:8] * (1 + 2e-6))
+        assert spec.lambda_max == pytest.approx(ref[0] ** 2, rel=2e-6)
+        errors.append(spec.error)
+        actual.append(rel.max())
+        with torch.no_grad():
+            layer.weight.add_(step)
+    assert (tracker.cold_starts, tracker.warm_updates) == (1, 11)
+    # one warm iteration per call keeps converging while the weights drift
+    assert errors[-1] < errors[0] / 100 and actual[-1] < 1e-5 < actual[0]
+    # deterministic: the same sequence of weights gives the same spectra
+    again = SpectrumTracker(top=8, max_exact=0)
+    layer2 = drifting_linear(w)
+    for _ in range(12):
+        last = again.update(layer2)["weight"]
+        with torch.no_grad():
+            layer2.weight.add_(step)
+    assert np.array_equal(last.singular_values, spec.singular_values)
+
+
+def test_tracker_starts_cold_after_a_shape_change_new_weights_nan_or_reset():
+    torch.manual_seed(10)
+    tracker = SpectrumTracker(top=8, max_exact=0)
+    model = nn.Sequential(nn.Linear(200, 300))
+    tracker.update(model)
+    tracker.update(model)
+    assert (tracker.cold_starts, tracker.warm_updates) == (1, 1)
+
+    def assert_cold(expected_cold):
+        got = tracker.update(model)["0.weight"]
+        ref = mode_spectrum(model, max_exact=0, top=8)["0.weight"]
+        assert tracker.cold_starts == expected_cold
+        assert np.array_equal(got.singular_values, ref.singular_values)
+
+    model[0] = nn.Linear(200, 280)              # same name, new shape
+    assert_cold(2)
+    with torch.no_grad():                       # same shape, unrelated weights: residual too large
+        model[0].weight.copy_(matrix_with_spectrum(np.arange(1, 201) ** -1.0, 280, 200, seed=3,
+                                                   dtype=torch.float32))
+    assert_cold(3)
+    with torch.no_grad():
+        model[0].weight[3, 4] = math.nan
+    spec = tracker.update(model)["0.weight"]
+    assert not spec.finite and spec.partial and math.isnan(spec.error)
+    assert np.isnan(spec.singular_values).all() and spec.singular_values.shape == (8,)
+    with torch.no_grad():
+        model[0].weight[3, 4] = 0.0
+    assert_cold(4)                               # no warm start from NaN
+    tracker.reset()
+    assert_cold(5)
+    assert tracker.warm_updates == 1
+
+
+def test_tracker_bad_arguments():
+    with pytest.raises(ValueError, match="top must be >= 1"):
+        SpectrumTracker(top=0)
+    with pytest.raises(ValueError, match="iters must be >= 1"):
+        SpectrumTracker(iters=0)
+    for bad in (0, -1.0, math.nan, "1e-3", True):
+        with pytest.raises(ValueError, match="tol must be a number > 0"):
+            SpectrumTracker(tol=bad)
+    with pytest.raises(ValueError, match="max_exact must be >= 0"):
+        SpectrumTracker(max_exact=-1)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        SpectrumTracker().update(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="has no weight with ndim >= 2"):
+        SpectrumTracker().update(nn.ReLU())
 
 
 # -- power-law fits ----------------------------------------------------------------------------------
