@@ -128,6 +128,10 @@ class _Group:
         # model sampled every few steps spent most of its RWC time in call overhead, and on a
         # loaded core torch's thread team made it wait several milliseconds.
         self.small = device.type == "cpu" and len(self.blocks) == 1
+        if self.small:
+            self.host_work, self.host_snap = self.work.numpy(), self.snap.numpy()
+            self.host_new = [v.numpy() for v in self.new_views[0]]
+            self.sources: list[tuple | None] = [None] * len(self.names)   # (data_ptr, flat array)
         self.snap_norm: np.ndarray | None = None   # per-layer norm of the snapshot, once known
 
     def layer_sum(self, per_chunk) -> np.ndarray:
@@ -156,6 +160,23 @@ class _Group:
             self.work[1, :stop - start].zero_()
         torch._foreach_copy_(self.new_views[block], [new[i][lo:lo + n] for i, lo, n in pieces])
         return self.work[:, :stop - start], self.snap[start:stop]
+
+
+    def host_gather(self, new: list[torch.Tensor]) -> None:
+        """A small group's ``gather``: each layer's values copied into the work buffer by NumPy
+        from a flat view of its memory, kept while the tensor's memory stays where it is (an
+        optimizer updates weights in place), so that a sample costs no torch call per layer."""
+        for i, t in enumerate(new):
+            known = self.sources[i]
+            if known is None or known[0] != t.data_ptr():
+                flat = t.detach().reshape(-1)
+                if flat.dtype == torch.bfloat16:       # NumPy has no bfloat16
+                    self.new_views[0][i].copy_(flat)
+                    continue
+                known = (t.data_ptr(), flat.numpy())
+                if t.is_contiguous():                  # else reshape copied: not a view
+                    self.sources[i] = known
+            np.copyto(self.host_new[i], known[1])
 
 
 def _cat(per_block: list[torch.Tensor]) -> torch.Tensor:
@@ -214,43 +235,45 @@ class RwcTracker:
             self._relayout(tensors, restart)
         else:
             self.started = []
-        sums = [self._num_den(g, [tensors[n].detach().reshape(-1) for n in g.names])
+        sums = [self._num_den(g, [tensors[n] if g.small and self.kind != "elementwise"
+                                  else tensors[n].detach().reshape(-1) for n in g.names])
                 for g in self._groups]
         values: dict[str, float] = {}
         for g, pair in zip(self._groups, sums):
             num, den = pair
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # x/0 and 0/0 both become NaN: a zero reference has no relative change.
-                rwc = np.where(den != 0, num / den, np.nan)
-            values.update((n, float(v)) for n, v in zip(g.names, rwc) if n not in self.started)
+            # x/0 and 0/0 both become NaN: a zero reference has no relative change.
+            rwc = np.divide(num, den, out=np.full(len(num), np.nan), where=den != 0)
+            values.update((n, float(v)) for n, v in zip(g.names, rwc.tolist())
+                          if n not in self.started)
         return {n: values[n] for n in tensors if n in values}
 
-    def _num_den(self, g: _Group, new: list[torch.Tensor]) -> np.ndarray:
-        """[2, layers] float64 on the host: numerator and denominator of each layer's RWC, snapshot (before)
-        -> ``new`` (after, flat); leaves ``new`` in the snapshot."""
+    def _num_den(self, g: _Group, new: list[torch.Tensor]):
+        """[2, layers] float64 on the host (an array or a pair of rows): numerator and denominator of each layer's RWC, snapshot
+        (before) -> ``new`` (after: flat, or as they are for a small group's l1/l2); leaves
+        ``new`` in the snapshot."""
         if self.kind == "elementwise":
             return g.layer_sum(_cat([self._elementwise_sums(*g.gather(k, new))
                                      for k in range(len(g.blocks))]))
         ord = 1 if self.kind == "l1" else 2
         if g.snap_norm is None:
             g.snap_norm = g.snapshot_sums(ord)
+        if g.small:
+            g.host_gather(new)
+            work, snap = g.host_work, g.host_snap
+            np.subtract(snap, work[1], out=work[0])     # the change; padding stays zero
+            np.copyto(snap, work[1])
+            num, after = g.layer_sum(_host_chunk_sums(work, ord))
+            before, g.snap_norm = g.snap_norm, after
+            return (np.sqrt(num), np.sqrt(before)) if ord == 2 else (num, before)
         sums = []
         for k in range(len(g.blocks)):
             work, snap = g.gather(k, new)
-            if g.small:
-                work, snap = work.numpy(), snap.numpy()
-                np.subtract(snap, work[1], out=work[0])
-                np.copyto(snap, work[1])
-                sums.append(_host_chunk_sums(work, ord))
-                continue
             torch.sub(snap, work[1], out=work[0])     # the change; padding stays zero
             snap.copy_(work[1])
             sums.append(_chunk_sums(work, ord))       # [2, chunks]: |change|, |new|
-        num, after = g.layer_sum(sums[0] if g.small else _cat(sums))
+        num, after = g.layer_sum(_cat(sums))
         before, g.snap_norm = g.snap_norm, after
-        if ord == 2:
-            num, before = np.sqrt(num), np.sqrt(before)
-        return np.stack([num, before])
+        return (np.sqrt(num), np.sqrt(before)) if ord == 2 else (num, before)
 
     @staticmethod
     def _elementwise_sums(work: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
