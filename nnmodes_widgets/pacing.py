@@ -2,16 +2,18 @@
 
 The budget bounds the slowdown of training (SPEC 5, wave 2), not the monitor's own CPU seconds:
 on a machine with few cores a background thread stalls the training threads by more than its
-own time (an intra-op parallel region waits for its slowest thread; a Python-bound loop waits
-for the GIL). So the slowdown is measured from the training steps themselves:
+own time (an intra-op parallel region waits for its slowest thread, and a descheduled thread
+costs a scheduler time slice; a Python-bound loop waits for the GIL). So the slowdown is
+measured from the training steps themselves:
 
 - every step's duration (one ``Monitor.step`` to the next) and the monitor's time inside it;
 - every stretch of background work (the worker's analyses, the widgets' updates);
 - *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
   step time b; the slowdown is mean(step) / b - 1 over the recent window;
-- the contention k, how much slower a step runs per unit of background work overlapping it, is
-  fitted over the steps that background work overlapped: d / b - 1 = k * f (f the overlapped
-  share of the step), starting from a prior until enough overlap has been seen.
+- the contention c, the training seconds lost per second of background work: the extra time
+  (d - b) of the steps background work overlapped over the background time inside them. On two
+  cores it was measured above 1 (a worker second cost training about two), which is why its
+  prior is the number of intra-op threads until enough overlap has been seen.
 
 The worker may then run the share D of wall time that keeps the measured slowdown within the
 budget (``Pacer.worker_share``); after a job of c seconds it waits c * (1 - D) / D.
@@ -35,7 +37,7 @@ WINDOW_SECONDS = 60.0       # ... and at most this far back
 BUSY_KEPT = 1 << 14         # stretches of background work kept
 BREAK = 20.0                # a step over this many typical steps is a break
 QUIET = 0.01                # a step with less of it overlapped is quiet
-PRIOR_WEIGHT = 5.0          # the prior contention counts as this many fully overlapped steps
+PRIOR_WEIGHT = 5.0          # the prior contention counts as this many steps' background
 MIN_QUIET = 20              # quiet steps needed before the slowdown is measured
 REFRESH = 0.5               # s an estimate is reused (stats() is read ten times a second)
 
@@ -51,7 +53,9 @@ class Pacer:
         self.budget = budget
         self.prior = float(prior_contention)
         self._lock = threading.Lock()
-        self._steps: collections.deque = collections.deque(maxlen=WINDOW_STEPS)
+        # ring buffer of steps: start, duration, the monitor's time inside, sampled (0/1); a
+        # NumPy array so that an estimate reads it without converting 32k tuples
+        self._steps = np.zeros((WINDOW_STEPS, 4))
         self._busy: collections.deque = collections.deque(maxlen=BUSY_KEPT)
         self._tokens = itertools.count()
         self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
@@ -69,8 +73,9 @@ class Pacer:
         """A training step ended at ``start`` (``time.perf_counter``), where the next begins."""
         with self._lock:
             if self._last_start is not None:
-                self._steps.append((self._last_start, start - self._last_start,
-                                    self._pending_overhead, self._pending_sampled))
+                self._steps[self._counted % WINDOW_STEPS] = (
+                    self._last_start, start - self._last_start, self._pending_overhead,
+                    self._pending_sampled)
                 self._counted += 1
             self._last_start = start
             self._pending_overhead, self._pending_sampled = 0.0, False
@@ -105,7 +110,7 @@ class Pacer:
 
     def estimate(self) -> dict:
         """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
-        quiet step), ``contention`` (k), ``worker_share`` and ``widget_share`` (of wall time),
+        quiet step), ``contention`` (c), ``worker_share`` and ``widget_share`` (of wall time),
         ``own_share`` (the monitor's time inside the steps over their total), ``steps`` (in the
         window)."""
         now = time.perf_counter()
@@ -115,7 +120,7 @@ class Pacer:
             if now - self._estimated_at < REFRESH and new_steps <= max(4, self._counted // 8):
                 return self._estimate
             self._estimated_count = self._counted
-            steps = np.array(self._steps, dtype=np.float64).reshape(-1, 4)
+            steps = self._steps[:min(self._counted, WINDOW_STEPS)].copy()
             busy = np.array([*self._busy, *((start, now, worker) for start, worker
                                             in self._running.values())],
                             dtype=np.float64).reshape(-1, 3)
@@ -127,20 +132,18 @@ class Pacer:
     def worker_share(self) -> float:
         """The share of wall time the worker may take now so the slowdown stays in budget.
 
-        A step that background work overlaps entirely takes 1 + k times as long, so a worker
-        busy for a share D of wall time costs training D * k / (1 + k) of that time: a slowdown
-        of D * (1 + S) * k / (1 + k) at slowdown S. The worker gets what the rest of the
-        measured slowdown leaves of the budget, and never less than a quarter of it (so every
-        panel still fills when RWC alone nears the budget).
+        A worker busy for a share D of wall time costs training c * D of it: a slowdown of
+        c * D * (1 + S) at slowdown S. The worker gets what the rest of the measured slowdown
+        leaves of the budget, and never less than a quarter of it (so every panel still fills
+        when RWC alone nears the budget).
         """
         e = self.estimate()
-        k, slowdown = e["contention"], e["slowdown"]
-        if k <= 0:
+        c, slowdown = e["contention"], e["slowdown"]
+        if c <= 0:
             return 1.0
-        per_share = k / (1 + k) * (1 + self.budget)    # slowdown per unit of worker share
         others = 0.0 if not math.isfinite(slowdown) else \
-            slowdown - e["worker_share"] * (1 + slowdown) * k / (1 + k)
-        return min(1.0, max(self.budget / 4, self.budget - others) / per_share)
+            slowdown - c * e["worker_share"] * (1 + slowdown)
+        return min(1.0, max(self.budget / 4, self.budget - others) / (c * (1 + self.budget)))
 
     def wait_after(self, cost: float) -> float:
         """Seconds to wait after a job of ``cost`` seconds before the next starts."""
@@ -176,10 +179,12 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     if quiet.sum() < MIN_QUIET:
         return out
     bare = float(duration[quiet].mean())
-    fitted = (sampled == 0) & ~quiet
-    f, r = share[fitted], duration[fitted] / bare - 1
+    overlapped = (sampled == 0) & ~quiet
+    lost = (duration[overlapped] - bare).sum()          # training time lost in those steps
+    background = any_busy[overlapped].sum()             # background time inside them
+    weight = PRIOR_WEIGHT * bare                         # the prior, as that much background time
     out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
-               contention=float(max(0.0, (f @ r + prior * PRIOR_WEIGHT) / (f @ f + PRIOR_WEIGHT))))
+               contention=float(max(0.0, (lost + prior * weight) / (background + weight))))
     return out
 
 

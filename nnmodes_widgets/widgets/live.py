@@ -20,7 +20,10 @@ class LiveBinding:
         if not isinstance(monitor, Monitor):
             raise TypeError(f"expected a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
         self.monitor = monitor
-        self.throttle = Throttle(push, max_rate=max_rate,
+        # Each panel's updates may take a tenth of the budget: their cost on a busy core shows
+        # in the measured slowdown like the worker's, and a trend of many long series (18 ms a
+        # push) would otherwise take 1% of wall time per panel whatever the budget.
+        self.throttle = Throttle(push, max_rate=max_rate, max_share=monitor.budget / 10,
                                  on_error=lambda exc: monitor.report(f"widget:{name}", exc),
                                  begin=lambda: monitor.pacer.begin("widgets"),
                                  end=monitor.pacer.end)

@@ -31,7 +31,8 @@ class StatusLine(anywidget.AnyWidget):
     def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
         super().__init__(budget=monitor.budget, **kwargs)
         self.monitor = monitor
-        self._live = LiveBinding(monitor, self._push, name="status", max_rate=max_rate)
+        # a line of text: four updates a second read as live, and each reads the stats
+        self._live = LiveBinding(monitor, self._push, name="status", max_rate=min(max_rate, 4.0))
 
     def _push(self) -> None:
         s = self.monitor.stats()
