@@ -10,8 +10,9 @@ a ``Dashboard`` (kernel side: with no browser attached the messages go nowhere):
   32, ``every=5``, a probe of 256 labelled samples), the issue's example;
 - a CNN of about 10M parameters (bench/overhead.py's) on random 3x32x32 images, batch 32.
 
-Slowdown: the mean step time of the monitored segments over the bare ones, minus 1, and what
-the monitor itself measured (its status line). Refresh: the intervals between consecutive
+Slowdown: the mean step time of the monitored segments over the bare ones, minus 1, after the
+first ``STARTUP`` seconds of each (attaching, the first analyses, the first pushes: reported
+too, with them), and what the monitor itself measured (its status line). Refresh: the intervals between consecutive
 records of the analysis behind each panel (the panel draws each within a tenth of a second),
 from the start of the segment, so the wait for the first frame counts as an interval.
 """
@@ -27,6 +28,8 @@ from sklearn.datasets import load_digits
 
 import nnmodes_widgets as nm
 
+HEAVY_NAMES = ("spectrum", "neuron_modes", "characteristic_maps", "radiograph")
+STARTUP = 5.0   # s of each monitored segment before its steps are timed (still in the refresh)
 PANELS = {"trend": "rwc", "spectra": "spectrum", "neurons": "neuron_modes",
           "radiograph": "radiograph", "characteristic maps": "characteristic_maps"}
 
@@ -93,7 +96,8 @@ def _intervals(monitor, analysis: str, start: float, end: float) -> list[float]:
 def measure(setup, seconds: float, repeats: int) -> dict:
     s = setup()
     _train(s, min(5.0, seconds / 4))                      # warm up allocator and threads
-    bare, monitored, reported, intervals = [], [], [], {p: [] for p in PANELS}
+    bare, monitored, whole, reported, intervals = [], [], [], [], {p: [] for p in PANELS}
+    frames, costs, shares, contention = {p: 0 for p in PANELS}, {}, [], []
     for r in range(repeats):
         for variant in (("bare", "monitor") if r % 2 == 0 else ("monitor", "bare")):
             if variant == "bare":
@@ -103,12 +107,21 @@ def measure(setup, seconds: float, repeats: int) -> dict:
             monitor = nm.Monitor(s["model"], s["optimizer"], every=s["every"], probe=s["probe"])
             dashboard = monitor.dashboard()
             start = time.time()
-            steps, wall = _train(s, seconds)
+            first_steps, first_wall = _train(s, STARTUP)     # attaching, first runs, first pushes
+            steps, wall = _train(s, seconds - STARTUP)
             end = time.time()
             monitored.append(wall / steps)
-            reported.append(monitor.stats()["slowdown"])
+            whole.append((wall + first_wall) / (steps + first_steps))
+            stats = monitor.stats()
+            reported.append(stats["slowdown"])
+            shares.append(stats["worker_share"])
+            contention.append(stats["contention"])
             for panel, analysis in PANELS.items():
-                intervals[panel] += _intervals(monitor, analysis, start, end)
+                gaps = _intervals(monitor, analysis, start, end)
+                intervals[panel] += gaps
+                frames[panel] += len(gaps) - 1
+            for name, cost in monitor._heavy.worker.last_cost.items():
+                costs.setdefault(name, []).append(cost)
             dashboard.close()
             monitor.detach()
     b = statistics.median(bare)
@@ -117,8 +130,12 @@ def measure(setup, seconds: float, repeats: int) -> dict:
         "seconds": seconds, "repeats": repeats, "bare_ms": 1e3 * b,
         "ratio": statistics.mean(monitored) / statistics.mean(bare),
         "ratios": [m / b for m in monitored],
+        "whole_ratio": statistics.mean(whole) / statistics.mean(bare),
         "reported": statistics.median(reported),
-        "refresh": {p: (statistics.median(v), max(v)) for p, v in intervals.items()},
+        # mean interval: the monitored time over the frames in it; and the longest wait
+        "refresh": {p: (repeats * seconds / max(1, frames[p]), max(v)) for p, v in intervals.items()},
+        "costs": {name: statistics.median(v) for name, v in costs.items()},
+        "worker_share": statistics.median(shares), "contention": statistics.median(contention),
     }
 
 
@@ -133,21 +150,31 @@ def section(f: dict) -> list[str]:
         "",
         "Each model trained in a plain loop (no sleeps) in segments of equal wall time, "
         "alternating bare training and a fresh `Monitor` at its defaults feeding a `Dashboard` "
-        "(kernel side); see `bench/live.py` for the models and settings. Refresh: seconds between "
-        "consecutive records of the analysis behind each panel, from the start of a segment "
-        "(median / longest). Targets: every panel at least every 2 s on the small models and "
+        "(kernel side), timed after its first 5 s (and with them); see `bench/live.py` for the "
+        "models and settings. Refresh: seconds between "
+        "consecutive records of the analysis behind each panel (mean over the monitored time / "
+        "longest, the wait for the first included). Targets: every panel at least every 2 s on the small models and "
         "every 10 s on the 10M CNN; monitored / bare at or under 1.05.",
         "",
-        "| model | parameters | bare ms/step | segments | monitored / bare | measured by the "
-        "monitor | " + " | ".join(PANELS) + " |",
-        "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in PANELS) + " |",
+        "| model | parameters | bare ms/step | segments | monitored / bare (each segment) | "
+        "with the first 5 s | measured by the monitor | " + " | ".join(PANELS) + " |",
+        "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in PANELS) + " |",
     ]
     for m in f["models"]:
         refresh = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in m["refresh"].values())
         lines.append(f"| {m['name']} | {m['params']:,} | {m['bare_ms']:.2f} | "
                      f"{m['repeats']} x {m['seconds']:.0f} s | {m['ratio']:.3f} "
-                     f"({', '.join(f'{r:.3f}' for r in m['ratios'])}) | "
+                     f"({', '.join(f'{r:.3f}' for r in m['ratios'])}) | {m['whole_ratio']:.3f} | "
                      f"{1 + m['reported']:.3f} | {refresh} |")
+    lines += ["", "What the monitor measured and spent (medians over the monitored segments): the "
+              "worker's share of wall time, the contention (training seconds lost per second of "
+              "background work) and one run of each background analysis (one thread):", "",
+              "| model | worker share | contention | " + " | ".join(HEAVY_NAMES) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in HEAVY_NAMES) + " |"]
+    for m in f["models"]:
+        lines.append(f"| {m['name']} | {100 * m['worker_share']:.2f}% | {m['contention']:.2f} | "
+                     + " | ".join(f"{1e3 * m['costs'][n]:.0f} ms" if n in m["costs"] else "-"
+                                  for n in HEAVY_NAMES) + " |")
     lines.append("")
     return lines
 

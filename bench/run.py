@@ -1,10 +1,12 @@
 """Run every benchmark and write BENCHMARKS.md (the machine, versions, command and figures).
 
-    .venv/bin/python bench/run.py [NAME ...]
+    .venv/bin/python bench/run.py [NAME ...] [--write]
 
 Each module in MODULES has ``run() -> dict`` (its figures, measured side by side in one process)
 and ``section(figures) -> list[str]`` (its part of BENCHMARKS.md). With names, only those run and
-the file is not rewritten (for working on one benchmark).
+are printed (for working on one benchmark); with ``--write`` too, their sections replace the
+ones of the same title in BENCHMARKS.md (or are added), and the file's first paragraph says
+which sections were rewritten when.
 """
 
 from __future__ import annotations
@@ -25,23 +27,42 @@ import nnmodes_widgets as nm  # noqa: E402
 MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs"]
 
 
-def main(names: list[str]) -> None:
+def main(names: list[str], write: bool = False) -> None:
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
+               f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} "
+               f"threads), nnmodes_widgets {nm.__version__}")
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `.venv/bin/python bench/run.py` on {date.today()}: {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), nnmodes_widgets {nm.__version__}. Each ratio compares "
-        "variants measured interleaved in one process (medians of the repeats).",
+        f"Written by `.venv/bin/python bench/run.py` on {date.today()}: {machine}. Each ratio "
+        "compares variants measured interleaved in one process (medians of the repeats).",
         "",
     ]
+    sections = []
     for name in names or MODULES:
         module = importlib.import_module(name)
-        lines += module.section(module.run())
-    print("\n".join(lines))
+        sections.append(module.section(module.run()))
+    print("\n".join(lines + [line for section in sections for line in section]))
+    path = Path(__file__).parent.parent / "BENCHMARKS.md"
     if not names:
-        (Path(__file__).parent.parent / "BENCHMARKS.md").write_text("\n".join(lines))
+        path.write_text("\n".join(lines + [line for section in sections for line in section]))
+    elif write:
+        path.write_text(_spliced(path.read_text(), sections,
+                                 f"Sections {', '.join(names)} rewritten by `bench/run.py "
+                                 f"{' '.join(names)} --write` on {date.today()} ({machine})."))
+
+
+def _spliced(text: str, sections: list[list[str]], stamp: str) -> str:
+    """``text`` (BENCHMARKS.md) with each section replacing the one under the same "## " title,
+    or appended; ``stamp`` added to the first paragraph."""
+    parts = text.split("\n## ")
+    head, body = parts[0], {p.split("\n", 1)[0]: "## " + p for p in parts[1:]}
+    for section in sections:
+        body[section[0].removeprefix("## ")] = "\n".join(section).rstrip("\n") + "\n"
+    head = head.rstrip("\n") + " " + stamp + "\n"
+    return "\n".join([head, *body.values()])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--write"], write="--write" in args)
