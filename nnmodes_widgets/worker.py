@@ -2,7 +2,8 @@
 
 One thread, one job at a time. A job offered while another runs is dropped and counted: by the
 time the worker is free the model has moved on, and the next offer carries newer weights (the
-latest wins). ``busy_seconds`` is what the monitor's budget is charged with.
+latest wins). ``begin``/``end`` (a ``Pacer``'s) bracket every job, so that the slowdown it
+causes is measured.
 """
 
 from __future__ import annotations
