@@ -53,14 +53,17 @@ def main(names: list[str], write: bool = False) -> None:
 
 
 def _spliced(text: str, sections: list[list[str]], stamp: str) -> str:
-    """``text`` (BENCHMARKS.md) with each section replacing the one under the same "## " title,
-    or appended; ``stamp`` added to the first paragraph."""
-    parts = text.split("\n## ")
-    head, body = parts[0], {p.split("\n", 1)[0]: "## " + p for p in parts[1:]}
-    for section in sections:
-        body[section[0].removeprefix("## ")] = "\n".join(section).rstrip("\n") + "\n"
-    head = head.rstrip("\n") + " " + stamp + "\n"
-    return "\n".join([head, *body.values()])
+    """``text`` (BENCHMARKS.md) with each "## " section of ``sections`` (a module may write
+    several) replacing the one under the same title, or appended; ``stamp`` added to the first
+    paragraph."""
+    def split(body: str) -> dict[str, str]:
+        parts = body.split("\n## ")
+        return {p.split("\n", 1)[0]: "## " + p.rstrip("\n") + "\n" for p in parts[1:]}
+
+    head, _, rest = text.partition("\n## ")
+    body = split("\n## " + rest)
+    body.update(split("\n" + "\n".join(line for section in sections for line in section)))
+    return "\n".join([head.rstrip("\n") + " " + stamp + "\n", *body.values()])
 
 
 if __name__ == "__main__":
