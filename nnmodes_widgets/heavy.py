@@ -122,8 +122,8 @@ def _split(probe):
 def _classes(model: nn.Module, probe, limit: int | None = None):
     """``(x, y, n_classes, language, output_layer)`` for the analyses: x the first probe samples
     that fit in ``SAMPLE_BYTES`` of layer outputs (at least ``MIN_SAMPLES``; at most ``limit``
-    when given); y their labels when
-    given, else the model's predicted classes when its output is class scores [B, C], else None;
+    when given); y their labels when given, else the model's predicted classes when its output
+    is class scores [B, C], else None;
     ``n_classes`` from the whole probe's labels or the output's width (fixed, so that every run
     has the same shape). ``language``: token inputs and next-token logits [B, T, V].
     ``output_layer``: the last weight layer the forward runs."""
