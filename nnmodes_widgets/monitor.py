@@ -6,7 +6,6 @@ The monitor runs inside the user's training step, so every fault it meets is cau
 
 from __future__ import annotations
 
-import collections
 import math
 import threading
 import time
@@ -28,7 +27,6 @@ from .pacing import Pacer
 __all__ = ["Monitor", "MonitorError"]
 
 _MAX_ERRORS = 1000          # newest kept; `error_count` counts them all
-_RATE_WINDOW = 200          # steps over which steps/s is measured
 PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
 
 
@@ -131,7 +129,7 @@ class Monitor:
         self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
-        self._ticks: collections.deque = collections.deque(maxlen=_RATE_WINDOW)  # step times
+        self._last_overhead, self._last_sampled = 0.0, False   # the step under way, for the pacer
         self._detached = False
         # A background second stalls a CPU training loop's parallel regions on a busy core (each
         # waits for its slowest thread): the prior contention is one per intra-op thread, until
@@ -153,7 +151,7 @@ class Monitor:
             warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
             return
         t0 = time.perf_counter()
-        self.pacer.step(t0)
+        self.pacer.step(t0, self._last_overhead, self._last_sampled)   # the step that ended
         with self._lock:
             self._step += 1
             sampled = self._step % self.every == 0
@@ -161,11 +159,10 @@ class Monitor:
                 if "rwc" in self.analyses:
                     self._guarded("rwc", self._sample_rwc)
                 self._guarded("schedule", self._heavy.offer, self._step)
-            self._ticks.append(t0)
         self.notify()
-        overhead = time.perf_counter() - t0
+        overhead = time.perf_counter() - t0     # inside the step that begins at t0
         self._overhead_total += overhead
-        self.pacer.in_step(overhead, sampled)
+        self._last_overhead, self._last_sampled = overhead, sampled
 
     def notify(self) -> None:
         """Tell the listeners (widgets) that there is news: a step, a sample, a finished analysis."""
@@ -240,10 +237,8 @@ class Monitor:
         (widget updates); ``contention`` (how much a background second slows training);
         ``samples``, ``dropped``, ``deferred``, ``errors``, ``last_error``."""
         with self._lock:
-            ticks = list(self._ticks)
             step = self._step
-        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) >= 2 and ticks[-1] > ticks[0] \
-            else float("nan")
+        rate = self.pacer.steps_per_second()
         measured = self.pacer.estimate()
         return {
             "step": step,

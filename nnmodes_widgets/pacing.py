@@ -60,8 +60,6 @@ class Pacer:
         self._tokens = itertools.count()
         self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
         self._last_start: float | None = None
-        self._pending_overhead = 0.0
-        self._pending_sampled = False
         self._estimate: dict = _NO_ESTIMATE
         self._estimated_at = -math.inf
         self._counted = 0              # steps seen so far
@@ -69,22 +67,24 @@ class Pacer:
 
     # -- in ------------------------------------------------------------------------------------
 
-    def step(self, start: float) -> None:
-        """A training step ended at ``start`` (``time.perf_counter``), where the next begins."""
+    def step(self, start: float, overhead: float = 0.0, sampled: bool = False) -> None:
+        """A training step ended at ``start`` (``time.perf_counter``), where the next begins;
+        the monitor spent ``overhead`` seconds inside the step that ends here, sampling in it
+        when ``sampled``."""
         with self._lock:
             if self._last_start is not None:
                 self._steps[self._counted % WINDOW_STEPS] = (
-                    self._last_start, start - self._last_start, self._pending_overhead,
-                    self._pending_sampled)
+                    self._last_start, start - self._last_start, overhead, sampled)
                 self._counted += 1
             self._last_start = start
-            self._pending_overhead, self._pending_sampled = 0.0, False
 
-    def in_step(self, seconds: float, sampled: bool) -> None:
-        """The monitor spent ``seconds`` inside the step that began at the last ``step``."""
+    def steps_per_second(self, steps: int = 200) -> float:
+        """Over the last ``steps`` steps (NaN before two)."""
         with self._lock:
-            self._pending_overhead += seconds
-            self._pending_sampled |= sampled
+            n = min(steps, self._counted, WINDOW_STEPS)
+            rows = (self._counted - 1 - np.arange(n)) % WINDOW_STEPS
+            total = self._steps[rows, 1].sum()
+        return n / total if n >= 2 and total > 0 else math.nan
 
     def begin(self, kind: str) -> int:
         """Background work (``kind``: "worker" or "widgets") starts now; returns its token for

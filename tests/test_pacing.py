@@ -39,10 +39,11 @@ def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, b
     busy = [(base + a, base + a + n) for a, n in jobs]
     for lo, hi in busy:
         pacer.record(lo, hi, "worker")
+    previous = (0.0, False)          # the monitor's time in the step that ends, and sampled
     for i in range(steps):
-        pacer.step(t)
+        pacer.step(t, *previous)
         own = rwc if i % every == 0 else 0.0
-        pacer.in_step(own, i % every == 0)
+        previous = (own, i % every == 0)
         # the step's work (bare + own) progresses at rate 1 when no job runs, 1 / (1 + k) while
         # one does
         work = bare + own
@@ -57,7 +58,7 @@ def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, b
                 done = min(work, span)
                 t += done
             work -= done
-    pacer.step(t)
+    pacer.step(t, *previous)
     return t - base
 
 
@@ -122,12 +123,13 @@ def test_pauses_between_cells_are_breaks_not_steps():
     base = time.perf_counter() - 40
     t = base
     for i in range(2000):
-        pacer.step(t)
-        pacer.in_step(0.0, False)
+        pacer.step(t, 0.0, False)
         t += 1e-3 if i != 1000 else 10.0     # the user waited 10 s before the next cell
     pacer.step(t)
     e = pacer.estimate()
     assert e["steps"] == 1999 and e["slowdown"] == pytest.approx(0.0, abs=1e-9)
+    # the rate counts the last 200 steps: 1 ms each
+    assert pacer.steps_per_second() == pytest.approx(1000)
 
 
 def test_work_under_way_counts_up_to_now():
