@@ -1,3 +1,4 @@
+import { guardBqplotOf } from "./bqplot_guard.js";
 import { countFrames, panelHeader } from "./header.js";
 import { modelOf } from "./root.js";
 import { highlightOnLabels, layerPicker } from "./selection.js";
@@ -5,6 +6,9 @@ import { highlightOnLabels, layerPicker } from "./selection.js";
 // Header of the spectrum panel; the plots are bqplot figures beside it. The selected layer's
 // lines stand out in every plot (set in the browser, so it works while the kernel is busy).
 export default {
+  initialize({ model }) {
+    guardBqplotOf(model, "mark").catch((e) => console.warn("nnmodes_widgets: bqplot redraw guard not installed:", e));
+  },
   async render({ model, el }) {
     let lines = null;
     const highlight = () => {

@@ -1,3 +1,4 @@
+import { guardBqplotOf } from "./bqplot_guard.js";
 import { panelHeader } from "./header.js";
 import { referencedModel } from "./root.js";
 import { choose, highlightOnLabels, layerPicker, legendEntries } from "./selection.js";
@@ -28,6 +29,9 @@ export function renderLegend(container, entries) {
 // reached through widget references so that the log switch, the layer highlight, the legend and
 // frame counting happen here, in the browser, even while a training cell keeps the kernel busy.
 export default {
+  initialize({ model }) {
+    guardBqplotOf(model, "lines").catch((e) => console.warn("nnmodes_widgets: bqplot redraw guard not installed:", e));
+  },
   async render({ model, el }) {
     const toggle = document.createElement("label");
     const box = document.createElement("input");

@@ -3,6 +3,10 @@
 Run: .venv/bin/pytest tests/browser -m browser -v
 NNMODES_BROWSER_NOTEBOOKS=/some/dir points the server at another notebook
 folder (used to develop the harness itself); default is the repo's notebooks/.
+NNMODES_CAUGHT="some text" reports the stack of every exception the page throws *and catches*
+whose description contains the text (a widget manager logs only the message of an error in a
+change handler: "Error setting state: ..."); the page pauses on each caught exception, so the
+tests run slower under it.
 
 The fixtures are here; the server, browser and notebook helpers themselves are in harness.py
 (also used by bench/frontend.py), and the helpers the tests use are importable from here too.
@@ -86,12 +90,28 @@ def page(browser, lab_server, console_errors, request, tmp_path):
     pg = context.new_page()
 
     def on_console(msg):
-        if msg.type == "error":
+        # the package's own warnings count too (a bqplot guard that could not be installed)
+        if msg.type == "error" or (msg.type == "warning" and msg.text.startswith("nnmodes_widgets:")):
             where = f"{msg.location.get('url')}:{msg.location.get('lineNumber')}"
-            console_errors.append(f"console.error: {msg.text} (at {where}){_stacks(msg)}")
+            console_errors.append(f"console.{msg.type}: {msg.text} (at {where}){_stacks(msg)}")
 
     pg.on("console", on_console)
     pg.on("pageerror", lambda exc: console_errors.append(f"pageerror: {exc}"))
+    pattern = os.environ.get("NNMODES_CAUGHT")
+    if pattern:    # a diagnostic: see the module docstring
+        cdp = context.new_cdp_session(pg)
+        cdp.send("Debugger.enable")
+        cdp.send("Debugger.setPauseOnExceptions", {"state": "caught"})
+
+        def on_paused(params):
+            desc = str((params.get("data") or {}).get("description", ""))
+            if pattern in desc:
+                frames = [f"{f['functionName']} {f['url'].rsplit('/', 1)[-1]}:"
+                          f"{f['location']['lineNumber']}:{f['location'].get('columnNumber')}"
+                          for f in params["callFrames"][:25]]
+                console_errors.append("CAUGHT " + desc[:300] + "\n    " + "\n    ".join(frames))
+            cdp.send("Debugger.resume")
+        cdp.on("Debugger.paused", on_paused)
     yield pg
     if getattr(request.node, "browser_call_failed", False):
         try:

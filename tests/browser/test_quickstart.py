@@ -129,8 +129,8 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     assert kernel_busy(page), "training ended before the log switch was tried; make training longer"
     ticks = [float(t) for t in _y_axis(trend)["ticks"]]
     assert ticks and min(ticks) > 0 and max(ticks) / min(ticks) >= 10, f"not a log axis: {ticks}"
-    for text in (first["status"], s["status"]):
-        assert re.search(r"[\d.,]+\s*steps/s", text), f"status line {text!r} lacks 'N steps/s'"
+    # (the first read may come before two steps were timed)
+    assert re.search(r"[\d.,]+\s*steps/s", s["status"]), f"status line {s['status']!r} lacks 'N steps/s'"
     # the slowdown shows once the monitor has measured it (enough quiet steps), while training
     page.wait_for_function(
         "el => /slowdown -?[\\d.]+% \\(budget 5%\\)/.test(el.textContent)",
