@@ -217,7 +217,12 @@ PAGE_JS = r"""(() => {
     const header = JSON.parse(text(off[1], off[2]));
     const out = { bytes: data.byteLength, channel: text(off[0], off[1]), type: header.msg_type,
                   buffers: n - 6 };
-    if (header.msg_type === "comm_msg") out.comm = JSON.parse(text(off[4], off[5])).comm_id;
+    if (header.msg_type === "comm_msg") {
+      const content = JSON.parse(text(off[4], off[5]));
+      out.comm = content.comm_id;
+      const step = content.data?.state?.frame_meta?.step;   // a radiograph frame's step
+      if (step !== undefined) out.step = step;
+    }
     return out;
   }
   const Native = window.WebSocket;
@@ -572,11 +577,10 @@ def _median(values) -> float:
 
 def _radiograph_figures(r: dict, log: dict, cpu: _CpuSampler | None = None) -> dict:
     drawn = {f["step"]: f["t"] for f in log["frames"] if f["kind"] == "radiograph"}
-    # the frames' messages: comm_msg of this widget carrying its buffer, in the order sent (the
-    # first is the frame shown before the runs)
+    # the frames' messages: comm_msg of this widget carrying its buffer
     msgs = [m for m in log["ws"] if m.get("comm") == r["model_id"] and m.get("buffers")]
-    every = [s for mode in ("single", "paced", "burst") for s, _, _ in r[mode]["sends"]]
-    arrived = dict(zip(every, (m["t"] for m in msgs[1:]))) if len(msgs) == len(every) + 1 else {}
+    # by the step each frame message names: a burst's frames coalesce into fewer messages
+    arrived = {m["step"]: m["t"] for m in msgs if "step" in m}
     out = {}
     for mode in ("single", "paced", "burst"):
         sends = r[mode]["sends"]                     # (step, sent at ms, show() ms)
