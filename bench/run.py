@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -63,7 +64,16 @@ def _spliced(text: str, sections: list[list[str]], stamp: str) -> str:
     head, _, rest = text.partition("\n## ")
     body = split("\n## " + rest)
     body.update(split("\n" + "\n".join(line for section in sections for line in section)))
-    return "\n".join([head.rstrip("\n") + " " + stamp + "\n", *body.values()])
+    return "\n".join([_unstamped(head.rstrip("\n"), stamp) + " " + stamp + "\n", *body.values()])
+
+
+_STAMP = re.compile(r" Sections (?P<names>[\w, ]+) rewritten by `[^`]*` on .*?\)\.")
+
+
+def _unstamped(head: str, stamp: str) -> str:
+    """``head`` without the earlier stamps whose sections ``stamp`` rewrites again."""
+    names = set(_STAMP.match(" " + stamp)["names"].split(", "))
+    return _STAMP.sub(lambda m: "" if set(m["names"].split(", ")) <= names else m[0], head)
 
 
 if __name__ == "__main__":
