@@ -18,6 +18,11 @@ export function statusText(s) {
     parts.push(`slowdown ${(100 * s.slowdown).toFixed(1)}% (budget ${(100 * s.budget).toFixed(0)}%)`);
   }
   parts.push(count(s.samples, "sample"));
+  if (s.every_within_budget != null && s.own_share != null) {   // the budget cannot pace sampling
+    const every = s.every === 1 ? "every step" : `every ${s.every} steps`;
+    parts.push(`sampling ${every} takes ${(100 * s.own_share).toFixed(1)}%: `
+      + `every=${s.every_within_budget} leaves half the budget to the analyses`);
+  }
   if (s.dropped) parts.push(`${count(s.dropped, "analysis", "analyses")} dropped`);
   if (s.nonfinite && s.nonfinite.length) parts.push(`non-finite weights: ${s.nonfinite.join(", ")}`);
   if (s.errors) parts.push(`${count(s.errors, "error")}, last: ${s.last_error}`);

@@ -1,8 +1,8 @@
 import { coalesce, rootCounter } from "./root.js";
 import { statusText } from "./format.js";
 
-const FIELDS = ["step", "steps_per_second", "slowdown", "budget", "samples", "dropped", "errors",
-  "last_error", "nonfinite", "detached"];
+const FIELDS = ["step", "steps_per_second", "slowdown", "budget", "samples", "every", "own_share",
+  "every_within_budget", "dropped", "errors", "last_error", "nonfinite", "detached"];
 
 export default {
   render({ model, el }) {

@@ -22,7 +22,7 @@ from .analysis.inputs import ModelInputs, as_inputs
 from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
-from .pacing import Pacer
+from .pacing import Pacer, every_within
 
 __all__ = ["Monitor", "MonitorError"]
 
@@ -235,7 +235,9 @@ class Monitor:
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
         (widget updates); ``contention`` (how much a background second slows training);
-        ``samples``, ``dropped``, ``deferred``, ``errors``, ``last_error``."""
+        ``every_within_budget`` (when the sampling alone takes over half the budget: the
+        ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
+        ``errors``, ``last_error``."""
         with self._lock:
             step = self._step
         rate = self.pacer.steps_per_second()
@@ -249,6 +251,7 @@ class Monitor:
             "worker_share": measured["worker_share"],
             "widget_share": measured["widget_share"],
             "contention": measured["contention"],
+            "every_within_budget": every_within(self.every, measured["own_share"], self.budget),
             "overhead_seconds": self._overhead_total,
             "samples": self.history.count("rwc"),
             "dropped": self._heavy.worker.dropped,
@@ -270,6 +273,9 @@ class Monitor:
             parts.append(f"slowdown {100 * s['slowdown']:.1f}% (budget {100 * self.budget:.0f}%)")
         parts.append(f"{_count(s['samples'], 'sample')} every "
                      f"{'step' if self.every == 1 else f'{self.every} steps'}")
+        if s["every_within_budget"]:
+            parts.append(f"sampling takes {100 * s['own_share']:.1f}% of training time: "
+                         f"every={s['every_within_budget']} leaves half the budget to the analyses")
         if s["dropped"]:
             parts.append(f"{_count(s['dropped'], 'background analysis', 'background analyses')} dropped")
         parts.append(_count(s["errors"], "error") + (f" (last: {s['last_error']})" if s["last_error"] else ""))

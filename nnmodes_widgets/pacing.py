@@ -153,6 +153,16 @@ class Pacer:
         return cost * (1 - share) / share
 
 
+def every_within(every: int, own_share: float, budget: float) -> int | None:
+    """The multiple of ``every`` that brings the monitor's own time in the training steps (RWC,
+    every ``every`` steps) down to half the budget, leaving the rest to the analyses; None when
+    it is there already or not measured yet. The budget cannot pace this part: it is the
+    work of each sample, on the training thread, which ``every`` sets."""
+    if not math.isfinite(own_share) or own_share <= budget / 2:
+        return None
+    return every * math.ceil(own_share / (budget / 2))    # a multiple of every: 20, not 19
+
+
 _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
                 "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "steps": 0}
 

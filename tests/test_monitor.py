@@ -626,3 +626,17 @@ def test_module_recreated_with_the_same_shape_restarts_its_series():
     assert [(n.step, n.layer) for n in monitor.notices] == [(4, "2.weight")]
     assert monitor.history.get("rwc", "0.weight")[0].tolist() == [2, 4, 6, 8]
     monitor.detach()
+
+
+def test_stats_and_summary_say_when_sampling_alone_takes_over_half_the_budget():
+    model = mlp()
+    monitor = nm.Monitor(model, every=10, analyses=("rwc",))
+    measured = dict(monitor.pacer.estimate(), own_share=0.048, slowdown=0.06)
+    monitor.pacer.estimate = lambda: measured
+    s = monitor.stats()
+    assert s["every_within_budget"] == 20
+    assert "sampling takes 4.8% of training time: every=20 leaves half the budget" in monitor.summary()
+    measured["own_share"] = 0.01
+    assert monitor.stats()["every_within_budget"] is None
+    assert "sampling takes" not in monitor.summary()
+    monitor.detach()

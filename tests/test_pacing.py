@@ -144,3 +144,14 @@ def test_work_under_way_counts_up_to_now():
     assert 0 < e["worker_share"] < 0.2   # the steps since it began overlap the running job
     pacer.end(token)
     assert not pacer._running and len(pacer._busy) == 1
+
+
+def test_every_within_budget_brings_sampling_to_half_the_budget():
+    # 0.048 / 0.025 = 1.92 -> twice every; own time scales with 1/every
+    assert pacing.every_within(10, 0.048, 0.05) == 20
+    assert pacing.every_within(10, 0.026, 0.05) == 20
+    assert pacing.every_within(5, 0.08, 0.05) == 20
+    assert pacing.every_within(1, 0.5, 0.05) == 20
+    assert pacing.every_within(10, 0.025, 0.05) is None      # exactly half: within
+    assert pacing.every_within(10, 0.01, 0.05) is None
+    assert pacing.every_within(10, math.nan, 0.05) is None   # not measured yet

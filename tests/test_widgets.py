@@ -286,7 +286,12 @@ def test_dashboard_status_and_lifecycle():
     assert status.steps_per_second > 0
     # the slowdown is measured once enough quiet steps are seen (NaN, sent as None, before)
     assert status.slowdown is None or -1 < status.slowdown < 10
-    assert status.budget == monitor.budget
+    assert status.budget == monitor.budget and status.every == 5
+    # sampling that alone takes over half the budget: the status line gets the every that fits
+    measured = dict(monitor.pacer.estimate(), own_share=0.05)
+    monitor.pacer.estimate = lambda: measured
+    dashboard.status._live.throttle.push_now()
+    assert status.own_share == 0.05 and status.every_within_budget == 10
     # detaching pushes the final state at once
     monitor.detach()
     assert status.detached is True

@@ -22,6 +22,9 @@ class StatusLine(anywidget.AnyWidget):
     slowdown = traitlets.Float(None, allow_none=True).tag(sync=True)   # measured, vs budget
     budget = traitlets.Float(0.05).tag(sync=True)
     samples = traitlets.Int(0).tag(sync=True)
+    every = traitlets.Int(1).tag(sync=True)
+    own_share = traitlets.Float(None, allow_none=True).tag(sync=True)   # sampling's share
+    every_within_budget = traitlets.Int(None, allow_none=True).tag(sync=True)
     dropped = traitlets.Int(0).tag(sync=True)
     errors = traitlets.Int(0).tag(sync=True)
     last_error = traitlets.Unicode("").tag(sync=True)
@@ -29,7 +32,7 @@ class StatusLine(anywidget.AnyWidget):
     detached = traitlets.Bool(False).tag(sync=True)
 
     def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
-        super().__init__(budget=monitor.budget, **kwargs)
+        super().__init__(budget=monitor.budget, every=monitor.every, **kwargs)
         self.monitor = monitor
         # a line of text: four updates a second read as live, and each reads the stats
         self._live = LiveBinding(monitor, self._push, name="status", max_rate=min(max_rate, 4.0))
@@ -40,6 +43,8 @@ class StatusLine(anywidget.AnyWidget):
             self.steps_per_second = _finite_or_none(s["steps_per_second"])
             self.slowdown = _finite_or_none(s["slowdown"])
             self.samples = s["samples"]
+            self.own_share = _finite_or_none(s["own_share"])
+            self.every_within_budget = s["every_within_budget"]
             self.dropped = s["dropped"]
             self.errors = s["errors"]
             self.last_error = s["last_error"] or ""

@@ -19,6 +19,13 @@ describe("statusText", () => {
     expect(statusText({ ...base, steps_per_second: 3.14159 })).toContain("3.1 steps/s");
     expect(statusText({ ...base, steps_per_second: 42.26 })).toContain("42.3 steps/s");
   });
+  it("says when sampling alone takes over half the budget, and the every that would not", () => {
+    const s = statusText({ ...base, every: 10, own_share: 0.048, every_within_budget: 20 });
+    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples · "
+      + "sampling every 10 steps takes 4.8%: every=20 leaves half the budget to the analyses");
+    expect(statusText({ ...base, every: 10, own_share: 0.01, every_within_budget: null }))
+      .not.toContain("sampling");
+  });
   it("counts dropped background analyses", () => {
     expect(statusText({ ...base, dropped: 3 })).toContain("123 samples · 3 analyses dropped");
     expect(statusText({ ...base, dropped: 0 })).not.toContain("dropped");
