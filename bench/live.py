@@ -97,7 +97,7 @@ def measure(setup, seconds: float, repeats: int) -> dict:
     s = setup()
     _train(s, min(5.0, seconds / 4))                      # warm up allocator and threads
     bare, monitored, whole, reported, intervals = [], [], [], [], {p: [] for p in PANELS}
-    frames, costs, shares, contention = {p: 0 for p in PANELS}, {}, [], []
+    frames, costs, shares, contention, own, hints = {p: 0 for p in PANELS}, {}, [], [], [], []
     for r in range(repeats):
         for variant in (("bare", "monitor") if r % 2 == 0 else ("monitor", "bare")):
             if variant == "bare":
@@ -116,6 +116,8 @@ def measure(setup, seconds: float, repeats: int) -> dict:
             reported.append(stats["slowdown"])
             shares.append(stats["worker_share"])
             contention.append(stats["contention"])
+            own.append(stats["own_share"])
+            hints.append(stats["every_within_budget"])
             for panel, analysis in PANELS.items():
                 gaps = _intervals(monitor, analysis, start, end)
                 intervals[panel] += gaps
@@ -136,6 +138,7 @@ def measure(setup, seconds: float, repeats: int) -> dict:
         "refresh": {p: (repeats * seconds / max(1, frames[p]), max(v)) for p, v in intervals.items()},
         "costs": {name: statistics.median(v) for name, v in costs.items()},
         "worker_share": statistics.median(shares), "contention": statistics.median(contention),
+        "every": s["every"], "own_share": statistics.median(own), "every_within_budget": hints[-1],
     }
 
 
@@ -167,12 +170,18 @@ def section(f: dict) -> list[str]:
                      f"({', '.join(f'{r:.3f}' for r in m['ratios'])}) | {m['whole_ratio']:.3f} | "
                      f"{1 + m['reported']:.3f} | {refresh} |")
     lines += ["", "What the monitor measured and spent (medians over the monitored segments): the "
-              "worker's share of wall time, the contention (training seconds lost per second of "
-              "background work) and one run of each background analysis (one thread):", "",
-              "| model | worker share | contention | " + " | ".join(HEAVY_NAMES) + " |",
-              "| --- | --- | --- | " + " | ".join("---" for _ in HEAVY_NAMES) + " |"]
+              "monitor's own share of wall time inside the training steps (RWC every `every` "
+              "steps: the budget cannot pace it; the status line names the `every` that brings it "
+              "to half the budget), the worker's share, the contention (training seconds lost per "
+              "second of background work) and one run of each background analysis (one thread):",
+              "",
+              "| model | every | own share (sampling) | every within half the budget | worker share "
+              "| contention | " + " | ".join(HEAVY_NAMES) + " |",
+              "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEAVY_NAMES) + " |"]
     for m in f["models"]:
-        lines.append(f"| {m['name']} | {100 * m['worker_share']:.2f}% | {m['contention']:.2f} | "
+        hint = m["every_within_budget"] or "(within)"
+        lines.append(f"| {m['name']} | {m['every']} | {100 * m['own_share']:.2f}% | {hint} | "
+                     f"{100 * m['worker_share']:.2f}% | {m['contention']:.2f} | "
                      + " | ".join(f"{1e3 * m['costs'][n]:.0f} ms" if n in m["costs"] else "-"
                                   for n in HEAVY_NAMES) + " |")
     lines.append("")

@@ -51,9 +51,15 @@ _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _spectrum(model: nn.Module, probe) -> dict:
     """Singular values of every weight, descending (SPEC 4.4): ``SpectrumTracker``, exact up to
-    its ``max_exact`` elements, above it the leading values warm-started from the last run's."""
+    its ``max_exact`` elements, above it the leading values warm-started from the last run's.
+    With them the ranks as the analysis computes them (a partial spectrum lists only its leading
+    values: its stable rank comes from the exact Frobenius norm, its effective rank is NaN), so
+    that no panel re-derives them from the values kept."""
     tracker = _TRACKERS.setdefault(model, SpectrumTracker())
-    return {"spectrum": {layer: s.singular_values for layer, s in tracker.update(model).items()}}
+    spectra = tracker.update(model)
+    return {"spectrum": {layer: s.singular_values for layer, s in spectra.items()},
+            "stable_rank": {layer: s.stable_rank for layer, s in spectra.items()},
+            "effective_rank": {layer: s.effective_rank for layer, s in spectra.items()}}
 
 
 def _radiograph(model: nn.Module, probe) -> dict:

@@ -18,7 +18,8 @@ __all__ = ["History", "ANALYSES"]
 
 # "neuron_classes": per-class active fractions [C, n] of each neuron-modes layer;
 # "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer
-ANALYSES = ("rwc", "spectrum", "neuron_modes", "radiograph", "neuron_classes", "characteristic_maps")
+ANALYSES = ("rwc", "spectrum", "stable_rank", "effective_rank", "neuron_modes", "radiograph",
+            "neuron_classes", "characteristic_maps")
 
 
 class _Growing:

@@ -344,9 +344,40 @@ def test_widgets_refuse_what_is_not_a_monitor():
         Trend(monitor, max_points=1)
 
 
+def test_spectra_panel_shows_a_partial_spectrum_ranks_as_the_analysis_computes_them():
+    # A 3000 x 3000 layer gets a partial spectrum (its 128 leading values): its stable rank
+    # needs the exact Frobenius norm, its effective rank every value. Re-derived from the 128
+    # values kept, the panel showed 109.6 and 127.9 where mode_spectrum says 752.9 and NaN.
+    from nnmodes_widgets.widgets import Spectra
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3000, 3000, bias=False), torch.nn.ReLU(),
+                                torch.nn.Linear(3000, 4))
+    monitor = nm.Monitor(model, every=1, budget=1.0, analyses=("spectrum",))
+    panel = Spectra(monitor)
+    monitor.step()
+    monitor.flush()
+    panel._live.throttle.push_now()
+    truth = nm.analysis.mode_spectrum(model)
+    assert truth["0.weight"].partial and not truth["2.weight"].partial
+    _, stable = monitor.history.get("stable_rank", "0.weight")
+    assert stable[-1] == pytest.approx(truth["0.weight"].stable_rank, rel=1e-4)
+    assert stable[-1] > 500      # a random 3000 x 3000 matrix: about 750, far above the 128 kept
+    labels = list(panel._stable.labels)
+    assert panel._stable.y[labels.index("0.weight")][-1] == pytest.approx(stable[-1], rel=1e-6)
+    # no effective rank for the partial layer: no line for it; the exact layer has its own
+    _, effective = monitor.history.get("effective_rank", "0.weight")
+    assert np.isnan(effective).all()
+    assert list(panel._effective.labels) == ["2.weight"]
+    one_line = np.atleast_2d(panel._effective.y)    # bqplot squeezes a single line to [P]
+    assert one_line[0][-1] == pytest.approx(truth["2.weight"].effective_rank, rel=1e-5)
+    panel.close()
+    monitor.detach()
+
+
 def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
     from nnmodes_widgets.widgets import Spectra
-    from nnmodes_widgets.widgets.spectrum import power_law_line, rank_trends
+    from nnmodes_widgets.widgets.spectrum import power_law_line
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -365,12 +396,17 @@ def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
     assert (panel._spectra.x[0, 6:] == 6).all()
     np.testing.assert_array_equal(panel._spectra.x[1, :8], np.arange(1, 9))
     np.testing.assert_allclose(panel._fits.y[1, :8], power_law_line(values[-1]), rtol=1e-5)
-    # effective rank exp(H(p)), p = s / sum s; stable rank sum s^2 / s_1^2: against a loop
+    # the ranks drawn are the analysis's: effective rank exp(H(p)), p = s / sum s; stable rank
+    # sum s^2 / s_1^2 (exact spectra here), against a loop
     s = values[-1]
     p = s / s.sum()
-    assert np.isclose(rank_trends(values)[0][-1], np.exp(-sum(q * np.log(q) for q in p)))
-    assert np.isclose(rank_trends(values)[1][-1], sum(v * v for v in s) / s[0] ** 2)
-    np.testing.assert_allclose(panel._effective.y[1][-1], rank_trends(values)[0][-1], rtol=1e-6)
+    rank_steps, effective = monitor.history.get("effective_rank", "2.weight")
+    _, stable = monitor.history.get("stable_rank", "2.weight")
+    assert rank_steps.tolist() == steps.tolist()
+    assert np.isclose(effective[-1], np.exp(-sum(q * np.log(q) for q in p)))
+    assert np.isclose(stable[-1], sum(v * v for v in s) / s[0] ** 2)
+    np.testing.assert_allclose(panel._effective.y[1][-1], effective[-1], rtol=1e-6)
+    np.testing.assert_allclose(panel._stable.y[1][-1], stable[-1], rtol=1e-6)
     assert panel._header.step == steps[-1] and "nnmodes-spectrum" in panel._dom_classes
     fig = panel.figure()
     assert len(fig.axes[0].get_lines()) == 6 and fig.axes[0].get_xscale() == "log"

@@ -35,18 +35,6 @@ class _SpectrumHeader(anywidget.AnyWidget):
         sync=True, **ipywidgets.widget_serialization)
 
 
-def rank_trends(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Effective rank exp(H(s / sum s)) and stable rank sum s^2 / s_1^2 of spectra [T, k]."""
-    s = np.asarray(spectra, dtype=np.float64)
-    total = s.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = s / total
-        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-        stable = (s ** 2).sum(axis=1) / s[:, 0] ** 2
-    effective = np.where(total[:, 0] > 0, np.exp(entropy), np.nan)
-    return effective, stable
-
-
 def power_law_line(values: np.ndarray) -> np.ndarray:
     """The piecewise power law fitted to a spectrum's positive head (NaN where none fits)."""
     positive = values[np.isfinite(values) & (values > 0)]
@@ -61,7 +49,9 @@ class Spectra(Exportable, ipywidgets.VBox):
     """Mode spectra of every weight, from ``monitor.history`` ("spectrum"), drawn live.
 
     Left: the newest ranked singular values of each layer on log-log axes, with the fitted
-    piecewise power law dashed. Right: effective and stable rank against the step. Root element
+    piecewise power law dashed. Right: effective and stable rank against the step, as
+    ``mode_spectrum`` computed them (recorded in the history beside the spectra: a partial
+    spectrum's stable rank uses the exact norm, and it has no effective rank). Root element
     class ``nnmodes-spectrum``.
     """
 
@@ -104,23 +94,33 @@ class Spectra(Exportable, ipywidgets.VBox):
         """The front-end model holding this panel's layer selection (``selected``)."""
         return self._header
 
-    def _data(self, step: int | None = None):
-        """layers, newest spectra [L, k] (NaN-padded), their steps, and per layer (steps, spectra)."""
+    def _data(self, step: int | None = None, analysis: str = "spectrum", layers=None):
+        """Per layer (steps, values) of ``analysis`` up to ``step``: the layers with values, or
+        each of ``layers`` (empty where it has none)."""
         history = self.monitor.history
-        layers = history.layers("spectrum")
+        known = history.layers(analysis)
         series = {}
-        for layer in layers:
-            steps, values = history.get("spectrum", layer)
+        for layer in (known if layers is None else layers):
+            steps, values = (history.get(analysis, layer) if layer in known
+                             else (np.zeros(0, np.int64), np.zeros(0)))
             if step is not None:
                 keep = steps <= step
                 steps, values = steps[keep], values[keep]
-            if len(steps):
+            if len(steps) or layers is not None:
                 series[layer] = (steps, values)
         return list(series), series
 
+    def _ranks(self, layers, step: int | None = None):
+        """The steps of the rank trends and the effective and stable ranks [L, T] there, as the
+        analysis recorded them (NaN where a layer has none: a partial spectrum's effective rank)."""
+        effective = self._data(step, "effective_rank", layers)[1]
+        stable = self._data(step, "stable_rank", layers)[1]
+        steps = np.unique(np.concatenate([s for s, _ in (*effective.values(), *stable.values())]))
+        return steps, _aligned(steps, effective), _aligned(steps, stable)
+
     def _push(self) -> None:
         history = self.monitor.history
-        version = history.version_of("spectrum")
+        version = history.version_of("spectrum", "stable_rank", "effective_rank")
         if version == self._version:
             return
         self._version = version
@@ -134,13 +134,13 @@ class Spectra(Exportable, ipywidgets.VBox):
         fits = np.stack([power_law_line(row) for row in newest])
         newest[~(newest > 0)] = np.nan        # a log axis places no singular value <= 0
         ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
-        trends = [rank_trends(values) for _, values in series.values()]
-        steps = max((s for s, _ in series.values()), key=len)
-        effective = _aligned(steps, series, [t[0] for t in trends])
-        stable = _aligned(steps, series, [t[1] for t in trends])
+        steps, effective, stable = self._ranks(layers)
+        if not len(steps):    # the spectra's ranks are recorded with them: not yet
+            return
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
         sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
-        self._header.step = int(steps[-1])   # first: the browser labels the frame with it
+        # first: the browser labels the frame with it
+        self._header.step = int(max(steps[-1], *(s[-1] for s, _ in series.values())))
         colors = layer_colors(len(layers))
         # the spectra last: the browser counts a frame when they get their data
         marks = ((self._fits, ranks, fits), (self._effective, ex, ey), (self._stable, sx, sy),
@@ -176,16 +176,17 @@ class Spectra(Exportable, ipywidgets.VBox):
     def draw(self, fig, step: int | None = None) -> None:
         """Spectra with their fits, and the rank trends, at full resolution (up to ``step``)."""
         layers, series = self._data(step)
+        _, effective = self._data(step, "effective_rank", layers)
         left, right = fig.subplots(1, 2)
         for layer, color in zip(layers, layer_colors(len(layers))):
-            steps, values = series[layer]
-            s = values[-1]
+            s = series[layer][1][-1]
             ranks = np.arange(1, len(s) + 1)
             left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer,
                         marker=export.point_marker(int((s > 0).sum())))
             left.loglog(ranks, power_law_line(s), color=color, lw=0.8, ls="--")
-            right.plot(steps, rank_trends(values)[0], color=color, lw=1.2, label=layer,
-                       marker=export.point_marker(len(steps)))
+            steps, values = effective[layer]     # NaN for a partial spectrum: not drawn
+            right.plot(steps, values, color=color, lw=1.2, label=layer,
+                       marker=export.point_marker(int(np.isfinite(values).sum())))
         left.set_xlabel("rank")
         left.set_ylabel("singular value")
         right.set_xlabel("step")
@@ -232,11 +233,12 @@ def _span(scale, values) -> tuple[float, float]:
     return (float(v.min()), float(v.max())) if v.size else (np.nan, np.nan)
 
 
-def _aligned(steps: np.ndarray, series: dict, rows: list[np.ndarray]) -> np.ndarray:
-    """Rows on a common step axis, NaN where a layer has no value."""
-    out = np.full((len(rows), len(steps)), np.nan)
-    for i, ((layer_steps, _), row) in enumerate(zip(series.values(), rows)):
-        out[i, np.searchsorted(steps, layer_steps)] = row
+def _aligned(steps: np.ndarray, series: dict) -> np.ndarray:
+    """Each layer's (steps, values) on the common ``steps`` (which hold them all), NaN where a
+    layer has no value: [L, T]."""
+    out = np.full((len(series), len(steps)), np.nan)
+    for i, (layer_steps, values) in enumerate(series.values()):
+        out[i, np.searchsorted(steps, layer_steps)] = values
     return out
 
 
