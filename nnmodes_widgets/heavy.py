@@ -187,8 +187,7 @@ class HeavyAnalyses:
         if time.perf_counter() < self._next_start:
             self.deferred += 1
             return
-        if not self.worker.idle:
-            self.worker.dropped += 1
+        if not self.worker.accepts():     # busy: counted as dropped there
             return
         ready = [n for n in self.names if n not in NEEDS_PROBE or self.monitor.probe is not None]
         if not ready:

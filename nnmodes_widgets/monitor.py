@@ -124,6 +124,10 @@ class Monitor:
         self.notices: list[MonitorError] = []   # conditions that are not faults (layers added...)
         self.nonfinite: dict[str, int] = {}   # layer -> step its weights were first seen NaN/inf
         self._step = 0
+        # Thread ownership: the training thread steps, samples RWC and calls the listeners; the
+        # worker thread records the background analyses (History has its own lock) and notices;
+        # widget threads read. This lock guards what more than one of them writes or reads
+        # together: the step counter, errors, notices and non-finite layers.
         self._lock = threading.RLock()
         self._tracker = RwcTracker(weights, kind=rwc_kind)
         self._identity = {name: id(p) for name, p in weights.items()}
@@ -238,8 +242,10 @@ class Monitor:
         ``every_within_budget`` (when the sampling alone takes over half the budget: the
         ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
         ``errors``, ``last_error``."""
-        with self._lock:
+        with self._lock:     # what other threads add to: read together, as of now
             step = self._step
+            errors, last_error = self.error_count, (str(self.errors[-1]) if self.errors else None)
+            nonfinite = sorted(self.nonfinite)
         rate = self.pacer.steps_per_second()
         measured = self.pacer.estimate()
         return {
@@ -257,9 +263,9 @@ class Monitor:
             "dropped": self._heavy.worker.dropped,
             "deferred": self._heavy.deferred,
             "worker_seconds": self._heavy.worker.busy_seconds,
-            "errors": self.error_count,
-            "last_error": str(self.errors[-1]) if self.errors else None,
-            "nonfinite": sorted(self.nonfinite),
+            "errors": errors,
+            "last_error": last_error,
+            "nonfinite": nonfinite,
             "detached": self._detached,
         }
 
@@ -342,19 +348,21 @@ class Monitor:
 
     def report_notice(self, analysis: str, layer: str | None, message: str) -> None:
         """Keep a condition that is not a fault (a parameter added, say) in ``notices``."""
-        self.notices.append(MonitorError(self._step, analysis, layer, message, ""))
-        if len(self.notices) > _MAX_ERRORS:
-            del self.notices[0]
+        with self._lock:     # any thread: training, worker, widgets
+            self.notices.append(MonitorError(self._step, analysis, layer, message, ""))
+            if len(self.notices) > _MAX_ERRORS:
+                del self.notices[0]
 
     def _history_thinned(self, analysis: str, stride: int, kept: int) -> None:
         self.report_notice(analysis, None, f"history of {analysis!r} over {self.history_mb:g} MB: "
                            f"samples thinned to one in {stride} ({kept} kept)")
 
     def _record_error(self, error: MonitorError) -> None:
-        self.error_count += 1
-        self.errors.append(error)
-        if len(self.errors) > _MAX_ERRORS:
-            del self.errors[0]
+        with self._lock:     # any thread: training, worker, widgets
+            self.error_count += 1
+            self.errors.append(error)
+            if len(self.errors) > _MAX_ERRORS:
+                del self.errors[0]
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

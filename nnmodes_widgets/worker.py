@@ -38,6 +38,15 @@ class Worker:
         with self._cv:
             return self._job is None and not self._running
 
+    def accepts(self) -> bool:
+        """Whether an offer now would be taken; if not, the offer is counted as dropped (so a
+        caller can skip preparing a job that would be dropped)."""
+        with self._cv:
+            if self._job is not None or self._running:
+                self.dropped += 1
+                return False
+            return not self._closed
+
     def offer(self, name: str, job: Callable[[], None]) -> bool:
         """Run ``job`` in the background if the worker is free; else drop it (counted)."""
         with self._cv:

@@ -7,6 +7,8 @@ import warnings
 from collections.abc import Mapping
 
 import anywidget
+import threading
+
 import numpy as np
 import traitlets
 
@@ -53,6 +55,7 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         self.quantize = quantize
         self.max_neurons = max_neurons
         self._pending: tuple[dict, bytes] | None = None   # the newest frame not sent yet
+        self._pending_lock = threading.Lock()   # show() and the sender's thread hand it over
         self._sender = Throttle(self._send_frame, max_rate=max_rate, on_error=self._send_failed)
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
         self.note = ""
@@ -83,13 +86,16 @@ class Radiograph(Exportable, anywidget.AnyWidget):
                                      f"{a.shape[1]} inputs")
         metas, payload = pack((({"layer": layer, "neurons": a.shape[0]}, a[: self.max_neurons])
                                for layer, a in maps.items()), quantize=self.quantize)
-        self._latest = (int(step), maps, input_shape)
-        self.note = str(note)
-        self._pending = ({"step": int(step), "bands": metas, "note": self.note,
-                          "input_shape": list(input_shape) if input_shape else None}, payload)
+        frame = ({"step": int(step), "bands": metas, "note": str(note),
+                  "input_shape": list(input_shape) if input_shape else None}, payload)
+        with self._pending_lock:
+            self._latest = (int(step), maps, input_shape)
+            self.note = str(note)
+            self._pending = frame
 
     def _send_frame(self) -> None:
-        frame, self._pending = self._pending, None
+        with self._pending_lock:     # else a frame prepared between the read and the reset is lost
+            frame, self._pending = self._pending, None
         if frame is not None:
             with self.hold_sync():
                 self.frame_meta, self.frame_data = frame

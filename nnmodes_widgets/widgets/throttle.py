@@ -38,6 +38,7 @@ class Throttle:
         self._begin, self._end = begin, end    # bracket each update (the monitor's pacer)
         self._wanted = threading.Event()
         self._push_lock = threading.Lock()   # one push at a time, thread or caller
+        self._start_lock = threading.Lock()  # one delivery thread, whichever thread asks first
         self._last = float("-inf")
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -49,8 +50,11 @@ class Throttle:
             return
         self._wanted.set()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="nnmodes-throttle", daemon=True)
-            self._thread.start()
+            with self._start_lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="nnmodes-throttle", daemon=True)
+                    thread.start()
+                    self._thread = thread
 
     def offer(self) -> None:
         """Push at once on the calling thread if the rate allows, else as soon as it does
