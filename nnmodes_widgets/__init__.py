@@ -4,12 +4,10 @@
 training loop; ``monitor.dashboard()`` shows the live widgets.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
-from . import analysis
 from .history import History
-from .mdl import ModeLinear, to_mode_model
-from .monitor import Monitor, MonitorError
 
 try:
     __version__ = version("nnmodes_widgets")
@@ -20,15 +18,29 @@ __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
            "load_ipython_extension", "unload_ipython_extension", "__version__",
            "ModeLinear", "to_mode_model"]
 
+# Imported when first used: `import nnmodes_widgets` itself needs neither torch (about 4 s) nor
+# the widget side (ipywidgets, bqplot), so that a process that only reads recorded histories
+# (a server, a script) does without them. Name -> (module, attribute or None for the module).
+_LAZY = {
+    "analysis": (".analysis", None),
+    "Monitor": (".monitor", "Monitor"),
+    "MonitorError": (".monitor", "MonitorError"),
+    "ModeLinear": (".mdl", "ModeLinear"),
+    "to_mode_model": (".mdl", "to_mode_model"),
+    "Dashboard": (".widgets.dashboard", "Dashboard"),
+}
+
 
 def __getattr__(name):
-    # The widget side imports ipywidgets/bqplot: load it only when asked for, so that the
-    # analyses and the monitor work in a plain script without Jupyter installed.
-    if name == "Dashboard":
-        from .widgets.dashboard import Dashboard
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nnmodes_widgets' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = import_module(module, __name__)
+    return value if attribute is None else getattr(value, attribute)
 
-        return Dashboard
-    raise AttributeError(f"module 'nnmodes_widgets' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_ipython_extension(ipython):
