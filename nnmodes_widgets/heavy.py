@@ -210,11 +210,13 @@ class HeavyAnalyses:
                 self.monitor.history.record(analysis, step, when, values)
         except Exception as exc:
             if self._runs.get(name):
-                raise                      # it worked before: a fault, shown as an error
-            # Failing at once means the model is outside what this analysis can compute
-            # exactly (say, residual connections for pathways): stop offering it.
-            self.names = [n for n in self.names if n != name]   # rebound: offer() may be reading
-            self.monitor.report_notice(name, None, f"switched off for this model: {exc}")
+                # it worked before: a fault, shown as an error at the step analysed
+                self.monitor.report(name, exc, step=step)
+            else:
+                # Failing at once means the model is outside what this analysis can compute
+                # exactly (say, residual connections for pathways): stop offering it.
+                self.names = [n for n in self.names if n != name]   # rebound: offer() may read
+                self.monitor.report_notice(name, None, f"switched off for this model: {exc}")
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1

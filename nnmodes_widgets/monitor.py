@@ -340,10 +340,12 @@ class Monitor:
         except Exception as exc:
             self.report(analysis, exc)
 
-    def report(self, analysis: str, exc: BaseException, layer: str | None = None) -> None:
-        """Keep a failure of ``analysis`` in ``monitor.errors`` (widgets report theirs here too)."""
+    def report(self, analysis: str, exc: BaseException, layer: str | None = None, *,
+               step: int | None = None) -> None:
+        """Keep a failure of ``analysis`` in ``monitor.errors`` (widgets report theirs here too),
+        at ``step``: the step analysed (a background analysis runs behind training), else now."""
         self._record_error(MonitorError(
-            self._step, analysis, layer, f"{type(exc).__name__}: {exc}",
+            self._step if step is None else step, analysis, layer, f"{type(exc).__name__}: {exc}",
             "".join(traceback.format_exception(exc))))
 
     def report_notice(self, analysis: str, layer: str | None, message: str) -> None:

@@ -683,3 +683,26 @@ def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_th
         trend.close()
     finally:
         monitor.detach()
+
+
+def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
+    # Only a layer with no finite value yet waits quietly for clustering; any other failure of
+    # the clustering is a fault: shown in monitor.errors, the colours kept, the lines still sent.
+    from nnmodes_widgets.widgets import Trend
+    from nnmodes_widgets.widgets import trend as trend_module
+
+    def broken(series):
+        raise RuntimeError("clustering bug")
+    monkeypatch.setattr(trend_module, "cluster_layers", broken)
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
+    trend = Trend(monitor)
+    _train(model, optimizer, 12)
+    trend._live.throttle.push_now()
+    assert [e.analysis for e in monitor.errors] == ["widget:trend"]
+    assert "clustering bug" in monitor.errors[0].message
+    assert trend._lines.x.shape[-1] >= 11 and trend.clusters is None
+    trend.close()
+    monitor.detach()
+

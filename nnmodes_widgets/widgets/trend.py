@@ -246,9 +246,12 @@ class Trend(Exportable, ipywidgets.VBox):
             return False
         matrix = np.stack(list(series.values()))
         _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, CLUSTER_MAX_POINTS)
+        if not np.isfinite(means).all():   # a layer with no finite value yet: keep the colours
+            return False
         try:
             clusters = cluster_layers(dict(zip(series, means.T)))
-        except ValueError:    # e.g. a layer with no finite value yet: keep the colours shown
+        except Exception as exc:   # a fault, not a state of the data: shown; the colours kept
+            self.monitor.report("widget:trend", exc)
             return False
         # slow (many layers, a loaded machine): cluster less often, so pushes keep flowing
         self._next_clustering = max(self._next_clustering, now + 20 * (time.monotonic() - now))
