@@ -40,6 +40,18 @@ def test_mode_shares_count_linear_nonlinear_and_dead_neurons():
         np.testing.assert_allclose(shares[t], [linear, 1 - linear - dead, dead])
 
 
+def test_mode_shares_follow_the_analysis_at_the_boundaries():
+    # The panel counts with the analysis's own rule: 19 of 20 samples transmitting is linear
+    # at eps = 0.05, 1 of 20 dead, exactly at the boundaries.
+    import torch
+    from nnmodes_widgets.analysis.neurons import MODES, mode_code
+
+    active = np.array([[19 / 20, 1 / 20, 0.5, 1.0]])
+    assert [MODES[c] for c in mode_code(torch.tensor(active[0])).tolist()] == \
+        ["linear", "dead", "nonlinear", "linear"]
+    np.testing.assert_allclose(mode_shares(active, eps=0.05), [[0.5, 0.25, 0.25]])
+
+
 def test_bucket_means_average_consecutive_rows_and_keep_short_series():
     steps = np.arange(1, 11)
     values = np.arange(20.0).reshape(10, 2)

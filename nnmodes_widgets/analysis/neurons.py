@@ -38,7 +38,7 @@ from torch import nn
 from .capture import capture, check_labels, derivative
 from .inputs import as_inputs
 
-__all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation"]
+__all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation", "mode_code"]
 
 MODES = ("linear", "nonlinear", "dead")   # mode names; NeuronModes.mode_code indexes this
 
@@ -194,13 +194,21 @@ def _neuron_major(t: torch.Tensor, axis: int) -> torch.Tensor:
     return t.movedim(axis, 0).reshape(t.shape[axis], -1)
 
 
+def mode_code(active_fraction, eps: float = 0.05):
+    """The mode of each active fraction (a tensor or an array, any shape), as an index into
+    ``MODES``: "linear" at >= 1 - eps, "dead" at <= eps, else "nonlinear" (SPEC 4.3), with a
+    slack of 1e-12 so that rounding in count / N never flips a mode. The one rule, for the
+    analysis and for whatever draws its records."""
+    linear = active_fraction >= 1 - eps - _SLACK
+    dead = active_fraction <= eps + _SLACK
+    return MODES.index("nonlinear") + (dead * 1) - (linear * 1)    # linear 0, nonlinear 1, dead 2
+
+
 def _layer_modes(layer, activation, z, h, transmitting, threshold, eps, labels, batch,
                  with_order) -> NeuronModes:
     n, count = z.shape
     active = transmitting.sum(dim=1).to(torch.float64) / count
-    code = torch.full((n,), 1, dtype=torch.long, device=z.device)
-    code[active <= eps + _SLACK] = MODES.index("dead")
-    code[active >= 1 - eps - _SLACK] = MODES.index("linear")
+    code = mode_code(active, eps)
     by_class = None
     if labels is not None:
         y, n_classes = labels

@@ -9,6 +9,7 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..analysis.neurons import MODES, mode_code
 from ..monitor import Monitor
 from ._bundle import bundle
 from .binary import pack
@@ -16,7 +17,6 @@ from .decimate import bucket_means
 from .exportable import Exportable
 from .live import LiveBinding, analysis_notes, layer_choices
 
-MODES = ("linear", "nonlinear", "dead")
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
 COMPACT_ABOVE = 8     # more activations than this: thin strips (as in the browser)
 
@@ -29,9 +29,8 @@ def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
     """Shares of linear / nonlinear / dead neurons [T, 3] from active fractions [T, n]: linear
     when a neuron transmits at least 1 - eps of the samples, dead at most eps (SPEC 4.3)."""
     a = np.asarray(active_fraction, dtype=np.float64)
-    linear = (a >= 1 - eps).mean(axis=1)
-    dead = (a <= eps).mean(axis=1)
-    return np.stack([linear, 1 - linear - dead, dead], axis=1)
+    code = mode_code(a, eps)      # the analysis's rule, so that panel and analysis agree
+    return np.stack([(code == MODES.index(m)).mean(axis=1) for m in MODES], axis=1)
 
 
 class Neurons(Exportable, anywidget.AnyWidget):
