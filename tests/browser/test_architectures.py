@@ -100,8 +100,12 @@ def test_resnet_and_gpt_dashboards_show_every_panel(page, lab_server, console_er
         for selector in PANELS:
             panel = dashboard.locator(selector)
             panel.wait_for(timeout=30_000)
-            page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                                   arg=panel.element_handle(), timeout=60_000)
+            try:
+                page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+                                       arg=panel.element_handle(), timeout=60_000)
+            except Exception as exc:   # say which panel, and what the dashboard said
+                status = dashboard.locator(".nnmodes-status").inner_text()
+                raise AssertionError(f"{name} {selector}: no frame drawn; status {status!r}") from exc
         status = dashboard.locator(".nnmodes-status").inner_text()
         assert "detached" in status and "error" not in status, (name, status)
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
