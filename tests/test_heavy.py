@@ -342,19 +342,11 @@ def test_characteristic_maps_use_the_probe_labels_and_need_classes():
     monitor.detach()
 
 
-def test_a_background_fault_carries_the_step_analysed():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+def test_a_background_fault_carries_the_step_analysed(monkeypatch):
+    model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-
-    def train(steps):
-        for _ in range(steps):
-            optimizer.zero_grad()
-            model(torch.randn(16, 6)).pow(2).mean().backward()
-            optimizer.step()
-
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("spectrum",))
-    train(1)
+    train(model, optimizer, 1)
     monitor.flush()                                   # one run worked: later faults are errors
     # past the pause the pacer sets after a run, so that the next offer is taken
     time.sleep(max(0.0, monitor._heavy._next_start - time.perf_counter()))
@@ -363,14 +355,10 @@ def test_a_background_fault_carries_the_step_analysed():
     def failing(model_copy, probe):
         calls.append(1)
         raise RuntimeError("spectrum bug")
-    original = heavy.RUNNERS["spectrum"]
-    heavy.RUNNERS["spectrum"] = failing
-    try:
-        train(1)                                       # offered at step 2
-        monitor.flush()
-        train(5)                                       # training goes on meanwhile
-    finally:
-        heavy.RUNNERS["spectrum"] = original
+    monkeypatch.setitem(heavy.RUNNERS, "spectrum", failing)
+    train(model, optimizer, 1)                         # offered at step 2
+    monitor.flush()
+    train(model, optimizer, 5)                         # training goes on meanwhile
     assert calls and monitor.errors[0].analysis == "spectrum"
     assert monitor.errors[0].step == 2 and monitor.current_step == 7
     monitor.detach()

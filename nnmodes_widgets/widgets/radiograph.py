@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 import warnings
 from collections.abc import Mapping
 
 import anywidget
-import threading
-
 import numpy as np
 import traitlets
 

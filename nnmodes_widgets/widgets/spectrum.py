@@ -127,6 +127,9 @@ class Spectra(Exportable, ipywidgets.VBox):
         layers, series = self._data()
         if not layers:
             return
+        steps, effective, stable = self._ranks(layers)
+        if not len(steps):    # the spectra's ranks are recorded with them: not yet
+            return
         width = max(v.shape[1] for _, v in series.values())
         newest = np.full((len(layers), width), np.nan)
         for i, layer in enumerate(layers):
@@ -134,9 +137,6 @@ class Spectra(Exportable, ipywidgets.VBox):
         fits = np.stack([power_law_line(row) for row in newest])
         newest[~(newest > 0)] = np.nan        # a log axis places no singular value <= 0
         ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
-        steps, effective, stable = self._ranks(layers)
-        if not len(steps):    # the spectra's ranks are recorded with them: not yet
-            return
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
         sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
         # first: the browser labels the frame with it
