@@ -182,19 +182,24 @@ class HeavyAnalyses:
 
     def offer(self, step: int) -> None:
         """Offer the next analysis in turn at training step ``step``."""
-        if not self.names:
+        ready = [n for n in self.names if n not in NEEDS_PROBE or self.monitor.probe is not None]
+        if not ready:
             return
-        if time.perf_counter() < self._next_start:
+        # An analysis that has not run yet is not paced: every panel gets its first frame as
+        # soon as the worker is free (a one-time burst), not after rounds of the others; on a
+        # loaded machine the fourth analysis's first run came later than 40 s of training.
+        first = [n for n in ready if not self._runs.get(n)]
+        if not first and time.perf_counter() < self._next_start:
             self.deferred += 1
             return
         if not self.worker.accepts():     # busy: counted as dropped there
             return
-        ready = [n for n in self.names if n not in NEEDS_PROBE or self.monitor.probe is not None]
-        if not ready:
-            return
-        name = ready[self._turn % len(ready)]
+        if first:
+            name = first[0]
+        else:
+            name = ready[self._turn % len(ready)]
+            self._turn += 1
         model_copy = self._refresh()
-        self._turn += 1
         probe = self.monitor.probe
         self.worker.offer(name, lambda: self._run(name, model_copy, probe, step, time.time()))
 

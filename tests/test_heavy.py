@@ -362,3 +362,20 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     assert calls and monitor.errors[0].analysis == "spectrum"
     assert monitor.errors[0].step == 2 and monitor.current_step == 7
     monitor.detach()
+
+
+def test_every_analysis_runs_once_before_the_budget_paces_them(monkeypatch):
+    # the first frame of every panel does not wait for rounds of the others
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = (torch.randn(32, 8), torch.randint(0, 4, (32,)))
+    monitor = nm.Monitor(model, optimizer, every=1, probe=probe,
+                         analyses=("spectrum", "neuron_modes", "radiograph"))
+    monkeypatch.setattr(monitor.pacer, "wait_after", lambda cost: 1e9)   # paced: never again
+    for _ in range(6):
+        train(model, optimizer, 1)
+        monitor.flush()
+    assert {a: monitor.history.count(a) for a in ("spectrum", "neuron_modes", "radiograph")} == \
+        {"spectrum": 1, "neuron_modes": 1, "radiograph": 1}
+    assert monitor._heavy.deferred == 3
+    monitor.detach()
