@@ -611,7 +611,7 @@ def test_module_recreated_with_the_same_shape_restarts_its_series():
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     x, y = data()
-    monitor = nm.Monitor(model, opt, every=2)
+    monitor = nm.Monitor(model, opt, every=2, analyses=("rwc",))   # the RWC series is the subject
     saved = {0: weights(model)}
     for s in range(1, 9):
         if s == 3:
