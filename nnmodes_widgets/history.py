@@ -17,9 +17,11 @@ import numpy as np
 __all__ = ["History", "ANALYSES"]
 
 # "neuron_classes": per-class active fractions [C, n] of each neuron-modes layer;
-# "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer
-ANALYSES = ("rwc", "spectrum", "stable_rank", "effective_rank", "neuron_modes", "radiograph",
-            "neuron_classes", "characteristic_maps")
+# "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer;
+# "power_law": the piecewise power law fitted to each spectrum, its value at every rank;
+# "rwc_clusters": each layer's cluster label, from its RWC trend
+ANALYSES = ("rwc", "spectrum", "stable_rank", "effective_rank", "power_law", "neuron_modes",
+            "radiograph", "neuron_classes", "characteristic_maps", "rwc_clusters")
 
 
 class _Growing:
@@ -151,21 +153,27 @@ class History:
     and after one that left only the newest event where the previous thinning had left more. The
     backing arrays grow by doubling, so they may take up to about twice the cap.
 
+    ``on_record(analysis, step, time, values)`` is called, outside the lock, after each event
+    recorded, with the values as NumPy arrays (the monitor hands them to its run file).
+
     Thread-safe: the monitor's worker appends while widgets and the user read.
     """
 
-    def __init__(self, max_bytes: int | None = None, on_thin=None):
+    def __init__(self, max_bytes: int | None = None, on_thin=None, on_record=None):
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)
                                       or max_bytes < 0):
             raise ValueError(f"max_bytes must be None or a non-negative integer, got {max_bytes!r}")
         if on_thin is not None and not callable(on_thin):
             raise TypeError(f"on_thin must be callable or None, got {type(on_thin).__name__}")
+        if on_record is not None and not callable(on_record):
+            raise TypeError(f"on_record must be callable or None, got {type(on_record).__name__}")
         self._lock = threading.Lock()
         self._tables: dict[str, _AnalysisTable] = {}
         self._version = 0
         self._versions: dict[str, int] = {}    # analysis -> its events and thinnings so far
         self._max_bytes = max_bytes
         self._on_thin = on_thin
+        self.on_record = on_record
 
     @property
     def version(self) -> int:
@@ -234,7 +242,9 @@ class History:
                     thinned = (table.stride, table.steps.size)
             self._version += changes
             self._versions[analysis] = self._versions.get(analysis, 0) + changes
-        # Outside the lock: the callback may read this history.
+        # Outside the lock: the callbacks may read this history.
+        if self.on_record is not None:
+            self.on_record(analysis, step, time, arrays)
         if thinned is not None and self._on_thin is not None:
             self._on_thin(analysis, *thinned)
 

@@ -7,12 +7,10 @@ The monitor runs inside the user's training step, so every fault it meets is cau
 from __future__ import annotations
 
 import math
-import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,26 +21,12 @@ from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
 from .pacing import Pacer, every_within
+from .run_state import MonitorError, RunState
+from .run_view import ProbeFacts
 
 __all__ = ["Monitor", "MonitorError"]
 
-_MAX_ERRORS = 1000          # newest kept; `error_count` counts them all
 PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
-
-
-@dataclass(frozen=True)
-class MonitorError:
-    """One analysis failure: where, when and what."""
-
-    step: int
-    analysis: str
-    layer: str | None
-    message: str
-    traceback: str = field(repr=False)
-
-    def __str__(self) -> str:
-        where = f"{self.analysis}" + (f" [{self.layer}]" if self.layer else "")
-        return f"step {self.step}: {where}: {self.message}"
 
 
 class Monitor:
@@ -119,16 +103,12 @@ class Monitor:
         self.history_mb = history_mb     # kept for the thinning notice
         self.history = History(max_bytes=None if history_mb is None else int(history_mb * 2**20),
                                on_thin=self._history_thinned)
-        self.errors: list[MonitorError] = []
-        self.error_count = 0
-        self.notices: list[MonitorError] = []   # conditions that are not faults (layers added...)
-        self.nonfinite: dict[str, int] = {}   # layer -> step its weights were first seen NaN/inf
-        self._step = 0
         # Thread ownership: the training thread steps, samples RWC and calls the listeners; the
-        # worker thread records the background analyses (History has its own lock) and notices;
-        # widget threads read. This lock guards what more than one of them writes or reads
-        # together: the step counter, errors, notices and non-finite layers.
-        self._lock = threading.RLock()
+        # worker thread records the background analyses and notices; panel threads read and
+        # report their faults. What more than one of them touches is the history (its own lock)
+        # and the run state (the step, errors, notices, non-finite layers: run_state).
+        self._state = RunState()
+        self._probe_facts: tuple[int, ProbeFacts] | None = None   # (id of the probe, its facts)
         self._tracker = RwcTracker(weights, kind=rwc_kind)
         self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
@@ -156,13 +136,12 @@ class Monitor:
             return
         t0 = time.perf_counter()
         self.pacer.step(t0, self._last_overhead, self._last_sampled)   # the step that ended
-        with self._lock:
-            self._step += 1
-            sampled = self._step % self.every == 0
-            if sampled:
-                if "rwc" in self.analyses:
-                    self._guarded("rwc", self._sample_rwc)
-                self._guarded("schedule", self._heavy.offer, self._step)
+        step = self._state.advance()
+        sampled = step % self.every == 0
+        if sampled:
+            if "rwc" in self.analyses:
+                self._guarded("rwc", self._sample_rwc, step)
+            self._guarded("schedule", self._heavy.offer, step)
         self.notify()
         overhead = time.perf_counter() - t0     # inside the step that begins at t0
         self._overhead_total += overhead
@@ -226,11 +205,59 @@ class Monitor:
 
     @property
     def current_step(self) -> int:
-        return self._step
+        return self._state.step
 
     @property
     def detached(self) -> bool:
         return self._detached
+
+    @property
+    def errors(self) -> list[MonitorError]:
+        """Analysis failures, newest last (the newest 1000; ``error_count`` counts them all)."""
+        return self._state.errors
+
+    @property
+    def error_count(self) -> int:
+        return self._state.error_count
+
+    @property
+    def notices(self) -> list[MonitorError]:
+        """Conditions that are not faults (a layer added, what an analysis leaves out), newest
+        last."""
+        return self._state.notices
+
+    @property
+    def nonfinite(self) -> dict[str, int]:
+        """Layer -> the step its weights were first seen NaN or inf."""
+        return self._state.nonfinite
+
+    @property
+    def layers(self) -> list[str]:
+        """Module names of the analysed weights, front to back: the layers a panel offers
+        (a parameter of the root module is named as itself)."""
+        names = (name.rpartition(".")[0] or name for name, p in self.model.named_parameters()
+                 if p.ndim >= 2)
+        return list(dict.fromkeys(names))
+
+    @property
+    def probe_facts(self) -> ProbeFacts | None:
+        """The probe's labels and input shape, for the panels; None until there is a probe."""
+        probe = self.probe
+        if probe is None:
+            return None
+        if self._probe_facts is None or self._probe_facts[0] != id(probe):
+            x = as_inputs(probe[0] if isinstance(probe, tuple) else probe).tensors[0]
+            facts = ProbeFacts(labelled=isinstance(probe, tuple), input_shape=tuple(x.shape),
+                               floating=x.is_floating_point())
+            self._probe_facts = (id(probe), facts)
+        return self._probe_facts[1]
+
+    def begin_work(self, kind: str) -> object:
+        """Bracket a panel's update (``kind`` "widgets"): counted in the measured cost."""
+        return self.pacer.begin(kind)
+
+    def end_work(self, token: object) -> None:
+        self.pacer.end(token)
 
     def stats(self) -> dict:
         """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
@@ -242,10 +269,7 @@ class Monitor:
         ``every_within_budget`` (when the sampling alone takes over half the budget: the
         ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
         ``errors``, ``last_error``."""
-        with self._lock:     # what other threads add to: read together, as of now
-            step = self._step
-            errors, last_error = self.error_count, (str(self.errors[-1]) if self.errors else None)
-            nonfinite = sorted(self.nonfinite)
+        step, errors, last_error, nonfinite = self._state.faults()
         rate = self.pacer.steps_per_second()
         measured = self.pacer.estimate()
         return {
@@ -301,14 +325,16 @@ class Monitor:
 
     def dashboard(self):
         """The live dashboard of this monitor (``nnmodes_widgets.Dashboard``)."""
-        from .widgets.dashboard import Dashboard  # widgets sit above the monitor
+        # Imported here: the panels read a run view and know nothing of the monitor, and a
+        # script that never shows one needs no widget library.
+        from .widgets.dashboard import Dashboard
 
         return Dashboard(self)
 
     def __repr__(self) -> str:
         state = "detached" if self._detached else "attached"
-        return (f"<Monitor {type(self.model).__name__} {state}, step {self._step}, every {self.every}, "
-                f"{self.error_count} errors>")
+        return (f"<Monitor {type(self.model).__name__} {state}, step {self.current_step}, "
+                f"every {self.every}, {self.error_count} errors>")
 
     # -- analyses ----------------------------------------------------------------------------------------
 
@@ -316,7 +342,7 @@ class Monitor:
         # named_parameters() lists a tied parameter once, under its first name.
         return {n: p for n, p in self.model.named_parameters() if self.include_bias or p.ndim >= 2}
 
-    def _sample_rwc(self) -> None:
+    def _sample_rwc(self, step: int) -> None:
         weights = self._weights()
         # A module re-created with the same shape has a new Parameter: measuring it against the
         # old one's snapshot would show a change that training never made.
@@ -329,8 +355,8 @@ class Monitor:
                                "at the next sample")
         for name, value in values.items():
             if not math.isfinite(value) and not torch.isfinite(weights[name].detach()).all():
-                self.nonfinite.setdefault(name, self._step)
-        self.history.record("rwc", self._step, time.time(), values)
+                self._state.mark_nonfinite(name, step)
+        self.history.record("rwc", step, time.time(), values)
 
     # -- faults ------------------------------------------------------------------------------------------
 
@@ -344,27 +370,17 @@ class Monitor:
                step: int | None = None) -> None:
         """Keep a failure of ``analysis`` in ``monitor.errors`` (widgets report theirs here too),
         at ``step``: the step analysed (a background analysis runs behind training), else now."""
-        self._record_error(MonitorError(
-            self._step if step is None else step, analysis, layer, f"{type(exc).__name__}: {exc}",
-            "".join(traceback.format_exception(exc))))
+        self._state.add_error(MonitorError(
+            self.current_step if step is None else step, analysis, layer,
+            f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))))
 
     def report_notice(self, analysis: str, layer: str | None, message: str) -> None:
         """Keep a condition that is not a fault (a parameter added, say) in ``notices``."""
-        with self._lock:     # any thread: training, worker, widgets
-            self.notices.append(MonitorError(self._step, analysis, layer, message, ""))
-            if len(self.notices) > _MAX_ERRORS:
-                del self.notices[0]
+        self._state.add_notice(analysis, layer, message)
 
     def _history_thinned(self, analysis: str, stride: int, kept: int) -> None:
         self.report_notice(analysis, None, f"history of {analysis!r} over {self.history_mb:g} MB: "
                            f"samples thinned to one in {stride} ({kept} kept)")
-
-    def _record_error(self, error: MonitorError) -> None:
-        with self._lock:     # any thread: training, worker, widgets
-            self.error_count += 1
-            self.errors.append(error)
-            if len(self.errors) > _MAX_ERRORS:
-                del self.errors[0]
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

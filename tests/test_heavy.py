@@ -50,7 +50,7 @@ def slow_spectrum_monitor(monkeypatch, seconds: float):
     (monitor, model, optimizer, calls): the start time of every run."""
     calls = []
 
-    def slow(model, probe):
+    def slow(job):
         calls.append(time.perf_counter())
         time.sleep(seconds)
         return {"spectrum": {"w": np.ones(3)}}
@@ -87,7 +87,7 @@ def test_a_slow_analysis_waits_what_the_pacer_says_and_training_never_waits(monk
 
 
 def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
-    def slow(model, probe):
+    def slow(job):
         time.sleep(0.2)
         return {"spectrum": {"w": np.ones(2)}}
 
@@ -106,7 +106,7 @@ def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
 def test_a_failing_analysis_is_reported_and_training_goes_on(monkeypatch):
     runs = []
 
-    def broken(model, probe):   # works once (so the model is supported), then breaks
+    def broken(job):   # works once, then breaks
         runs.append(1)
         if len(runs) > 1:
             raise RuntimeError("spectrum exploded")
@@ -139,7 +139,7 @@ def test_analyses_can_be_chosen_and_unknown_ones_are_refused():
 
 
 def test_detach_flushes_the_running_analysis(monkeypatch):
-    def slowish(model, probe):
+    def slowish(job):
         time.sleep(0.3)
         return {"spectrum": {"w": np.ones(2)}}
 
@@ -259,7 +259,7 @@ def test_activations_that_cannot_be_seen_are_named_once_and_shown_with_the_neuro
     assert monitor.notices[1].message.startswith("live from the first 4 probe samples: an active "
                                                  "fraction's standard error is at most 0.25")
     panel = nm.Dashboard(monitor).neurons
-    panel._push()
+    panel._update()
     assert panel.frame_meta["note"].startswith("lstm: not analysable: LSTM: its gates")
     monitor.detach()
 
@@ -352,7 +352,7 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     time.sleep(max(0.0, monitor._heavy._next_start - time.perf_counter()))
     calls = []
 
-    def failing(model_copy, probe):
+    def failing(job):
         calls.append(1)
         raise RuntimeError("spectrum bug")
     monkeypatch.setitem(heavy.RUNNERS, "spectrum", failing)

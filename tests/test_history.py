@@ -666,3 +666,23 @@ def _run_together(*targets):
     for t in threads:
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
+
+
+def test_on_record_hands_over_every_event_outside_the_lock():
+    seen = []
+
+    def listener(analysis, step, time, values):
+        free = h._lock.acquire(blocking=False)
+        if free:
+            h._lock.release()
+        seen.append((analysis, step, time, {k: v.tolist() for k, v in values.items()}, free))
+
+    h = History(max_bytes=64, on_record=listener)
+    for step in range(1, 5):
+        h.record("rwc", step, float(step), {"a": 0.5 * step})
+    h.record("spectrum", 4, 4.0, {"a.weight": np.array([2.0, 1.0])})
+    assert [s[:4] for s in seen] == [("rwc", s, float(s), {"a": 0.5 * s}) for s in range(1, 5)] + [
+        ("spectrum", 4, 4.0, {"a.weight": [2.0, 1.0]})]
+    assert all(s[4] for s in seen)
+    with pytest.raises(TypeError, match="on_record must be callable"):
+        History(on_record=3)

@@ -8,7 +8,6 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, LiveCharacteristicMaps, Neurons
-from nnmodes_widgets.widgets.decimate import bucket_means
 from nnmodes_widgets.widgets.neurons import mode_shares
 
 
@@ -50,16 +49,6 @@ def test_mode_shares_follow_the_analysis_at_the_boundaries():
     assert [MODES[c] for c in mode_code(torch.tensor(active[0])).tolist()] == \
         ["linear", "dead", "nonlinear", "linear"]
     np.testing.assert_allclose(mode_shares(active, eps=0.05), [[0.5, 0.25, 0.25]])
-
-
-def test_bucket_means_average_consecutive_rows_and_keep_short_series():
-    steps = np.arange(1, 11)
-    values = np.arange(20.0).reshape(10, 2)
-    s, v = bucket_means(steps, values, 5)
-    assert s.tolist() == [2, 4, 6, 8, 10]
-    np.testing.assert_allclose(v, [values[i:i + 2].mean(0) for i in range(0, 10, 2)])
-    s, v = bucket_means(steps, values, 10)
-    assert s is steps and v is values
 
 
 def test_neurons_panel_sends_shares_and_class_maps_of_every_layer():

@@ -121,3 +121,47 @@ def test_no_radiograph_frame_lost_between_show_and_the_sender():
     widget._send_frame()          # what is still pending goes now
     assert widget.frame_meta["step"] == last
     widget.close()
+
+
+def test_run_state_counts_every_fault_from_many_threads_and_readers_get_whole_copies():
+    from nnmodes_widgets.run_state import MAX_KEPT, MonitorError, RunState
+
+    state = RunState()
+    stop, problems = threading.Event(), []
+
+    def writer(name):
+        for i in range(600):
+            state.add_error(MonitorError(state.step, name, None, f"fault {i}"))
+            state.add_notice(name, None, f"notice {i}")
+            state.mark_nonfinite(f"{name}.weight", state.step)
+
+    def stepper():
+        for _ in range(2000):
+            state.advance()
+
+    def reader():
+        while not stop.is_set():
+            errors = state.errors          # first: the count only grows
+            step, count, last, nonfinite = state.faults()
+            if len(errors) > MAX_KEPT or count < len(errors) or (count and last is None):
+                problems.append((count, len(errors), last))
+            if nonfinite != sorted(nonfinite):
+                problems.append(nonfinite)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(f"t{k}",)) for k in range(3)]
+    writers.append(threading.Thread(target=stepper))
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert problems == []
+    assert state.step == 2000 and state.error_count == 1800
+    assert len(state.errors) == len(state.notices) == MAX_KEPT    # the newest kept
+    assert sorted(state.nonfinite) == ["t0.weight", "t1.weight", "t2.weight"]
+    kept = state.errors
+    kept.clear()                                   # a copy: the state keeps its own
+    assert len(state.errors) == MAX_KEPT

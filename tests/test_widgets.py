@@ -11,7 +11,6 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
-from nnmodes_widgets.analysis.clustering import cluster_layers, series_from_history
 from nnmodes_widgets.colors import cluster_colors, layer_colors
 from nnmodes_widgets.history import History
 from nnmodes_widgets.widgets.decimate import minmax_decimate
@@ -187,10 +186,11 @@ def test_many_layers_share_the_trends_point_budget():
 def test_trend_sends_every_layer_bounded_and_in_binary():
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "clusters"))
     trend = Trend(monitor, max_points=40)
     try:
         _train(model, optimizer, 300)
+        monitor.flush()
         trend._live.throttle.push_now()
         layers = monitor.history.layers("rwc")
         lines = trend._lines
@@ -202,10 +202,11 @@ def test_trend_sends_every_layer_bounded_and_in_binary():
         assert np.isclose(lines.y[1, -1], values[-1], rtol=1e-6)
         assert np.isclose(lines.y[1].max(), values.max(), rtol=1e-6)
         assert "nnmodes-trend" in trend._dom_classes
-        # 300 samples of 3 layers: coloured by the partition cluster_layers finds
-        expected = cluster_layers(series_from_history(monitor.history))
-        assert trend.clusters.labels == expected.labels
-        assert lines.colors == cluster_colors([expected.labels[layer] for layer in layers])
+        # 300 samples of 3 layers: coloured by the newest partition the clusters analysis
+        # recorded (the analysis's own tests check it is cluster_layers' partition)
+        expected = {layer: int(monitor.history.latest("rwc_clusters", layer)[1]) for layer in layers}
+        assert trend.clusters == expected
+        assert lines.colors == cluster_colors([expected[layer] for layer in layers])
         assert "coloured by cluster of their trends" in trend._controls.title
     finally:
         trend.close()
@@ -221,14 +222,17 @@ def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
         _train(model, optimizer, 5)         # too few samples to compare trends
         trend._live.throttle.push_now()
         assert trend.clusters is None and trend._lines.colors == layer_colors(3)
-        # three layers follow one trend, three another: two clusters, two colours
+        # three layers follow one trend, three another: two clusters recorded, two colours
         history = History()
         for step in range(1, 21):
             history.record("rwc", step, 0.0, {"a": 1 / step, "b": 1.1 / step, "c": 0.9 / step,
                                               "d": 0.01 * step, "e": 0.012 * step, "f": 0.011 * step})
+        history.record("rwc_clusters", 20, 0.0, {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0, "e": 1.0,
+                                                 "f": 1.0})
         monitor.history = history
         trend._live.throttle.push_now()
-        assert trend.clusters.labels == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
+        assert trend.clusters == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
+        assert "(k = 2)" in trend._controls.title
         assert trend._lines.colors == cluster_colors([0, 0, 0, 1, 1, 1])
         assert len(set(trend._lines.colors)) == 2
         path = trend.export(Path(tempfile.mkdtemp()) / "t.svg")   # the export uses them too
@@ -308,7 +312,7 @@ def test_a_failing_widget_update_is_reported_not_raised():
     def broken():
         raise RuntimeError("history unreadable")
 
-    trend.monitor.history.matrix = lambda analysis: broken()
+    trend.run.history.matrix = lambda analysis: broken()
     _train(model, optimizer, 5)          # training goes on
     trend._live.throttle.push_now()
     messages = [e.message for e in monitor.errors]
@@ -376,8 +380,8 @@ def test_spectra_panel_shows_a_partial_spectrum_ranks_as_the_analysis_computes_t
 
 
 def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
+    from nnmodes_widgets.analysis.powerlaw import power_law_line
     from nnmodes_widgets.widgets import Spectra
-    from nnmodes_widgets.widgets.spectrum import power_law_line
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -395,7 +399,11 @@ def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
     assert (panel._spectra.y[0, 6:] == panel._spectra.y[0, 5]).all()
     assert (panel._spectra.x[0, 6:] == 6).all()
     np.testing.assert_array_equal(panel._spectra.x[1, :8], np.arange(1, 9))
-    np.testing.assert_allclose(panel._fits.y[1, :8], power_law_line(values[-1]), rtol=1e-5)
+    # the fit drawn is the one recorded with the spectrum (the analysis fits, the panel draws)
+    fit_steps, fits = monitor.history.get("power_law", "2.weight")
+    assert fit_steps.tolist() == steps.tolist()
+    np.testing.assert_allclose(panel._fits.y[1, :8], fits[-1], rtol=1e-6)
+    np.testing.assert_allclose(fits[-1], power_law_line(values[-1]), rtol=1e-9)
     # the ranks drawn are the analysis's: effective rank exp(H(p)), p = s / sum s; stable rank
     # sum s^2 / s_1^2 (exact spectra here), against a loop
     s = values[-1]
@@ -415,7 +423,7 @@ def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
 
 
 def test_power_law_line_handles_short_and_zero_tails():
-    from nnmodes_widgets.widgets.spectrum import power_law_line
+    from nnmodes_widgets.analysis.powerlaw import power_law_line
 
     exact = 3.0 * np.arange(1, 11, dtype=float) ** -0.5
     np.testing.assert_allclose(power_law_line(exact), exact, rtol=1e-9)
@@ -688,20 +696,22 @@ def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_th
 def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
     # Only a layer with no finite value yet waits quietly for clustering; any other failure of
     # the clustering is a fault: shown in monitor.errors, the colours kept, the lines still sent.
+    from nnmodes_widgets import heavy
     from nnmodes_widgets.widgets import Trend
-    from nnmodes_widgets.widgets import trend as trend_module
 
     def broken(series):
         raise RuntimeError("clustering bug")
-    monkeypatch.setattr(trend_module, "cluster_layers", broken)
+    monkeypatch.setattr(heavy, "cluster_layers", broken)
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "clusters"))
     trend = Trend(monitor)
     _train(model, optimizer, 12)
+    monitor.flush()
     trend._live.throttle.push_now()
-    assert [e.analysis for e in monitor.errors] == ["widget:trend"]
+    assert {e.analysis for e in monitor.errors} == {"clusters"}
     assert "clustering bug" in monitor.errors[0].message
+    assert "clusters" in monitor._heavy.names            # a fault, not switched off: retried
     assert trend._lines.x.shape[-1] >= 11 and trend.clusters is None
     trend.close()
     monitor.detach()

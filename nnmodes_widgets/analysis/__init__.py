@@ -12,6 +12,9 @@ from .clustering import LayerClusters, cluster_layers
 # what a model is given: positional and keyword inputs
 from .inputs import ModelInputs
 
+# a model outside what an analysis can compute
+from .errors import UnsupportedModel
+
 # weight pathways (Feng et al.)
 from .pathways import (characteristic_maps, gated_radiograph, pathway_layers, static_radiograph,
                        static_radiographs)
@@ -20,7 +23,7 @@ from .pathways import (characteristic_maps, gated_radiograph, pathway_layers, st
 from .neurons import LayerModes, NeuronModes, neuron_modes
 
 # mode decomposition (Li & Huang)
-from .powerlaw import PowerLawFit, fit_power_law
+from .powerlaw import PowerLawFit, fit_power_law, power_law_line
 from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "cluster_layers", "LayerClusters",
     "pathway_layers", "static_radiograph", "static_radiographs", "gated_radiograph",
     "characteristic_maps",
-    "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs",
-    "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "mode_truncation_curve",
+    "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs", "UnsupportedModel",
+    "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "power_law_line",
+    "mode_truncation_curve",
 ]

@@ -67,10 +67,12 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .errors import UnsupportedModel
 from .inputs import ModelInputs, first_tensor
 
-__all__ = ["ACTIVATIONS", "Site", "Capture", "Refusal", "capture", "weight_layers", "unit_axis",
-           "evaluating", "derivative", "check_labels", "NOT_ANALYSABLE"]
+__all__ = ["ACTIVATIONS", "Site", "Capture", "Refusal", "UnsupportedModel", "capture",
+           "weight_layers", "unit_axis", "evaluating", "derivative", "check_labels",
+           "NOT_ANALYSABLE"]
 
 
 class _Stop(BaseException):
@@ -78,9 +80,10 @@ class _Stop(BaseException):
     ``except Exception`` in a model's forward swallows it."""
 
 
-class Refusal(ValueError):
-    """What the analyses cannot compute on this model, raised from inside the forward pass (told
-    apart from the model's own errors, which are reported as the input not fitting)."""
+# What the analyses cannot compute on this model. Raised from inside the forward pass too: told
+# apart from the model's own errors there (which are reported as the input not fitting). The
+# older name of ``UnsupportedModel``, kept importable.
+Refusal = UnsupportedModel
 
 ACTIVATIONS = frozenset(
     "relu relu_ relu6 gelu gelu_ silu silu_ mish mish_ elu elu_ selu selu_ celu celu_ "
@@ -187,6 +190,7 @@ class Capture:
     frozen_at: dict[str, tuple[str, ...]] = field(default_factory=dict)   # layer -> frozen before it
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)   # kept Linear layer -> its input
     signed: bool = True       # False: a static pass with absolute coefficients
+    static: bool = False      # a static pass: every gate open
 
 
 def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static: bool = False,
@@ -217,7 +221,7 @@ def capture(model: nn.Module, inputs: ModelInputs, *, grad: bool = False, static
                 out = model(*watcher.args, **watcher.kwargs)
     except _Stop:
         out = None
-    except Refusal:
+    except UnsupportedModel:
         raise
     except Exception as e:
         raise ValueError(f"{what or f'the input ({inputs.describe()})'} does not fit the model "
@@ -231,7 +235,7 @@ class _Watcher:
     def __init__(self, model, inputs: ModelInputs, *, grad, static, signed, sites, layers, stop):
         self.model, self.grad, self.static, self.signed = model, grad, static, signed
         self.record_sites = sites
-        self.cap = Capture(signed=signed or not static)
+        self.cap = Capture(signed=signed or not static, static=static)
         self.names, self.modules = {}, {}
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name)
@@ -260,8 +264,9 @@ class _Watcher:
         if grad and not self.tokens:
             floats = [t for t in inputs.tensors if t.is_floating_point()]
             if not floats:
-                raise Refusal(f"no input to differentiate: the inputs ({inputs.describe()}) hold "
-                                 "no floating-point tensor and no token ids feeding an nn.Embedding")
+                raise UnsupportedModel(
+                    f"no input to differentiate: the inputs ({inputs.describe()}) hold no "
+                    "floating-point tensor and no token ids feeding an nn.Embedding")
             leaf = floats[0].detach().clone().requires_grad_(True)
             self.cap.leaves.append(leaf)
             inputs = inputs.map(lambda t: leaf if t is floats[0] else t)
@@ -436,9 +441,10 @@ class _Mode(TorchFunctionMode):
             w.origin.pop(id(args[0]), None)     # changed in place: no longer a layer's output
         if name == "batch_norm" and w.grad:
             if _batch_statistics(args, kwargs):
-                raise Refusal(f"module {w.caller()!r} normalises with batch statistics even in "
-                              "eval mode (BatchNorm without running statistics): the samples are "
-                              "not independent, so a per-sample Jacobian is not defined")
+                raise UnsupportedModel(
+                    f"module {w.caller()!r} normalises with batch statistics even in eval mode "
+                    "(BatchNorm without running statistics): the samples are not independent, "
+                    "so a per-sample Jacobian is not defined")
             # the affine map of eval mode, written out: its backward batches under vmap
             return _affine_batch_norm(args, kwargs, w.signed or not w.static)
         if not w.static:

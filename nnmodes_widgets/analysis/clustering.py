@@ -31,7 +31,7 @@ import torch
 # needed here.
 
 __all__ = ["SPACES", "LayerClusters", "cluster_layers", "elbow_k", "preprocess_series",
-           "series_from_history"]
+           "series_from_history", "aligned_series", "bucket_means"]
 
 SPACES = ("raw", "pca")
 
@@ -237,8 +237,15 @@ def series_from_history(history, analysis: str = "rwc", *, layers: Iterable[str]
     value are kept, so that all series have the same length even when layers were added or
     removed during training. ``history`` is anything with ``layers(analysis)`` and
     ``get(analysis, layer) -> (steps, values)`` such as ``monitor.history``; the values must be
-    scalars per step.
+    scalars per step. :func:`aligned_series` gives the steps too.
     """
+    return aligned_series(history, analysis, layers=layers)[1]
+
+
+def aligned_series(history, analysis: str = "rwc", *, layers: Iterable[str] | None = None
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(steps [T], {layer: values [T]})``: :func:`series_from_history` with the steps kept
+    (those at which every chosen layer has a value, ascending; float64 values)."""
     names = list(history.layers(analysis) if layers is None else layers)
     got = {}
     for layer in names:
@@ -249,12 +256,24 @@ def series_from_history(history, analysis: str = "rwc", *, layers: Iterable[str]
                              "clustering needs one scalar per step")
         got[layer] = (np.asarray(steps), values)
     if not got:
-        return {}
+        return np.empty(0, np.int64), {}
     common = None
     for steps, _ in got.values():
         common = steps if common is None else np.intersect1d(common, steps)
-    return {layer: values[np.isin(steps, common)].astype(np.float64)
-            for layer, (steps, values) in got.items()}
+    return common, {layer: values[np.isin(steps, common)].astype(np.float64)
+                    for layer, (steps, values) in got.items()}
+
+
+def bucket_means(steps: np.ndarray, values: np.ndarray, max_points: int):
+    """At most ``max_points`` rows of ``values`` [T, ...] sampled at ``steps`` [T]: consecutive
+    rows averaged in equal buckets, each labelled with its last step (shares stay shares; a NaN
+    makes its bucket NaN). Fewer rows are returned as they are. What the monitor clusters the
+    RWC trends on ("rwc_clusters"), and the panels average long series with."""
+    if len(steps) <= max_points:
+        return steps, values
+    edges = np.linspace(0, len(steps), max_points + 1).astype(int)
+    sums = np.add.reduceat(values, edges[:-1], axis=0)
+    return steps[edges[1:] - 1], sums / np.diff(edges).reshape(-1, *[1] * (np.ndim(values) - 1))
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .capture import capture, check_labels, derivative
+from .capture import Capture, capture, check_labels, derivative
+from .errors import UnsupportedModel
 from .inputs import as_inputs
 
 __all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation", "mode_code"]
@@ -108,17 +109,29 @@ def neuron_modes(model: nn.Module, x, *, y=None, eps: float = 0.05,
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     inputs = as_inputs(x, model)
-    batch = inputs.batch
-    n_classes = None
     if y is not None:
-        y, n_classes = check_labels(y, batch, inputs.tensors[0].device, num_classes)
+        check_labels(y, inputs.batch, inputs.tensors[0].device, num_classes)
     elif num_classes is not None:
         raise ValueError("num_classes is given without labels y")
     cap = capture(model, inputs, sites=True, what=f"the probe x ({inputs.describe()})")
+    return modes_from_capture(model, cap, inputs.batch, y=y, num_classes=num_classes, eps=eps,
+                              delta=delta, with_order=with_order)
+
+
+def modes_from_capture(model: nn.Module, cap: Capture, batch: int, *, y=None,
+                       num_classes: int | None = None, eps: float = 0.05, delta: float = 0.05,
+                       with_order: bool = True) -> LayerModes:
+    """``neuron_modes`` from a pass already made: ``cap = capture(model, inputs, sites=True)``
+    of ``batch`` samples (y, if given, one label per sample). For a caller that needs the pass
+    itself too (the monitor takes the predicted classes from its output): the model is not run
+    again. Arguments as ``neuron_modes`` takes them, not checked again but for the labels."""
+    if y is not None:
+        device = cap.sites[0].z.device if cap.sites else "cpu"
+        y, num_classes = check_labels(y, batch, device, num_classes)
     if not cap.sites:
         blind = "".join(f"; {name}: {why}" for name, why in cap.not_analysable.items())
-        raise ValueError(f"nothing to analyse: {type(model).__name__}'s forward calls no "
-                         f"elementwise activation on the probe{blind}")
+        raise UnsupportedModel(f"nothing to analyse: {type(model).__name__}'s forward calls no "
+                               f"elementwise activation on the probe{blind}")
     result = LayerModes(not_analysable=cap.not_analysable)
     for site in cap.sites:
         z = site.z
@@ -136,7 +149,7 @@ def neuron_modes(model: nn.Module, x, *, y=None, eps: float = 0.05,
         result[site.key] = _layer_modes(
             site.key, site.label, _neuron_major(z, site.axis), _neuron_major(h, site.axis),
             _neuron_major(transmitting, site.axis), threshold, eps,
-            (y, n_classes) if y is not None else None, batch, with_order)
+            (y, num_classes) if y is not None else None, batch, with_order)
     return result
 
 

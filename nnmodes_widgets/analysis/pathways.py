@@ -55,6 +55,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from .capture import Capture, capture, check_labels, unit_axis, weight_layers
+from .errors import UnsupportedModel
 from .inputs import ModelInputs, as_inputs
 
 __all__ = ["pathway_layers", "static_radiograph", "static_radiographs", "gated_radiograph",
@@ -120,13 +121,25 @@ def static_radiographs(model: nn.Module, x, *, signed: bool = True, units=None) 
     x=x, signed=signed, units=units)`` gives (``frozen`` naming the factors frozen before that
     layer). All of x goes through in one pass: give a few samples."""
     inputs = as_inputs(x, model)
-    order = pathway_layers(model)
+    _weight_layers(model)
     with torch.inference_mode(False), torch.enable_grad():
         cap = capture(model, inputs, static=True, signed=signed,
                       what=f"x ({inputs.describe()})")
-        out = {}
-        for layer in [name for name in order if name in cap.outputs]:
-            out[layer] = _averaged(_rows(model, cap, layer, units, False, None),
+    return static_radiographs_from(model, cap, units=units)
+
+
+def static_radiographs_from(model: nn.Module, cap: Capture, *, units=None) -> dict:
+    """``static_radiographs`` from a static pass already made: ``cap = capture(model, inputs,
+    static=True, signed=...)`` (every layer kept). For a caller that needs the pass itself too
+    (the monitor checks on it what is frozen): the model is not run again."""
+    if not cap.static:
+        raise ValueError("static_radiographs_from needs a static pass: capture(..., static=True)")
+    modules = dict(model.named_modules())
+    image = _image_input(modules, cap)
+    out = {}
+    with torch.inference_mode(False), torch.enable_grad():
+        for layer in [name for name, _ in weight_layers(model) if name in cap.outputs]:
+            out[layer] = _averaged(_rows(model, cap, layer, units, False, None, modules, image),
                                    cap.frozen_at[layer])
     return out
 
@@ -195,32 +208,44 @@ def _jacobian(model, inputs: ModelInputs, layer: str, *, static: bool, signed: b
     # the pass can end at the layer, unless a language model's output decides the units
     stop = not (characteristic and any(not t.is_floating_point() for t in inputs.tensors))
     parts, frozen = [], []
+    modules, image = dict(model.named_modules()), None
     with torch.inference_mode(False), torch.enable_grad():
         if chunk_size is None:
             first = capture(model, inputs.rows(0, 1), grad=True, static=static, signed=signed,
                             layers=[layer], stop=stop, what=what)
-            chunk_size = max(1, CHUNK_BYTES // max(1, 3 * first.sample_bytes))
+            chunk_size = samples_per_chunk(first.sample_bytes)
         for s in range(0, batch, chunk_size):
             e = min(batch, s + chunk_size)
             cap = capture(model, inputs.rows(s, e), grad=True, static=static, signed=signed,
                           layers=[layer], stop=stop, what=what)
             frozen += [f for f in cap.frozen if f not in frozen]
+            if image is None:
+                image = _image_input(modules, cap)
             parts.append(_rows(model, cap, layer, units, characteristic,
-                               None if tokens_y is None else tokens_y[s:e]))
+                               None if tokens_y is None else tokens_y[s:e], modules, image))
     cap.frozen = frozen
     return torch.cat(parts) if len(parts) > 1 else parts[0], cap
 
 
-def _rows(model, cap: Capture, layer: str, units, characteristic: bool, y_rows):
+def samples_per_chunk(sample_bytes: int) -> int:
+    """Samples per forward pass of the Jacobians, for weight-layer outputs of ``sample_bytes``
+    per sample (``Capture.sample_bytes``): chunks of about ``CHUNK_BYTES``."""
+    return max(1, CHUNK_BYTES // max(1, 3 * sample_bytes))
+
+
+def _rows(model, cap: Capture, layer: str, units, characteristic: bool, y_rows, modules,
+          image: bool):
+    """``modules``: the model's named modules; ``image``: whether input dims stay image shaped
+    (``_image_input``); both the same for every layer and chunk of one computation."""
     z = cap.outputs.get(layer)
     if z is None:
         raise ValueError(f"layer {layer!r} does not run in {type(model).__name__}'s forward on "
                          "this input")
     leaves = cap.leaves
     if not leaves:
-        raise ValueError(f"{type(model).__name__}'s forward never used its token inputs in an "
-                         "nn.Embedding: there is no input to differentiate")
-    module = dict(model.named_modules())[layer]
+        raise UnsupportedModel(f"{type(model).__name__}'s forward never used its token inputs in "
+                               "an nn.Embedding: there is no input to differentiate")
+    module = modules[layer]
     batch = z.shape[0]
     lm = (characteristic and cap.tokens and z.ndim == 3 and cap.output is not None
           and tuple(cap.output.shape) == tuple(z.shape))
@@ -262,7 +287,7 @@ def _rows(model, cap: Capture, layer: str, units, characteristic: bool, y_rows):
                 out = torch.empty((batch, len(picked), *part.shape[2:]), dtype=part.dtype,
                                   device=part.device)
             out[:, start:stop] = part
-    if not cap.tokens and not _image_input(model, cap):
+    if not cap.tokens and not image:
         out = out.reshape(*out.shape[:2], -1)
     return out
 
@@ -307,8 +332,8 @@ def _weight_layers(model) -> list[tuple[str, nn.Module]]:
                              "layer: run the model once before analysing it")
     layers = weight_layers(model)
     if not layers:
-        raise ValueError(f"nothing to analyse: {type(model).__name__} has no weight layer "
-                         "(Linear, Conv, or any module with a weight of 2+ dimensions)")
+        raise UnsupportedModel(f"nothing to analyse: {type(model).__name__} has no weight layer "
+                               "(Linear, Conv, or any module with a weight of 2+ dimensions)")
     return layers
 
 
@@ -347,11 +372,12 @@ def _pick(units, n: int, layer: str) -> list[int]:
     raise TypeError(f"units must be an int or a sequence of ints, got {type(units).__name__}")
 
 
-def _image_input(model, cap: Capture) -> bool:
-    """Input dims kept image shaped when the first weight layer the forward ran is a convolution."""
+def _image_input(modules: dict, cap: Capture) -> bool:
+    """Input dims kept image shaped when the first weight layer the forward ran is a convolution
+    (``modules``: the model's named modules)."""
     if not cap.called:
-        return cap.leaves[0].ndim > 2
-    return isinstance(dict(model.named_modules())[cap.called[0]], _ConvNd)
+        return bool(cap.leaves) and cap.leaves[0].ndim > 2
+    return isinstance(modules[cap.called[0]], _ConvNd)
 
 
 def _zero_input(model, input_shape) -> torch.Tensor:

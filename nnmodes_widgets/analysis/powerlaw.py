@@ -18,7 +18,7 @@ import torch
 
 from ..checks import check_int
 
-__all__ = ["PowerLawFit", "fit_power_law", "MIN_SEGMENT"]
+__all__ = ["PowerLawFit", "fit_power_law", "power_law_line", "MIN_SEGMENT"]
 
 MIN_SEGMENT = 3          # points per segment: a line through 2 points always fits exactly
 _BLOCK = 1 << 18         # candidate (start, end) pairs per vectorised block: ~25 MB of temporaries
@@ -98,6 +98,25 @@ def fit_power_law(values, *, breaks: int = 1) -> PowerLawFit:
     return PowerLawFit(slopes=tuple(slopes), intercepts=tuple(intercepts),
                        breakpoints=tuple(c + 1 for c in cuts),   # 0-based start -> 1-based rank
                        r2=r2, sse=sse, n=n)
+
+
+def power_law_line(values) -> np.ndarray:
+    """The piecewise power law fitted to a spectrum's positive head, at every rank: float64
+    [len(values)], NaN beyond the head. The head is the positive finite values (the leading ones
+    of a descending spectrum); with at least ``2 * MIN_SEGMENT`` of them the fit has one break,
+    with at least ``MIN_SEGMENT`` none, with fewer the line is NaN throughout. What the monitor
+    records as "power_law" beside each "spectrum" and the spectrum panel draws."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().to(torch.float64).numpy()
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {v.shape}")
+    positive = v[np.isfinite(v) & (v > 0)]
+    out = np.full(len(v), np.nan)
+    if len(positive) >= MIN_SEGMENT:
+        breaks = 1 if len(positive) >= 2 * MIN_SEGMENT else 0
+        out[: len(positive)] = fit_power_law(positive, breaks=breaks).predict()
+    return out
 
 
 def _log_values(values) -> np.ndarray:

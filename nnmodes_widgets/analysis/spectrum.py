@@ -22,6 +22,7 @@ from torch import nn
 
 from ..checks import check_int
 from ..mdl import ModeLinear
+from .errors import UnsupportedModel
 
 __all__ = ["Spectrum", "SpectrumTracker", "mode_spectrum", "mode_truncation_curve", "MAX_EXACT",
            "PARTIAL_TOP", "TRUNCATION_ORDERS"]
@@ -213,11 +214,15 @@ def _check_policy(max_exact, top) -> tuple[int | None, int]:
     return max_exact, top
 
 
+class _UnsupportedWeight(UnsupportedModel, TypeError):
+    """A weight whose dtype has no real spectrum: a TypeError, as the spectra raised before."""
+
+
 def _weights(model: nn.Module, layers) -> tuple[dict[str, torch.Tensor], list[str]]:
     params = dict(model.named_parameters())
     weights = {n: p for n, p in params.items() if p.ndim >= 2}
     if not weights:
-        raise ValueError(f"{type(model).__name__} has no weight with ndim >= 2 to analyse")
+        raise UnsupportedModel(f"{type(model).__name__} has no weight with ndim >= 2 to analyse")
     return weights, list(weights) if layers is None else _select(model, params, weights, layers)
 
 
@@ -246,7 +251,8 @@ def _select(model, params, weights, layers) -> list[str]:
 
 def _compute_dtype(name: str, w: torch.Tensor) -> torch.dtype:
     if w.is_complex() or not w.is_floating_point():
-        raise TypeError(f"parameter {name!r} has dtype {w.dtype}; spectra need real floating point")
+        raise _UnsupportedWeight(f"parameter {name!r} has dtype {w.dtype}; spectra need real "
+                                 "floating point")
     return torch.float64 if w.dtype == torch.float64 else torch.float32
 
 

@@ -1,10 +1,10 @@
-"""The dashboard: every live panel of one monitor under one status line."""
+"""The dashboard: every live panel of one run under one status line."""
 
 from __future__ import annotations
 
 import ipywidgets
 
-from ..monitor import Monitor
+from ..run_view import RunView, check_view
 from .exportable import Exportable
 from .neurons import Neurons
 from .radiograph import LiveCharacteristicMaps, LiveRadiograph
@@ -16,7 +16,8 @@ _PANELS = ("status", "trend", "spectra", "neurons", "radiograph", "characteristi
 
 
 class Dashboard(Exportable, ipywidgets.VBox):
-    """Live panels of ``monitor`` (root element class ``nnmodes-dashboard``).
+    """Live panels of ``run`` (root element class ``nnmodes-dashboard``): a ``Monitor``, or a run
+    stored on disk.
 
     ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. The panels are ``status``,
     ``trend``, ``spectra``, ``neurons``, ``radiograph`` and ``characteristic_maps``; each updates
@@ -25,16 +26,15 @@ class Dashboard(Exportable, ipywidgets.VBox):
     band or strip) selects it in the others, in the browser. ``selected`` reads or sets it.
     """
 
-    def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
-        if not isinstance(monitor, Monitor):
-            raise TypeError(f"Dashboard expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
-        self.monitor = monitor
-        self.status = StatusLine(monitor, max_rate=max_rate)
-        self.trend = Trend(monitor, max_rate=max_rate)
-        self.spectra = Spectra(monitor, max_rate=max_rate)
-        self.neurons = Neurons(monitor, max_rate=max_rate)
-        self.radiograph = LiveRadiograph(monitor, max_rate=max_rate)
-        self.characteristic_maps = LiveCharacteristicMaps(monitor, max_rate=max_rate)
+    def __init__(self, run: RunView, *, max_rate: float = 10.0, **kwargs):
+        check_view(run, "Dashboard")
+        self.run = run
+        self.status = StatusLine(run, max_rate=max_rate)
+        self.trend = Trend(run, max_rate=max_rate)
+        self.spectra = Spectra(run, max_rate=max_rate)
+        self.neurons = Neurons(run, max_rate=max_rate)
+        self.radiograph = LiveRadiograph(run, max_rate=max_rate)
+        self.characteristic_maps = LiveCharacteristicMaps(run, max_rate=max_rate)
         # Links live in the browser (jslink): a choice made while training keeps the kernel busy
         # still reaches every panel.
         hub = self.trend.selector
@@ -72,7 +72,7 @@ class Dashboard(Exportable, ipywidgets.VBox):
         heights = [p.figsize[1] for p in panels]
         for panel, sub in zip(panels, fig.subfigures(len(panels), 1, height_ratios=heights)):
             panel.draw(sub, step)
-        status = self.monitor.summary() if step is None else f"up to step {step}"
+        status = self.run.summary() if step is None else f"up to step {step}"
         fig.suptitle(status, x=0.01, ha="left", fontsize="small")
 
     def close(self) -> None:

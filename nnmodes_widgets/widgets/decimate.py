@@ -51,12 +51,3 @@ def end_at_last_value(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     x = np.where(tail, x[rows, last][:, None], x)
     return x, y
 
-
-def bucket_means(steps: np.ndarray, values: np.ndarray, max_points: int):
-    """At most ``max_points`` rows: consecutive rows averaged in equal buckets, each labelled with
-    its last step (shares stay shares; the full resolution stays in the history)."""
-    if len(steps) <= max_points:
-        return steps, values
-    edges = np.linspace(0, len(steps), max_points + 1).astype(int)
-    sums = np.add.reduceat(values, edges[:-1], axis=0)
-    return steps[edges[1:] - 1], sums / np.diff(edges)[:, None]

@@ -9,13 +9,13 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..analysis.clustering import bucket_means
 from ..analysis.neurons import MODES, mode_code
-from ..monitor import Monitor
+from ..run_view import RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
-from .decimate import bucket_means
 from .exportable import Exportable
-from .live import LiveBinding, analysis_notes, layer_choices
+from .live import LivePanel
 
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
 COMPACT_ABOVE = 8     # more activations than this: thin strips (as in the browser)
@@ -33,8 +33,8 @@ def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
     return np.stack([(code == MODES.index(m)).mean(axis=1) for m in MODES], axis=1)
 
 
-class Neurons(Exportable, anywidget.AnyWidget):
-    """Neuron modes of ``monitor.history`` ("neuron_modes", "neuron_classes"), drawn live on the
+class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
+    """Neuron modes of the run view's history ("neuron_modes", "neuron_classes"), drawn live on the
     package's canvas: one strip per layer with the shares of linear (order-preserving), nonlinear
     and dead neurons against the step, and below, for the selected layer (the first when none
     is), which classes each neuron transmits. Classes are the probe's labels, or the model's
@@ -50,22 +50,21 @@ class Neurons(Exportable, anywidget.AnyWidget):
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
-    def __init__(self, monitor: Monitor, *, eps: float = 0.05, max_points: int = 500,
+    analyses = ("neuron_modes", "neuron_classes")
+
+    def __init__(self, run: RunView, *, eps: float = 0.05, max_points: int = 500,
                  max_rate: float = 10.0, **kwargs):
-        if not isinstance(monitor, Monitor):
-            raise TypeError(f"Neurons expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        check_view(run, "Neurons")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
             raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
         kwargs.setdefault("title", "Neuron modes: linear / nonlinear / dead shares per layer, "
                                    "and which classes each neuron transmits")
-        super().__init__(layers=layer_choices(monitor), **kwargs)
-        self.monitor = monitor
+        super().__init__(layers=run.layers, **kwargs)
         self.eps = float(eps)
         self.max_points = max_points
-        self._version = -1
-        self._live = LiveBinding(monitor, self._push, name="neurons", max_rate=max_rate)
+        self._bind(run, name="neurons", max_rate=max_rate)
 
     @property
     def selector(self) -> Neurons:
@@ -75,14 +74,10 @@ class Neurons(Exportable, anywidget.AnyWidget):
     @property
     def shown(self) -> bool:
         """Whether there are neuron modes to show (and so to export)."""
-        return bool(self.monitor.history.layers("neuron_modes"))
+        return bool(self.run.history.layers("neuron_modes"))
 
-    def _push(self) -> None:
-        history = self.monitor.history
-        version = history.version_of("neuron_modes", "neuron_classes")
-        if version == self._version:
-            return
-        self._version = version
+    def _draw_live(self) -> None:
+        history = self.run.history
         layers = history.layers("neuron_modes")
         if not layers:
             return
@@ -96,20 +91,21 @@ class Neurons(Exportable, anywidget.AnyWidget):
         for layer in history.layers("neuron_classes"):
             items.append(({"layer": layer, "kind": "classes"}, history.latest("neuron_classes", layer)[1]))
         metas, payload = pack(items)
+        facts = self.run.probe_facts
         with self.hold_sync():
             self.frame_meta = {"step": newest, "arrays": metas, "eps": self.eps,
-                               "note": analysis_notes(self.monitor, "neuron_modes"),
-                               "labels": "labelled" if isinstance(self.monitor.probe, tuple) else "predicted"}
+                               "note": analysis_notes(self.run, "neuron_modes"),
+                               "labels": "labelled" if facts and facts.labelled else "predicted"}
             self.frame_data = payload
 
     @property
     def figsize(self):
-        return (9, 1.5 + _strip_inches(len(self.monitor.history.layers("neuron_modes"))) + 2.6)
+        return (9, 1.5 + _strip_inches(len(self.run.history.layers("neuron_modes"))) + 2.6)
 
     def draw(self, fig, step: int | None = None) -> None:
         """Every layer's stacked mode shares, and the class map of the selected layer, at full
         resolution (up to ``step`` when given)."""
-        history = self.monitor.history
+        history = self.run.history
         layers = history.layers("neuron_modes")
         if not layers:
             raise ValueError("nothing to export yet: no neuron modes recorded")
@@ -126,12 +122,12 @@ class Neurons(Exportable, anywidget.AnyWidget):
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
         axes[-1].set_xlabel("step")
         self._draw_classes(classes, step)
-        note = analysis_notes(self.monitor, "neuron_modes")
+        note = analysis_notes(self.run, "neuron_modes")
         fig.suptitle(self.title + (f"\n{textwrap.fill(note, 120)}" if note else ""), x=0.01,
                      ha="left", fontsize="medium", fontweight="bold")
 
     def _draw_classes(self, fig, step) -> None:
-        history = self.monitor.history
+        history = self.run.history
         layers = history.layers("neuron_classes")
         layer = self.selected if self.selected in layers else (layers[0] if layers else None)
         ax = fig.add_subplot()
@@ -154,8 +150,3 @@ class Neurons(Exportable, anywidget.AnyWidget):
         ax.set_title(f"active fraction per class, layer {layer}, step {steps[index]}", loc="left",
                      fontsize="small")
         fig.colorbar(image, ax=ax, shrink=0.8)
-
-    def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
-        super().close()

@@ -11,13 +11,12 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ..analysis.inputs import as_inputs
 from ..checks import check_int
-from ..monitor import Monitor
+from ..run_view import ProbeFacts, RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable
-from .live import LiveBinding, analysis_notes, layer_choices
+from .live import LivePanel
 from .throttle import Throttle
 
 
@@ -185,59 +184,46 @@ def _band_height(a: np.ndarray, input_shape) -> float:
     return 0.4 + rows * (7.0 / min(len(a), TILES_PER_ROW)) * h / w
 
 
-class _LiveMaps(Radiograph):
-    """A Radiograph showing the newest frame of one analysis of ``monitor.history``."""
+class _LiveMaps(LivePanel, Radiograph):
+    """A Radiograph showing the newest frame of one analysis of a run view's history."""
 
     analysis = ""
 
-    def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
-        if not isinstance(monitor, Monitor):
-            raise TypeError(f"{type(self).__name__} expects a nnmodes_widgets.Monitor, got "
-                            f"{type(monitor).__name__}")
+    def __init__(self, run: RunView, *, max_rate: float = 10.0, **kwargs):
+        check_view(run, type(self).__name__)
         super().__init__(**kwargs)
-        self.monitor = monitor
-        self._version = -1
-        self._live = LiveBinding(monitor, self._push, name=self.analysis, max_rate=max_rate)
+        self._bind(run, name=self.analysis, max_rate=max_rate)
 
     def _frame(self, history) -> tuple[int, dict[str, np.ndarray]] | None:
         """``(step, bands)`` of the newest frame, None before the first."""
         raise NotImplementedError
 
-    def _push(self) -> None:
-        history = self.monitor.history
-        version = history.version_of(self.analysis)
-        if version == self._version:
-            return
-        self._version = version
-        frame = self._frame(history)
+    def _draw_live(self) -> None:
+        frame = self._frame(self.run.history)
         if frame is None or (self._latest is not None and self._latest[0] == frame[0]):
             return
         step, bands = frame
         # sent at once: the LiveBinding already paces these pushes
-        bands, shape = _image_bands(self.monitor.probe, bands)
-        self._prepare(step, bands, shape, analysis_notes(self.monitor, self.analysis))
+        bands, shape = _image_bands(self.run.probe_facts, bands)
+        self._prepare(step, bands, shape, analysis_notes(self.run, self.analysis))
         self._send_frame()
-
-    def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
-        super().close()
 
 
 class LiveRadiograph(_LiveMaps):
-    """The newest static radiographs of ``monitor.history`` ("radiograph"), as they land.
+    """The newest static radiographs of a run's history ("radiograph"), as they land.
 
     Image probes ([B, H, W] or [B, C, H, W]) give one H x W tile per unit (the C input channels
     summed); token models a map of units x positions (pathway strength from each position).
     """
 
     analysis = "radiograph"
+    analyses = (analysis,)
 
-    def __init__(self, monitor: Monitor, **kwargs):
+    def __init__(self, run: RunView, **kwargs):
         kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first "
                                    "(image tiles: colour channels summed; tokens: per position)")
-        kwargs.setdefault("layers", layer_choices(monitor) if isinstance(monitor, Monitor) else [])
-        super().__init__(monitor, **kwargs)
+        kwargs.setdefault("layers", getattr(run, "layers", []))   # the shared layer picker
+        super().__init__(run, **kwargs)
 
     def _frame(self, history):
         layers = history.layers("radiograph")
@@ -249,18 +235,20 @@ class LiveRadiograph(_LiveMaps):
 
 
 class LiveCharacteristicMaps(_LiveMaps):
-    """The newest class-averaged characteristic maps of the output layer from
-    ``monitor.history`` ("characteristic_maps"): one band per class, one map per output neuron
-    (tiles for image-shaped probes). The classes are the probe's labels, or the model's own
-    predictions when the probe has none."""
+    """The newest class-averaged characteristic maps of the output layer from a run's history
+    ("characteristic_maps"): one band per class, one map per output neuron (tiles for
+    image-shaped probes). The classes are the probe's labels, or the model's own predictions
+    when the probe has none."""
 
     analysis = "characteristic_maps"
+    analyses = (analysis,)
 
-    def __init__(self, monitor: Monitor, **kwargs):
-        kind = "labelled" if isinstance(getattr(monitor, "probe", None), tuple) else "predicted"
+    def __init__(self, run: RunView, **kwargs):
+        facts = getattr(run, "probe_facts", None)
+        kind = "labelled" if facts is not None and facts.labelled else "predicted"
         kwargs.setdefault("title", f"Characteristic maps: output neurons per {kind} class "
                                    "(inputs times their pathway values, class averages)")
-        super().__init__(monitor, **kwargs)
+        super().__init__(run, **kwargs)
         self.add_class("nnmodes-characteristic-maps")
 
     def _frame(self, history):
@@ -268,8 +256,8 @@ class LiveCharacteristicMaps(_LiveMaps):
         if not layers:
             return None
         step, maps = history.latest("characteristic_maps", layers[-1])
-        x = _probe_tensor(self.monitor.probe)
-        if x is not None and not x.is_floating_point():   # a language model: [1, T, T]
+        facts = self.run.probe_facts
+        if facts is not None and facts.tokens:   # a language model: [1, T, T]
             if not self.title.startswith("Position map"):
                 self.title = ("Position map: what each input position adds to the next token "
                               "predicted at each position (inputs times their pathway values)")
@@ -277,22 +265,16 @@ class LiveCharacteristicMaps(_LiveMaps):
         return step, {f"class {c}": m for c, m in enumerate(maps)}
 
 
-def _image_bands(probe, bands: dict) -> tuple[dict, tuple[int, int] | None]:
+def _image_bands(facts: ProbeFacts | None, bands: dict) -> tuple[dict, tuple[int, int] | None]:
     """Bands as shown and their tile shape: for an image probe ([B, H, W] or [B, C, H, W]) every
     map [neurons, C * H * W] becomes H x W tiles, the C input channels summed (the pathways from
     each pixel, all colours); other inputs stay a heat map (token models: [units, positions])."""
-    x = _probe_tensor(probe)
-    if x is None or not x.is_floating_point() or x.ndim not in (3, 4):
+    image = facts.image_shape if facts is not None else None
+    if image is None:
         return bands, None
-    c, (h, w) = (1 if x.ndim == 3 else int(x.shape[1])), (int(x.shape[-2]), int(x.shape[-1]))
+    c, h, w = image
     if not all(np.shape(m)[1] == c * h * w for m in bands.values()):
         return bands, None
     if c > 1:
         bands = {k: np.asarray(m).reshape(len(m), c, h * w).sum(axis=1) for k, m in bands.items()}
     return bands, (h, w)
-
-
-def _probe_tensor(probe):
-    """The probe's first input tensor (of its x: a tensor, keyword inputs or ModelInputs)."""
-    x = probe[0] if isinstance(probe, tuple) else probe
-    return None if x is None else as_inputs(x).tensors[0]

@@ -10,13 +10,12 @@ import numpy as np
 import traitlets
 
 from .. import export
-from ..analysis.powerlaw import MIN_SEGMENT, fit_power_law
 from ..colors import layer_colors
-from ..monitor import Monitor
+from ..run_view import RunView, check_view
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
-from .live import LiveBinding, layer_choices
+from .live import LivePanel
 from .scales import provisional_log_scale
 from .trend import POINT_WIDTH, as_lines, settle_range
 
@@ -35,30 +34,19 @@ class _SpectrumHeader(anywidget.AnyWidget):
         sync=True, **ipywidgets.widget_serialization)
 
 
-def power_law_line(values: np.ndarray) -> np.ndarray:
-    """The piecewise power law fitted to a spectrum's positive head (NaN where none fits)."""
-    positive = values[np.isfinite(values) & (values > 0)]
-    out = np.full(len(values), np.nan)
-    if len(positive) >= MIN_SEGMENT:
-        breaks = 1 if len(positive) >= 2 * MIN_SEGMENT else 0
-        out[: len(positive)] = fit_power_law(positive, breaks=breaks).predict()
-    return out
-
-
-class Spectra(Exportable, ipywidgets.VBox):
-    """Mode spectra of every weight, from ``monitor.history`` ("spectrum"), drawn live.
+class Spectra(LivePanel, Exportable, ipywidgets.VBox):
+    """Mode spectra of every weight, from the run view's history ("spectrum"), drawn live.
 
     Left: the newest ranked singular values of each layer on log-log axes, with the fitted
-    piecewise power law dashed. Right: effective and stable rank against the step, as
-    ``mode_spectrum`` computed them (recorded in the history beside the spectra: a partial
-    spectrum's stable rank uses the exact norm, and it has no effective rank). Root element
-    class ``nnmodes-spectrum``.
+    piecewise power law dashed ("power_law"). Right: effective and stable rank against the step.
+    All as the analyses computed and recorded them: a partial spectrum's stable rank uses the
+    exact norm, and it has no effective rank. Root element class ``nnmodes-spectrum``.
     """
 
-    def __init__(self, monitor: Monitor, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
-        if not isinstance(monitor, Monitor):
-            raise TypeError(f"Spectra expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
-        self.monitor = monitor
+    analyses = ("spectrum", "stable_rank", "effective_rank", "power_law")
+
+    def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
+        check_view(run, "Spectra")
         self.max_points = max_points
         self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
         rank_x, value_y = provisional_log_scale(1, 10), provisional_log_scale(0.01, 10)
@@ -79,15 +67,13 @@ class Spectra(Exportable, ipywidgets.VBox):
         self._widths = {mark: mark.stroke_width for mark in
                         (self._spectra, self._fits, self._effective, self._stable)}
         self._header = _SpectrumHeader(
-            title=self.title, mark=self._spectra, layers=layer_choices(monitor),
+            title=self.title, mark=self._spectra, layers=run.layers,
             marks=[self._spectra, self._fits, self._effective, self._stable])
-        self._layers: list[str] = []
-        self._version = -1
         super().__init__(children=[self._header, ipywidgets.HBox(
             [spectrum_fig, ipywidgets.VBox([self._effective_fig, self._stable_fig],
                                            layout=ipywidgets.Layout(width="45%"))])], **kwargs)
         self.add_class("nnmodes-spectrum")
-        self._live = LiveBinding(monitor, self._push, name="spectrum", max_rate=max_rate)
+        self._bind(run, name="spectrum", max_rate=max_rate)
 
     @property
     def selector(self) -> anywidget.AnyWidget:
@@ -97,7 +83,7 @@ class Spectra(Exportable, ipywidgets.VBox):
     def _data(self, step: int | None = None, analysis: str = "spectrum", layers=None):
         """Per layer (steps, values) of ``analysis`` up to ``step``: the layers with values, or
         each of ``layers`` (empty where it has none)."""
-        history = self.monitor.history
+        history = self.run.history
         known = history.layers(analysis)
         series = {}
         for layer in (known if layers is None else layers):
@@ -118,23 +104,21 @@ class Spectra(Exportable, ipywidgets.VBox):
         steps = np.unique(np.concatenate([s for s, _ in (*effective.values(), *stable.values())]))
         return steps, _aligned(steps, effective), _aligned(steps, stable)
 
-    def _push(self) -> None:
-        history = self.monitor.history
-        version = history.version_of("spectrum", "stable_rank", "effective_rank")
-        if version == self._version:
-            return
-        self._version = version
+    def _draw_live(self) -> None:
         layers, series = self._data()
         if not layers:
             return
         steps, effective, stable = self._ranks(layers)
         if not len(steps):    # the spectra's ranks are recorded with them: not yet
             return
+        _, fit_series = self._data(None, "power_law", layers)
         width = max(v.shape[1] for _, v in series.values())
-        newest = np.full((len(layers), width), np.nan)
+        newest, fits = np.full((2, len(layers), width), np.nan)
         for i, layer in enumerate(layers):
             newest[i, : series[layer][1].shape[1]] = series[layer][1][-1]
-        fits = np.stack([power_law_line(row) for row in newest])
+            fit = fit_series[layer][1]
+            if len(fit):     # recorded just after the spectrum: the newest
+                fits[i, : fit.shape[1]] = fit[-1]
         newest[~(newest > 0)] = np.nan        # a log axis places no singular value <= 0
         ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
@@ -164,7 +148,7 @@ class Spectra(Exportable, ipywidgets.VBox):
         if log_y:
             settle_range(x_scale, np.concatenate([v.ravel() for v in log_x]), log=True)
             settle_range(y_scale, np.concatenate([v.ravel() for v in log_y]), log=True)
-        settle_range(self._step_x, steps, pad=self.monitor.every)
+        settle_range(self._step_x, steps, pad=self.run.every)
         for mark, fig in ((self._effective, self._effective_fig), (self._stable, self._stable_fig)):
             if mark in sent:
                 settle_range(mark.scales["y"], sent[mark][1])
@@ -177,13 +161,16 @@ class Spectra(Exportable, ipywidgets.VBox):
         """Spectra with their fits, and the rank trends, at full resolution (up to ``step``)."""
         layers, series = self._data(step)
         _, effective = self._data(step, "effective_rank", layers)
+        _, fits = self._data(step, "power_law", layers)
         left, right = fig.subplots(1, 2)
         for layer, color in zip(layers, layer_colors(len(layers))):
             s = series[layer][1][-1]
             ranks = np.arange(1, len(s) + 1)
             left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer,
                         marker=export.point_marker(int((s > 0).sum())))
-            left.loglog(ranks, power_law_line(s), color=color, lw=0.8, ls="--")
+            fit_steps, fit = fits[layer]
+            if len(fit_steps) and fit_steps[-1] == series[layer][0][-1]:   # that spectrum's fit
+                left.loglog(ranks[: fit.shape[1]], fit[-1], color=color, lw=0.8, ls="--")
             steps, values = effective[layer]     # NaN for a partial spectrum: not drawn
             right.plot(steps, values, color=color, lw=1.2, label=layer,
                        marker=export.point_marker(int(np.isfinite(values).sum())))
@@ -198,11 +185,6 @@ class Spectra(Exportable, ipywidgets.VBox):
         else:
             export.layer_legend(right, len(layers))
         fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
-
-    def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
-        super().close()
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:

@@ -7,12 +7,12 @@ import math
 import anywidget
 import traitlets
 
-from ..monitor import Monitor
+from ..run_view import RunView, check_view
 from ._bundle import bundle
-from .live import LiveBinding
+from .live import LivePanel
 
 
-class StatusLine(anywidget.AnyWidget):
+class StatusLine(LivePanel, anywidget.AnyWidget):
     """One line of text drawn in the browser from these numbers (class ``nnmodes-status``)."""
 
     _esm = bundle("status.js")
@@ -31,14 +31,14 @@ class StatusLine(anywidget.AnyWidget):
     nonfinite = traitlets.List(traitlets.Unicode()).tag(sync=True)
     detached = traitlets.Bool(False).tag(sync=True)
 
-    def __init__(self, monitor: Monitor, *, max_rate: float = 10.0, **kwargs):
-        super().__init__(budget=monitor.budget, every=monitor.every, **kwargs)
-        self.monitor = monitor
+    def __init__(self, run: RunView, *, max_rate: float = 10.0, **kwargs):
+        check_view(run, "StatusLine")
+        super().__init__(budget=run.budget, every=run.every, **kwargs)
         # a line of text: four updates a second read as live, and each reads the stats
-        self._live = LiveBinding(monitor, self._push, name="status", max_rate=min(max_rate, 4.0))
+        self._bind(run, name="status", max_rate=min(max_rate, 4.0))
 
-    def _push(self) -> None:
-        s = self.monitor.stats()
+    def _draw_live(self) -> None:
+        s = self.run.stats()
         with self.hold_sync():
             self.steps_per_second = _finite_or_none(s["steps_per_second"])
             self.slowdown = _finite_or_none(s["slowdown"])
@@ -51,11 +51,6 @@ class StatusLine(anywidget.AnyWidget):
             self.nonfinite = s["nonfinite"]
             self.detached = s["detached"]
             self.step = s["step"]   # last: the browser redraws on it
-
-    def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
-        super().close()
 
 
 def _finite_or_none(value: float) -> float | None:

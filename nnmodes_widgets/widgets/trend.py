@@ -11,20 +11,15 @@ import numpy as np
 import traitlets
 
 from .. import export
-from ..analysis.clustering import LayerClusters, cluster_layers, series_from_history
 from ..colors import cluster_colors, layer_colors
-from ..monitor import Monitor
+from ..run_view import RunView, check_view
 from ._bundle import bundle
-from .decimate import bucket_means, end_at_last_value, minmax_decimate
+from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
-from .live import LiveBinding, layer_choices
+from .live import LivePanel
 from .scales import free_range, provisional_log_scale
 
-TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _push)
-CLUSTER_MIN_LAYERS = 3    # fewer and a partition says nothing
-CLUSTER_MIN_SAMPLES = 8   # shorter trends have no shape to compare yet
-CLUSTER_INTERVAL = 5.0    # s at least between re-clusterings while training (K-Means restarts)
-CLUSTER_MAX_POINTS = 500  # the live colours cluster the trends averaged into this many buckets
+TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _draw_live)
 HIDDEN_INTERVAL = 2.0     # s between updates of the scale's lines not on screen
 LINE_WIDTH = 1.5
 POINT_WIDTH = 8.0          # px: a line of one point (one sample) is drawn as a round dot this wide
@@ -100,27 +95,25 @@ class _TrendControls(anywidget.AnyWidget):
     log_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
 
 
-class Trend(Exportable, ipywidgets.VBox):
+class Trend(LivePanel, Exportable, ipywidgets.VBox):
     """RWC of every layer against the training step, coloured front (dark) to back (light) until
-    there are enough samples to cluster the layers by their trends (WeightScale, SPEC 4.1:
-    ``cluster_layers`` with the elbow's k on the trends averaged into at most 500 time buckets,
-    redone every few seconds); then coloured by cluster, ``clusters`` holding the partition shown.
-    (``cluster_layers(series_from_history(monitor.history))`` is the published pipeline on the
-    full series.)
+    the layers are clustered by their trends, then by cluster (WeightScale, SPEC 4.1: the
+    monitor's "clusters" analysis records the partition, ``clusters`` holds the one shown).
 
-    Updates live from ``monitor.history`` — at most ``max_rate`` times per second, coalesced to
-    the newest data, each series reduced to about ``max_points`` points (fewer when the layers
-    together would pass ``TOTAL_POINTS``; min/max per bucket, so spikes stay visible). ``log_y`` starts on a log scale; the switch in the header changes it in
-    the browser. Root element class: ``nnmodes-trend``.
+    Updates live from the run view's history — at most ``max_rate`` times per second, coalesced
+    to the newest data, each series reduced to about ``max_points`` points (fewer when the
+    layers together would pass ``TOTAL_POINTS``; min/max per bucket, so spikes stay visible).
+    ``log_y`` starts on a log scale; the switch in the header changes it in the browser. Root
+    element class: ``nnmodes-trend``.
     """
 
-    def __init__(self, monitor: Monitor, *, log_y: bool = False, max_points: int = 500,
+    analyses = ("rwc", "rwc_clusters")
+
+    def __init__(self, run: RunView, *, log_y: bool = False, max_points: int = 500,
                  max_rate: float = 10.0, **kwargs):
-        if not isinstance(monitor, Monitor):
-            raise TypeError(f"Trend expects a nnmodes_widgets.Monitor, got {type(monitor).__name__}")
+        check_view(run, "Trend")
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
-        self.monitor = monitor
         self.max_points = max_points
         x_scale = bqplot.LinearScale()
         linear, log = bqplot.LinearScale(), provisional_log_scale(1e-4, 1)
@@ -144,28 +137,25 @@ class Trend(Exportable, ipywidgets.VBox):
             fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
             layout=ipywidgets.Layout(width="100%", height="320px"),
         )
-        every = "every step" if monitor.every == 1 else f"every {monitor.every} steps"
-        self.title = f"Relative weight change per layer ({monitor.rwc_kind}), {every}"
+        every = "every step" if run.every == 1 else f"every {run.every} steps"
+        self.title = f"Relative weight change per layer ({run.rwc_kind}), {every}"
         self._controls = _TrendControls(
-            title=self.title, layers=layer_choices(monitor),
+            title=self.title, layers=run.layers,
             log_y=log_y, lines=self._lines, log_lines=self._log_lines, linear_axis=linear_axis,
             log_axis=log_axis)
         self._x_scale, self._linear_scale, self._log_scale = x_scale, linear, log
         self._layers: list[str] = []
-        self._version = -1
-        self.clusters: LayerClusters | None = None
-        self._next_clustering = 0.0
+        self.clusters: dict[str, int] | None = None   # layer -> cluster, as drawn
         self._hidden_due = 0.0     # monotonic time the lines not on screen are next refreshed
         super().__init__(children=[self._controls, figure], **kwargs)
         self.add_class("nnmodes-trend")
-        self._live = LiveBinding(monitor, self._push, name="trend", max_rate=max_rate)
+        self._bind(run, name="trend", max_rate=max_rate)
         # switched in the browser: bring the lines that come on screen up to date
         self._controls.observe(self._on_switch, "log_y")
 
     def _on_switch(self, change) -> None:
         self._hidden_due = 0.0
-        self._version = -1
-        self._live.throttle.request()
+        self.refresh()
 
     @property
     def selector(self) -> anywidget.AnyWidget:
@@ -183,16 +173,13 @@ class Trend(Exportable, ipywidgets.VBox):
     def draw(self, fig, step: int | None = None) -> None:
         """The trend at full resolution (up to ``step`` when given)."""
         ax = fig.add_subplot()
-        export.draw_trend(ax, self.monitor.history, step=step, log_y=self.log_y,
-                          colors=self._colors(self.monitor.history.layers("rwc")))
+        history = self.run.history
+        export.draw_trend(ax, history, step=step, log_y=self.log_y,
+                          colors=self._colors(history.layers("rwc"), cluster_labels(history, step)))
         ax.set_title(self._controls.title, loc="left", fontsize="medium", fontweight="bold")
 
-    def _push(self) -> None:
-        history = self.monitor.history
-        version = history.version_of("rwc")
-        if version == self._version:
-            return
-        self._version = version
+    def _draw_live(self) -> None:
+        history = self.run.history
         layers, steps, values = history.matrix("rwc")
         if not layers:
             return
@@ -200,9 +187,15 @@ class Trend(Exportable, ipywidgets.VBox):
         # (100 layers x 501 points took 170 ms in bqplot's SVG; the plot is ~800 px wide)
         per_line = max(2, min(self.max_points, TOTAL_POINTS // len(layers)))
         x, y = minmax_decimate(steps.astype(np.float64), values, per_line)
-        recolor = self._recluster(len(steps)) or layers != self._layers
+        labels = cluster_labels(history)
+        recolor = labels != self.clusters or layers != self._layers
+        if labels != self.clusters:
+            k = len(set(labels.values())) if labels else 0
+            self._controls.title = (f"{self.title} · coloured by cluster of their trends (k = {k})"
+                                    if labels else self.title)
+        self.clusters = labels
         positive = np.where(y > 0, y, np.nan)     # a log axis places no value <= 0
-        colors = self._colors(layers)
+        colors = self._colors(layers, labels)
         self._layers = layers
         self._controls.step = int(steps[-1])
         # The step goes first: the browser counts a frame when the lines on screen get their
@@ -211,7 +204,7 @@ class Trend(Exportable, ipywidgets.VBox):
         # not). The scales follow the marks' data, so that a range set from new data never
         # meets the old.
         now = time.monotonic()
-        refresh_hidden = now >= self._hidden_due or recolor or self.monitor.detached
+        refresh_hidden = now >= self._hidden_due or recolor or self.run.detached
         if refresh_hidden:
             self._hidden_due = now + HIDDEN_INTERVAL
         for mark, scale, my in ((self._log_lines, self._log_scale, positive),
@@ -233,44 +226,32 @@ class Trend(Exportable, ipywidgets.VBox):
                 mark.x = mx.astype(np.float32)     # steps: exact in float32 up to 2**24
                 mark.y = my.astype(np.float32)
             settle_range(scale, my, log=is_log)
-        settle_range(self._x_scale, steps, pad=self.monitor.every)
+        settle_range(self._x_scale, steps, pad=self.run.every)
 
-    def _recluster(self, samples: int) -> bool:
-        """Cluster the layers' trends when due; whether the partition changed."""
-        now = time.monotonic()
-        if samples < CLUSTER_MIN_SAMPLES or (now < self._next_clustering and not self.monitor.detached):
-            return False
-        self._next_clustering = now + CLUSTER_INTERVAL
-        series = series_from_history(self.monitor.history)
-        if len(series) < CLUSTER_MIN_LAYERS:
-            return False
-        matrix = np.stack(list(series.values()))
-        _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, CLUSTER_MAX_POINTS)
-        if not np.isfinite(means).all():   # a layer with no finite value yet: keep the colours
-            return False
-        try:
-            clusters = cluster_layers(dict(zip(series, means.T)))
-        except Exception as exc:   # a fault, not a state of the data: shown; the colours kept
-            self.monitor.report("widget:trend", exc)
-            return False
-        # slow (many layers, a loaded machine): cluster less often, so pushes keep flowing
-        self._next_clustering = max(self._next_clustering, now + 20 * (time.monotonic() - now))
-        changed = self.clusters is None or clusters.labels != self.clusters.labels
-        self.clusters = clusters
-        if changed:
-            k = len(set(clusters.labels.values()))
-            self._controls.title = f"{self.title} · coloured by cluster of their trends (k = {k})"
-        return changed
-
-    def _colors(self, layers: list[str]) -> list[str]:
+    @staticmethod
+    def _colors(layers: list[str], labels: dict[str, int] | None) -> list[str]:
         """By cluster once clustered (grey for a layer not in the partition), else by depth."""
-        if self.clusters is None:
+        if not labels:
             return layer_colors(len(layers))
-        labels = self.clusters.labels
         palette = cluster_colors(range(max(labels.values()) + 1))
         return [palette[labels[layer]] if layer in labels else "#9a9a9a" for layer in layers]
 
-    def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
-        super().close()
+
+def cluster_labels(history, step: int | None = None) -> dict[str, int] | None:
+    """The newest partition of the layers recorded under "rwc_clusters" (up to ``step``), layer
+    -> cluster; None before the first."""
+    if not history.count("rwc_clusters"):
+        return None
+    steps = history.steps("rwc_clusters")
+    if step is not None:
+        steps = steps[steps <= step]
+    if not len(steps):
+        return None
+    last = int(steps[-1])
+    labels = {}
+    for layer in history.layers("rwc_clusters"):
+        layer_steps, values = history.get("rwc_clusters", layer)
+        i = int(np.searchsorted(layer_steps, last))
+        if i < len(layer_steps) and layer_steps[i] == last:   # in the partition of that step
+            labels[layer] = int(values[i])
+    return labels or None

@@ -1,0 +1,15 @@
+"""What the analyses raise when a model is outside what they can compute."""
+
+from __future__ import annotations
+
+__all__ = ["UnsupportedModel"]
+
+
+class UnsupportedModel(ValueError):
+    """The model is outside what an analysis can compute exactly, whatever its weights: no
+    weight layer, no elementwise activation the forward calls, no input to differentiate,
+    normalisation by batch statistics, no classes to average over, ... The message says why.
+
+    A ValueError, so that callers of the analysis functions catch it as before. The monitor
+    switches an analysis off for the model when it raises this, and only then: any other
+    exception is a fault (a bug, an out-of-memory) that it reports and retries."""
