@@ -15,6 +15,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
+           "open_run", "list_runs", "compare", "Run", "RunFileError",
            "load_ipython_extension", "unload_ipython_extension", "__version__",
            "ModeLinear", "to_mode_model"]
 
@@ -28,6 +29,11 @@ _LAZY = {
     "ModeLinear": (".mdl", "ModeLinear"),
     "to_mode_model": (".mdl", "to_mode_model"),
     "Dashboard": (".widgets.dashboard", "Dashboard"),
+    "open_run": (".run_reader", "open_run"),
+    "list_runs": (".run_reader", "list_runs"),
+    "Run": (".run_reader", "Run"),
+    "RunFileError": (".run_file", "RunFileError"),
+    "compare": (".widgets.compare", "compare"),
 }
 
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from .analysis.capture import Capture, capture
 from .analysis.clustering import aligned_series, bucket_means, cluster_layers
-from .analysis.errors import UnsupportedModel
+from .analysis.errors import NonFiniteValues, UnsupportedModel
 from .analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
 from .analysis.neurons import modes_from_capture
 from .analysis.pathways import characteristic_maps, samples_per_chunk, static_radiographs_from
@@ -392,18 +392,25 @@ class HeavyAnalyses:
             # the model is outside what this analysis can compute: stop offering it
             self.names = [n for n in self.names if n != name]   # rebound: offer() may read
             self.monitor.report_notice(name, None, f"switched off for this model: {exc}")
+        except NonFiniteValues as exc:
+            # with non-finite weights, already flagged (monitor.nonfinite): that, not a fault
+            if not self.monitor.nonfinite:
+                self._fault(name, exc, job.step)
         except Exception as exc:
-            # a fault (a bug, a transient out-of-memory), shown as an error at the step
-            # analysed; retried after 1, 2, 4, ... of its turns
-            self.monitor.report(name, exc, step=job.step)
-            faults = self._faults.get(name, 0) + 1
-            self._faults[name] = faults
-            self._skips[name] = min(2 ** (faults - 1), MAX_BACKOFF)
+            self._fault(name, exc, job.step)
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
             self._next_start = end + self.monitor.pacer.wait_after(end - start)
         self.monitor.notify()
+
+    def _fault(self, name: str, exc: BaseException, step: int) -> None:
+        """A fault (a bug, a transient out-of-memory), shown as an error at the step analysed;
+        the analysis is retried after 1, 2, 4, ... of its turns."""
+        self.monitor.report(name, exc, step=step)
+        faults = self._faults.get(name, 0) + 1
+        self._faults[name] = faults
+        self._skips[name] = min(2 ** (faults - 1), MAX_BACKOFF)
 
     def _refresh(self) -> nn.Module:
         """The model's copy with the current weights and buffers."""

@@ -15,9 +15,10 @@ from IPython.display import display
 from .monitor import Monitor
 
 USAGE = ("%nnmodes watch MODEL [OPTIMIZER] [--every N] [--budget F] [--probe X [Y]]"
-         " | %nnmodes export PATH | %nnmodes status | %nnmodes detach")
+         " [--run PATH | --no-run] | %nnmodes open PATH | %nnmodes export PATH"
+         " | %nnmodes status | %nnmodes detach")
 
-_SUBCOMMANDS = ("watch", "export", "status", "detach")
+_SUBCOMMANDS = ("watch", "open", "export", "status", "detach")
 
 
 @magics_class
@@ -45,6 +46,8 @@ class NnmodesMagics(Magics):
             return self._watch(args)
         if command == "export":
             return self._export(args)
+        if command == "open":
+            return self._open(args)
         if args:
             raise UsageError(f"%nnmodes {command} takes no arguments, got {' '.join(args)!r}")
         if command == "status":
@@ -52,7 +55,8 @@ class NnmodesMagics(Magics):
         return self._detach()
 
     def _watch(self, args: list[str]) -> Monitor:
-        names, options = _split_options(args, {"--every": 1, "--budget": 1, "--probe": (1, 2)})
+        names, options = _split_options(args, {"--every": 1, "--budget": 1, "--probe": (1, 2),
+                                               "--run": 1, "--no-run": 0})
         if not 1 <= len(names) <= 2:
             raise UsageError(f"%nnmodes watch takes MODEL [OPTIMIZER], got {len(names)} names. Usage: {USAGE}")
         model = self._lookup(names[0])
@@ -65,6 +69,12 @@ class NnmodesMagics(Magics):
         if "--probe" in options:
             probe = [self._lookup(n) for n in options["--probe"]]
             kwargs["probe"] = probe[0] if len(probe) == 1 else tuple(probe)
+        if "--run" in options and "--no-run" in options:
+            raise UsageError("%nnmodes watch: --run PATH and --no-run exclude each other")
+        if "--run" in options:
+            kwargs["run"] = options["--run"][0]
+        if "--no-run" in options:
+            kwargs["run"] = False
         try:
             monitor = Monitor(model, optimizer, **kwargs)
         except (TypeError, ValueError) as exc:
@@ -74,6 +84,20 @@ class NnmodesMagics(Magics):
         self.dashboards[id(monitor)] = dashboard
         display(dashboard)
         return monitor   # `monitor = %nnmodes watch ...` keeps a handle on it
+
+    def _open(self, args: list[str]):
+        """``%nnmodes open PATH``: show a recorded run's dashboard (following it while another
+        process still writes it); returns the run."""
+        from .run_reader import open_run
+
+        if len(args) != 1:
+            raise UsageError(f"%nnmodes open takes one PATH (a .nnmodes run file). Usage: {USAGE}")
+        try:
+            run = open_run(args[0])
+        except ValueError as exc:
+            raise UsageError(f"%nnmodes open: {exc}") from None
+        display(run.dashboard())
+        return run
 
     def _status(self) -> None:
         monitor = self._require_current()

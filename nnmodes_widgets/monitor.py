@@ -7,6 +7,7 @@ The monitor runs inside the user's training step, so every fault it meets is cau
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 import warnings
@@ -21,12 +22,15 @@ from .analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
 from .history import History
 from .pacing import Pacer, every_within
+from .run_file import SUFFIX, RunFileError
 from .run_state import MonitorError, RunState
 from .run_view import ProbeFacts
+from .run_writer import RunWriter
 
 __all__ = ["Monitor", "MonitorError"]
 
 PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
+RUNS_FOLDER = "nnmodes_runs"   # where runs are recorded by default, under the working directory
 
 
 class Monitor:
@@ -52,6 +56,15 @@ class Monitor:
     recorded history; when an analysis exceeds it, it keeps every stride-th sample (evenly
     spaced, plus the newest), the stride doubling as needed, and a notice is kept in
     ``monitor.notices``.
+
+    ``run`` records the run to disk as it goes (SPEC 11; read it with ``nm.open_run``, also
+    from another process while it is written): by default to
+    ``nnmodes_runs/<YYYYmmdd-HHMMSS>-<model class>.nnmodes`` under the working directory, or to
+    the path given; ``run=False`` records nothing. ``monitor.run_path`` says where. The file
+    holds every value of the history (floats as float32), the errors and notices, the model's
+    class and parameter shapes and the monitor's settings; it is written from a background
+    thread, committed at least every 2 s, and closed as "finished" by ``detach()``. A write
+    error (a full disk) stops the recording with a notice; training goes on.
     """
 
     def __init__(
@@ -66,6 +79,7 @@ class Monitor:
         include_bias: bool = False,
         analyses=None,
         history_mb: float | None = 512,
+        run: str | os.PathLike | bool | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor expects a torch.nn.Module as model, got {type(model).__name__}")
@@ -86,6 +100,9 @@ class Monitor:
         if history_mb is not None and (isinstance(history_mb, bool) or not isinstance(history_mb, (int, float))
                                        or not 0 < history_mb < math.inf):
             raise ValueError(f"history_mb must be None or a positive number of megabytes, got {history_mb!r}")
+        if not (run is None or run is False or isinstance(run, (str, os.PathLike))):
+            raise TypeError(f"run must be None (record to {RUNS_FOLDER}/), False (record nothing) "
+                            f"or a path, got {run!r}")
         self.model = model
         self.optimizer = optimizer
         self.probe = _check_probe(probe, model)
@@ -109,6 +126,11 @@ class Monitor:
         # and the run state (the step, errors, notices, non-finite layers: run_state).
         self._state = RunState()
         self._probe_facts: tuple[int, ProbeFacts] | None = None   # (id of the probe, its facts)
+        self._writer: RunWriter | None = None
+        self._writer = self._open_run(run, weights)    # last of the checks: it creates a file
+        if self._writer is not None:
+            self.history.on_record = self._writer.record
+            self._record_probe_facts()
         self._tracker = RwcTracker(weights, kind=rwc_kind)
         self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
@@ -168,6 +190,7 @@ class Monitor:
             lone = len(inputs.args) == 1 and not inputs.kwargs and \
                 isinstance(inputs.args[0], torch.Tensor)
             self.probe = inputs.args[0] if lone else inputs
+            self._record_probe_facts()
         self._remove_probe_hook()
 
     def _remove_probe_hook(self) -> None:
@@ -192,6 +215,9 @@ class Monitor:
         self._hooks.clear()
         self._remove_probe_hook()
         self._heavy.close()
+        if self._writer is not None:
+            self._writer.update_info(stats=_jsonable_stats(self.stats()))
+            self._writer.close("finished")
         self._detached = True
         self.notify()
 
@@ -202,6 +228,11 @@ class Monitor:
         self.detach()
 
     # -- state for status lines and widgets ----------------------------------------------------------
+
+    @property
+    def run_path(self) -> str | None:
+        """The file this run is recorded to (``nm.open_run`` reads it), None when not recorded."""
+        return self._writer.path if self._writer is not None else None
 
     @property
     def current_step(self) -> int:
@@ -370,17 +401,71 @@ class Monitor:
                step: int | None = None) -> None:
         """Keep a failure of ``analysis`` in ``monitor.errors`` (widgets report theirs here too),
         at ``step``: the step analysed (a background analysis runs behind training), else now."""
-        self._state.add_error(MonitorError(
-            self.current_step if step is None else step, analysis, layer,
-            f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))))
+        error = MonitorError(self.current_step if step is None else step, analysis, layer,
+                             f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+        self._state.add_error(error)
+        if self._writer is not None:
+            self._writer.add_note("error", error)
 
     def report_notice(self, analysis: str, layer: str | None, message: str) -> None:
         """Keep a condition that is not a fault (a parameter added, say) in ``notices``."""
-        self._state.add_notice(analysis, layer, message)
+        notice = self._state.add_notice(analysis, layer, message)
+        if self._writer is not None:
+            self._writer.add_note("notice", notice)
 
     def _history_thinned(self, analysis: str, stride: int, kept: int) -> None:
         self.report_notice(analysis, None, f"history of {analysis!r} over {self.history_mb:g} MB: "
                            f"samples thinned to one in {stride} ({kept} kept)")
+
+
+    # -- the run on disk -------------------------------------------------------------------------------
+
+    def _open_run(self, run, weights) -> RunWriter | None:
+        """The run's writer (None with ``run=False``). A path given that cannot be written is
+        refused (RunFileError, a ValueError; nothing created); the default one only costs the
+        recording, with a notice (a read-only working directory must not stop anyone training)."""
+        if run is False:
+            return None
+        model = self.model
+        info = {"model": type(model).__name__,
+                "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
+                "weights": list(weights), "layers": self.layers,
+                "settings": {"every": self.every, "budget": self.budget, "rwc_kind": self.rwc_kind,
+                             "include_bias": self.include_bias, "analyses": list(self.analyses),
+                             "history_mb": self.history_mb}}
+        on_error = self._recording_failed
+        if run is not None:     # a path chosen: refused with a clear error if it cannot be
+            return RunWriter(os.fspath(run), info, on_error=on_error)
+        stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{type(model).__name__}")
+        for attempt in range(1, 100):    # two monitors started in one second
+            path = stem + ("" if attempt == 1 else f"-{attempt}") + SUFFIX
+            if os.path.exists(path):
+                continue
+            try:
+                return RunWriter(path, info, on_error=on_error)
+            except RunFileError as exc:
+                if not os.path.exists(path):   # not taken meanwhile: it cannot be written
+                    self.report_notice("run", None, f"not recorded to disk: {exc}")
+                    return None
+        self.report_notice("run", None, f"not recorded to disk: {stem}{SUFFIX} and 98 more "
+                           "names taken")
+        return None
+
+    def _record_probe_facts(self) -> None:
+        facts = self.probe_facts if self._writer is not None else None
+        if facts is not None:
+            self._writer.update_info(probe_facts={"labelled": facts.labelled, "floating": facts.floating,
+                                            "input_shape": list(facts.input_shape)})
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        self.report_notice("run", None, f"recording to {self.run_path} stopped: "
+                           f"{type(exc).__name__}: {exc}; what was written before stays readable")
+
+
+def _jsonable_stats(stats: dict) -> dict:
+    """The final stats as JSON can hold them (NaN as None)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in stats.items()}
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

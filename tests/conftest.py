@@ -1,7 +1,19 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def runs_in_a_scratch_folder(tmp_path_factory):
+    """Monitors record their runs under the working directory (nnmodes_runs/) by default: the
+    tests run in a scratch folder, so that the checkout gets none of them."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(here)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -150,3 +150,22 @@ def test_a_probe_that_does_not_fit_is_refused_with_the_models_error(kernel):
     assert "the probe ((4, 7) float32) does not fit the model Sequential (RuntimeError: mat1 and mat2" \
         in evalue, evalue
     assert kernel.ok("print(len(optimizer._optimizer_step_post_hooks))").stdout == before
+
+
+def test_watch_records_a_run_that_open_shows(kernel):
+    kernel.ok("import os, tempfile; os.chdir(tempfile.mkdtemp())")
+    kernel.ok("m = %nnmodes watch model optimizer --every 2 --run mine.nnmodes")
+    kernel.ok("train(10)")
+    kernel.ok("%nnmodes detach")
+    assert kernel.ok("print(os.path.basename(m.run_path))").stdout.strip() == "mine.nnmodes"
+    result = kernel.ok("run = %nnmodes open mine.nnmodes")
+    views = [d for d in result.displays if "application/vnd.jupyter.widget-view+json" in d]
+    assert len(views) == 1, result.displays
+    out = kernel.ok("print(run.info['status'], run.history.steps('rwc').tolist())").stdout
+    assert out.strip().split(maxsplit=1) == ["finished", "[2, 4, 6, 8, 10]"]
+    kernel.ok("q = %nnmodes watch model optimizer --no-run")
+    assert kernel.ok("print(q.run_path)").stdout.strip() == "None"
+    kernel.ok("%nnmodes detach")
+    assert "exclude each other" in usage_error(kernel, "%nnmodes watch model --run a.nnmodes --no-run")
+    assert "no run file at" in usage_error(kernel, "%nnmodes open missing.nnmodes")
+    assert "takes one PATH" in usage_error(kernel, "%nnmodes open")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .capture import Capture, capture, check_labels, derivative
-from .errors import UnsupportedModel
+from .errors import NonFiniteValues, UnsupportedModel
 from .inputs import as_inputs
 
 __all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation", "mode_code"]
@@ -136,7 +136,7 @@ def modes_from_capture(model: nn.Module, cap: Capture, batch: int, *, y=None,
     for site in cap.sites:
         z = site.z
         if not torch.isfinite(z).all():
-            raise ValueError(f"activation {site.key!r} has non-finite inputs on the probe "
+            raise NonFiniteValues(f"activation {site.key!r} has non-finite inputs on the probe "
                              "(NaN or inf weights or inputs)")
         h, slope = derivative(site.fn, z)
         n = z.shape[site.axis]

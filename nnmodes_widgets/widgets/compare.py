@@ -1,0 +1,171 @@
+"""Runs side by side: one layer's RWC trend overlaid for every run, one colour per run, and each
+run's spectra and neuron modes next to the others' (SPEC 11, ``nm.compare``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import bqplot
+import ipywidgets
+import numpy as np
+
+from ..colors import cluster_colors
+from ..run_view import RunView, check_view
+from .decimate import end_at_last_value, minmax_decimate
+from .exportable import Exportable
+from .live import LiveBinding
+from .neurons import Neurons
+from .spectrum import Spectra
+from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
+
+
+def compare(*runs, max_points: int = 500, max_rate: float = 4.0) -> Comparison:
+    """Runs side by side (``Comparison``): each a run view (a ``Monitor``, a run from
+    ``nm.open_run``) or the path of a run file, opened read-only."""
+    return Comparison(runs, max_points=max_points, max_rate=max_rate)
+
+
+def run_label(run: RunView, index: int) -> str:
+    """How a run is named in a comparison: its file's name, else its model's class."""
+    name = getattr(run, "name", None)
+    if name:
+        return str(name)
+    path = getattr(run, "run_path", None)
+    if path:
+        return os.path.basename(path).removesuffix(".nnmodes")
+    model = getattr(run, "model", None)
+    return f"run {index + 1}" + (f" ({type(model).__name__})" if model is not None else "")
+
+
+class Comparison(Exportable, ipywidgets.VBox):
+    """Runs side by side (root element class ``nnmodes-compare``). Top: the RWC trend of one
+    layer (the picker's; the layers any run recorded) for every run, one colour per run, updated
+    while a run is still written. Below: each run's spectra panel and neuron-modes panel, in a
+    row. ``export``/``snapshot`` draw every layer's overlaid trends and each run's spectra."""
+
+    def __init__(self, runs, *, max_points: int = 500, max_rate: float = 4.0, **kwargs):
+        from ..run_reader import open_run    # paths are opened here; views are used as they are
+
+        if len(runs) < 2:
+            raise ValueError(f"compare needs at least two runs, got {len(runs)}")
+        opened = []
+        for i, run in enumerate(runs):
+            if isinstance(run, (str, os.PathLike)):
+                run = open_run(run)
+            check_view(run, f"compare (argument {i + 1})")
+            opened.append(run)
+        self.runs = opened
+        self.labels = [run_label(run, i) for i, run in enumerate(opened)]
+        self.colors = cluster_colors(range(len(opened)))
+        self.max_points = max_points
+        layers = list(dict.fromkeys(name for run in opened for name in run.history.layers("rwc")))
+        self.picker = ipywidgets.Dropdown(options=layers, value=layers[0] if layers else None,
+                                          description="layer")
+        x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
+        self._lines = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
+                                   scales={"x": x_scale, "y": y_scale}, stroke_width=LINE_WIDTH,
+                                   tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
+                                   display_legend=True)
+        figure = bqplot.Figure(
+            marks=[self._lines], animation_duration=0, legend_location="top-right",
+            axes=[bqplot.Axis(scale=x_scale, label="step", grid_lines="none"),
+                  bqplot.Axis(scale=y_scale, side="left", label="RWC", tick_format=".3~g",
+                              label_offset="55px", grid_lines="dashed")],
+            fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
+            layout=ipywidgets.Layout(width="100%", height="300px"))
+        self._lock = threading.Lock()     # one overlay update at a time, whichever run brings it
+        self.spectra = [Spectra(run, max_points=max_points, max_rate=max_rate) for run in opened]
+        self.neurons = [Neurons(run, max_points=max_points, max_rate=max_rate) for run in opened]
+        columns = [ipywidgets.VBox([ipywidgets.HTML(f"<b style='color:{color}'>{label}</b>"),
+                                    spectra, neurons],
+                                   layout=ipywidgets.Layout(width=f"{100 / len(opened):.0f}%"))
+                   for label, color, spectra, neurons
+                   in zip(self.labels, self.colors, self.spectra, self.neurons)]
+        title = ipywidgets.HTML("<b>Runs compared</b>: " + " · ".join(
+            f"<span style='color:{c}'>{label}</span>" for label, c in zip(self.labels, self.colors)))
+        super().__init__(children=[title, self.picker, figure, ipywidgets.HBox(columns)], **kwargs)
+        self.add_class("nnmodes-compare")
+        self._bindings = [LiveBinding(run, self._push, name="compare", max_rate=max_rate)
+                          for run in opened]
+        self.picker.observe(lambda change: self._push(), "value")
+
+    @property
+    def layer(self) -> str | None:
+        """The layer whose trends are overlaid."""
+        return self.picker.value
+
+    @layer.setter
+    def layer(self, value: str) -> None:
+        if value not in self.picker.options:
+            raise ValueError(f"unknown layer {value!r}; choose one of {list(self.picker.options)}")
+        self.picker.value = value
+
+    def _push(self) -> None:
+        layer = self.picker.value
+        if layer is None:
+            return
+        with self._lock:
+            series = [_series(run, layer) for run in self.runs]
+            width = max((len(s) for s, _ in series), default=0)
+            if not width:
+                return
+            x = np.full((len(series), min(width, self.max_points + 1)), np.nan)
+            y = np.full_like(x, np.nan)
+            for i, (steps, values) in enumerate(series):
+                if len(steps):
+                    sx, sy = minmax_decimate(steps.astype(np.float64), values[None, :],
+                                             self.max_points)
+                    x[i, : sx.shape[1]], y[i, : sy.shape[1]] = sx[0], sy[0]
+            mx, my, points, keep = as_lines(*end_at_last_value(x, y))
+            with self._lines.hold_sync():
+                self._lines.labels = [label for label, k in zip(self.labels, keep) if k]
+                self._lines.colors = [color for color, k in zip(self.colors, keep) if k]
+                self._lines.stroke_width = POINT_WIDTH if points else LINE_WIDTH
+                self._lines.x, self._lines.y = mx, my.astype(np.float32)
+            settle_range(self._lines.scales["x"], mx, pad=1)
+            settle_range(self._lines.scales["y"], my)
+
+    @property
+    def figsize(self):
+        rows = -(-len(self.picker.options) // 3)
+        return (10, 2.2 * max(rows, 1) + 3.4)
+
+    def draw(self, fig, step: int | None = None) -> None:
+        """Every layer's RWC trends, one small plot per layer with a line per run, and each run's
+        spectra with their fits, side by side (up to ``step`` when given)."""
+        layers = list(self.picker.options)
+        rows = -(-len(layers) // 3)
+        top, bottom = fig.subfigures(2, 1, height_ratios=[2.2 * max(rows, 1), 3.4])
+        axes = top.subplots(max(rows, 1), 3, squeeze=False).ravel()
+        for ax, layer in zip(axes, layers):
+            for run, label, color in zip(self.runs, self.labels, self.colors):
+                steps, values = _series(run, layer)
+                keep = steps <= step if step is not None else slice(None)
+                ax.plot(steps[keep], values[keep], color=color, lw=1.0, label=label)
+            ax.set_title(layer, fontsize="small", loc="left")
+            ax.tick_params(labelsize="small")
+        for ax in axes[len(layers):]:
+            ax.set_axis_off()
+        if layers:
+            axes[0].legend(fontsize="small", frameon=False)
+        top.suptitle("Relative weight change per layer, one colour per run", x=0.01, ha="left",
+                     fontsize="medium", fontweight="bold")
+        for sub, spectra, label in zip(bottom.subfigures(1, len(self.runs)), self.spectra,
+                                       self.labels):
+            spectra.draw(sub, step)
+            sub.suptitle(label, x=0.01, ha="left", fontsize="small")
+
+    def close(self) -> None:
+        for binding in getattr(self, "_bindings", ()):
+            binding.close()
+        for panel in (*getattr(self, "spectra", ()), *getattr(self, "neurons", ())):
+            panel.close()
+        super().close()
+
+
+def _series(run: RunView, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """One run's RWC of ``layer`` (empty where the run has none)."""
+    if layer not in run.history.layers("rwc"):
+        return np.zeros(0, np.int64), np.zeros(0)
+    return run.history.get("rwc", layer)

@@ -1,0 +1,135 @@
+"""A monitor records its run to disk (SPEC 11): by default under nnmodes_runs/, read back with
+nm.open_run, shown by the same dashboard, compared with nm.compare."""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nnmodes_widgets as nm
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 12),
+                               torch.nn.ReLU(), torch.nn.Linear(12, 3))
+
+
+def _train(model, optimizer, steps, lr_scale=1.0):
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (lr_scale * torch.nn.functional.cross_entropy(model(x), y)).backward()
+        optimizer.step()
+
+
+def test_a_monitor_records_its_run_by_default_and_open_run_reads_it_back():
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=2, budget=1.0)
+    path = Path(monitor.run_path)
+    assert path.parent == Path.cwd() / "nnmodes_runs"
+    assert re.fullmatch(r"\d{8}-\d{6}-Sequential(-\d+)?\.nnmodes", path.name), path.name
+    _train(model, optimizer, 40)
+    monitor.report_notice("rwc", None, "a notice kept with the run")
+    monitor.detach()
+    run = nm.open_run(path)
+    try:
+        info = run.info
+        assert info["status"] == "finished" and info["model"] == "Sequential"
+        assert info["settings"]["every"] == 2 and info["parameters"]["0.weight"] == [16, 6]
+        assert run.every == 2 and run.layers == monitor.layers == ["0", "2", "4"]
+        assert run.probe_facts == monitor.probe_facts            # the first batch became the probe
+        for analysis in ("rwc", "spectrum", "power_law", "neuron_modes", "radiograph"):
+            assert run.history.layers(analysis) == monitor.history.layers(analysis), analysis
+            for layer in monitor.history.layers(analysis):
+                steps, values = monitor.history.get(analysis, layer)
+                got_steps, got = run.history.get(analysis, layer)
+                assert got_steps.tolist() == steps.tolist()
+                np.testing.assert_allclose(got, values.astype(np.float32), rtol=0, equal_nan=True)
+        assert [n.message for n in run.notices] == [n.message for n in monitor.notices]
+        assert run.stats()["step"] == monitor.current_step == 40
+    finally:
+        run.close()
+
+
+def test_run_false_records_nothing_and_a_bad_run_is_refused_with_nothing_changed():
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, run=False)
+    assert monitor.run_path is None
+    monitor.detach()
+    with pytest.raises(TypeError, match="run must be None .* False .* or a path, got 3"):
+        nm.Monitor(model, optimizer, run=3)
+    path = Path("mine.nnmodes")
+    first = nm.Monitor(model, optimizer, run=path)
+    assert first.run_path == os.fspath(path.absolute())
+    hooks = len(optimizer._optimizer_step_post_hooks)
+    with pytest.raises(ValueError, match="mine.nnmodes"):       # two monitors on one path
+        nm.Monitor(model, optimizer, run=path)
+    assert len(optimizer._optimizer_step_post_hooks) == hooks   # the refused one added nothing
+    first.detach()
+    with pytest.raises(ValueError):          # a finished run is never overwritten
+        nm.Monitor(model, optimizer, run=path)
+
+
+def test_a_run_is_read_while_it_is_written_and_its_dashboard_follows():
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc",))
+    _train(model, optimizer, 10)
+    monitor._writer.flush()
+    run = nm.open_run(monitor.run_path)
+    dashboard = run.dashboard()
+    try:
+        assert run.info["status"] == "running" and not run.detached
+        assert run.history.count("rwc") == 10
+        _train(model, optimizer, 15)
+        monitor._writer.flush()
+        assert run.poll() and run.history.count("rwc") == 25
+        dashboard.trend._live.throttle.push_now()
+        assert dashboard.trend._controls.step == 25
+        monitor.detach()
+        run.poll()
+        assert run.info["status"] == "finished" and run.detached
+    finally:
+        dashboard.close()
+        run.close()
+
+
+def test_compare_overlays_the_runs_trends_and_exports():
+    paths = []
+    for lr in (0.1, 0.01):
+        model = _model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        with nm.Monitor(model, optimizer, every=1, budget=1.0) as monitor:
+            _train(model, optimizer, 30)
+        paths.append(monitor.run_path)
+    live = nm.Monitor(_model(), None, run=False)     # a live monitor compares like a stored run
+    widget = nm.compare(*paths, live)
+    try:
+        assert widget.labels[:2] == [Path(p).name.removesuffix(".nnmodes") for p in paths]
+        assert widget.layer == "0.weight"
+        widget.layer = "2.weight"
+        lines = widget._lines
+        assert list(lines.labels) == widget.labels[:2]           # the live one has no RWC yet
+        for i, path in enumerate(paths):
+            with nm.open_run(path) as run:
+                _, values = run.history.get("rwc", "2.weight")
+            np.testing.assert_allclose(lines.y[i][-1], values[-1], rtol=1e-6)
+        assert lines.colors[0] != lines.colors[1]
+        assert "nnmodes-compare" in widget._dom_classes
+        png = widget.snapshot().data
+        assert png[:4] == b"\x89PNG"
+        with pytest.raises(ValueError, match="unknown layer"):
+            widget.layer = "nope"
+    finally:
+        widget.close()
+        live.detach()
+    with pytest.raises(ValueError, match="at least two runs"):
+        nm.compare(paths[0])
+    with pytest.raises(nm.RunFileError):
+        nm.compare(paths[0], "missing.nnmodes")
