@@ -5,14 +5,9 @@ training loop; ``monitor.dashboard()`` shows the live widgets.
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
 from .history import History
-
-try:
-    __version__ = version("nnmodes_widgets")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from .version import __version__
 
 __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
            "open_run", "list_runs", "compare", "Run", "RunFileError",
@@ -33,7 +28,7 @@ _LAZY = {
     "list_runs": (".run_reader", "list_runs"),
     "Run": (".run_reader", "Run"),
     "RunFileError": (".run_file", "RunFileError"),
-    "compare": (".widgets.compare", "compare"),
+    "compare": (".run_reader", "compare"),
 }
 
 

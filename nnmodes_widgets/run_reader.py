@@ -27,7 +27,7 @@ from .run_file import (APPLICATION_ID, DTYPES, SQLITE_MAGIC, STALE_AFTER, SUFFIX
 from .run_state import MAX_KEPT, MonitorError
 from .run_view import ProbeFacts
 
-__all__ = ["Run", "open_run", "list_runs"]
+__all__ = ["Run", "open_run", "list_runs", "compare"]
 
 _ANALYSES = frozenset(ANALYSES)
 
@@ -463,6 +463,15 @@ def open_run(path, *, stale_after: float = STALE_AFTER) -> Run:
     "interrupted". RunFileError for a path that is missing, not a run file, written by a newer
     version, or corrupt."""
     return Run(path, stale_after=stale_after)
+
+
+def compare(*runs, max_points: int = 500, max_rate: float = 4.0):
+    """Runs side by side (``nnmodes_widgets.widgets.compare.Comparison``): each a run view (a
+    ``Monitor``, a ``Run``) or the path of a run file, opened read-only."""
+    from .widgets.compare import Comparison
+
+    opened = [open_run(run) if isinstance(run, (str, os.PathLike)) else run for run in runs]
+    return Comparison(opened, max_points=max_points, max_rate=max_rate)
 
 
 def list_runs(folder="nnmodes_runs", *, recursive: bool = False,

@@ -20,12 +20,6 @@ from .spectrum import Spectra
 from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
 
 
-def compare(*runs, max_points: int = 500, max_rate: float = 4.0) -> Comparison:
-    """Runs side by side (``Comparison``): each a run view (a ``Monitor``, a run from
-    ``nm.open_run``) or the path of a run file, opened read-only."""
-    return Comparison(runs, max_points=max_points, max_rate=max_rate)
-
-
 def run_label(run: RunView, index: int) -> str:
     """How a run is named in a comparison: its file's name, else its model's class."""
     name = getattr(run, "name", None)
@@ -39,23 +33,18 @@ def run_label(run: RunView, index: int) -> str:
 
 
 class Comparison(Exportable, ipywidgets.VBox):
-    """Runs side by side (root element class ``nnmodes-compare``). Top: the RWC trend of one
+    """Runs side by side (root element class ``nnmodes-compare``; ``nm.compare`` opens paths
+    and makes one). Top: the RWC trend of one
     layer (the picker's; the layers any run recorded) for every run, one colour per run, updated
     while a run is still written. Below: each run's spectra panel and neuron-modes panel, in a
     row. ``export``/``snapshot`` draw every layer's overlaid trends and each run's spectra."""
 
     def __init__(self, runs, *, max_points: int = 500, max_rate: float = 4.0, **kwargs):
-        from ..run_reader import open_run    # paths are opened here; views are used as they are
-
         if len(runs) < 2:
             raise ValueError(f"compare needs at least two runs, got {len(runs)}")
-        opened = []
         for i, run in enumerate(runs):
-            if isinstance(run, (str, os.PathLike)):
-                run = open_run(run)
             check_view(run, f"compare (argument {i + 1})")
-            opened.append(run)
-        self.runs = opened
+        opened = self.runs = list(runs)
         self.labels = [run_label(run, i) for i, run in enumerate(opened)]
         self.colors = cluster_colors(range(len(opened)))
         self.max_points = max_points
