@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import distributed
 from .analysis.capture import capture
 from .analysis.inputs import ModelInputs, as_inputs
 from .analysis.rwc import RWC_KINDS, RwcTracker
@@ -103,6 +104,10 @@ class Monitor:
         if not (run is None or run is False or isinstance(run, (str, os.PathLike))):
             raise TypeError(f"run must be None (record to {RUNS_FOLDER}/), False (record nothing) "
                             f"or a path, got {run!r}")
+        # Under torch.distributed every process makes its monitor; only rank 0 records, shows
+        # and runs the background analyses (SPEC 5). DDP's wrapper is looked through.
+        model = distributed.unwrap(model)
+        self.rank = distributed.rank()
         self.model = model
         self.optimizer = optimizer
         self.probe = _check_probe(probe, model)
@@ -116,6 +121,14 @@ class Monitor:
         if not weights:
             what = "parameters" if include_bias else "weights with ndim >= 2"
             raise ValueError(f"nothing to analyse: {type(model).__name__} has no {what}")
+        # FSDP2 shards the weights: RWC sums each process's shards and adds them up across
+        # processes (every rank takes part); a background analysis would need the whole
+        # weights on rank 0, gathered by every rank at once, which a worker thread cannot do.
+        sharded = any(distributed.is_sharded(p) for p in weights.values())
+        if self.rank != 0:
+            run = False
+            self.analyses = analyses = ("rwc",) if sharded and "rwc" in analyses else ()
+        heavy = [] if sharded else [a for a in analyses if a in HEAVY]
 
         self.history_mb = history_mb     # kept for the thinning notice
         self.history = History(max_bytes=None if history_mb is None else int(history_mb * 2**20),
@@ -131,7 +144,11 @@ class Monitor:
         if self._writer is not None:
             self.history.on_record = self._writer.record
             self._record_probe_facts()
-        self._tracker = RwcTracker(weights, kind=rwc_kind)
+        if sharded and any(a in HEAVY for a in analyses):
+            self.report_notice("schedule", None, "background analyses are off: the weights are "
+                               "sharded (FSDP); RWC is computed from every process's shards")
+        self._tracker = RwcTracker(_local(weights), kind=rwc_kind,
+                                   reduce=distributed.sum_across_processes() if sharded else None)
         self._identity = {name: id(p) for name, p in weights.items()}
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
@@ -142,7 +159,7 @@ class Monitor:
         # the steps themselves have measured it.
         on_cuda = any(p.is_cuda for p in model.parameters())
         self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
-        self._heavy = HeavyAnalyses(self, [a for a in analyses if a in HEAVY])
+        self._heavy = HeavyAnalyses(self, heavy)
         self._hooks = []
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
@@ -380,6 +397,7 @@ class Monitor:
         identity = {name: id(p) for name, p in weights.items()}
         recreated = [n for n, i in identity.items() if self._identity.get(n, i) != i]
         self._identity = identity
+        weights = _local(weights)
         values = self._tracker.update(weights, restart=recreated)
         for name in self._tracker.started:
             self.report_notice("rwc", name, "parameter added or replaced; its series (re)starts "
@@ -427,7 +445,8 @@ class Monitor:
         if run is False:
             return None
         model = self.model
-        info = {"model": type(model).__name__,
+        name = distributed.model_class(model).__name__
+        info = {"model": name,
                 "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
                 "weights": list(weights), "layers": self.layers,
                 "settings": {"every": self.every, "budget": self.budget, "rwc_kind": self.rwc_kind,
@@ -436,7 +455,7 @@ class Monitor:
         on_error = self._recording_failed
         if run is not None:     # a path chosen: refused with a clear error if it cannot be
             return RunWriter(os.fspath(run), info, on_error=on_error)
-        stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{type(model).__name__}")
+        stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
         for attempt in range(1, 100):    # two monitors started in one second
             path = stem + ("" if attempt == 1 else f"-{attempt}") + SUFFIX
             if os.path.exists(path):
@@ -460,6 +479,11 @@ class Monitor:
     def _recording_failed(self, exc: BaseException) -> None:
         self.report_notice("run", None, f"recording to {self.run_path} stopped: "
                            f"{type(exc).__name__}: {exc}; what was written before stays readable")
+
+
+def _local(weights: dict) -> dict:
+    """Each process's own part of the weights (its shards under FSDP2)."""
+    return {name: distributed.local(p) for name, p in weights.items()}
 
 
 def _jsonable_stats(stats: dict) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -218,11 +218,18 @@ class RwcTracker:
     shape, dtype and device; a new or replaced tensor (or one named in ``restart``) starts
     tracking, is listed in ``started``, and gets its first value at the next update; a vanished
     one is dropped.
+
+    ``reduce`` (distributed training with sharded weights: each process tracks its local shards)
+    combines the float64 partial sums [2, layers] of every process, in one collective call per
+    update (a sum all-reduce): the RWC is then that of the full weights. Every process must call
+    ``update`` with the same names, in the same order.
     """
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], *, kind: str = "l1"):
+    def __init__(self, tensors: Mapping[str, torch.Tensor], *, kind: str = "l1",
+                 reduce: Callable[[np.ndarray], np.ndarray] | None = None):
         _check_kind(kind)
         self.kind = kind
+        self.reduce = reduce
         self._groups: list[_Group] = []
         self._where: dict[str, tuple] = {}     # name -> (shape, dtype, device) tracked
         self.started: list[str] = []
@@ -235,22 +242,25 @@ class RwcTracker:
             self._relayout(tensors, restart)
         else:
             self.started = []
-        sums = [self._num_den(g, [tensors[n] if g.small and self.kind != "elementwise"
-                                  else tensors[n].detach().reshape(-1) for n in g.names])
+        sums = [np.asarray(self._num_den(g, [tensors[n] if g.small and self.kind != "elementwise"
+                                             else tensors[n].detach().reshape(-1) for n in g.names]),
+                           dtype=np.float64).reshape(2, -1)
                 for g in self._groups]
-        values: dict[str, float] = {}
-        for g, pair in zip(self._groups, sums):
-            num, den = pair
-            # x/0 and 0/0 both become NaN: a zero reference has no relative change.
-            rwc = np.divide(num, den, out=np.full(len(num), np.nan), where=den != 0)
-            values.update((n, float(v)) for n, v in zip(g.names, rwc.tolist())
-                          if n not in self.started)
+        names = [n for g in self._groups for n in g.names]
+        num, den = np.concatenate(sums, axis=1) if sums else np.zeros((2, 0))
+        if self.reduce is not None:
+            num, den = self.reduce(np.stack([num, den]))
+        if self.kind == "l2":     # norms of the (whole) weights: roots of the summed squares
+            num, den = np.sqrt(num), np.sqrt(den)
+        # x/0 and 0/0 both become NaN: a zero reference has no relative change.
+        rwc = np.divide(num, den, out=np.full(len(num), np.nan), where=den != 0)
+        values = {n: float(v) for n, v in zip(names, rwc.tolist()) if n not in self.started}
         return {n: values[n] for n in tensors if n in values}
 
     def _num_den(self, g: _Group, new: list[torch.Tensor]):
-        """[2, layers] float64 on the host (an array or a pair of rows): numerator and denominator of each layer's RWC, snapshot
-        (before) -> ``new`` (after: flat, or as they are for a small group's l1/l2); leaves
-        ``new`` in the snapshot."""
+        """[2, layers] float64 on the host (an array or a pair of rows): the sums whose ratio is
+        each layer's RWC (for l2, of squares), snapshot (before) -> ``new`` (after: flat, or as
+        they are for a small group's l1/l2); leaves ``new`` in the snapshot."""
         if self.kind == "elementwise":
             return g.layer_sum(_cat([self._elementwise_sums(*g.gather(k, new))
                                      for k in range(len(g.blocks))]))
@@ -264,7 +274,7 @@ class RwcTracker:
             np.copyto(snap, work[1])
             num, after = g.layer_sum(_host_chunk_sums(work, ord))
             before, g.snap_norm = g.snap_norm, after
-            return (np.sqrt(num), np.sqrt(before)) if ord == 2 else (num, before)
+            return num, before
         sums = []
         for k in range(len(g.blocks)):
             work, snap = g.gather(k, new)
@@ -273,7 +283,7 @@ class RwcTracker:
             sums.append(_chunk_sums(work, ord))       # [2, chunks]: |change|, |new|
         num, after = g.layer_sum(_cat(sums))
         before, g.snap_norm = g.snap_norm, after
-        return (np.sqrt(num), np.sqrt(before)) if ord == 2 else (num, before)
+        return num, before
 
     @staticmethod
     def _elementwise_sums(work: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
