@@ -61,6 +61,7 @@ def test_quickstart_trains_and_shows_the_dashboard():
     accuracy = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "test accuracy" in line]
     assert accuracy and accuracy[-1] > 0.9, text
     assert "0 errors" in text and "detached from Sequential" in text, text
+    assert "finished · 1350 RWC samples · Sequential" in text, text   # the run read back from disk
     for layer in ("1.weight", "3.weight", "5.weight"):
         assert f"{layer}" in text
     exported = _workdir() / "quickstart_rwc.png"
