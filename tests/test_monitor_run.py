@@ -133,3 +133,82 @@ def test_compare_overlays_the_runs_trends_and_exports():
         nm.compare(paths[0])
     with pytest.raises(nm.RunFileError):
         nm.compare(paths[0], "missing.nnmodes")
+
+
+TRAINING_SCRIPT = """
+import sys, time
+import torch
+import nnmodes_widgets as nm
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+monitor = nm.Monitor(model, optimizer, every=5, run=sys.argv[1])
+log = open(sys.argv[2], "w", buffering=1)
+x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+while True:                                  # trains until killed, as a kernel would
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    if monitor.current_step % 5 == 0:
+        log.write(f"{monitor.current_step} {time.time()!r}\\n")
+"""
+
+
+def test_a_killed_training_process_leaves_its_run_readable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, log = tmp_path / "killed.nnmodes", tmp_path / "steps.log"
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.Popen([sys.executable, "-c", TRAINING_SCRIPT, str(path), str(log)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.stat().st_size > 0):
+            assert child.poll() is None and time.monotonic() < deadline, "the training child died"
+            time.sleep(0.1)
+        time.sleep(3)
+    finally:
+        child.send_signal(signal.SIGKILL)        # no clean-up of any kind
+        child.wait()
+    logged = [line.split() for line in log.read_text().splitlines() if line.count(" ") == 1]
+    last_step, last_time = int(logged[-1][0]), float(logged[-1][1])
+    time.sleep(0.1)
+    with nm.open_run(path, stale_after=0.05) as run:      # its heartbeat is no younger
+        assert run.info["status"] == "interrupted" and run.info["model"] == "Sequential"
+        steps = run.history.steps("rwc")
+        assert steps.tolist() == list(range(5, int(steps[-1]) + 1, 5))   # nothing lost between
+        newest = run.history.times("rwc", "0.weight")[-1]
+        assert newest >= last_time - 2.0, f"lost {last_time - newest:.2f} s of samples"
+        assert steps[-1] <= last_step
+
+
+def test_a_full_disk_stops_the_recording_with_a_notice_and_training_goes_on(monkeypatch):
+    from nnmodes_widgets import run_writer
+
+    connect = run_writer._writer_connection
+
+    def small_disk(path):                      # SQLITE_FULL a few pages on
+        db = connect(path)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 3}")
+        return db
+
+    monkeypatch.setattr(run_writer, "_writer_connection", small_disk)
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "spectrum"),
+                         run="full.nnmodes")
+    _train(model, optimizer, 3)
+    assert monitor._writer.flush(10)          # the start of the run fits on the disk
+    _train(model, optimizer, 297)             # the spectra fill it
+    monitor.detach()
+    assert monitor.current_step == 300 and monitor.history.count("rwc") == 300   # kept in memory
+    stopped = [n for n in monitor.notices if n.analysis == "run"]
+    assert len(stopped) == 1 and "recording to" in stopped[0].message and "full" in stopped[0].message
+    assert monitor.errors == []
+    with nm.open_run("full.nnmodes") as run:               # what was written before stays
+        assert run.info["status"] == "interrupted" and "full" in run.info["write_error"]
+        assert 0 < run.history.count("rwc") < 300
