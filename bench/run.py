@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import nnmodes_widgets as nm  # noqa: E402
 
-MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store"]
+MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store", "basins"]
 
 
 def main(names: list[str], write: bool = False) -> None:

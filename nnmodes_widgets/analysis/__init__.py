@@ -26,6 +26,9 @@ from .neurons import LayerModes, NeuronModes, neuron_modes
 from .powerlaw import PowerLawFit, fit_power_law, power_law_line
 from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
 
+# attraction basins, sharpness and weight alignment (network dynamics, SPEC 4.6)
+from .basins import SampleBasins, sample_basins, sharpness, weight_alignment, weight_basins
+
 __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
@@ -34,4 +37,5 @@ __all__ = [
     "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs", "UnsupportedModel",
     "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "power_law_line",
     "mode_truncation_curve",
+    "sample_basins", "SampleBasins", "weight_basins", "sharpness", "weight_alignment",
 ]
