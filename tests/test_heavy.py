@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets import heavy
+from nnmodes_widgets import heavy, jobs
 from nnmodes_widgets.analysis import static_radiograph
 
 
@@ -188,7 +188,7 @@ def test_radiographs_and_neuron_modes_from_the_captured_first_batch():
     for step, fractions in zip(*h.get("neuron_modes", "0")):
         at_step.load_state_dict(states[step])
         # live runs take the first NEURON_SAMPLES probe samples
-        expected = neuron_modes(at_step, monitor.probe[:heavy.NEURON_SAMPLES])["0"]
+        expected = neuron_modes(at_step, monitor.probe[:jobs.NEURON_SAMPLES])["0"]
         np.testing.assert_allclose(fractions, expected.active_fraction.numpy())
     assert monitor.errors == []
     monitor.detach()
@@ -304,11 +304,11 @@ def test_neuron_classes_and_characteristic_maps_follow_the_predicted_classes():
             # CLASS_SAMPLES of each class for characteristic maps
             y = at_step(probe).argmax(1)
             if analysis == "neuron_classes":
-                n = heavy.NEURON_SAMPLES
+                n = jobs.NEURON_SAMPLES
                 expected = neuron_modes(at_step, probe[:n], y=y[:n], num_classes=4)["0"]
                 expected = expected.class_active_fraction
             else:
-                index = torch.cat([(y == c).nonzero().flatten()[:heavy.CLASS_SAMPLES]
+                index = torch.cat([(y == c).nonzero().flatten()[:jobs.CLASS_SAMPLES]
                                    for c in range(4)])
                 expected = characteristic_maps(at_step, probe[index], "2", y=y[index], num_classes=4)
             assert value.shape[0] == 4
@@ -327,8 +327,8 @@ def test_characteristic_maps_use_the_probe_labels_and_need_classes():
     monitor.step()
     monitor.flush()
     steps, maps = monitor.history.get("characteristic_maps", "2")
-    index = torch.cat([(y == c).nonzero().flatten()[:heavy.CLASS_SAMPLES] for c in range(3)])
-    assert len(index) == 3 * heavy.CLASS_SAMPLES < len(x)
+    index = torch.cat([(y == c).nonzero().flatten()[:jobs.CLASS_SAMPLES] for c in range(3)])
+    assert len(index) == 3 * jobs.CLASS_SAMPLES < len(x)
     np.testing.assert_allclose(maps[0], characteristic_maps(model, x[index], "2", y=y[index]).numpy(),
                                rtol=1e-5)
     monitor.detach()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nnmodes_widgets as nm
-from nnmodes_widgets import heavy
+from nnmodes_widgets import heavy, jobs
 from nnmodes_widgets.analysis import (UnsupportedModel, characteristic_maps, cluster_layers,
                                       fit_power_law, neuron_modes, pathway_layers,
                                       power_law_line, static_radiograph)
@@ -44,7 +44,7 @@ def unpaced(monitor, monkeypatch):
 
 
 def job(model, probe=None, history=None, step=1, reports=None):
-    return heavy.Job(model=model, probe=probe, history=history, step=step,
+    return jobs.Job(model=model, probe=probe, history=history, step=step,
                      report=lambda layer, exc: (reports if reports is not None else []).append(
                          (layer, exc)))
 
@@ -102,7 +102,7 @@ def test_a_failing_fit_costs_only_its_layer(monkeypatch):
             raise FloatingPointError("fit diverged")
         return power_law_line(values)
 
-    monkeypatch.setattr(heavy, "power_law_line", fit)
+    monkeypatch.setattr(jobs, "power_law_line", fit)
     monitor = nm.Monitor(model, optimizer, every=3, budget=1.0, analyses=("spectrum",))
     train(model, optimizer, 3, monitor)
     h = monitor.history
@@ -136,14 +136,14 @@ def test_rwc_clusters_are_recorded_and_equal_clustering_the_same_trends(monkeypa
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = unpaced(nm.Monitor(model, optimizer, every=1, budget=1.0,
                                  analyses=("rwc", "clusters")), monkeypatch)
-    train(model, optimizer, heavy.CLUSTER_MIN_SAMPLES - 1, monitor)
+    train(model, optimizer, jobs.CLUSTER_MIN_SAMPLES - 1, monitor)
     assert monitor.history.count("rwc_clusters") == 0                # too short a trend yet
     train(model, optimizer, 6, monitor)
     h = monitor.history
     layers = ["0.weight", "2.weight", "4.weight", "6.weight"]
     assert h.layers("rwc_clusters") == layers
     steps = h.steps("rwc_clusters")
-    assert steps[0] == heavy.CLUSTER_MIN_SAMPLES and len(steps) >= 3
+    assert steps[0] == jobs.CLUSTER_MIN_SAMPLES and len(steps) >= 3
     for step in steps[-3:]:
         rwc_steps, series = aligned_series(h, "rwc")
         kept = rwc_steps <= step
@@ -165,12 +165,12 @@ def test_the_clusters_runner_averages_long_trends_into_buckets():
         history.record("rwc", 10 * (i + 1), 0.0,
                        {k: v[i] + 1e-3 * rng.standard_normal() for k, v in trends.items()})
     history.record("rwc", 12040, 0.0, {"a": 0.1})        # only "a": not a common step
-    out = heavy._clusters(job(None, history=history, step=12040))
+    out = jobs._clusters(job(None, history=history, step=12040))
     steps, series = aligned_series(history, "rwc")
-    assert out[heavy.STEP] == steps[-1] == 12030
+    assert out[jobs.STEP] == steps[-1] == 12030
     matrix = np.stack(list(series.values()))
-    bucketed, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, heavy.CLUSTER_MAX_POINTS)
-    assert means.shape == (heavy.CLUSTER_MAX_POINTS, 4)
+    bucketed, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, jobs.CLUSTER_MAX_POINTS)
+    assert means.shape == (jobs.CLUSTER_MAX_POINTS, 4)
     expected = cluster_layers(dict(zip(series, means.T)))
     assert out["rwc_clusters"] == {k: float(v) for k, v in expected.labels.items()}
     assert out["rwc_clusters"]["c"] == out["rwc_clusters"]["d"]
@@ -199,7 +199,7 @@ def test_no_clusters_without_enough_layers_or_samples_or_rwc(monkeypatch):
     history = History()
     for i in range(10):
         history.record("rwc", i, 0.0, {"a": 0.1 * i, "b": 0.2, "c": float("nan")})
-    assert heavy._clusters(job(None, history=history)) == {}
+    assert jobs._clusters(job(None, history=history)) == {}
 
 
 # -- switched off only for what cannot work; other faults retried with backoff --------------------
@@ -355,7 +355,7 @@ def passes(monkeypatch):
         counted.append((inputs.batch, kwargs.get("static", False)))
         return real(model, inputs, **kwargs)
 
-    for module in (heavy, pathways, neurons):
+    for module in (jobs, pathways, neurons):
         monkeypatch.setattr(module, "capture", counting)
     return counted
 
@@ -363,11 +363,11 @@ def passes(monkeypatch):
 def test_one_radiograph_run_makes_one_pass_whatever_the_depth(passes):
     model = mlp(8, 16, 16, 16, 16, 4)
     probe = torch.randn(32, 8)
-    out = heavy._radiograph(job(model, probe))
+    out = jobs._radiograph(job(model, probe))
     assert passes == [(1, True)]                    # one static pass of one sample
     assert list(out["radiograph"]) == pathway_layers(model)
     for layer, maps in out["radiograph"].items():
-        np.testing.assert_allclose(maps, static_radiograph(model, layer)[:heavy.RADIOGRAPH_UNITS]
+        np.testing.assert_allclose(maps, static_radiograph(model, layer)[:jobs.RADIOGRAPH_UNITS]
                                    .numpy(), rtol=1e-5, atol=1e-7)
 
 
@@ -375,34 +375,34 @@ def test_a_radiograph_with_frozen_factors_is_averaged_and_needs_a_second_pass_on
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 12), nn.LayerNorm(12), nn.ReLU(), nn.Linear(12, 3)).eval()
     probe = torch.randn(32, 8)
-    first = heavy._radiograph(job(model, probe))
-    assert passes == [(1, True), (heavy.FROZEN_SAMPLES, True)]     # found frozen: averaged
+    first = jobs._radiograph(job(model, probe))
+    assert passes == [(1, True), (jobs.FROZEN_SAMPLES, True)]     # found frozen: averaged
     passes.clear()
-    again = heavy._radiograph(job(model, probe))
-    assert passes == [(heavy.FROZEN_SAMPLES, True)]                # known: one pass
-    expected = static_radiograph(model, "3", x=probe[:heavy.FROZEN_SAMPLES])
+    again = jobs._radiograph(job(model, probe))
+    assert passes == [(jobs.FROZEN_SAMPLES, True)]                # known: one pass
+    expected = static_radiograph(model, "3", x=probe[:jobs.FROZEN_SAMPLES])
     for out in (first, again):
         np.testing.assert_allclose(out["radiograph"]["3"], expected.numpy(), rtol=1e-5, atol=1e-7)
-        assert "1:layer_norm (scale)" in out[heavy.NOTES][""]
+        assert "1:layer_norm (scale)" in out[jobs.NOTES][""]
 
 
 def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
     model = mlp(8, 16, 16, 4)
     probe = torch.randn(40, 8)
-    out = heavy._characteristic_maps(job(model, probe))
+    out = jobs._characteristic_maps(job(model, probe))
     # the prepared pass (of two samples) sizes the chunks: no sizing pass of its own
     assert len(passes) == 2 and passes[0] == (2, False)
     y = model(probe).argmax(1)
-    index = torch.cat([(y == c).nonzero().flatten()[:heavy.CLASS_SAMPLES] for c in range(4)])
+    index = torch.cat([(y == c).nonzero().flatten()[:jobs.CLASS_SAMPLES] for c in range(4)])
     np.testing.assert_allclose(out["characteristic_maps"]["4"],
                                characteristic_maps(model, probe[index], "4", y=y[index],
                                                    num_classes=4).flatten(2).numpy(),
                                rtol=1e-5, atol=1e-6, equal_nan=True)
     passes.clear()
-    out = heavy._neuron_modes(job(model, probe))
+    out = jobs._neuron_modes(job(model, probe))
     # the classes come from the analysed pass's own output: no forward of their own
     assert passes == [(2, False), (40, False)]
-    n = min(40, heavy.NEURON_SAMPLES)
+    n = min(40, jobs.NEURON_SAMPLES)
     expected = neuron_modes(model, probe[:n], y=y[:n], num_classes=4, with_order=False)
     for layer, fractions in out["neuron_classes"].items():
         np.testing.assert_allclose(fractions, expected[layer].class_active_fraction.numpy())

@@ -696,12 +696,12 @@ def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_th
 def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
     # Only a layer with no finite value yet waits quietly for clustering; any other failure of
     # the clustering is a fault: shown in monitor.errors, the colours kept, the lines still sent.
-    from nnmodes_widgets import heavy
+    from nnmodes_widgets import jobs
     from nnmodes_widgets.widgets import Trend
 
     def broken(series):
         raise RuntimeError("clustering bug")
-    monkeypatch.setattr(heavy, "cluster_layers", broken)
+    monkeypatch.setattr(jobs, "cluster_layers", broken)
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "clusters"))

@@ -29,6 +29,9 @@ from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
 # attraction basins, sharpness and weight alignment (network dynamics, SPEC 4.6)
 from .basins import SampleBasins, sample_basins, sharpness, weight_alignment, weight_basins
 
+# learning phases: change points of those series
+from .phases import phase_changes
+
 __all__ = [
     "weight_snapshot", "relative_weight_change",
     "cluster_layers", "LayerClusters",
@@ -38,4 +41,5 @@ __all__ = [
     "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "power_law_line",
     "mode_truncation_curve",
     "sample_basins", "SampleBasins", "weight_basins", "sharpness", "weight_alignment",
+    "phase_changes",
 ]

@@ -1,0 +1,282 @@
+"""What each background analysis computes (its runner): from a ``Job`` (the model's copy, the
+probe, the history, the step) to its results, recorded by the scheduler (``heavy``) in the
+monitor's history. Analyses compute, widgets render: every figure a panel shows is computed here
+once (the power-law fits beside the spectra, the clusters of the RWC trends); the panels only
+decimate and draw.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .analysis.capture import Capture, capture
+from .analysis.clustering import aligned_series, bucket_means, cluster_layers
+from .analysis.errors import UnsupportedModel
+from .analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
+from .analysis.neurons import modes_from_capture
+from .analysis.pathways import characteristic_maps, samples_per_chunk, static_radiographs_from
+from .analysis.powerlaw import power_law_line
+from .analysis.spectrum import SpectrumTracker
+
+NOTES = "notes"
+STEP = "step"    # in a runner's results: the step to record them at, when not the step offered
+FROZEN_NOTE = "static radiographs freeze at the probe what is neither a weight nor a gate: "
+BLIND_NOTE = "not analysable: "
+RADIOGRAPH_UNITS = 64        # units per layer in the recorded radiographs (what the panel shows)
+SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this much layer output
+MIN_SAMPLES = 8
+# Live runs analyse part of the probe, so that every panel refreshes within the budget (a 10M-
+# parameter CNN took 0.7 s for neuron modes and 2.7 s for characteristic maps on all 256 probe
+# samples, one thread); the analysis functions called directly use every sample given.
+NEURON_SAMPLES = 64          # neuron modes: 64 observations of a dense unit, x positions for a conv
+CLASS_SAMPLES = 4            # characteristic maps: at most this many samples of each class
+SEQUENCE_SAMPLES = 8         # ... and sequences of a language model
+FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen factors averages over
+# Clusters of the RWC trends (SPEC 4.1), as the trend panel colours its lines:
+CLUSTER_MIN_LAYERS = 3       # fewer and a partition says nothing
+CLUSTER_MIN_SAMPLES = 8      # shorter trends have no shape to compare yet
+CLUSTER_MAX_POINTS = 500     # the trends are averaged into at most this many buckets first
+
+
+@dataclass
+class Job:
+    """What one run of a heavy analysis is given; a runner takes it and returns its results.
+
+    ``model``: the model's copy, holding the weights of ``step`` (None for a runner that reads
+    only the history); ``probe``: the monitor's probe, ``x`` or ``(x, y)`` (None before there is
+    one); ``history``: the monitor's history (read it, never record: the runner's results are
+    recorded); ``step``: the training step the run was offered at; ``report(layer, exc)``: keep
+    a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on."""
+    model: nn.Module | None
+    probe: object
+    history: object
+    step: int
+    report: Callable[[str | None, BaseException], None]
+
+
+# One tracker per analysed copy: its partial spectra start from the previous run's (the copy is
+# refreshed in place between runs; a reshaped model gets a new copy, so a new tracker).
+_TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _spectrum(job: Job) -> dict:
+    """Singular values of every weight, descending (SPEC 4.4): ``SpectrumTracker``, exact up to
+    its ``max_exact`` elements, above it the leading values warm-started from the last run's.
+    With them the ranks as the analysis computes them (a partial spectrum lists only its leading
+    values: its stable rank comes from the exact Frobenius norm, its effective rank is NaN), and
+    "power_law": the piecewise power law fitted to each spectrum at every rank
+    (``power_law_line``), so that no panel re-derives them from the values kept. A fit that
+    fails leaves that layer's line NaN, reported; the spectra are recorded all the same."""
+    tracker = _TRACKERS.setdefault(job.model, SpectrumTracker())
+    spectra = tracker.update(job.model)
+    values = {layer: s.singular_values for layer, s in spectra.items()}
+    fits = {}
+    for layer, s in values.items():
+        try:
+            fits[layer] = power_law_line(s)
+        except Exception as exc:
+            fits[layer] = np.full(len(s), np.nan)
+            job.report(layer, exc)
+    return {"spectrum": values,
+            "stable_rank": {layer: s.stable_rank for layer, s in spectra.items()},
+            "effective_rank": {layer: s.effective_rank for layer, s in spectra.items()},
+            "power_law": fits}
+
+
+@dataclass
+class _Prepared:
+    """What one run takes from the model and the probe once: the probe's inputs (all of them),
+    its class labels (``labels``: given with the probe, one integer per sample, else None) and
+    ``first``, one capture of the first probe sample (or samples): the weight layers the forward
+    runs (``called``), whether the input is tokens, the frozen factors (of a static pass), the
+    bytes of layer output per sample, the model's output."""
+    inputs: ModelInputs
+    labels: torch.Tensor | None
+    first: Capture
+
+    def count(self, limit: int | None = None) -> int:
+        """Probe samples to analyse: as many as fit in ``SAMPLE_BYTES`` of layer outputs (at
+        least ``MIN_SAMPLES``), at most ``limit``."""
+        return min(self.inputs.batch,
+                   max(MIN_SAMPLES, SAMPLE_BYTES // max(1, self.first.sample_bytes)),
+                   limit or self.inputs.batch)
+
+    def n_classes(self) -> int | None:
+        """Classes from the whole probe's labels, else the width of class scores [B, C] (fixed,
+        so that every run has the same shape); None without classes."""
+        if self.labels is not None:
+            return int(self.labels.max()) + 1
+        out = self.first.output
+        if out is not None and out.ndim == 2 and out.shape[1] >= 2 and not self.language():
+            return int(out.shape[1])
+        return None
+
+    def language(self) -> bool:
+        """Token inputs and next-token logits [B, T, V]."""
+        out = self.first.output
+        return self.labels is None and self.first.tokens and out is not None and out.ndim == 3
+
+
+def _prepare(job: Job, *, static: bool = False, rows: int | None = None) -> _Prepared:
+    """One capture of the first probe samples, and the probe as the analyses take it. With
+    ``static`` a static pass of the first ``rows`` (default 1): its Jacobians and frozen factors
+    are the radiographs'. Otherwise a plain pass of the first two (a model that normalises with
+    batch statistics, which neuron modes take as they are, cannot run on one). Probe labels
+    count as classes when they are one integer per sample; others (next tokens, regression
+    targets) are not used."""
+    x, y = _split(job.probe)
+    inputs = as_inputs(x, job.model)
+    if rows is None:
+        rows = 1 if static else 2
+    with torch.inference_mode(False), torch.enable_grad() if static else nullcontext():
+        first = capture(job.model, inputs.rows(0, min(rows, inputs.batch)), static=static)
+    if not first.called:
+        raise UnsupportedModel(f"no weight layer runs in {type(job.model).__name__}'s forward")
+    labels = y if (y is not None and y.ndim == 1 and len(y) and not y.is_floating_point()
+                   and not y.is_complex() and y.dtype != torch.bool) else None
+    return _Prepared(inputs, labels, first)
+
+
+# Whether the static pass of an analysed copy froze factors at its last radiograph run (then
+# the next run's one pass takes FROZEN_SAMPLES samples at once). Structural: the same copy gives
+# the same answer unless its forward branches on values, which the pass itself then shows.
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _radiograph(job: Job) -> dict:
+    """Signed static radiograph of the first ``RADIOGRAPH_UNITS`` units of every weight layer
+    the forward runs, in ``pathway_layers`` order, from one pass (SPEC 4.2): [units, inputs], or
+    for token inputs [units, positions], the strength of the pathways from each position (the
+    L2 norm over embedding dimensions). Taken on the first probe sample when nothing is frozen
+    (the static network is then linear), else averaged over the first ``FROZEN_SAMPLES``. One
+    static pass per run, the radiographs' own: of the first sample, or of the first
+    ``FROZEN_SAMPLES`` when the last run froze factors; a second only when a pass of one sample
+    finds factors frozen (the first run of such a model)."""
+    model = job.model
+    rows = FROZEN_SAMPLES if _FROZEN.get(model) else 1
+    prep = _prepare(job, static=True, rows=rows)
+    cap = prep.first
+    if cap.frozen and rows == 1 and prep.inputs.batch > 1:
+        with torch.inference_mode(False), torch.enable_grad():
+            cap = capture(model, prep.inputs.rows(0, FROZEN_SAMPLES), static=True)
+    _FROZEN[model] = bool(cap.frozen)
+    maps = static_radiographs_from(model, cap, units=RADIOGRAPH_UNITS)
+    out = {"radiograph": {layer: (r.norm(dim=-1) if cap.tokens else r.flatten(1)).cpu().numpy()
+                          for layer, r in maps.items()}}
+    frozen = list(dict.fromkeys(f for r in maps.values() for f in r.frozen))
+    if frozen:
+        out[NOTES] = {"": f"{FROZEN_NOTE}{', '.join(frozen)}"}
+    return out
+
+
+def _neuron_modes(job: Job) -> dict:
+    """Active fraction of every activation's neurons over the first ``NEURON_SAMPLES`` probe
+    samples (SPEC 4.3; its modes follow from it), and per class ("neuron_classes", [C, n]) when
+    the probe has classes: its labels, else the model's predicted classes when its output is
+    class scores [B, C] (from the analysed pass's own output). A fraction from n observations
+    has a standard error of at most 0.5 / sqrt(n): 0.0625 for a dense unit, less for a
+    convolution's channel (every position is an observation); the note says so."""
+    model = job.model
+    prep = _prepare(job)
+    x = prep.inputs.rows(0, prep.count(NEURON_SAMPLES))
+    cap = capture(model, x, sites=True, what=f"the probe x ({x.describe()})")
+    n_classes = prep.n_classes()
+    if prep.labels is not None:
+        y = prep.labels[:x.batch]
+    elif n_classes is not None and cap.output is not None:
+        y = cap.output.argmax(1)
+    else:
+        y = None
+    modes = modes_from_capture(model, cap, x.batch, y=y, num_classes=n_classes if y is not None
+                               else None, with_order=False)
+    out = {"neuron_modes": {layer: m.active_fraction.numpy() for layer, m in modes.items()}}
+    if y is not None:
+        out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
+    out[NOTES] = {module: f"{BLIND_NOTE}{why}" for module, why in modes.not_analysable.items()}
+    out[NOTES][""] = (f"live from the first {x.batch} probe samples: an active fraction's standard "
+                      f"error is at most {0.5 / math.sqrt(x.batch):.2g} (a dense unit; less where "
+                      f"positions add observations)")
+    return out
+
+
+def _characteristic_maps(job: Job) -> dict:
+    """Characteristic maps of the output layer (the last weight layer the forward runs, SPEC
+    4.2): class averages [C, n_out, inputs] over at most ``CLASS_SAMPLES`` probe samples of
+    each class; for a language model the map of each position's predicted next token over the
+    input positions averaged over the first ``SEQUENCE_SAMPLES`` sequences, [1, T, T]. The
+    passes are sized from the prepared one (no sizing pass of their own)."""
+    model = job.model
+    prep = _prepare(job)
+    x = prep.inputs.rows(0, prep.count())
+    layer = prep.first.called[-1]
+    chunk = samples_per_chunk(prep.first.sample_bytes)
+    n_classes = prep.n_classes()
+    if prep.language():
+        maps = characteristic_maps(model, x.rows(0, SEQUENCE_SAMPLES), layer,
+                                   chunk_size=chunk).mean(0, keepdim=True)
+        note = f"live: averaged over the first {min(x.batch, SEQUENCE_SAMPLES)} probe sequences"
+    elif n_classes is None:
+        raise UnsupportedModel("characteristic maps need class labels: give probe=(x, y), or a "
+                               "model whose output is class scores [B, C] or next-token logits "
+                               "[B, T, V]")
+    else:
+        if prep.labels is not None:
+            y = prep.labels[:x.batch]
+        else:
+            with torch.no_grad():
+                y = first_tensor(call_model(model, x)).argmax(1)
+        y = y.to(torch.int64)
+        index = torch.cat([(y == c).nonzero().flatten()[:CLASS_SAMPLES] for c in range(n_classes)])
+        maps = characteristic_maps(model, x.take(index), layer, y=y[index], num_classes=n_classes,
+                                   units=RADIOGRAPH_UNITS, chunk_size=chunk)
+        note = f"live: class averages over at most {CLASS_SAMPLES} probe samples of each class"
+    return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
+
+
+def _split(probe):
+    """(x, y) of a probe: x alone, or x and its labels."""
+    return probe if isinstance(probe, tuple) else (probe, None)
+
+
+def _clusters(job: Job) -> dict:
+    """Clusters of the layers' RWC trends (SPEC 4.1, ``cluster_layers`` with its defaults) on
+    the series of the steps every layer has (``aligned_series``) averaged into at most
+    ``CLUSTER_MAX_POINTS`` buckets (``bucket_means``): "rwc_clusters", {layer: label} (float64),
+    recorded at the newest RWC step clustered. Nothing (not an error) while there are fewer
+    than ``CLUSTER_MIN_LAYERS`` layers or ``CLUSTER_MIN_SAMPLES`` common samples, or a layer
+    has a bucket with no finite mean. K-Means runs on one OpenMP thread, as the worker does."""
+    steps, series = aligned_series(job.history, "rwc")
+    if len(series) < CLUSTER_MIN_LAYERS or len(steps) < CLUSTER_MIN_SAMPLES:
+        return {}
+    matrix = np.stack(list(series.values()))
+    _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, CLUSTER_MAX_POINTS)
+    if not np.isfinite(means).all():
+        return {}
+    with _one_thread():
+        clusters = cluster_layers(dict(zip(series, means.T)))
+    return {"rwc_clusters": {layer: np.float64(label) for layer, label in clusters.labels.items()},
+            STEP: int(steps[-1])}
+
+
+def _one_thread():
+    """OpenMP (scikit-learn's K-Means) on one thread inside: a second thread team beside the
+    training loop's slows both on few cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:      # scikit-learn brings it; without it, as many threads as OpenMP says
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def _clusters_ready(monitor) -> bool:
+    history = monitor.history
+    return ("rwc" in monitor.analyses and history.count("rwc") >= CLUSTER_MIN_SAMPLES
+            and len(history.layers("rwc")) >= CLUSTER_MIN_LAYERS)
