@@ -22,7 +22,8 @@ fc1 activations (3072 each): about 1.06 GB of float32 values. Measured: the seco
 (the writer thread's pace; it is cut short at ``WRITE_LIMIT`` s and the rest extrapolated), then,
 in a fresh process, ``open_run(path)`` (the whole history loaded) and ``Dashboard(run)`` (its
 panels push their first frames in the constructor: its return is the kernel-side first draw),
-with the peak RSS after each.
+with the peak RSS after each, and the peak RSS growth in ``open_run`` per value stored (the
+history holds the float32 values, 4 bytes each, and a few bytes per sample beside them).
 
 Last, the RWC sample's time on the training thread with the store and without: a Monitor (RWC
 only, ``every=10``) on a 200-layer chain of 64 x 64 linear layers, ``run=False`` against
@@ -359,6 +360,8 @@ def _big_lines(w: dict, o: dict) -> list[str]:
         f"{o['open_peak'] / mb:,.0f} / {o['peak'] / mb:,.0f} MiB | {o['base'] / mb:,.0f} / "
         f"{(o['base'] + grown * scale) / mb:,.0f} / "
         f"{(o['base'] + (o['peak'] - o['base']) * scale) / mb:,.0f} MiB |",
+        f"| peak RSS growth in `open_run` per stored value (4 bytes of float32 on disk) | "
+        f"{grown / (w['raw'] / 4):.2f} B | same |",
     ]
     if o["errors"]:
         lines += ["", f"Panel faults while drawing: {'; '.join(o['errors'][:3])}."]

@@ -16,6 +16,7 @@ const CLASS_ROW_H = 12;
 export const COMPACT_ABOVE = 8;
 export const MAX_STRIPS = 40;
 const THIN_H = 12;
+const PHASE_COLOR = "rgba(200, 30, 30, 0.85)"; // phase changes, as in the other panels
 const GUTTER = 170;
 
 // The block an activation key belongs to: its module path up to the first numeric component (an
@@ -162,6 +163,11 @@ export default {
               y -= h;
             }
           }
+          // the phase changes found over the run (frame.phases: steps), as on every time axis
+          ctx.fillStyle = PHASE_COLOR;
+          for (const s of frame.phases) {
+            if (s >= lo && s <= hi) ctx.fillRect(Math.round(xOf(s)) - 1, y0, 2, stripH);
+          }
           regions.push({ kind: "strip", layer: l, top: top, bottom: y0 + stripH, xOf });
           top = compact ? top + THIN_H + 2 : top + LABEL_H + STRIP_H + GAP;
         }
@@ -185,7 +191,8 @@ export default {
     function onFrame() {
       const meta = model.get("frame_meta");
       if (!meta || !meta.arrays) return;
-      frame = { step: meta.step, labels: meta.labels, layers: frameLayers(unpack(meta.arrays, model.get("frame_data"))) };
+      frame = { step: meta.step, labels: meta.labels, phases: meta.phases || [],
+        layers: frameLayers(unpack(meta.arrays, model.get("frame_data"))) };
       note.textContent = meta.note ?? "";
       stepLabel.textContent = `step ${frame.step}`;
       draw();

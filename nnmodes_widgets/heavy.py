@@ -28,11 +28,16 @@ import torch
 from torch import nn
 
 from .analysis.errors import NonFiniteValues, UnsupportedModel
+from .dynamics_jobs import _alignment, _basins, _phases, _phases_ready
 from .jobs import (NOTES, STEP, Job, _characteristic_maps, _clusters, _clusters_ready,
                    _neuron_modes, _radiograph, _spectrum)
 from .worker import Worker
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
+# An analysis on by default only where the budget allows: after its first run, off (with a
+# notice) when at the worker's share of wall time it could run only once in this many seconds
+OPTIONAL = {"basins"}
+OPTIONAL_MAX_PERIOD = 120.0
 
 # name -> (Job) -> {analysis: {layer: array}}, each recorded in the history under its analysis
 # (a runner's own name first) at the step offered, or at results[STEP]; under NOTES, {layer or
@@ -41,19 +46,24 @@ MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of
 # thread: 0.3, 0.8, 3.6 and 9.4 s), so that every panel gets its first frame before the
 # costliest run sets a long pace.
 RUNNERS: dict[str, Callable[[Job], dict]] = {
-    "spectrum": _spectrum, "clusters": _clusters, "neuron_modes": _neuron_modes,
-    "characteristic_maps": _characteristic_maps, "radiograph": _radiograph}
+    "spectrum": _spectrum, "clusters": _clusters, "alignment": _alignment, "phases": _phases,
+    "neuron_modes": _neuron_modes, "characteristic_maps": _characteristic_maps,
+    "radiograph": _radiograph, "basins": _basins}
 HEAVY = tuple(RUNNERS)
-NEEDS_PROBE = {"radiograph", "neuron_modes", "characteristic_maps"}   # offered once there is a probe
-NEEDS_MODEL = {"spectrum", "radiograph", "neuron_modes", "characteristic_maps"}  # get the copy
+NEEDS_PROBE = {"radiograph", "neuron_modes", "characteristic_maps", "basins"}   # once there is one
+NEEDS_MODEL = {"spectrum", "alignment", "radiograph", "neuron_modes", "characteristic_maps",
+               "basins"}                                                       # get the copy
 # name -> (monitor) -> whether it can be offered now (besides a probe for NEEDS_PROBE)
-READY: dict[str, Callable] = {"clusters": _clusters_ready}
-
+READY: dict[str, Callable] = {"clusters": _clusters_ready, "phases": _phases_ready}
 
 class HeavyAnalyses:
-    def __init__(self, monitor, names):
+    """The background analyses ``names`` of ``monitor``; those in ``optional`` (the default
+    analyses, not asked for by name) run only where the budget allows them (``OPTIONAL``)."""
+
+    def __init__(self, monitor, names, optional=()):
         self.monitor = monitor
         self.names = list(names)
+        self.optional = set(optional) & OPTIONAL
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
@@ -134,7 +144,14 @@ class HeavyAnalyses:
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
-            self._next_start = end + self.monitor.pacer.wait_after(end - start)
+            wait = self.monitor.pacer.wait_after(end - start)
+            self._next_start = end + wait
+            if name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD:
+                self.names = [n for n in self.names if n != name]
+                self.monitor.report_notice(name, None, (
+                    f"off by default for this model: one run took {end - start:.1f} s, so within "
+                    f"the budget it could run once in {end - start + wait:.0f} s; "
+                    f"Monitor(analyses=(..., {name!r})) runs it all the same"))
         self.monitor.notify()
 
     def _fault(self, name: str, exc: BaseException, step: int) -> None:

@@ -92,6 +92,7 @@ class Monitor:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
+        chosen = analyses is not None      # by name: each runs whatever its cost
         analyses = ("rwc", *HEAVY) if analyses is None else tuple(analyses)
         unknown = [a for a in analyses if a not in ("rwc", *HEAVY)]
         if unknown:
@@ -159,7 +160,7 @@ class Monitor:
         # the steps themselves have measured it.
         on_cuda = any(p.is_cuda for p in model.parameters())
         self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
-        self._heavy = HeavyAnalyses(self, heavy)
+        self._heavy = HeavyAnalyses(self, heavy, optional=() if chosen else heavy)
         self._hooks = []
         if optimizer is not None:
             self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))

@@ -47,6 +47,57 @@ class _Layout:
         self.size = len(layers) * math.prod(shape)
 
 
+_FLUSH_BYTES = 16 << 20     # values of one analysis gathered before they go to the history
+
+
+class _Piece:
+    """Records of one layout read from one sample row: their numbers, steps, times [count] and
+    values [count, L, *shape] (views of the row's bytes)."""
+
+    __slots__ = ("layout", "numbers", "steps", "times", "values")
+
+    def __init__(self, layout, numbers, steps, times, values):
+        self.layout, self.numbers, self.steps, self.times, self.values = \
+            layout, numbers, steps, times, values
+
+    def take(self, mask: np.ndarray) -> _Piece:
+        return _Piece(self.layout, self.numbers[mask], self.steps[mask], self.times[mask],
+                      self.values[mask])
+
+
+class _Pending:
+    """The records of one analysis read in this pass and not yet handed to the history."""
+
+    __slots__ = ("pieces", "nbytes", "low")
+
+    def __init__(self):
+        self.pieces: list[_Piece] = []
+        self.nbytes = 0
+        self.low = math.inf             # the smallest record number among them
+
+    def add(self, piece: _Piece) -> None:
+        self.pieces.append(piece)
+        self.nbytes += piece.values.nbytes
+        self.low = min(self.low, int(piece.numbers.min()))
+
+    def split(self, limit: float) -> list[_Piece]:
+        """Take out the records numbered below ``limit``."""
+        ready, rest = [], []
+        for piece in self.pieces:
+            below = piece.numbers < limit
+            if below.all():
+                ready.append(piece)
+            elif below.any():
+                ready.append(piece.take(below))
+                rest.append(piece.take(~below))
+            else:
+                rest.append(piece)
+        self.pieces, self.nbytes, self.low = [], 0, math.inf
+        for piece in rest:
+            self.add(piece)
+        return ready
+
+
 class Run:
     """A run read from its file (``open_run``): the run view (``nnmodes_widgets.run_view``) that
     panels and exports draw from, like a live Monitor.
@@ -132,16 +183,7 @@ class Run:
                     self._layouts[rowid] = _Layout(analysis, json.loads(layers), json.loads(ranks),
                                                    dtype, json.loads(shape))
                 self._layout_id = rowid
-            events: dict[tuple[str, int], list] = {}
-            for row in db.execute("SELECT id, layout, count, event, events, step, stride, steps, times, data "
-                                  "FROM samples WHERE id > ? ORDER BY id", (self._sample_id,)):
-                try:
-                    self._unpack(row, events)
-                except (ValueError, KeyError, TypeError) as exc:
-                    if strict:
-                        raise
-                    self.report("store", exc)      # one bad row: said once, skipped
-                self._sample_id = row[0]
+            self._read_samples(db, strict)
             notes = db.execute("SELECT id, kind, step, analysis, layer, message, traceback FROM notes "
                                "WHERE id > ? ORDER BY id", (self._note_id,)).fetchall()
         finally:
@@ -159,14 +201,6 @@ class Run:
                     setattr(self, name, kind(value))
                 except (TypeError, ValueError):
                     pass
-        for key in sorted(events):
-            self._done[key[0]] = key[1]
-            step, when, parts = events[key]
-            parts.sort(key=lambda p: p[0])
-            try:
-                self.history.record(key[0], step, when, {layer: value for _, layer, value in parts})
-            except ValueError as exc:    # a layer whose shape changed (not from this module's writer)
-                self.report(key[0], exc, step=step)
         for rowid, kind, step, analysis, layer, message, tb in notes:
             note = MonitorError(step if step is not None else 0, analysis or "", layer, message, tb or "")
             if kind == "error":
@@ -175,17 +209,86 @@ class Run:
             self._note_id = rowid
         self._status = run_status(self._meta, time.time(), self.stale_after, self._heartbeat_seen)
 
-    def _unpack(self, row, events: dict) -> None:
+    def _read_samples(self, db, strict: bool) -> None:
+        """Read the sample rows above the last one seen into the history, in blocks (``extend``).
+
+        A record spanning several layouts (layers of different shapes) has a row of each, all in
+        one commit but not next to each other; rows hold their records in increasing order. So a
+        first pass reads each new row's layout and first record number (not its values): after
+        a row, the records of its analysis below the first record of every later row of that
+        analysis are complete, and go to the history once enough of them are gathered. Memory:
+        the history plus about ``_FLUSH_BYTES`` of read values per analysis (more only while a
+        row read later holds early records of some layout)."""
+        heads = db.execute("SELECT id, layout, count, event, length(data) FROM samples WHERE id > ? "
+                           "ORDER BY id", (self._sample_id,)).fetchall()
+        if not heads:
+            return
+        limits: dict[int, float] = {}      # row -> the smallest first record of later rows
+        later: dict[str, float] = {}
+        for rowid, layout_id, _, first, _ in reversed(heads):
+            layout = self._layouts.get(layout_id)
+            if layout is None:
+                continue
+            limits[rowid] = later.get(layout.analysis, math.inf)
+            if isinstance(first, int):
+                later[layout.analysis] = min(limits[rowid], first)
+        self._make_room(heads)
+        pending: dict[str, _Pending] = {}
+        for row in db.execute("SELECT id, layout, count, event, events, step, stride, steps, times, data "
+                              "FROM samples WHERE id > ? AND id <= ? ORDER BY id",
+                              (self._sample_id, heads[-1][0])):
+            try:
+                piece = self._unpack(row)
+            except (ValueError, KeyError, TypeError) as exc:
+                if strict:
+                    raise
+                self.report("store", exc)      # one bad row: said once, skipped
+                continue
+            if piece is None:
+                continue
+            analysis = piece.layout.analysis
+            gathered = pending.setdefault(analysis, _Pending())
+            gathered.add(piece)
+            limit = limits.get(row[0], -math.inf)
+            if gathered.nbytes >= _FLUSH_BYTES and gathered.low < limit:
+                self._to_history(analysis, gathered.split(limit))
+        for analysis, gathered in pending.items():
+            self._to_history(analysis, gathered.split(math.inf))
+        self._sample_id = heads[-1][0]
+
+    def _make_room(self, heads) -> None:
+        """Let the history make room, at once, for the records of the rows ``heads`` (id, layout,
+        count, first record, data bytes) above those read: opening a file fills arrays of
+        exactly the size needed (no growing on the way, nor its spare room)."""
+        rooms: dict[str, list] = {}       # analysis -> [newest record number, {layer: values}]
+        for _, layout_id, count, first, size in heads:
+            layout = self._layouts.get(layout_id)
+            if layout is None or not all(isinstance(v, int) for v in (count, first, size)) \
+                    or size != count * layout.size * layout.dtype.itemsize:
+                continue      # (a malformed row: its count is not to be trusted)
+            done = self._done.get(layout.analysis, -1)
+            new = count - min(count, max(0, done + 1 - first))    # above done, if consecutive
+            if new <= 0:
+                continue
+            room = rooms.setdefault(layout.analysis, [done, {}])
+            room[0] = max(room[0], first + count - 1)
+            for layer in layout.layers:
+                room[1][layer] = room[1].get(layer, 0) + new
+        for analysis, (newest, layers) in rooms.items():
+            self.history._make_room(analysis, newest - self._done.get(analysis, -1), layers)
+
+    def _unpack(self, row) -> _Piece | None:
+        """The records of one sample row not read before (None: none, or an analysis skipped)."""
         rowid, layout_id, count, first, listed, step, stride, steps, times, data = row
         if layout_id not in self._layouts:
             raise ValueError(f"sample row {rowid} refers to layout {layout_id}, which does not exist")
         layout = self._layouts[layout_id]
         if layout is None:
-            return
+            return None
         steps = (step + stride * np.arange(count, dtype=np.int64) if steps is None
                  else np.frombuffer(steps, dtype="<i8"))
         times = np.frombuffer(times, dtype="<f8")
-        numbers = (np.arange(first, first + count) if listed is None
+        numbers = (np.arange(first, first + count, dtype=np.int64) if listed is None
                    else np.frombuffer(listed, dtype="<i8"))
         values = np.frombuffer(data, dtype=layout.dtype)
         if not len(steps) == len(times) == len(numbers) == count or values.size != count * layout.size:
@@ -196,18 +299,66 @@ class Run:
             bad = ~np.isfinite(values.reshape(count, len(layout.layers), -1)).all(axis=2)
             for i, j in zip(*np.nonzero(bad)):
                 self._nonfinite.setdefault(layout.layers[j], int(steps[i]))
-        if count:
-            newest = int(steps.max())
-            self._last_step = newest if self._last_step is None else max(self._last_step, newest)
-        members = list(zip(layout.ranks, layout.layers))
-        done = self._done.get(analysis, -1)
-        for i in range(count):
-            if numbers[i] <= done:
-                continue      # read before, from this row's earlier version
-            entry = events.get((analysis, int(numbers[i])))
-            if entry is None:
-                entry = events[(analysis, int(numbers[i]))] = [int(steps[i]), float(times[i]), []]
-            entry[2].extend((rank, layer, v) for (rank, layer), v in zip(members, values[i]))
+        if not count:
+            return None
+        newest = int(steps.max())
+        self._last_step = newest if self._last_step is None else max(self._last_step, newest)
+        piece = _Piece(layout, numbers, steps, times, values)
+        new = numbers > self._done.get(analysis, -1)     # (others: read before, from this row's
+        if new.all():                                    # earlier version)
+            return piece
+        return piece.take(new) if new.any() else None
+
+    def _to_history(self, analysis: str, pieces: list[_Piece]) -> None:
+        """Hand complete records to the history, one event per record, in record order: the
+        records that hold the same layouts in one ``extend`` call."""
+        if not pieces:
+            return
+        numbers = np.concatenate([p.numbers for p in pieces])
+        records, first = np.unique(numbers, return_index=True)
+        steps = np.concatenate([p.steps for p in pieces])[first]
+        times = np.concatenate([p.times for p in pieces])[first]
+        by_layout: dict[_Layout, list[_Piece]] = {}
+        for piece in pieces:
+            by_layout.setdefault(piece.layout, []).append(piece)
+        groups = []         # (layout, positions in records (increasing), values at them)
+        for layout, parts in by_layout.items():
+            nums = np.concatenate([p.numbers for p in parts]) if len(parts) > 1 else parts[0].numbers
+            vals = np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values
+            where = np.searchsorted(records, nums)
+            if len(where) > 1 and not (np.diff(where) > 0).all():
+                # out of order, or a record twice (not from this module's writer): the last read
+                last = len(where) - 1 - np.unique(where[::-1], return_index=True)[1]
+                where, vals = where[last], vals[last]
+            groups.append((layout, where, vals))
+        member = np.zeros((len(groups), len(records)), dtype=bool)
+        for k, (_, where, _) in enumerate(groups):
+            member[k, where] = True
+        # runs of consecutive records that hold the same layouts
+        cuts = np.flatnonzero((member[:, 1:] != member[:, :-1]).any(axis=0)) + 1
+        bounds = [0, *cuts.tolist(), len(records)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            columns = []
+            for k in np.flatnonzero(member[:, a]):
+                layout, where, vals = groups[k]
+                i = int(np.searchsorted(where, a))
+                block = vals[i: i + b - a]
+                columns += [(rank, layer, block[:, j])
+                            for j, (rank, layer) in enumerate(zip(layout.ranks, layout.layers))]
+            columns.sort(key=lambda c: c[0])       # layers in their order of first appearance
+            values = {layer: v for _, layer, v in columns}
+            try:
+                self.history.extend(analysis, steps[a:b], times[a:b], values)
+            except ValueError:
+                # a layer whose shape changed (not from this module's writer): record by
+                # record, each refused one reported
+                for i in range(a, b):
+                    try:
+                        self.history.record(analysis, int(steps[i]), float(times[i]),
+                                            {layer: v[i - a] for layer, v in values.items()})
+                    except ValueError as exc:
+                        self.report(analysis, exc, step=int(steps[i]))
+        self._done[analysis] = int(records[-1])
 
     def _close_db(self) -> None:
         if self._db is not None:

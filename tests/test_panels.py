@@ -114,7 +114,8 @@ def test_dashboard_links_one_layer_selection_across_panels():
     dashboard = Dashboard(monitor)
     try:
         hub = dashboard.trend.selector
-        others = [dashboard.spectra.selector, dashboard.neurons, dashboard.radiograph]
+        others = [dashboard.spectra.selector, dashboard.neurons, dashboard.basins.selector,
+                  dashboard.radiograph]
         links = {(link.source, link.target) for link in dashboard._links}
         assert all(isinstance(link, ipywidgets.widgets.widget_link.Link) for link in dashboard._links)
         assert links == {((hub, "selected"), (other, "selected")) for other in others}
@@ -129,4 +130,42 @@ def test_dashboard_links_one_layer_selection_across_panels():
         assert all(p.selected == "" for p in [hub] + others)
     finally:
         dashboard.close()
+        monitor.detach()
+
+
+def test_basins_panel_draws_the_recorded_radii_alignment_and_phase_changes():
+    from nnmodes_widgets.widgets import Basins
+
+    x = torch.randn(64, 4, 4)
+    y = (x.sum((1, 2)) > 0).long()
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("rwc", "alignment", "basins"))
+    panel = Basins(monitor)
+    try:
+        _train(model, optimizer, monitor, 24)
+        history = monitor.history
+        panel._live.throttle.push_now()
+        assert panel.shown and "nnmodes-basins" in panel._dom_classes
+        for analysis in ("sample_basins", "weight_basins", "weight_alignment"):
+            mark, keys = panel._marks[analysis], history.layers(analysis)
+            assert list(mark.labels) == keys and keys, analysis
+            for i, key in enumerate(keys):
+                _, values = history.get(analysis, key)
+                if np.isfinite(values[-1]):
+                    np.testing.assert_allclose(np.atleast_2d(mark.y)[i][-1], values[-1], rtol=1e-6)
+        assert history.layers("weight_basins")[-1] == "*"
+        assert set(history.layers("sample_basins")) <= {"class 0", "class 1"}
+        assert history.layers("weight_alignment") == ["1", "3", "5"]
+        assert panel._header.step == max(int(history.steps(a)[-1]) for a in
+                                         ("sample_basins", "weight_basins", "weight_alignment"))
+        assert not any(r.visible for r in panel._rules)           # no phase change recorded
+        marks = np.full(16, np.nan)
+        marks[:2] = [6, 14]
+        history.record("phases", 24, 0.0, {"*": marks})
+        panel._live.throttle.push_now()
+        for rules in panel._rules:
+            assert rules.visible and np.asarray(rules.x)[:, 0].tolist() == [6.0, 14.0]
+        fig = panel.figure()
+        assert len(fig.axes) == 3 and len(fig.axes[2].get_lines()) == 3 + 2   # layers + rules
+    finally:
+        panel.close()
         monitor.detach()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmodes_widgets import run_writer
+from nnmodes_widgets import run_reader, run_writer
 from nnmodes_widgets.history import ANALYSES, History
 from nnmodes_widgets.run_state import MonitorError
 from nnmodes_widgets.run_view import ProbeFacts, RunView
@@ -223,6 +223,70 @@ def test_rows_grow_across_commits_and_a_tailing_reader_reads_each_record_once(tm
     assert rows[0] > 3 and rows[1] >= 1 and rows[2] >= 1     # full rows, irregular steps, gaps
     assert freelist == 0                                     # replaced rows' pages given back
     assert_same_history(open_run(path).history, original)
+
+
+def test_a_reopened_history_is_loaded_in_blocks_into_arrays_of_exactly_its_size(tmp_path, monkeypatch):
+    path = tmp_path / "blocks.nnmodes"
+    original = History()
+    with RunWriter(path, INFO) as writer:
+        fill(original, writer, events=300)
+    calls = []
+    extend = History.extend
+
+    def counting(self, analysis, steps, times, values):
+        calls.append((analysis, len(steps)))
+        return extend(self, analysis, steps, times, values)
+
+    def refused(self, *args, **kwargs):
+        raise AssertionError("the reader records event by event")
+
+    monkeypatch.setattr(History, "extend", counting)
+    monkeypatch.setattr(History, "record", refused)
+    run = open_run(path)
+    monkeypatch.undo()
+    assert_same_history(run.history, original)
+    # RWC: a block per run of records with the same layers (the layer set changes twice)
+    assert sum(n for a, n in calls if a == "rwc") == 300
+    assert len([a for a, _ in calls if a == "rwc"]) <= 4
+    table = run.history._tables["rwc"]
+    for name, layer in table.layers.items():
+        assert layer.rows is None, name                # every RWC layer is dense
+        assert len(layer.values._data) == layer.size   # no spare room
+    assert len(table.steps._data) == table.steps.size == 300
+
+
+def test_records_spanning_layouts_whose_rows_fill_at_different_paces(tmp_path, monkeypatch):
+    # "big" fills a row every 8 records, "small" never: its one row is replaced by a longer copy
+    # at every commit (the newest id), so the big rows read first wait for it; a record without
+    # "big", a layer added late, irregular steps. Read in blocks of any size, also while written.
+    monkeypatch.setattr(run_reader, "_FLUSH_BYTES", 1)
+    path = tmp_path / "paces.nnmodes"
+    original = History()
+    rng = np.random.default_rng(11)
+    run = None
+    with RunWriter(path, {}, commit_every=60) as writer:
+        for commit in range(9):
+            for k in range(13):
+                i = 13 * commit + k
+                values = {"small": rng.random(3)}
+                if i % 7:
+                    values["big"] = rng.random(2000)
+                if i >= 20:
+                    values["mid"] = rng.random(50).astype(np.float32)
+                record_both(original, writer, "spectrum", i * i, 0.25 * i, values)
+                record_both(original, writer, "rwc", 10 * i, 0.25 * i,
+                            {f"w{j}": float(rng.random()) for j in range(5 + (i >= 50))})
+            assert writer.flush(5)
+            if commit == 2:
+                run = open_run(path)
+            elif run is not None:
+                run.poll()
+                assert run.history.count("spectrum") == original.count("spectrum")
+                assert_same_history(run.history, original)
+    run.close()
+    reopened = open_run(path)
+    assert_same_history(reopened.history, original)
+    assert reopened.history.count("spectrum") == 9 * 13       # one event per record
 
 
 CHILD = textwrap.dedent("""

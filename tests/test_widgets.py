@@ -281,7 +281,7 @@ def test_dashboard_status_and_lifecycle():
     dashboard = monitor.dashboard()
     assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
     assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra,
-                                  dashboard.neurons, dashboard.radiograph,
+                                  dashboard.neurons, dashboard.basins, dashboard.radiograph,
                                   dashboard.characteristic_maps)
     _train(model, optimizer, 50)
     dashboard.status._live.throttle.push_now()

@@ -274,7 +274,8 @@ def test_every_analysis_runs_under_the_monitor_with_nothing_switched_off(name):
     # the live runs say how much of the probe they use
     assert notes["neuron_modes"].startswith("live from the first 16 probe samples"), notes
     assert notes["characteristic_maps"].startswith("live:"), notes
-    assert sorted(notes) == sorted(["neuron_modes", "characteristic_maps"]
+    assert notes["basins"].startswith("live: basins of the first 16 probe samples"), notes
+    assert sorted(notes) == sorted(["neuron_modes", "characteristic_maps", "basins"]
                                    + ([] if frozen is None else ["radiograph"])), notes
     if frozen:
         assert notes["radiograph"].startswith("static radiographs freeze at the probe") and \

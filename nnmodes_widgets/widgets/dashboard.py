@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets
 
 from ..run_view import RunView, check_view
+from .basins import Basins
 from .exportable import Exportable
 from .neurons import Neurons
 from .radiograph import LiveCharacteristicMaps, LiveRadiograph
@@ -12,7 +13,7 @@ from .spectrum import Spectra
 from .status import StatusLine
 from .trend import Trend
 
-_PANELS = ("status", "trend", "spectra", "neurons", "radiograph", "characteristic_maps")
+_PANELS = ("status", "trend", "spectra", "neurons", "basins", "radiograph", "characteristic_maps")
 
 
 class Dashboard(Exportable, ipywidgets.VBox):
@@ -20,9 +21,9 @@ class Dashboard(Exportable, ipywidgets.VBox):
     stored on disk.
 
     ``Dashboard(monitor)`` is the same as ``monitor.dashboard()``. The panels are ``status``,
-    ``trend``, ``spectra``, ``neurons``, ``radiograph`` and ``characteristic_maps``; each updates
-    itself at most ``max_rate`` times per second. One layer selection is shared by the trend,
-    spectra, neurons and radiograph panels: choosing a layer in one (its picker, or a click on its
+    ``trend``, ``spectra``, ``neurons``, ``basins``, ``radiograph`` and ``characteristic_maps``;
+    each updates itself at most ``max_rate`` times per second. One layer selection is shared by
+    the trend, spectra, neurons, basins and radiograph panels: choosing a layer in one (its picker, or a click on its
     band or strip) selects it in the others, in the browser. ``selected`` reads or sets it.
     """
 
@@ -33,13 +34,14 @@ class Dashboard(Exportable, ipywidgets.VBox):
         self.trend = Trend(run, max_rate=max_rate)
         self.spectra = Spectra(run, max_rate=max_rate)
         self.neurons = Neurons(run, max_rate=max_rate)
+        self.basins = Basins(run, max_rate=max_rate)
         self.radiograph = LiveRadiograph(run, max_rate=max_rate)
         self.characteristic_maps = LiveCharacteristicMaps(run, max_rate=max_rate)
         # Links live in the browser (jslink): a choice made while training keeps the kernel busy
         # still reaches every panel.
         hub = self.trend.selector
         self._links = [ipywidgets.jslink((hub, "selected"), (panel.selector, "selected"))
-                       for panel in (self.spectra, self.neurons, self.radiograph)]
+                       for panel in (self.spectra, self.neurons, self.basins, self.radiograph)]
         super().__init__(children=[getattr(self, name) for name in _PANELS], **kwargs)
         self.add_class("nnmodes-dashboard")
 
@@ -53,12 +55,12 @@ class Dashboard(Exportable, ipywidgets.VBox):
         choices = self.trend.selector.layers
         if layer != "" and layer not in choices:
             raise ValueError(f"unknown layer {layer!r}; choose one of {choices} or '' for none")
-        for panel in (self.trend, self.spectra, self.neurons, self.radiograph):
+        for panel in (self.trend, self.spectra, self.neurons, self.basins, self.radiograph):
             panel.selector.selected = layer
 
     def _shown(self) -> list:
         """The panels with something to draw, in the order of the dashboard."""
-        return [self.trend, self.spectra] + [p for p in (self.neurons, self.radiograph,
+        return [self.trend, self.spectra] + [p for p in (self.neurons, self.basins, self.radiograph,
                                                           self.characteristic_maps) if p.shown]
 
     @property

@@ -16,6 +16,7 @@ from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable
 from .live import LivePanel
+from .phases import draw_phases, phase_marks
 
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
 COMPACT_ABOVE = 8     # more activations than this: thin strips (as in the browser)
@@ -50,7 +51,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
-    analyses = ("neuron_modes", "neuron_classes")
+    analyses = ("neuron_modes", "neuron_classes", "phases")
 
     def __init__(self, run: RunView, *, eps: float = 0.05, max_points: int = 500,
                  max_rate: float = 10.0, **kwargs):
@@ -94,6 +95,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
         facts = self.run.probe_facts
         with self.hold_sync():
             self.frame_meta = {"step": newest, "arrays": metas, "eps": self.eps,
+                               "phases": phase_marks(history),
                                "note": analysis_notes(self.run, "neuron_modes"),
                                "labels": "labelled" if facts and facts.labelled else "predicted"}
             self.frame_data = payload
@@ -116,6 +118,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
             keep = steps <= step if step is not None else slice(None)
             shares = mode_shares(active[keep], self.eps)
             ax.stackplot(steps[keep], shares.T, colors=MODE_COLORS, labels=MODES, step="post")
+            draw_phases(ax, phase_marks(history, step))
             ax.set_ylim(0, 1)
             ax.set_ylabel(layer, rotation=0, ha="right", va="center", fontsize="small")
             ax.set_yticks([0, 1] if len(layers) <= COMPACT_ABOVE else [])

@@ -16,15 +16,19 @@ from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LivePanel
+from .phases import draw_phases, phase_marks, phase_rules, show_phases
 from .scales import provisional_log_scale
 from .trend import POINT_WIDTH, as_lines, settle_range
 
 
-class _SpectrumHeader(anywidget.AnyWidget):
-    """Title and step; counts a frame when the spectra reach the browser."""
+class PanelHeader(anywidget.AnyWidget):
+    """Title, layer picker and step of a panel of bqplot figures (its root element class
+    ``root``); counts a frame when ``mark`` gets new data in the browser, and brings out the
+    selected layer's lines in ``marks``."""
 
     _esm = bundle("spectrum.js")
     _css = bundle("widgets.css")
+    root = traitlets.Unicode("nnmodes-spectrum").tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
@@ -43,7 +47,7 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
     exact norm, and it has no effective rank. Root element class ``nnmodes-spectrum``.
     """
 
-    analyses = ("spectrum", "stable_rank", "effective_rank", "power_law")
+    analyses = ("spectrum", "stable_rank", "effective_rank", "power_law", "phases")
 
     def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
         check_view(run, "Spectra")
@@ -61,12 +65,14 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         self._effective, self._stable = (bqplot.Lines(
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": step_x, "y": bqplot.LinearScale()},
             tooltip=bqplot.Tooltip(fields=["name"], show_labels=False)) for _ in range(2))
+        self._rules = [phase_rules(step_x), phase_rules(step_x)]
         self._effective_fig, self._stable_fig = (
-            _figure([mark], step_x, mark.scales["y"], "step", label, height="160px")
-            for mark, label in ((self._effective, "effective rank"), (self._stable, "stable rank")))
+            _figure([rules, mark], step_x, mark.scales["y"], "step", label, height="160px")
+            for rules, mark, label in ((self._rules[0], self._effective, "effective rank"),
+                                       (self._rules[1], self._stable, "stable rank")))
         self._widths = {mark: mark.stroke_width for mark in
                         (self._spectra, self._fits, self._effective, self._stable)}
-        self._header = _SpectrumHeader(
+        self._header = PanelHeader(
             title=self.title, mark=self._spectra, layers=run.layers,
             marks=[self._spectra, self._fits, self._effective, self._stable])
         super().__init__(children=[self._header, ipywidgets.HBox(
@@ -149,6 +155,8 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             settle_range(x_scale, np.concatenate([v.ravel() for v in log_x]), log=True)
             settle_range(y_scale, np.concatenate([v.ravel() for v in log_y]), log=True)
         settle_range(self._step_x, steps, pad=self.run.every)
+        for rules in self._rules:
+            show_phases(rules, phase_marks(self.run.history))
         for mark, fig in ((self._effective, self._effective_fig), (self._stable, self._stable_fig)):
             if mark in sent:
                 settle_range(mark.scales["y"], sent[mark][1])
@@ -176,6 +184,7 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
                        marker=export.point_marker(int(np.isfinite(values).sum())))
         left.set_xlabel("rank")
         left.set_ylabel("singular value")
+        draw_phases(right, phase_marks(self.run.history, step))
         right.set_xlabel("step")
         right.set_ylabel("effective rank")
         for ax in (left, right):

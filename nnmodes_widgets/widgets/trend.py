@@ -17,6 +17,7 @@ from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LivePanel
+from .phases import draw_phases, phase_marks, phase_rules, show_phases
 from .scales import free_range, provisional_log_scale
 
 TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _draw_live)
@@ -107,7 +108,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
     element class: ``nnmodes-trend``.
     """
 
-    analyses = ("rwc", "rwc_clusters")
+    analyses = ("rwc", "rwc_clusters", "phases")
 
     def __init__(self, run: RunView, *, log_y: bool = False, max_points: int = 500,
                  max_rate: float = 10.0, **kwargs):
@@ -131,8 +132,9 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
                         label_offset="55px", grid_lines="dashed", visible=visible)
             for scale, label, visible in ((linear, "RWC", not log_y), (log, "RWC (log scale)", log_y)))
         x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
+        self._rules = phase_rules(x_scale)
         figure = bqplot.Figure(
-            marks=[self._lines, self._log_lines], axes=[x_axis, linear_axis, log_axis],
+            marks=[self._rules, self._lines, self._log_lines], axes=[x_axis, linear_axis, log_axis],
             animation_duration=0,
             fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
             layout=ipywidgets.Layout(width="100%", height="320px"),
@@ -176,6 +178,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         history = self.run.history
         export.draw_trend(ax, history, step=step, log_y=self.log_y,
                           colors=self._colors(history.layers("rwc"), cluster_labels(history, step)))
+        draw_phases(ax, phase_marks(history, step))
         ax.set_title(self._controls.title, loc="left", fontsize="medium", fontweight="bold")
 
     def _draw_live(self) -> None:
@@ -227,6 +230,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
                 mark.y = my.astype(np.float32)
             settle_range(scale, my, log=is_log)
         settle_range(self._x_scale, steps, pad=self.run.every)
+        show_phases(self._rules, phase_marks(history))
 
     @staticmethod
     def _colors(layers: list[str], labels: dict[str, int] | None) -> list[str]:
