@@ -1,11 +1,12 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
-At each sample the monitor offers the next heavy analysis in turn. It runs only if the worker is
-free (else it is dropped and counted: the next offer carries newer weights) and if the pace
-allows: after a run of c seconds the next waits ``monitor.pacer.wait_after(c)``, the share of
-wall time the measured slowdown of training leaves to the worker (``pacing``). Every run sets
-the pace, the first included: exempting first runs (library warm-up) let one 9 s radiograph of
-a 10M-parameter CNN start 2 s into training.
+At each sample the monitor offers the analysis whose turn it is: each gets an equal share of the
+worker's time, so a cheap one (weight alignment) runs often and a costly one (a radiograph)
+now and then. It runs only if the worker is free (else it is dropped and counted: the next offer
+carries newer weights) and if the pace allows: after a run of c seconds the next waits
+``monitor.pacer.wait_after(c)``, the share of wall time the measured slowdown of training
+leaves to the worker (``pacing``). Every run after an analysis's first sets the pace; the first
+run of each comes as soon as the worker is free, so that every panel gets its first frame.
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread, counted in the monitor's overhead) and analyses the
 copy, so training goes on changing the original meanwhile.
@@ -38,6 +39,9 @@ MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of
 # notice) when at the worker's share of wall time it could run only once in this many seconds
 OPTIONAL = {"basins"}
 OPTIONAL_MAX_PERIOD = 120.0
+# Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
+# a millisecond) would otherwise fill the history with samples no panel can show apart
+MIN_INTERVAL = 1.0
 
 # name -> (Job) -> {analysis: {layer: array}}, each recorded in the history under its analysis
 # (a runner's own name first) at the step offered, or at results[STEP]; under NOTES, {layer or
@@ -70,8 +74,9 @@ class HeavyAnalyses:
                              on_start=lambda: torch.set_num_threads(1),
                              begin=lambda: monitor.pacer.begin("worker"), end=monitor.pacer.end)
         self.deferred = 0          # offers skipped to stay within the budget
-        self._turn = 0
         self._runs: dict[str, int] = {}
+        self._spent: dict[str, float] = {}    # name -> worker seconds so far (fair shares)
+        self._started: dict[str, float] = {}  # name -> perf_counter time of its last start
         self._faults: dict[str, int] = {}   # name -> consecutive faults (reset by a run that works)
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
         self._noted: set[tuple] = set()   # notes already in monitor.notices
@@ -86,7 +91,7 @@ class HeavyAnalyses:
         return ready is None or ready(self.monitor)
 
     def offer(self, step: int) -> None:
-        """Offer the next analysis in turn at training step ``step``."""
+        """Offer the analysis whose turn it is at training step ``step``."""
         ready = [n for n in self.names if self._ready(n)]
         if not ready:
             return
@@ -109,10 +114,15 @@ class HeavyAnalyses:
         self.worker.offer(name, lambda: self._run(name, job, time.time()))
 
     def _next(self, ready: list[str]) -> str | None:
-        """The next analysis in turn, passing (and counting down) those backing off."""
-        for _ in range(len(ready)):
-            name = ready[self._turn % len(ready)]
-            self._turn += 1
+        """The analysis whose turn it is: of those ready, the one that has had the least worker
+        time so far (each gets an equal share of the worker's time, so a cheap one runs often
+        and a costly one now and then, rather than all at the pace of the costliest), passing
+        those that ran less than ``MIN_INTERVAL`` ago (when paced) and counting down those
+        backing off."""
+        now, paced = time.perf_counter(), self.monitor.budget < 1
+        for name in sorted(ready, key=lambda n: self._spent.get(n, 0.0)):   # stable: ties in order
+            if paced and now - self._started.get(name, -MIN_INTERVAL) < MIN_INTERVAL:
+                continue
             if self._skips.get(name, 0) > 0:
                 self._skips[name] -= 1
                 continue
@@ -120,7 +130,7 @@ class HeavyAnalyses:
         return None
 
     def _run(self, name: str, job: Job, when: float) -> None:
-        start = time.perf_counter()
+        start = self._started[name] = time.perf_counter()
         try:
             results = RUNNERS[name](job)
             step = results.pop(STEP, job.step)
@@ -144,6 +154,7 @@ class HeavyAnalyses:
         finally:
             end = time.perf_counter()
             self._runs[name] = self._runs.get(name, 0) + 1
+            self._spent[name] = self._spent.get(name, 0.0) + end - start
             wait = self.monitor.pacer.wait_after(end - start)
             self._next_start = end + wait
             if name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD:
@@ -180,6 +191,17 @@ class HeavyAnalyses:
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.worker.flush(timeout)
+
+    def finish(self, step: int) -> None:
+        """At the end of the run: once more what sums up the whole run (the phases), after
+        everything scheduled."""
+        self.flush()
+        if "phases" in self.names and self._ready("phases"):
+            monitor = self.monitor
+            job = Job(model=None, probe=None, history=monitor.history, step=step,
+                      report=lambda layer, exc: monitor.report("phases", exc, layer=layer, step=step))
+            self.worker.offer("phases", lambda: self._run("phases", job, time.time()))
+            self.flush()
 
     def close(self, timeout: float | None = None) -> bool:
         return self.worker.close(timeout)

@@ -224,10 +224,11 @@ class Monitor:
         return self._heavy.flush(timeout)
 
     def detach(self) -> None:
-        """Flush, then remove every hook this monitor added. The history stays readable."""
+        """Flush, find the phases of the whole run once more, then remove every hook this monitor
+        added. The history stays readable."""
         if self._detached:
             return
-        self.flush()
+        self._heavy.finish(self.current_step)     # flushes: every scheduled analysis is in
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()

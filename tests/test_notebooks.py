@@ -68,3 +68,21 @@ def test_quickstart_trains_and_shows_the_dashboard():
     assert exported.read_bytes().startswith(b"\x89PNG"), "the export cell wrote a PNG"
     shown = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
     assert shown, "the export cell shows the exported figure"
+
+
+def test_grokking_generalises_late_and_the_monitor_finds_phase_changes():
+    import re
+
+    nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("grokking.ipynb")])
+    text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    views = [o for o in outputs(nb, "display_data") if WIDGET_VIEW in o.data]
+    assert len(views) == 1, "the dashboard is displayed once"
+    fitted, low, high = map(int, re.search(
+        r"training accuracy reached 100% at step (\d+); test accuracy rose from 10% to 90% "
+        r"between steps (\d+) and (\d+)", text).groups())
+    assert fitted < low < high, text              # fits first, generalises much later: grokking
+    assert float(re.findall(r"test accuracy (\d\.\d+)", text)[-1]) > 0.9, text
+    phases = re.search(r"phase changes detected at steps \[([\d, ]*)\]", text).group(1)
+    assert phases.strip(), f"no phase change detected: {text}"
+    assert "consistent with the test-accuracy jump" in text or "no phase change was detected" in text
+    assert (_workdir() / "grokking_dashboard.png").read_bytes().startswith(b"\x89PNG")
