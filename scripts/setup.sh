@@ -51,9 +51,10 @@ setup_package() {
     npm ci --no-audit --no-fund --loglevel=error
     touch "$stamp"
   fi
-  log "building the wheel (python -m build: esbuild bundle included)"
+  log "building the wheel (python -m build: esbuild bundle and lab extension included)"
   rm -rf dist
-  "$PY" -m build --wheel --no-isolation --outdir dist . >"$VENV/.build.log" 2>&1 ||
+  # the venv's bin on PATH: `npm run build:lab` runs its `jupyter labextension build`
+  PATH="$VENV/bin:$PATH" "$PY" -m build --wheel --no-isolation --outdir dist . >"$VENV/.build.log" 2>&1 ||
     { cat "$VENV/.build.log" >&2; exit 1; }
   "$PY" -m pip install -q --no-deps --force-reinstall dist/nnmodes_widgets-*.whl
 }
