@@ -22,6 +22,7 @@ skipping 1, 2, 4, ... (at most ``MAX_BACKOFF``) of its turns after consecutive f
 from __future__ import annotations
 
 import copy
+import importlib
 import time
 from collections.abc import Callable
 
@@ -59,6 +60,9 @@ NEEDS_MODEL = {"spectrum", "alignment", "radiograph", "neuron_modes", "character
                "basins"}                                                       # get the copy
 # name -> (monitor) -> whether it can be offered now (besides a probe for NEEDS_PROBE)
 READY: dict[str, Callable] = {"clusters": _clusters_ready, "phases": _phases_ready}
+# name -> libraries it imports when first used, imported when the worker starts instead: 1.3 s of
+# importing scikit-learn counted as the first clustering's cost set a 28 s pause for every panel
+IMPORTS = {"clusters": ("sklearn.cluster",), "phases": ("ruptures",)}
 
 class HeavyAnalyses:
     """The background analyses ``names`` of ``monitor``; those in ``optional`` (the default
@@ -71,7 +75,7 @@ class HeavyAnalyses:
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
-                             on_start=lambda: torch.set_num_threads(1),
+                             on_start=self._warm_up,
                              begin=lambda: monitor.pacer.begin("worker"), end=monitor.pacer.end)
         self.deferred = 0          # offers skipped to stay within the budget
         self._runs: dict[str, int] = {}
@@ -83,6 +87,20 @@ class HeavyAnalyses:
         self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
+
+    def _warm_up(self) -> None:
+        """On the worker thread, before its first job: one intra-op thread, and the libraries
+        the analyses import. Background work the measured slowdown sees, but no job's cost:
+        it does not set the pace."""
+        torch.set_num_threads(1)
+        token = self.monitor.pacer.begin("worker")
+        try:
+            for module in {m for name in self.names for m in IMPORTS.get(name, ())}:
+                importlib.import_module(module)
+        except ImportError as exc:     # the analysis itself will report it
+            self.monitor.report_notice("schedule", None, f"not imported ahead: {exc}")
+        finally:
+            self.monitor.pacer.end(token)
 
     def _ready(self, name: str) -> bool:
         if name in NEEDS_PROBE and self.monitor.probe is None:
@@ -117,10 +135,14 @@ class HeavyAnalyses:
         """The analysis whose turn it is: of those ready, the one that has had the least worker
         time so far (each gets an equal share of the worker's time, so a cheap one runs often
         and a costly one now and then, rather than all at the pace of the costliest), passing
-        those that ran less than ``MIN_INTERVAL`` ago (when paced) and counting down those
-        backing off."""
+        those that ran less than ``MIN_INTERVAL`` ago and never taking one ahead of its share
+        (when paced), and counting down those backing off."""
         now, paced = time.perf_counter(), self.monitor.budget < 1
-        for name in sorted(ready, key=lambda n: self._spent.get(n, 0.0)):   # stable: ties in order
+        spent = {n: self._spent.get(n, 0.0) for n in ready}
+        share = sum(spent.values()) / len(ready)
+        for name in sorted(ready, key=spent.get):    # stable: ties in their order
+            if paced and spent[name] > share:
+                return None     # ahead of its share: it waits until the others have had theirs
             if paced and now - self._started.get(name, -MIN_INTERVAL) < MIN_INTERVAL:
                 continue
             if self._skips.get(name, 0) > 0:

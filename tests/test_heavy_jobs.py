@@ -3,6 +3,8 @@ render): the power-law fits beside the spectra, the clusters of the RWC trends; 
 switch an analysis off (UnsupportedModel) and which are retried with backoff; one prepared pass
 per radiograph run."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -407,3 +409,38 @@ def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
     expected = neuron_modes(model, probe[:n], y=y[:n], num_classes=4, with_order=False)
     for layer, fractions in out["neuron_classes"].items():
         np.testing.assert_allclose(fractions, expected[layer].class_active_fraction.numpy())
+
+
+# -- whose turn it is ---------------------------------------------------------------------------------
+
+def test_each_analysis_gets_an_equal_share_of_the_worker_time(monkeypatch):
+    model = mlp(8, 16, 4)
+    monitor = nm.Monitor(model, None, budget=0.05, run=False,
+                         analyses=("spectrum", "alignment", "radiograph"))
+    heavy_ = monitor._heavy
+    ready = ["spectrum", "alignment", "radiograph"]
+    now = time.perf_counter()
+    heavy_._spent = {"spectrum": 0.010, "alignment": 0.002, "radiograph": 0.300}
+    heavy_._started = {"spectrum": now - 5, "alignment": now - 5, "radiograph": now - 5}
+    assert heavy_._next(ready) == "alignment"         # the least worker time so far
+    heavy_._started["alignment"] = now                 # ran just now: at most once a second
+    assert heavy_._next(ready) == "spectrum"
+    heavy_._started["spectrum"] = now
+    # the costly one is ahead of its share (0.3 s of 0.312): it waits for the others
+    assert heavy_._next(ready) is None
+    heavy_._spent = {"spectrum": 0.5, "alignment": 0.5, "radiograph": 0.300}
+    assert heavy_._next(ready) == "radiograph"
+    monitor.detach()
+
+
+def test_libraries_are_imported_when_the_worker_starts_not_in_a_job(monkeypatch):
+    imported = []
+    monkeypatch.setattr(heavy.importlib, "import_module", imported.append)
+    model = mlp(8, 16, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, run=False,
+                         analyses=("rwc", "clusters", "phases", "spectrum"))
+    train(model, optimizer, 2, monitor)
+    monitor.flush()
+    assert sorted(imported) == ["ruptures", "sklearn.cluster"]
+    monitor.detach()
