@@ -12,6 +12,7 @@ PANELS = {  # root element class -> the panel
     "trend": ".nnmodes-trend",
     "spectra": ".nnmodes-spectrum",
     "neurons": ".nnmodes-neurons",
+    "basins": ".nnmodes-basins",
     "radiographs": ".nnmodes-radiograph:not(.nnmodes-characteristic-maps)",
     "characteristic maps": ".nnmodes-characteristic-maps",
 }
@@ -83,14 +84,18 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
     print(f"every panel updated three times while training: {start} -> {now}")
 
     # A layer chosen in one panel is selected in the others (jslink, in the browser).
-    linked = {n: panels[n] for n in ("trend", "spectra", "neurons", "radiographs")}
+    linked = {n: panels[n] for n in ("trend", "spectra", "neurons", "basins", "radiographs")}
     panels["neurons"].locator(".nnmodes-layer-select").select_option("3")
     page.wait_for_function("els => els.every(e => e.getAttribute('data-selected') === '3')",
                            arg=[loc.element_handle() for loc in linked.values()], timeout=10_000)
     for name, loc in linked.items():
         assert loc.locator(".nnmodes-layer-select").input_value() == "3", name
+    # the lines shown (not the legend's, nor those of a hidden mark: the other scale's, the
+    # phase rules before any phase change)
     opacities = panels["trend"].evaluate(
-        "root => [...root.querySelectorAll('path.line')].filter(p => !p.closest('.legend'))"
+        "root => [...root.querySelectorAll('path.line')]"
+        ".filter(p => !p.closest('.legend') && ![...function* up(n) { for (; n; n = n.parentElement)"
+        " yield n; }(p)].some(n => getComputedStyle(n).display === 'none'))"
         ".map(p => getComputedStyle(p).opacity)")
     # 3.weight stands out (bqplot draws each line with more than one path)
     assert opacities and opacities == ["0.15", "1", "0.15"] * (len(opacities) // 3), opacities
