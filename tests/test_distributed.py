@@ -63,3 +63,40 @@ def test_torchrun_job_records_on_rank_0_the_rwc_of_one_process(tmp_path, single,
             assert run.history.layers("spectrum") == list(single)
         else:
             assert any("sharded" in n.message for n in run.notices)
+
+
+def test_a_notebook_tails_a_torchrun_job_while_it_trains(tmp_path):
+    import time
+
+    path = tmp_path / "live.nnmodes"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               str(EXAMPLE), "--record", str(path), "--steps", "3000", "--every", str(EVERY)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not path.exists():
+            assert job.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        run = None
+        while run is None:       # the file is created complete, then filled
+            try:
+                run = nm.open_run(path)
+            except nm.RunFileError:
+                time.sleep(0.1)
+        seen = []                # (status, samples) as a notebook polling the file sees them
+        while not run.detached:
+            assert time.monotonic() < deadline + 180, "the run never finished"
+            run.poll()
+            seen.append((run.info["status"], run.history.count("rwc")))
+            time.sleep(0.2)
+        job.wait(60)
+        assert job.returncode == 0, job.stdout.read()[-3000:]
+        growing = [n for status, n in seen if status == "running"]
+        assert len(set(growing)) >= 2, seen[:20]      # new samples arrived while it trained
+        assert run.info["status"] == "finished" and run.history.count("rwc") == 3000 // EVERY
+        run.close()
+    finally:
+        if job.poll() is None:
+            job.kill()
