@@ -28,9 +28,11 @@ from sklearn.datasets import load_digits
 
 import nnmodes_widgets as nm
 
-HEAVY_NAMES = ("spectrum", "neuron_modes", "characteristic_maps", "radiograph")
+HEAVY_NAMES = ("spectrum", "clusters", "alignment", "phases", "neuron_modes", "characteristic_maps",
+               "radiograph", "basins")
 STARTUP = 5.0   # s of each monitored segment before its steps are timed (still in the refresh)
 PANELS = {"trend": "rwc", "spectra": "spectrum", "neurons": "neuron_modes",
+          "basins: alignment": "weight_alignment", "basins: radii": "weight_basins",
           "radiograph": "radiograph", "characteristic maps": "characteristic_maps"}
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .analysis.errors import NonFiniteValues, UnsupportedModel
-from .dynamics_jobs import _alignment, _basins, _phases, _phases_ready
+from .dynamics_jobs import _alignment, _basins, _phases, _phases_ready, basins_cost
 from .jobs import (NOTES, STEP, Job, _characteristic_maps, _clusters, _clusters_ready,
                    _neuron_modes, _radiograph, _spectrum)
 from .worker import Worker
@@ -38,7 +38,9 @@ from .worker import Worker
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
 # An analysis on by default only where the budget allows: after its first run, off (with a
 # notice) when at the worker's share of wall time it could run only once in this many seconds
-OPTIONAL = {"basins"}
+# Their cost is estimated before their first run (name -> (monitor, last costs) -> seconds, None
+# while it cannot be told yet), and they are never run first-come as the others are.
+OPTIONAL = {"basins": basins_cost}
 OPTIONAL_MAX_PERIOD = 120.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
@@ -71,7 +73,7 @@ class HeavyAnalyses:
     def __init__(self, monitor, names, optional=()):
         self.monitor = monitor
         self.names = list(names)
-        self.optional = set(optional) & OPTIONAL
+        self.optional = set(optional) & set(OPTIONAL)
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
@@ -87,6 +89,28 @@ class HeavyAnalyses:
         self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
+
+    def _affordable(self, name: str) -> bool:
+        """Whether an optional analysis can run within the budget, its cost estimated before its
+        first run: switched off (with a notice) when one run in ``OPTIONAL_MAX_PERIOD`` would
+        not fit the worker's share; not yet when its cost cannot be told."""
+        if name not in self.optional or self._runs.get(name):
+            return True
+        cost = OPTIONAL[name](self.monitor, self.worker.last_cost)
+        if cost is None:
+            return False
+        period = cost + self.monitor.pacer.wait_after(cost)
+        if period > OPTIONAL_MAX_PERIOD:
+            self._switch_off_optional(name, cost, period, "would take about")
+            return False
+        return True
+
+    def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
+        self.names = [n for n in self.names if n != name]
+        self.monitor.report_notice(name, None, (
+            f"off by default for this model: one run {took} {cost:.1f} s, so within the budget "
+            f"it could run once in {period:.0f} s; Monitor(analyses=(..., {name!r})) runs it "
+            "all the same"))
 
     def _warm_up(self) -> None:
         """On the worker thread, before its first job: one intra-op thread, and the libraries
@@ -116,7 +140,10 @@ class HeavyAnalyses:
         # An analysis that has not run yet is not paced: every panel gets its first frame as
         # soon as the worker is free (a one-time burst), not after rounds of the others; on a
         # loaded machine the fourth analysis's first run came later than 40 s of training.
-        first = [n for n in ready if not self._runs.get(n)]
+        ready = [n for n in ready if self._affordable(n)]
+        if not ready:
+            return
+        first = [n for n in ready if not self._runs.get(n) and n not in self.optional]
         if not first and time.perf_counter() < self._next_start:
             self.deferred += 1
             return
@@ -180,11 +207,7 @@ class HeavyAnalyses:
             wait = self.monitor.pacer.wait_after(end - start)
             self._next_start = end + wait
             if name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD:
-                self.names = [n for n in self.names if n != name]
-                self.monitor.report_notice(name, None, (
-                    f"off by default for this model: one run took {end - start:.1f} s, so within "
-                    f"the budget it could run once in {end - start + wait:.0f} s; "
-                    f"Monitor(analyses=(..., {name!r})) runs it all the same"))
+                self._switch_off_optional(name, end - start, end - start + wait, "took")
         self.monitor.notify()
 
     def _fault(self, name: str, exc: BaseException, step: int) -> None:

@@ -444,3 +444,20 @@ def test_libraries_are_imported_when_the_worker_starts_not_in_a_job(monkeypatch)
     monitor.flush()
     assert sorted(imported) == ["ruptures", "sklearn.cluster"]
     monitor.detach()
+
+
+def test_basins_by_default_only_where_their_estimated_cost_fits_the_budget():
+    model = mlp(8, 16, 4)
+    cheap, costly = (nm.Monitor(model, None, budget=0.05, run=False) for _ in range(2))
+    assert "basins" in cheap._heavy.optional
+    assert not cheap._heavy._affordable("basins")          # no estimate before neuron modes ran
+    cheap._heavy.worker.last_cost["neuron_modes"] = 0.001
+    costly._heavy.worker.last_cost["neuron_modes"] = 0.5
+    assert cheap._heavy._affordable("basins") and "basins" in cheap._heavy.names
+    assert not costly._heavy._affordable("basins") and "basins" not in costly._heavy.names
+    [notice] = [n for n in costly.notices if n.analysis == "basins"]
+    assert notice.message.startswith("off by default for this model: one run would take about")
+    chosen = nm.Monitor(model, None, budget=0.05, run=False, analyses=("basins",))
+    assert chosen._heavy.optional == set() and chosen._heavy._affordable("basins")   # asked for
+    for monitor in (cheap, costly, chosen):
+        monitor.detach()
