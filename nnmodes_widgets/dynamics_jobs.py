@@ -15,7 +15,7 @@ from .analysis.errors import UnsupportedModel
 from .analysis.inputs import as_inputs, call_model, first_tensor
 from .analysis.neurons import MODES, mode_code
 from .analysis.phases import phase_changes
-from .jobs import NEURON_SAMPLES, NOTES, STEP, Job
+from .jobs import NEURON_SAMPLES, NOTES, STEP, Job, class_labels
 
 # Live runs take part of the probe and fewer directions than the functions' defaults, so that
 # a run stays a small share of training (the functions called directly take what they are given)
@@ -41,9 +41,9 @@ def _basins(job: Job) -> dict:
     probe's labels, else the model's predictions (class scores [B, C])."""
     x, y = job.probe if isinstance(job.probe, tuple) else (job.probe, None)
     inputs = as_inputs(x, job.model).rows(0, BASIN_SAMPLES)
-    labels = None
-    if y is not None and y.ndim == 1 and not y.is_floating_point() and y.dtype != torch.bool:
-        labels = y[: inputs.batch]
+    labels = class_labels(y)
+    if labels is not None:
+        labels = labels[: inputs.batch]
     out = {}
     images = not inputs.kwargs and len(inputs.args) == 1 and inputs.args[0].is_floating_point()
     if images:      # the input space can be perturbed: sample basins

@@ -152,9 +152,13 @@ class HeavyAnalyses:
         name = first[0] if first else self._next(ready)
         if name is None:                  # every one ready is backing off after faults
             return
-        model_copy = self._refresh() if name in NEEDS_MODEL else None
+        self._start(name, step)
+
+    def _start(self, name: str, step: int) -> None:
+        """Hand ``name``'s run at ``step`` to the worker (on the model's copy, refreshed now)."""
         monitor = self.monitor
-        job = Job(model=model_copy, probe=monitor.probe, history=monitor.history, step=step,
+        job = Job(model=self._refresh() if name in NEEDS_MODEL else None, probe=monitor.probe,
+                  history=monitor.history, step=step,
                   report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step))
         self.worker.offer(name, lambda: self._run(name, job, time.time()))
 
@@ -242,10 +246,7 @@ class HeavyAnalyses:
         everything scheduled."""
         self.flush()
         if "phases" in self.names and self._ready("phases"):
-            monitor = self.monitor
-            job = Job(model=None, probe=None, history=monitor.history, step=step,
-                      report=lambda layer, exc: monitor.report("phases", exc, layer=layer, step=step))
-            self.worker.offer("phases", lambda: self._run("phases", job, time.time()))
+            self._start("phases", step)
             self.flush()
 
     def close(self, timeout: float | None = None) -> bool:

@@ -125,6 +125,15 @@ class _Prepared:
         return self.labels is None and self.first.tokens and out is not None and out.ndim == 3
 
 
+def class_labels(y):
+    """The probe's labels when they are classes (one integer per sample), else None: next
+    tokens, regression targets and masks are not classes."""
+    if (y is None or y.ndim != 1 or not len(y) or y.is_floating_point() or y.is_complex()
+            or y.dtype == torch.bool):
+        return None
+    return y
+
+
 def _prepare(job: Job, *, static: bool = False, rows: int | None = None) -> _Prepared:
     """One capture of the first probe samples, and the probe as the analyses take it. With
     ``static`` a static pass of the first ``rows`` (default 1): its Jacobians and frozen factors
@@ -140,8 +149,7 @@ def _prepare(job: Job, *, static: bool = False, rows: int | None = None) -> _Pre
         first = capture(job.model, inputs.rows(0, min(rows, inputs.batch)), static=static)
     if not first.called:
         raise UnsupportedModel(f"no weight layer runs in {type(job.model).__name__}'s forward")
-    labels = y if (y is not None and y.ndim == 1 and len(y) and not y.is_floating_point()
-                   and not y.is_complex() and y.dtype != torch.bool) else None
+    labels = class_labels(y)
     return _Prepared(inputs, labels, first)
 
 

@@ -25,3 +25,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_disk(monkeypatch):
+    """Run files on a disk that is full a few pages after their start: SQLite's own "database or
+    disk is full" (SQLITE_FULL) from the writer's connection."""
+    from nnmodes_widgets import run_writer
+
+    connect = run_writer._writer_connection
+
+    def full_soon(path):
+        db = connect(path)
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages + 3}")
+        return db
+
+    monkeypatch.setattr(run_writer, "_writer_connection", full_soon)

@@ -185,18 +185,7 @@ def test_a_killed_training_process_leaves_its_run_readable(tmp_path):
         assert steps[-1] <= last_step
 
 
-def test_a_full_disk_stops_the_recording_with_a_notice_and_training_goes_on(monkeypatch):
-    from nnmodes_widgets import run_writer
-
-    connect = run_writer._writer_connection
-
-    def small_disk(path):                      # SQLITE_FULL a few pages on
-        db = connect(path)
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages + 3}")
-        return db
-
-    monkeypatch.setattr(run_writer, "_writer_connection", small_disk)
+def test_a_full_disk_stops_the_recording_with_a_notice_and_training_goes_on(small_disk):
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("rwc", "spectrum"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmodes_widgets import run_reader, run_writer
+from nnmodes_widgets import run_reader
 from nnmodes_widgets.history import ANALYSES, History
 from nnmodes_widgets.run_state import MonitorError
 from nnmodes_widgets.run_view import ProbeFacts, RunView
@@ -359,16 +359,7 @@ def test_a_script_that_ends_without_closing_keeps_every_record(tmp_path, ending,
     assert run.history.steps("rwc").tolist() == list(range(500))
 
 
-def test_a_write_error_stops_recording_quietly(tmp_path, monkeypatch):
-    connect = run_writer._writer_connection
-
-    def small_disk(path):                                      # SQLITE_FULL a few pages on
-        db = connect(path)
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages + 3}")
-        return db
-
-    monkeypatch.setattr(run_writer, "_writer_connection", small_disk)
+def test_a_write_error_stops_recording_quietly(tmp_path, small_disk):
     errors = []
     path = tmp_path / "full.nnmodes"
     writer = RunWriter(path, {"model": "MLP"}, on_error=errors.append, commit_every=0.1)
