@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnmodes_widgets.run_writer import RunWriter
+from nnmodes_widgets.runs.run_writer import RunWriter
 
 LAYERS = 60
 RWC_SAMPLES = 2000
@@ -181,7 +181,7 @@ def _write_big(path: Path) -> dict:
 _OPEN = """
 import json, resource, sys, time
 t = time.perf_counter()
-from nnmodes_widgets.run_reader import open_run
+from nnmodes_widgets.runs.run_reader import open_run
 from nnmodes_widgets.widgets import Dashboard
 imports = time.perf_counter() - t
 

@@ -6,7 +6,7 @@ training loop; ``monitor.dashboard()`` shows the live widgets.
 
 from importlib import import_module
 
-from .history import History
+from .runs.history import History
 from .version import __version__
 
 __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
@@ -19,16 +19,16 @@ __all__ = ["analysis", "Monitor", "MonitorError", "History", "Dashboard",
 # (a server, a script) does without them. Name -> (module, attribute or None for the module).
 _LAZY = {
     "analysis": (".analysis", None),
-    "Monitor": (".monitor", "Monitor"),
-    "MonitorError": (".monitor", "MonitorError"),
+    "Monitor": (".live.monitor", "Monitor"),
+    "MonitorError": (".live.monitor", "MonitorError"),
     "ModeLinear": (".mdl", "ModeLinear"),
     "to_mode_model": (".mdl", "to_mode_model"),
     "Dashboard": (".widgets.dashboard", "Dashboard"),
-    "open_run": (".run_reader", "open_run"),
-    "list_runs": (".run_reader", "list_runs"),
-    "Run": (".run_reader", "Run"),
-    "RunFileError": (".run_file", "RunFileError"),
-    "compare": (".run_reader", "compare"),
+    "open_run": (".runs.run_reader", "open_run"),
+    "list_runs": (".runs.run_reader", "list_runs"),
+    "Run": (".runs.run_reader", "Run"),
+    "RunFileError": (".runs.run_file", "RunFileError"),
+    "compare": (".runs.run_reader", "compare"),
 }
 
 
@@ -46,13 +46,13 @@ def __dir__():
 
 def load_ipython_extension(ipython):
     """``%load_ext nnmodes_widgets``: register the ``%nnmodes`` magic."""
-    from .magics import load
+    from .jupyter.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython):
     """``%unload_ext nnmodes_widgets``: detach every monitor the magic created."""
-    from .magics import unload
+    from .jupyter.magics import unload
 
     unload(ipython)

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .colors import layer_colors
-from .history import History
+from .runs.history import History
 
 FORMATS = ("png", "svg", "pdf")
 LEGEND_INSIDE_MAX = 12   # more layers than this: the legend goes under the plot, in columns

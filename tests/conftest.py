@@ -31,7 +31,7 @@ def one_torch_thread():
 def small_disk(monkeypatch):
     """Run files on a disk that is full a few pages after their start: SQLite's own "database or
     disk is full" (SQLITE_FULL) from the writer's connection."""
-    from nnmodes_widgets import run_writer
+    from nnmodes_widgets.runs import run_writer
 
     connect = run_writer._writer_connection
 

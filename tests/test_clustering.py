@@ -1,5 +1,5 @@
 """Layer clustering by RWC trends (SPEC 4.1, WeightScale arXiv 2107.07005): the published
-partitions in shared/reference/weightscale/ reproduced exactly, each preprocessing step against
+partitions shipped in nnmodes_widgets/data/weightscale/ reproduced exactly, each preprocessing step against
 hand-computed values, the elbow rule, determinism, canonical labels, input types, bad input."""
 
 import copy
@@ -16,9 +16,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from nnmodes_widgets.analysis import LayerClusters, cluster_layers
 from nnmodes_widgets.analysis.clustering import elbow_k, preprocess_series, series_from_history
-from nnmodes_widgets.history import History
+from nnmodes_widgets.data import WEIGHTSCALE
+from nnmodes_widgets.runs.history import History
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "weightscale"
+REF_DIR = WEIGHTSCALE   # read from the package, as an installed copy has it
 REF_FILES = sorted(REF_DIR.glob("*.json")) if REF_DIR.is_dir() else []
 SEEDS = (0, 1, 7, 2024)
 

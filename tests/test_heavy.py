@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets import heavy, jobs
+from nnmodes_widgets.live import heavy, jobs
 from nnmodes_widgets.analysis import static_radiograph
 
 

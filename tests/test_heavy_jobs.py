@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import nnmodes_widgets as nm
-from nnmodes_widgets import heavy, jobs
+from nnmodes_widgets.live import heavy, jobs
 from nnmodes_widgets.analysis import (UnsupportedModel, characteristic_maps, cluster_layers,
                                       fit_power_law, neuron_modes, pathway_layers,
                                       power_law_line, static_radiograph)
@@ -19,7 +19,7 @@ from nnmodes_widgets.analysis import pathways
 from nnmodes_widgets.analysis.capture import Refusal
 from nnmodes_widgets.analysis.clustering import aligned_series, bucket_means
 from nnmodes_widgets.analysis.powerlaw import MIN_SEGMENT
-from nnmodes_widgets.history import History
+from nnmodes_widgets.runs.history import History
 
 
 def mlp(*sizes):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.history import ANALYSES, History
+from nnmodes_widgets.runs.history import ANALYSES, History
 
 
 def filled():
@@ -879,7 +879,7 @@ def test_a_layer_with_a_gap_stores_int32_rows_and_reads_back_right():
 
 
 def test_rows_widen_to_int64_past_two_billion():
-    from nnmodes_widgets.history import _Layer
+    from nnmodes_widgets.runs.history import _Layer
 
     layer = _Layer(np.float64, (), first=2**31 - 3)
     layer.append(2**31 - 3, 1.0)

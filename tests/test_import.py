@@ -18,9 +18,9 @@ def _run(code: str) -> str:
 
 def test_the_package_and_its_history_import_without_torch_or_widgets():
     out = _run("import sys, nnmodes_widgets as nm\n"
-               "from nnmodes_widgets.history import History\n"
-               "from nnmodes_widgets.run_view import RunView, ProbeFacts, check_view\n"
-               "from nnmodes_widgets.run_state import RunState, MonitorError\n"
+               "from nnmodes_widgets.runs.history import History\n"
+               "from nnmodes_widgets.runs.run_view import RunView, ProbeFacts, check_view\n"
+               "from nnmodes_widgets.runs.run_state import RunState, MonitorError\n"
                "h = nm.History(); h.record('rwc', 1, 0.0, {'a': 1.0})\n"
                "print(sorted(m for m in ('torch', 'ipywidgets', 'bqplot', 'anywidget')"
                " if m in sys.modules), h.layers('rwc'))")

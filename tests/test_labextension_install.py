@@ -43,7 +43,7 @@ def test_the_wheel_carries_the_prebuilt_extension_and_the_server_switch():
         install = json.loads(whl.read(f"{data}{EXT}/install.json"))
         assert install["packageName"] == "nnmodes_widgets" and install["packageManager"] == "python"
         config = json.loads(whl.read(f"{data}{SERVER_CONFIG}"))
-        assert config == {"ServerApp": {"jpserver_extensions": {"nnmodes_widgets.server_extension": True}}}
+        assert config == {"ServerApp": {"jpserver_extensions": {"nnmodes_widgets.jupyter.server_extension": True}}}
         assert "nnmodes_widgets/server_extension.py" in names
         # only what was built: no second copy inside the package, no source maps of the build tools
         assert not any(n.startswith("nnmodes_widgets/labextension/") for n in names)

@@ -17,12 +17,10 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 @functools.cache
 def _workdir() -> Path:
     """A copy of notebooks/ to run in, so that files the notebooks write (exports) stay out of
-    the repository; like the real one it has ../../shared (the reference data) beside it."""
+    the repository; nothing beside it (the reference data come with the package)."""
     root = Path(tempfile.mkdtemp(prefix="nnmodes-notebooks-"))
-    shutil.copytree(REPO / "notebooks", root / "repo" / "notebooks")
-    if (REPO.parent / "shared").is_dir():
-        (root / "shared").symlink_to(REPO.parent / "shared")
-    return root / "repo" / "notebooks"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    return root / "notebooks"
 
 
 @functools.cache   # each notebook runs once per session; several tests read its outputs

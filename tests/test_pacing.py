@@ -1,4 +1,4 @@
-"""The measured slowdown and the pace it allows (nnmodes_widgets.pacing), on synthetic logs of
+"""The measured slowdown and the pace it allows (nnmodes_widgets.live.pacing), on synthetic logs of
 training steps and background work: exact answers, no timing."""
 
 import math
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from nnmodes_widgets import pacing
-from nnmodes_widgets.pacing import Pacer, _overlap
+from nnmodes_widgets.live import pacing
+from nnmodes_widgets.live.pacing import Pacer, _overlap
 
 
 def brute_overlap(busy, start, end):

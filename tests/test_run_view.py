@@ -1,4 +1,4 @@
-"""Panels and exports read a run only through the run view (nnmodes_widgets.run_view): a view
+"""Panels and exports read a run only through the run view (nnmodes_widgets.runs.run_view): a view
 that holds nothing but what was recorded (no model, no probe tensors, no torch) shows exactly
 what the live monitor's dashboard shows."""
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.history import ANALYSES, History
-from nnmodes_widgets.run_state import RunState
-from nnmodes_widgets.run_view import RunView
+from nnmodes_widgets.runs.history import ANALYSES, History
+from nnmodes_widgets.runs.run_state import RunState
+from nnmodes_widgets.runs.run_view import RunView
 from nnmodes_widgets.widgets import Dashboard, Trend
 
 

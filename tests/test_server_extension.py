@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from nnmodes_widgets.run_writer import RunWriter
-from nnmodes_widgets.server_extension import PathRefused, list_under_root, resolve_folder
+from nnmodes_widgets.runs.run_writer import RunWriter
+from nnmodes_widgets.jupyter.server_extension import PathRefused, list_under_root, resolve_folder
 
 START_TIMEOUT = 90  # s; a loaded 2-core machine
 
@@ -247,9 +247,9 @@ def test_the_server_never_loads_torch(server):
 def test_importing_the_extension_and_listing_leave_torch_out(tree):
     code = textwrap.dedent(f"""
         import sys
-        import nnmodes_widgets.server_extension as ext
+        import nnmodes_widgets.jupyter.server_extension as ext
         ext.list_under_root({str(tree[0])!r})
-        assert "nnmodes_widgets.run_reader" in sys.modules
+        assert "nnmodes_widgets.runs.run_reader" in sys.modules
         heavy = sorted(m for m in ("torch", "ipywidgets", "bqplot", "sklearn", "matplotlib") if m in sys.modules)
         print(heavy)
     """)
@@ -276,7 +276,7 @@ def test_hidden_runs_are_listed_only_when_allowed(tree):
 
 
 def test_the_walk_is_bounded(tmp_path, monkeypatch):
-    import nnmodes_widgets.server_extension as ext
+    import nnmodes_widgets.jupyter.server_extension as ext
 
     deep = tmp_path.joinpath(*[f"d{i}" for i in range(ext.MAX_DEPTH + 3)])
     _write_run(deep / "far.nnmodes", 1)

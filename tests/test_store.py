@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmodes_widgets import run_reader
-from nnmodes_widgets.history import ANALYSES, History
-from nnmodes_widgets.run_state import MonitorError
-from nnmodes_widgets.run_view import ProbeFacts, RunView
-from nnmodes_widgets.run_file import RunFileError
-from nnmodes_widgets.run_reader import list_runs, open_run
-from nnmodes_widgets.run_writer import RunWriter
+from nnmodes_widgets.runs import run_reader
+from nnmodes_widgets.runs.history import ANALYSES, History
+from nnmodes_widgets.runs.run_state import MonitorError
+from nnmodes_widgets.runs.run_view import ProbeFacts, RunView
+from nnmodes_widgets.runs.run_file import RunFileError
+from nnmodes_widgets.runs.run_reader import list_runs, open_run
+from nnmodes_widgets.runs.run_writer import RunWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 INFO = {"model": "MLP", "parameters": {"0.weight": [8, 4], "2.weight": [3, 8]},
@@ -291,7 +291,7 @@ def test_records_spanning_layouts_whose_rows_fill_at_different_paces(tmp_path, m
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from nnmodes_widgets.run_writer import RunWriter
+    from nnmodes_widgets.runs.run_writer import RunWriter
     writer = RunWriter(sys.argv[1], {"model": "Child"})
     out = open(sys.argv[2], "w", buffering=1)
     step = 0
@@ -346,7 +346,7 @@ def test_a_script_that_ends_without_closing_keeps_every_record(tmp_path, ending,
     path = tmp_path / "script.nnmodes"
     code = textwrap.dedent(f"""
         import sys
-        from nnmodes_widgets.run_writer import RunWriter
+        from nnmodes_widgets.runs.run_writer import RunWriter
         writer = RunWriter(sys.argv[1], {{}}, commit_every=60)
         for step in range(500):
             writer.record("rwc", step, float(step), {{"a": float(step)}})
@@ -473,8 +473,8 @@ def test_bad_files_give_clear_errors_and_stay_unchanged(tmp_path, case):
 
 
 def test_importing_the_store_loads_neither_torch_nor_widgets():
-    code = ("import sys, nnmodes_widgets.run_file, nnmodes_widgets.run_writer, "
-            "nnmodes_widgets.run_reader; "
+    code = ("import sys, nnmodes_widgets.runs.run_file, nnmodes_widgets.runs.run_writer, "
+            "nnmodes_widgets.runs.run_reader; "
             "print([m for m in ('torch', 'ipywidgets', 'anywidget', 'bqplot', 'traitlets', 'matplotlib') "
             "if m in sys.modules])")
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -124,7 +124,7 @@ def test_no_radiograph_frame_lost_between_show_and_the_sender():
 
 
 def test_run_state_counts_every_fault_from_many_threads_and_readers_get_whole_copies():
-    from nnmodes_widgets.run_state import MAX_KEPT, MonitorError, RunState
+    from nnmodes_widgets.runs.run_state import MAX_KEPT, MonitorError, RunState
 
     state = RunState()
     stop, problems = threading.Event(), []

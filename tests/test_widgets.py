@@ -12,7 +12,7 @@ import torch
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
 from nnmodes_widgets.colors import cluster_colors, layer_colors
-from nnmodes_widgets.history import History
+from nnmodes_widgets.runs.history import History
 from nnmodes_widgets.widgets.decimate import minmax_decimate
 from nnmodes_widgets.widgets.throttle import Throttle
 
@@ -696,7 +696,7 @@ def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_th
 def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
     # Only a layer with no finite value yet waits quietly for clustering; any other failure of
     # the clustering is a fault: shown in monitor.errors, the colours kept, the lines still sent.
-    from nnmodes_widgets import jobs
+    from nnmodes_widgets.live import jobs
     from nnmodes_widgets.widgets import Trend
 
     def broken(series):

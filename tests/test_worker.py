@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nnmodes_widgets.worker import Worker
+from nnmodes_widgets.live.worker import Worker
 
 
 def test_runs_offered_jobs_in_the_background_and_flushes():

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import export
 from ..colors import cluster_colors, layer_colors
-from ..run_view import RunView, analysis_notes, check_view
+from ..runs.run_view import RunView, analysis_notes, check_view
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LivePanel

@@ -11,7 +11,7 @@ import ipywidgets
 import numpy as np
 
 from ..colors import cluster_colors
-from ..run_view import RunView, check_view
+from ..runs.run_view import RunView, check_view
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable
 from .live import LiveBinding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets
 
-from ..run_view import RunView, check_view
+from ..runs.run_view import RunView, check_view
 from .basins import Basins
 from .exportable import Exportable
 from .neurons import Neurons

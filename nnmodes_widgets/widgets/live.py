@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..run_view import RunView
+from ..runs.run_view import RunView
 from .throttle import Throttle
 
 

@@ -11,7 +11,7 @@ import traitlets
 
 from ..analysis.clustering import bucket_means
 from ..analysis.neurons import MODES, mode_code
-from ..run_view import RunView, analysis_notes, check_view
+from ..runs.run_view import RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable

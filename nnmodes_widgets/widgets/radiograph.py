@@ -12,7 +12,7 @@ import numpy as np
 import traitlets
 
 from ..checks import check_int
-from ..run_view import ProbeFacts, RunView, analysis_notes, check_view
+from ..runs.run_view import ProbeFacts, RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
 from .exportable import Exportable

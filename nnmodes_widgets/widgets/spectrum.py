@@ -11,7 +11,7 @@ import traitlets
 
 from .. import export
 from ..colors import layer_colors
-from ..run_view import RunView, check_view
+from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable

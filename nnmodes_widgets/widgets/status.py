@@ -7,7 +7,7 @@ import math
 import anywidget
 import traitlets
 
-from ..run_view import RunView, check_view
+from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .live import LivePanel
 

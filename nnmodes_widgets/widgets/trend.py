@@ -12,7 +12,7 @@ import traitlets
 
 from .. import export
 from ..colors import cluster_colors, layer_colors
-from ..run_view import RunView, check_view
+from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
 from .exportable import Exportable

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmodes_widgets.run_writer import RunWriter
+from nnmodes_widgets.runs.run_writer import RunWriter
 
 from .conftest import (LabError, assert_no_console_errors, error_outputs, start_lab, stderr_outputs,
                        stop_lab)
@@ -51,7 +51,7 @@ NOTEBOOK7_OWN_ERRORS = ("pageerror: Cannot read properties of undefined (reading
 # Records for LIVE_SECONDS, then closes the run: "running", then "finished".
 LIVE_SCRIPT = textwrap.dedent("""
     import sys, time
-    from nnmodes_widgets.run_writer import RunWriter
+    from nnmodes_widgets.runs.run_writer import RunWriter
     writer = RunWriter(sys.argv[1], {"model": "Live"}, commit_every=0.2)
     start, step = time.time(), 0
     while time.time() - start < float(sys.argv[2]):

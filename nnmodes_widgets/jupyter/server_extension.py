@@ -75,7 +75,7 @@ def resolve_folder(root: str, folder: str, allow_hidden: bool = False) -> str:
 def list_under_root(root: str, folder: str = "", *, recursive: bool = True,
                     allow_hidden: bool = False) -> dict:
     """The listing the endpoint answers (``root``: the server's root directory)."""
-    from .run_reader import list_runs   # read-only; NumPy, no torch
+    from ..runs.run_reader import list_runs   # read-only; NumPy, no torch
 
     root = os.path.realpath(root)
     top = resolve_folder(root, folder, allow_hidden)
@@ -124,7 +124,7 @@ class RunsHandler(APIHandler):
 
 
 def _jupyter_server_extension_points():
-    return [{"module": "nnmodes_widgets.server_extension"}]
+    return [{"module": "nnmodes_widgets.jupyter.server_extension"}]
 
 
 def _load_jupyter_server_extension(serverapp):

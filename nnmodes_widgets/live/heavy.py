@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .analysis.errors import NonFiniteValues, UnsupportedModel
+from ..analysis.errors import NonFiniteValues, UnsupportedModel
 from .dynamics_jobs import _alignment, _basins, _phases, _phases_ready, basins_cost
 from .jobs import (NOTES, STEP, Job, _characteristic_maps, _clusters, _clusters_ready,
                    _neuron_modes, _radiograph, _spectrum)

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .analysis.basins import sample_basins, weight_alignment, weight_basins
-from .analysis.errors import UnsupportedModel
-from .analysis.inputs import as_inputs, call_model, first_tensor
-from .analysis.neurons import MODES, mode_code
-from .analysis.phases import phase_changes
+from ..analysis.basins import sample_basins, weight_alignment, weight_basins
+from ..analysis.errors import UnsupportedModel
+from ..analysis.inputs import as_inputs, call_model, first_tensor
+from ..analysis.neurons import MODES, mode_code
+from ..analysis.phases import phase_changes
 from .jobs import NEURON_SAMPLES, NOTES, STEP, Job, class_labels
 
 # Live runs take part of the probe and fewer directions than the functions' defaults, so that

@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
-from .monitor import Monitor
+from ..live.monitor import Monitor
 
 USAGE = ("%nnmodes watch MODEL [OPTIMIZER] [--every N] [--budget F] [--probe X [Y]]"
          " [--run PATH | --no-run] | %nnmodes open PATH | %nnmodes export PATH"
@@ -88,7 +88,7 @@ class NnmodesMagics(Magics):
     def _open(self, args: list[str]):
         """``%nnmodes open PATH``: show a recorded run's dashboard (following it while another
         process still writes it); returns the run."""
-        from .run_reader import open_run
+        from ..runs.run_reader import open_run
 
         if len(args) != 1:
             raise UsageError(f"%nnmodes open takes one PATH (a .nnmodes run file). Usage: {USAGE}")

@@ -17,16 +17,16 @@ import torch
 from torch import nn
 
 from . import distributed
-from .analysis.capture import capture
-from .analysis.inputs import ModelInputs, as_inputs
-from .analysis.rwc import RWC_KINDS, RwcTracker
+from ..analysis.capture import capture
+from ..analysis.inputs import ModelInputs, as_inputs
+from ..analysis.rwc import RWC_KINDS, RwcTracker
 from .heavy import HEAVY, HeavyAnalyses
-from .history import History
+from ..runs.history import History
 from .pacing import Pacer, every_within
-from .run_file import SUFFIX, RunFileError
-from .run_state import MonitorError, RunState
-from .run_view import ProbeFacts
-from .run_writer import RunWriter
+from ..runs.run_file import SUFFIX, RunFileError
+from ..runs.run_state import MonitorError, RunState
+from ..runs.run_view import ProbeFacts
+from ..runs.run_writer import RunWriter
 
 __all__ = ["Monitor", "MonitorError"]
 
@@ -377,7 +377,7 @@ class Monitor:
         """The live dashboard of this monitor (``nnmodes_widgets.Dashboard``)."""
         # Imported here: the panels read a run view and know nothing of the monitor, and a
         # script that never shows one needs no widget library.
-        from .widgets.dashboard import Dashboard
+        from ..widgets.dashboard import Dashboard
 
         return Dashboard(self)
 

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis.capture import Capture, capture
-from .analysis.clustering import aligned_series, bucket_means, cluster_layers
-from .analysis.errors import UnsupportedModel
-from .analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
-from .analysis.neurons import modes_from_capture
-from .analysis.pathways import characteristic_maps, samples_per_chunk, static_radiographs_from
-from .analysis.powerlaw import power_law_line
-from .analysis.spectrum import SpectrumTracker
+from ..analysis.capture import Capture, capture
+from ..analysis.clustering import aligned_series, bucket_means, cluster_layers
+from ..analysis.errors import UnsupportedModel
+from ..analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
+from ..analysis.neurons import modes_from_capture
+from ..analysis.pathways import characteristic_maps, samples_per_chunk, static_radiographs_from
+from ..analysis.powerlaw import power_law_line
+from ..analysis.spectrum import SpectrumTracker
 
 NOTES = "notes"
 STEP = "step"    # in a runner's results: the step to record them at, when not the step offered

@@ -28,7 +28,7 @@ from .history import ANALYSES
 from .run_file import (HEARTBEAT, RESERVED_KEYS, STALE_AFTER, RunFileError, create_tables, peek,
                        run_status, this_process)
 from .run_state import MonitorError
-from .version import __version__
+from ..version import __version__
 
 __all__ = ["RunWriter", "COMMIT_EVERY", "ROW_BYTES", "MAX_VALUE_BYTES"]
 

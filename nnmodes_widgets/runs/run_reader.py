@@ -544,7 +544,7 @@ class Run:
     def dashboard(self):
         """The dashboard of this run (``nnmodes_widgets.Dashboard``); it keeps updating while the
         run is being written."""
-        from .widgets.dashboard import Dashboard
+        from ..widgets.dashboard import Dashboard
 
         return Dashboard(self)
 
@@ -569,7 +569,7 @@ class Run:
                     scalars.append((f"{analysis}/{layer}", steps, history.times(analysis, layer), values))
             layers = history.layers("neuron_modes")
             if layers:
-                from .analysis.neurons import MODES, mode_code   # (imports torch)
+                from ..analysis.neurons import MODES, mode_code   # (imports torch)
 
                 for layer in layers:
                     steps, active = history.get("neuron_modes", layer)
@@ -619,7 +619,7 @@ def open_run(path, *, stale_after: float = STALE_AFTER) -> Run:
 def compare(*runs, max_points: int = 500, max_rate: float = 4.0):
     """Runs side by side (``nnmodes_widgets.widgets.compare.Comparison``): each a run view (a
     ``Monitor``, a ``Run``) or the path of a run file, opened read-only."""
-    from .widgets.compare import Comparison
+    from ..widgets.compare import Comparison
 
     opened = [open_run(run) if isinstance(run, (str, os.PathLike)) else run for run in runs]
     return Comparison(opened, max_points=max_points, max_rate=max_rate)
