@@ -51,12 +51,24 @@ setup_package() {
     npm ci --no-audit --no-fund --loglevel=error
     touch "$stamp"
   fi
+  # The wheel changes with the sources only: a stamp of their contents skips the minute of
+  # building on re-runs (scripts/start after scripts/test, a test that runs scripts/start).
+  local sources stamp
+  sources="$(git -C "$ROOT" ls-files -co --exclude-standard -- nnmodes_widgets js labextension \
+    jupyter-config pyproject.toml package.json package-lock.json README.md 2>/dev/null |
+    LC_ALL=C sort | (cd "$ROOT" && xargs -d '\n' sha1sum 2>/dev/null) | sha1sum | cut -c1-12)" || sources=""
+  stamp="$VENV/.wheel-$sources"
+  if [ -n "$sources" ] && [ -e "$stamp" ] && compgen -G "$ROOT/dist/nnmodes_widgets-*.whl" >/dev/null &&
+     "$PY" -c 'import nnmodes_widgets' 2>/dev/null; then
+    return
+  fi
   log "building the wheel (python -m build: esbuild bundle and lab extension included)"
-  rm -rf dist
+  rm -rf dist "$VENV"/.wheel-*
   # the venv's bin on PATH: `npm run build:lab` runs its `jupyter labextension build`
   PATH="$VENV/bin:$PATH" "$PY" -m build --wheel --no-isolation --outdir dist . >"$VENV/.build.log" 2>&1 ||
     { cat "$VENV/.build.log" >&2; exit 1; }
   "$PY" -m pip install -q --no-deps --force-reinstall dist/nnmodes_widgets-*.whl
+  [ -z "$sources" ] || touch "$stamp"
 }
 
 setup_chromium() {
