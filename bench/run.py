@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import nnmodes_widgets as nm  # noqa: E402
 
-MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store", "basins"]
+MODULES = ["live", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store", "basins",
+           "listing"]
 
 
 def main(names: list[str], write: bool = False) -> None:

@@ -26,6 +26,7 @@ export function statusText(s) {
   if (s.dropped) parts.push(`${count(s.dropped, "analysis", "analyses")} dropped`);
   if (s.nonfinite && s.nonfinite.length) parts.push(`non-finite weights: ${s.nonfinite.join(", ")}`);
   if (s.errors) parts.push(`${count(s.errors, "error")}, last: ${s.last_error}`);
-  if (s.detached) parts.push("detached");
+  if (s.replaced_at != null) parts.push(`replaced at step ${s.replaced_at} by a new monitor`);
+  else if (s.detached) parts.push("detached");
   return parts.join(" · ");
 }

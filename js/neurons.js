@@ -1,5 +1,6 @@
 import { COLORMAPS, colorize } from "./colormap.js";
 import { unpack } from "./decode.js";
+import { reportView } from "./presence.js";
 import { rootCounter } from "./root.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
 
@@ -66,6 +67,7 @@ export function stripsHeight(layers) {
 
 export default {
   render({ model, el }) {
+    const gone = reportView(model);
     el.classList.add("nnmodes-neurons");
     const MODE_COLORS = model.get("mode_colors"); // linear, nonlinear, dead: the kernel's, as exported
     const counter = rootCounter(el, "nnmodes-neurons");
@@ -239,6 +241,7 @@ export default {
     return () => {
       model.off("change:frame_data", onFrame);
       picker.dispose();
+      gone();
     };
   },
 };

@@ -1,5 +1,6 @@
 import { COLORMAPS, colorize, valueRange } from "./colormap.js";
 import { unpack } from "./decode.js";
+import { reportView } from "./presence.js";
 import { RingBuffer } from "./ringbuffer.js";
 import { rootCounter } from "./root.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
@@ -85,6 +86,7 @@ function select(options, current, onChange) {
 
 export default {
   render({ model, el }) {
+    const gone = reportView(model);
     el.classList.add("nnmodes-radiograph");
     const counter = rootCounter(el, "nnmodes-radiograph");
     const history = new RingBuffer(Math.max(1, model.get("history_size")));
@@ -208,6 +210,7 @@ export default {
       model.off("change:frame_data", onFrame);
       model.off("change:title", onTitle);
       picker.dispose();
+      gone();
     };
   },
 };

@@ -1,5 +1,6 @@
 import { guardBqplotOf } from "./bqplot_guard.js";
 import { countFrames, panelHeader } from "./header.js";
+import { reportView } from "./presence.js";
 import { modelOf } from "./root.js";
 import { highlightOnLabels, layerPicker } from "./selection.js";
 
@@ -11,6 +12,7 @@ export default {
     guardBqplotOf(model, "mark").catch((e) => console.warn("nnmodes_widgets: bqplot redraw guard not installed:", e));
   },
   async render({ model, el }) {
+    const gone = reportView(model);
     let lines = null;
     const root = model.get("root");
     const highlight = () => {
@@ -27,6 +29,7 @@ export default {
       lines.dispose();
       picker.dispose();
       stopCounting();
+      gone();
     };
   },
 };

@@ -1,11 +1,13 @@
 import { coalesce, rootCounter } from "./root.js";
 import { statusText } from "./format.js";
+import { reportView } from "./presence.js";
 
 const FIELDS = ["step", "steps_per_second", "slowdown", "budget", "samples", "every", "own_share",
-  "every_within_budget", "dropped", "errors", "last_error", "nonfinite", "detached"];
+  "every_within_budget", "dropped", "errors", "last_error", "nonfinite", "detached", "replaced_at"];
 
 export default {
   render({ model, el }) {
+    const gone = reportView(model);
     el.classList.add("nnmodes-status");
     const counter = rootCounter(el, "nnmodes-dashboard");
     const draw = coalesce(() => {
@@ -18,6 +20,7 @@ export default {
     draw();
     return () => {
       for (const f of FIELDS) model.off(`change:${f}`, draw);
+      gone();
     };
   },
 };

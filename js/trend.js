@@ -1,5 +1,6 @@
 import { guardBqplotOf } from "./bqplot_guard.js";
 import { panelHeader } from "./header.js";
+import { reportView } from "./presence.js";
 import { referencedModel } from "./root.js";
 import { choose, highlightOnLabels, layerPicker, legendEntries } from "./selection.js";
 
@@ -33,6 +34,7 @@ export default {
     guardBqplotOf(model, "lines").catch((e) => console.warn("nnmodes_widgets: bqplot redraw guard not installed:", e));
   },
   async render({ model, el }) {
+    const gone = reportView(model);
     const toggle = document.createElement("label");
     const box = document.createElement("input");
     box.type = "checkbox";
@@ -100,6 +102,7 @@ export default {
       model.off("change:log_y", applyScale);
       marks.dispose();
       picker.dispose();
+      gone();
     };
   },
 };

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.live import heavy, jobs
+from nnmodes_widgets.live import jobs
 from nnmodes_widgets.analysis import static_radiograph
 
 
@@ -55,7 +55,7 @@ def slow_spectrum_monitor(monkeypatch, seconds: float):
         time.sleep(seconds)
         return {"spectrum": {"w": np.ones(3)}}
 
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
+    monkeypatch.setattr(jobs, "spectrum", slow)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=0.1, analyses=("spectrum",))
@@ -91,7 +91,7 @@ def test_offers_while_the_worker_is_busy_are_dropped_and_counted(monkeypatch):
         time.sleep(0.2)
         return {"spectrum": {"w": np.ones(2)}}
 
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slow)
+    monkeypatch.setattr(jobs, "spectrum", slow)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("spectrum",))
@@ -112,7 +112,7 @@ def test_a_failing_analysis_is_reported_and_training_goes_on(monkeypatch):
             raise RuntimeError("spectrum exploded")
         return {"spectrum": {"w": np.ones(2)}}
 
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", broken)
+    monkeypatch.setattr(jobs, "spectrum", broken)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     before = model[0].weight.detach().clone()
@@ -143,7 +143,7 @@ def test_detach_flushes_the_running_analysis(monkeypatch):
         time.sleep(0.3)
         return {"spectrum": {"w": np.ones(2)}}
 
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", slowish)
+    monkeypatch.setattr(jobs, "spectrum", slowish)
     monitor = nm.Monitor(mlp(), every=1, budget=1.0, analyses=("spectrum",))
     monitor.step()
     monitor.detach()
@@ -355,7 +355,7 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     def failing(job):
         calls.append(1)
         raise RuntimeError("spectrum bug")
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", failing)
+    monkeypatch.setattr(jobs, "spectrum", failing)
     train(model, optimizer, 1)                         # offered at step 2
     monitor.flush()
     train(model, optimizer, 5)                         # training goes on meanwhile

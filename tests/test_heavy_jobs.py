@@ -3,6 +3,7 @@ render): the power-law fits beside the spectra, the clusters of the RWC trends; 
 switch an analysis off (UnsupportedModel) and which are retried with backoff; one prepared pass
 per radiograph run."""
 
+import threading
 import time
 
 import numpy as np
@@ -167,7 +168,7 @@ def test_the_clusters_runner_averages_long_trends_into_buckets():
         history.record("rwc", 10 * (i + 1), 0.0,
                        {k: v[i] + 1e-3 * rng.standard_normal() for k, v in trends.items()})
     history.record("rwc", 12040, 0.0, {"a": 0.1})        # only "a": not a common step
-    out = jobs._clusters(job(None, history=history, step=12040))
+    out = jobs.clusters(job(None, history=history, step=12040))
     steps, series = aligned_series(history, "rwc")
     assert out[jobs.STEP] == steps[-1] == 12030
     matrix = np.stack(list(series.values()))
@@ -180,8 +181,8 @@ def test_the_clusters_runner_averages_long_trends_into_buckets():
 
 def test_no_clusters_without_enough_layers_or_samples_or_rwc(monkeypatch):
     runs = []
-    real = heavy.RUNNERS["clusters"]
-    monkeypatch.setitem(heavy.RUNNERS, "clusters", lambda j: runs.append(j.step) or real(j))
+    real = jobs.clusters
+    monkeypatch.setattr(jobs, "clusters", lambda j: runs.append(j.step) or real(j))
     # two weights: never offered
     model = mlp(8, 16, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -201,7 +202,7 @@ def test_no_clusters_without_enough_layers_or_samples_or_rwc(monkeypatch):
     history = History()
     for i in range(10):
         history.record("rwc", i, 0.0, {"a": 0.1 * i, "b": 0.2, "c": float("nan")})
-    assert jobs._clusters(job(None, history=history)) == {}
+    assert jobs.clusters(job(None, history=history)) == {}
 
 
 # -- switched off only for what cannot work; other faults retried with backoff --------------------
@@ -244,7 +245,7 @@ def test_batch_statistics_switch_off_only_the_analyses_that_need_a_jacobian(monk
 
 
 def spectrum_monitor(monkeypatch, runner):
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", runner)
+    monkeypatch.setattr(jobs, "spectrum", runner)
     model = mlp(8, 16, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = unpaced(nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("spectrum",)),
@@ -327,7 +328,7 @@ def test_a_backing_off_analysis_leaves_its_turns_to_the_others(monkeypatch):
         calls.append(j.step)
         raise RuntimeError("broken")
 
-    monkeypatch.setitem(heavy.RUNNERS, "spectrum", broken)
+    monkeypatch.setattr(jobs, "spectrum", broken)
     model = mlp(8, 16, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = unpaced(nm.Monitor(model, optimizer, every=1, budget=1.0, probe=torch.randn(8, 8),
@@ -366,7 +367,7 @@ def passes(monkeypatch):
 def test_one_radiograph_run_makes_one_pass_whatever_the_depth(passes):
     model = mlp(8, 16, 16, 16, 16, 4)
     probe = torch.randn(32, 8)
-    out = jobs._radiograph(job(model, probe))
+    out = jobs.radiograph(job(model, probe))
     assert passes == [(1, True)]                    # one static pass of one sample
     assert list(out["radiograph"]) == pathway_layers(model)
     for layer, maps in out["radiograph"].items():
@@ -378,10 +379,10 @@ def test_a_radiograph_with_frozen_factors_is_averaged_and_needs_a_second_pass_on
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 12), nn.LayerNorm(12), nn.ReLU(), nn.Linear(12, 3)).eval()
     probe = torch.randn(32, 8)
-    first = jobs._radiograph(job(model, probe))
+    first = jobs.radiograph(job(model, probe))
     assert passes == [(1, True), (jobs.FROZEN_SAMPLES, True)]     # found frozen: averaged
     passes.clear()
-    again = jobs._radiograph(job(model, probe))
+    again = jobs.radiograph(job(model, probe))
     assert passes == [(jobs.FROZEN_SAMPLES, True)]                # known: one pass
     expected = static_radiograph(model, "3", x=probe[:jobs.FROZEN_SAMPLES])
     for out in (first, again):
@@ -392,7 +393,7 @@ def test_a_radiograph_with_frozen_factors_is_averaged_and_needs_a_second_pass_on
 def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
     model = mlp(8, 16, 16, 4)
     probe = torch.randn(40, 8)
-    out = jobs._characteristic_maps(job(model, probe))
+    out = jobs.characteristic_maps(job(model, probe))
     # the prepared pass (of two samples) sizes the chunks: no sizing pass of its own
     assert len(passes) == 2 and passes[0] == (2, False)
     y = model(probe).argmax(1)
@@ -402,7 +403,7 @@ def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
                                                    num_classes=4).flatten(2).numpy(),
                                rtol=1e-5, atol=1e-6, equal_nan=True)
     passes.clear()
-    out = jobs._neuron_modes(job(model, probe))
+    out = jobs.neuron_modes(job(model, probe))
     # the classes come from the analysed pass's own output: no forward of their own
     assert passes == [(2, False), (40, False)]
     n = min(40, jobs.NEURON_SAMPLES)
@@ -434,15 +435,23 @@ def test_each_analysis_gets_an_equal_share_of_the_worker_time(monkeypatch):
 
 
 def test_libraries_are_imported_when_the_worker_starts_not_in_a_job(monkeypatch):
-    imported = []
-    monkeypatch.setattr(heavy.importlib, "import_module", imported.append)
+    imported, real = [], heavy.importlib.import_module
+
+    def recording(name, package=None):
+        imported.append((name, threading.current_thread().name))
+        return real(name, package)
+    monkeypatch.setattr(heavy.importlib, "import_module", recording)
     model = mlp(8, 16, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, run=False,
                          analyses=("rwc", "clusters", "phases", "spectrum"))
     train(model, optimizer, 2, monitor)
     monitor.flush()
-    assert sorted(imported) == ["ruptures", "sklearn.cluster"]
+    # on the worker, the registry's imports of the analyses chosen come first, each once;
+    # then the runners (resolved by name) of the jobs
+    on_worker = [name for name, thread in imported if thread == "nnmodes-worker"]
+    assert sorted(on_worker[:2]) == ["ruptures", "sklearn.cluster"]
+    assert all(name.startswith("nnmodes_widgets.live.") for name in on_worker[2:]) and on_worker[2:]
     monitor.detach()
 
 
@@ -461,3 +470,24 @@ def test_basins_by_default_only_where_their_estimated_cost_fits_the_budget():
     assert chosen._heavy.optional == set() and chosen._heavy._affordable("basins")   # asked for
     for monitor in (cheap, costly, chosen):
         monitor.detach()
+
+
+def test_every_analysis_is_described_once_in_the_registry_and_every_name_in_it_resolves():
+    from nnmodes_widgets.runs.analyses import REGISTRY, analysis
+    from nnmodes_widgets.runs.history import ANALYSES
+
+    assert heavy.HEAVY == tuple(a.name for a in REGISTRY if a.background)
+    assert sorted(ANALYSES) == sorted(r for a in REGISTRY for r in a.records)   # each once
+    monitor = nm.Monitor(mlp(8, 16, 4), run=False)
+    dashboard = monitor.dashboard()
+    try:
+        for described in REGISTRY:
+            for ref in (described.runner, described.ready, described.cost):
+                assert ref is None or callable(heavy.resolve(ref)), ref
+            assert described.panel is None or hasattr(dashboard, described.panel), described.panel
+    finally:
+        dashboard.close()
+        monitor.detach()
+    assert [a.name for a in REGISTRY if a.last] == ["phases"]
+    with pytest.raises(ValueError, match="unknown analysis 'radiographs'; choose from"):
+        analysis("radiographs")

@@ -36,3 +36,11 @@ def test_the_public_names_load_when_used():
     done = subprocess.run([sys.executable, "-c", "import nnmodes_widgets as nm; nm.Nothing"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode != 0 and "has no attribute 'Nothing'" in done.stderr
+
+
+def test_the_training_frameworks_load_only_with_their_integration():
+    out = _run("import sys, nnmodes_widgets as nm, nnmodes_widgets.integrations\n"
+               "nm.Monitor, nm.Dashboard\n"
+               "print(sorted(m for m in ('lightning', 'pytorch_lightning', 'transformers', 'accelerate')"
+               " if m in sys.modules))")
+    assert out == "[]"

@@ -167,5 +167,35 @@ def test_watch_records_a_run_that_open_shows(kernel):
     assert kernel.ok("print(q.run_path)").stdout.strip() == "None"
     kernel.ok("%nnmodes detach")
     assert "exclude each other" in usage_error(kernel, "%nnmodes watch model --run a.nnmodes --no-run")
-    assert "no run file at" in usage_error(kernel, "%nnmodes open missing.nnmodes")
+    assert "missing.nnmodes: no such file" in usage_error(kernel, "%nnmodes open missing.nnmodes")
     assert "takes one PATH" in usage_error(kernel, "%nnmodes open")
+
+
+# -- in this process: an IPython shell without a kernel (the magic's own state is visible) ----------
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nnmodes_widgets")
+    ip.run_cell(SETUP)
+    yield ip
+    ip.run_line_magic("unload_ext", "nnmodes_widgets")
+
+
+def test_watch_twice_replaces_the_first_monitor_and_lets_go_of_its_dashboard(shell):
+    magics = shell.magics_manager.registry["NnmodesMagics"]
+    first = shell.run_line_magic("nnmodes", "watch model optimizer --every 1 --no-run")
+    shell.run_cell("train(3)")
+    second = shell.run_line_magic("nnmodes", "watch model optimizer --every 1 --no-run")
+    shell.run_cell("train(2)")
+    assert first.detached and first.replaced_at == 3 and first.current_step == 3
+    assert not second.detached and second.current_step == 2
+    assert magics.monitors == [second] and list(magics.dashboards) == [second]
+    optimizer = shell.user_ns["optimizer"]
+    assert len(optimizer._optimizer_step_post_hooks) == 1
+    shell.run_line_magic("unload_ext", "nnmodes_widgets")       # detaches what it made
+    assert second.detached and not optimizer._optimizer_step_post_hooks
+    shell.run_line_magic("load_ext", "nnmodes_widgets")         # for the fixture's unload

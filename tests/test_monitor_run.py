@@ -90,7 +90,7 @@ def test_a_run_is_read_while_it_is_written_and_its_dashboard_follows():
         _train(model, optimizer, 15)
         monitor._writer.flush()
         assert run.poll() and run.history.count("rwc") == 25
-        dashboard.trend._live.throttle.push_now()
+        dashboard.trend.push_now()
         assert dashboard.trend._controls.step == 25
         monitor.detach()
         run.poll()

@@ -59,6 +59,7 @@ def test_quickstart_trains_and_shows_the_dashboard():
     accuracy = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if "test accuracy" in line]
     assert accuracy and accuracy[-1] > 0.9, text
     assert "0 errors" in text and "detached from Sequential" in text, text
+    assert "warning" not in text, text      # a healthy run: %nnmodes status lists no warning finding
     assert "finished · 1350 RWC samples · Sequential" in text, text   # the run read back from disk
     for layer in ("1.weight", "3.weight", "5.weight"):
         assert f"{layer}" in text
@@ -84,3 +85,42 @@ def test_grokking_generalises_late_and_the_monitor_finds_phase_changes():
     assert phases.strip(), f"no phase change detected: {text}"
     assert "consistent with the test-accuracy jump" in text or "no phase change was detected" in text
     assert (_workdir() / "grokking_dashboard.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_trainers_notebook_watches_lightning_and_the_hugging_face_trainer():
+    import re
+
+    nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("trainers.ipynb")])
+    text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    views = [o for o in outputs(nb) if WIDGET_VIEW in o.get("data", {})]
+    shown = [o for o in views if o.output_type == "display_data"]     # show=True, at fit
+    taken = [o for o in views if o.output_type == "execute_result"]   # callback.dashboard()
+    assert len(shown) == 1 and len(taken) == 1, views
+    batches, steps, global_step = map(int, re.search(
+        r"lightning: test accuracy \S+; (\d+) batches, (\d+) optimizer steps "
+        r"\(trainer.global_step (\d+)\)", text).groups())
+    assert steps == global_step and batches // 2 <= steps < batches, text   # accumulated by 2
+    assert float(re.search(r"lightning: test accuracy (\S+);", text).group(1)) > 0.9, text
+    steps, global_step = map(int, re.search(
+        r"transformers: loss \S+; (\d+) optimizer steps \(state.global_step (\d+)\)", text).groups())
+    assert steps == global_step > 0, text
+    assert "finished · digits-mlp-version_0 · " in text and "finished · sonnets-gpt2 · " in text, text
+    assert "layers: ['net.1.weight', 'net.3.weight', 'net.5.weight']" in text, text
+    assert "tied head listed once: True" in text, text
+
+
+def test_findings_tour_provokes_each_finding_and_the_healthy_run_stays_quiet():
+    nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("findings.ipynb")])
+    runs = [c for c in nb.cells if c.cell_type == "code" and "watch_and_train(model" in c.source]
+    assert len(runs) == 4, "healthy, dying ReLUs, frozen layer, edge of stability"
+    said = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in runs]
+    for cell, text in zip(runs, said):
+        assert [o for o in cell.outputs if WIDGET_VIEW in o.get("data", {})], "a live dashboard"
+        assert "accuracy" in text, text
+    healthy, dying, frozen, edge = said
+    assert "warning" not in healthy, healthy
+    assert "warning layer 0: " in dying and "% of units dead since step" in dying, dying
+    assert "warning 2.weight: weights have not changed since step" in frozen, frozen
+    assert "SGD at the edge of stability" in edge and "warning" not in edge, edge
+    stored = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[-1].outputs)
+    assert "('dead_units', '0'," in stored, stored     # the run on disk has the same finding

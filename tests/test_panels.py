@@ -56,7 +56,7 @@ def test_neurons_panel_sends_shares_and_class_maps_of_every_layer():
     panel = Neurons(monitor)
     try:
         _train(model, optimizer, monitor, 24)
-        panel._live.throttle.push_now()
+        panel.push_now()
         meta = panel.frame_meta
         history = monitor.history
         assert history.layers("neuron_modes") == ["1", "3"] == history.layers("neuron_classes")
@@ -96,7 +96,7 @@ def test_characteristic_maps_panel_shows_one_band_per_class_as_tiles():
     panel = LiveCharacteristicMaps(monitor)
     try:
         _train(model, optimizer, monitor, 6)
-        panel._live.throttle.push_now()
+        panel.push_now()
         step, maps = monitor.history.latest("characteristic_maps", "5")
         shown_step, bands, input_shape = panel._latest
         assert shown_step == step and list(bands) == ["class 0", "class 1", "class 2"]
@@ -143,7 +143,7 @@ def test_basins_panel_draws_the_recorded_radii_alignment_and_phase_changes():
     try:
         _train(model, optimizer, monitor, 24)
         history = monitor.history
-        panel._live.throttle.push_now()
+        panel.push_now()
         assert panel.shown and "nnmodes-basins" in panel._dom_classes
         for analysis in ("sample_basins", "weight_basins", "weight_alignment"):
             mark, keys = panel._marks[analysis], history.layers(analysis)
@@ -161,7 +161,7 @@ def test_basins_panel_draws_the_recorded_radii_alignment_and_phase_changes():
         marks = np.full(16, np.nan)
         marks[:2] = [6, 14]
         history.record("phases", 24, 0.0, {"*": marks})
-        panel._live.throttle.push_now()
+        panel.push_now()
         for rules in panel._rules:
             assert rules.visible and np.asarray(rules.x)[:, 0].tolist() == [6.0, 14.0]
         fig = panel.figure()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
+from nnmodes_widgets.runs.findings import detect
 from nnmodes_widgets.runs.history import ANALYSES, History
 from nnmodes_widgets.runs.run_state import RunState
 from nnmodes_widgets.runs.run_view import RunView
@@ -31,6 +32,7 @@ class RecordedRun:
         self.every, self.rwc_kind, self.budget = monitor.every, monitor.rwc_kind, monitor.budget
         self.layers, self.probe_facts = monitor.layers, monitor.probe_facts
         self.notices, self.errors = monitor.notices, []
+        self.findings = detect(self.history, {"optimizer": monitor.optimizer_settings})
         self.detached = True
         self._state = RunState()
         self.listeners = []

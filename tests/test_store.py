@@ -2,6 +2,7 @@
 number of readers, also while it is being written."""
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmodes_widgets.runs import run_reader
+from nnmodes_widgets.runs import run_file, run_reader
 from nnmodes_widgets.runs.history import ANALYSES, History
 from nnmodes_widgets.runs.run_state import MonitorError
 from nnmodes_widgets.runs.run_view import ProbeFacts, RunView
@@ -456,7 +457,7 @@ def test_bad_files_give_clear_errors_and_stay_unchanged(tmp_path, case):
         else:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])
-    expected = {"missing": "no run file at", "folder": "not a regular file",
+    expected = {"missing": "no such file", "folder": "not a regular file",
                 "empty": "not an SQLite database \\(the file is empty\\)",
                 "text": "not an SQLite database",
                 "sqlite": "an SQLite database but not a nnmodes_widgets run",
@@ -470,6 +471,62 @@ def test_bad_files_give_clear_errors_and_stay_unchanged(tmp_path, case):
     if before is not None:
         assert digest(path) == before
     assert sorted(os.listdir(tmp_path)) == listing
+
+
+def _files(folder) -> dict:
+    """Every file in ``folder``: its name -> its bytes' digest and modification time."""
+    return {p.name: (digest(p), p.stat().st_mtime_ns) for p in Path(folder).iterdir()}
+
+
+@pytest.mark.parametrize("sides", [(), ("-wal", "-shm"), ("-wal",)])
+def test_reading_a_wal_run_creates_and_changes_no_file(tmp_path, sides):
+    """A live run's file copied alone, with its -wal and -shm (as a killed writer leaves them), or
+    with its -wal alone: open_run and list_runs read it and leave the folder byte for byte as it
+    was (SQLite would make a -wal and -shm, and write read marks into a -shm)."""
+    live = RunWriter(tmp_path / "live.nnmodes", {"model": "MLP"})
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    try:
+        for step in range(1, 6):
+            live.record("rwc", step, float(step), {"a": float(step)})
+        assert live.flush(5)
+        for side in ("", *sides):
+            (copy / f"run.nnmodes{side}").write_bytes(Path(live.path + side).read_bytes())
+    finally:
+        live.close()
+    before = _files(copy)
+    with open_run(copy / "run.nnmodes") as run:
+        steps = run.history.steps("rwc").tolist()
+        notices = [n.message for n in run.notices]
+    (listed,) = list_runs(copy)
+    assert _files(copy) == before
+    if "-shm" in sides:             # the records in the -wal are read
+        assert steps == [1, 2, 3, 4, 5] and listed["steps"] == 5
+    else:                           # the file alone holds none yet
+        assert steps == [] and listed["steps"] == 0
+    assert listed["status"] == "running"          # (its writer, this process, is alive)
+    assert any("-wal has no -shm" in n for n in notices) == (sides == ("-wal",))
+
+
+def test_a_reused_pid_is_not_a_live_writer(tmp_path):
+    """A run recorded as running, its heartbeat stale, by this host's pid that is alive now: it is
+    running only if that process started when the writer's did (a pid reused by another process
+    does not count)."""
+    path = tmp_path / "run.nnmodes"
+    with RunWriter(path, {"model": "MLP"}) as writer:
+        writer.record("rwc", 1, 1.0, {"a": 0.5})
+    started = run_file.this_process()["pid_started"]
+    if started is None:
+        pytest.skip("no process start times here (/proc)")
+    for pid_started, status in ((started + 1, "interrupted"), (started, "running")):
+        db = sqlite3.connect(path, isolation_level=None)
+        for key, value in (("status", "running"), ("heartbeat", time.time() - 3600),
+                           ("pid", os.getpid()), ("pid_started", pid_started)):
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(value), key))
+        db.close()
+        with open_run(path) as run:
+            assert run.info["status"] == status, pid_started
+        assert [r["status"] for r in list_runs(tmp_path)] == [status]
 
 
 def test_importing_the_store_loads_neither_torch_nor_widgets():
@@ -498,16 +555,20 @@ def test_list_runs(tmp_path):
         db.close()
         finished_run(folder / "sub" / "deep.nnmodes", events=3)
         runs = list_runs(folder)
-        assert [r["name"] for r in runs] == ["second", "first"]   # newest first
-        second, first = runs
+        # newest first; a file named like a run that is not one last, with the reason
+        assert [r["name"] for r in runs] == ["second", "first", "junk"]
+        second, first, junk = runs
         assert second["status"] == "running" and second["steps"] == 7 and second["model"] == "CNN"
         assert first["status"] == "finished" and first["steps"] == 29
         assert first["path"] == str((folder / "first.nnmodes").absolute())
         assert first["started"] <= first["updated"] and second["started"] > first["started"]
-        assert {r["name"] for r in list_runs(folder, recursive=True)} == {"first", "second", "deep"}
+        assert first["error"] is None and second["error"] is None
+        assert junk["status"] == "unreadable" and junk["error"] == "not an SQLite database"
+        assert junk["steps"] == 0 and junk["started"] is None
+        assert {r["name"] for r in list_runs(folder, recursive=True)} == {"first", "second", "deep", "junk"}
     finally:
         live.close()
-    assert [r["status"] for r in list_runs(folder)] == ["finished", "finished"]
+    assert [r["status"] for r in list_runs(folder)] == ["finished", "finished", "unreadable"]
 
 
 def test_to_tensorboard_writes_the_scalars_a_tensorboard_reads(tmp_path):

@@ -1,5 +1,5 @@
 """What several threads share: the monitor read from other threads while training records faults,
-notices and new layers; one delivery thread per Throttle; no radiograph frame lost between
+notices and new layers; one delivery thread per Delivery; no radiograph frame lost between
 show() and the sender's thread."""
 
 import threading
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.widgets import throttle as throttle_module
+from nnmodes_widgets.widgets import delivery as delivery_module
+from nnmodes_widgets.widgets.delivery import Delivery, Feed
 from nnmodes_widgets.widgets.radiograph import Radiograph
-from nnmodes_widgets.widgets.throttle import Throttle
 
 
 def test_stats_summary_errors_and_history_read_from_other_threads_while_training():
@@ -83,19 +83,21 @@ def test_one_delivery_thread_however_many_threads_request_at_once(monkeypatch):
             started.append(self)
             super().start()
     pushes = []
-    throttle = Throttle(lambda: pushes.append(1), on_error=lambda exc: None, max_rate=1000)
+    delivery = Delivery()
+    feed = delivery.add(Feed(lambda: pushes.append(1) or True, on_error=lambda exc: None,
+                             max_rate=1000))
     barrier = threading.Barrier(16)
 
     def ask():
         barrier.wait()
-        throttle.request()
+        delivery.request(feed)
     askers = [threading.Thread(target=ask) for _ in range(16)]   # plain threads, made first
-    monkeypatch.setattr(throttle_module.threading, "Thread", Counting)
+    monkeypatch.setattr(delivery_module.threading, "Thread", Counting)
     for t in askers:
         t.start()
     for t in askers:
         t.join()
-    throttle.close()
+    delivery.close()
     assert len(started) == 1
 
 

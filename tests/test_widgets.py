@@ -1,10 +1,13 @@
 """Python side of the widgets: what the kernel sends, how often, and that faults are contained."""
 
+import gc
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
+import ipywidgets
 import numpy as np
 import pytest
 import torch
@@ -14,7 +17,8 @@ from nnmodes_widgets.widgets import Dashboard, Trend
 from nnmodes_widgets.colors import cluster_colors, layer_colors
 from nnmodes_widgets.runs.history import History
 from nnmodes_widgets.widgets.decimate import minmax_decimate
-from nnmodes_widgets.widgets.throttle import Throttle
+from nnmodes_widgets.widgets import delivery as delivery_module
+from nnmodes_widgets.widgets.delivery import THREAD_NAME, Delivery, Feed
 
 
 def _mlp():
@@ -83,28 +87,35 @@ def test_layer_colors_run_dark_to_light():
     assert layer_colors(0) == [] and len(layer_colors(1)) == 1
 
 
-# -- throttle --------------------------------------------------------------------------------------
+# -- delivery --------------------------------------------------------------------------------------
 
-def test_throttle_coalesces_to_the_newest_and_limits_the_rate():
+def _feed(draw, *, on_error=pytest.fail, **kwargs):
+    """A delivery of one feed (on screen) drawing with ``draw``."""
+    delivery = Delivery()
+    return delivery, delivery.add(Feed(draw, on_error=on_error, **kwargs))
+
+
+def test_delivery_coalesces_to_the_newest_and_limits_the_rate():
     seen, errors = [], []
     state = {"value": 0}
-    throttle = Throttle(lambda: seen.append(state["value"]), max_rate=10, on_error=errors.append)
+    delivery, feed = _feed(lambda: seen.append(state["value"]) or True, max_rate=10,
+                           on_error=errors.append)
     start = time.monotonic()
     for i in range(1, 2001):
         state["value"] = i
-        throttle.request()
+        delivery.request(feed)
         if i % 200 == 0:
             time.sleep(0.05)
     elapsed = time.monotonic() - start
     deadline = time.monotonic() + 5
     while (not seen or seen[-1] != 2000) and time.monotonic() < deadline:
         time.sleep(0.02)
-    throttle.close()
+    delivery.close()
     assert seen and seen[-1] == 2000, "the last request is always delivered, with the newest data"
     # at most one push per 0.1 s, plus the first one (an upper bound: slow machines push less)
     assert len(seen) <= (time.monotonic() - start) * 10 + 2
     assert len(seen) < 2000 / 10, f"{len(seen)} pushes for 2000 requests in {elapsed:.2f}s: not coalesced"
-    assert seen == sorted(seen) and not errors
+    assert seen == sorted(seen) and not errors and feed.frames == len(seen)
 
 
 @pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 1.0)])
@@ -116,47 +127,49 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
     def push():
         times.append(time.monotonic())
         time.sleep(cost)
+        return True
 
-    throttle = Throttle(push, max_rate=100, max_share=max_share, on_error=pytest.fail)
+    delivery, feed = _feed(push, max_rate=100, max_share=max_share)
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
-        throttle.request()
+        delivery.request(feed)
         time.sleep(0.002)
-    throttle.close()
+    delivery.close()
     gaps = np.diff(times)
     assert len(gaps) >= 1 and (gaps >= gap * 0.95).all(), gaps
     assert len(times) <= 2.5 / gap + 1, times
 
 
 def test_the_one_second_cap_never_shortens_a_slower_max_rate():
-    throttle = Throttle(lambda: time.sleep(0.05), max_rate=0.5, max_share=0.01, on_error=pytest.fail)
-    throttle.push_now()            # 0.05 s / 0.01 = 5 s, cut to 1 s, but max_rate asks for 2 s
-    throttle.close()
-    assert throttle._gap == 2.0
+    delivery, feed = _feed(lambda: time.sleep(0.05) or True, max_rate=0.5, max_share=0.01)
+    feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 1 s, but max_rate asks for 2 s
+    delivery.close()
+    assert feed.gap == 2.0
 
 
-def test_throttle_rejects_a_share_outside_0_1():
+def test_feeds_refuse_a_share_outside_0_1():
     with pytest.raises(ValueError, match="max_share must be a fraction in"):
-        Throttle(lambda: None, max_share=0, on_error=pytest.fail)
+        Feed(lambda: True, max_share=0, on_error=pytest.fail)
 
 
-def test_throttle_reports_push_errors_and_keeps_running():
+def test_delivery_reports_draw_errors_and_keeps_running():
     errors, calls = [], []
 
     def push():
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("broken frame")
+        return True
 
-    throttle = Throttle(push, max_rate=100, on_error=errors.append)
-    throttle.request()
+    delivery, feed = _feed(push, max_rate=100, on_error=errors.append)
+    delivery.request(feed)
     deadline = time.monotonic() + 5
     while not errors and time.monotonic() < deadline:
         time.sleep(0.01)
-    throttle.request()
+    delivery.request(feed)
     while len(calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    throttle.close()
+    delivery.close()
     assert [str(e) for e in errors] == ["broken frame"] and len(calls) == 2
 
 
@@ -173,7 +186,7 @@ def test_many_layers_share_the_trends_point_budget():
             [f"{i}.weight" for i in range(100)], rng.random(100))))
     trend = Trend(monitor)
     try:
-        trend._live.throttle.push_now()
+        trend.push_now()
         y = trend._lines.y
         assert y.shape[0] == 100 and y.size <= TOTAL_POINTS + 100 and y.shape[1] > 100
         # the extremes survive the coarser decimation
@@ -191,7 +204,7 @@ def test_trend_sends_every_layer_bounded_and_in_binary():
     try:
         _train(model, optimizer, 300)
         monitor.flush()
-        trend._live.throttle.push_now()
+        trend.push_now()
         layers = monitor.history.layers("rwc")
         lines = trend._lines
         assert list(lines.labels) == layers == ["0.weight", "2.weight", "4.weight"]
@@ -220,7 +233,7 @@ def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
     trend = Trend(monitor)
     try:
         _train(model, optimizer, 5)         # too few samples to compare trends
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend.clusters is None and trend._lines.colors == layer_colors(3)
         # three layers follow one trend, three another: two clusters recorded, two colours
         history = History()
@@ -230,7 +243,7 @@ def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
         history.record("rwc_clusters", 20, 0.0, {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0, "e": 1.0,
                                                  "f": 1.0})
         monitor.history = history
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend.clusters == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
         assert "(k = 2)" in trend._controls.title
         assert trend._lines.colors == cluster_colors([0, 0, 0, 1, 1, 1])
@@ -264,7 +277,7 @@ def test_trend_draws_nan_weights_as_gaps():
         model[2].weight[0, 0] = float("nan")
     for _ in range(3):
         monitor.step()
-    trend._live.throttle.push_now()
+    trend.push_now()
     # no line after the NaN weights: the series stops at step 3, its last finite sample (the
     # later points repeat that one, so nothing is drawn past it)
     np.testing.assert_array_equal(trend._lines.x[1], [1, 2, 3, 3, 3, 3])
@@ -284,7 +297,7 @@ def test_dashboard_status_and_lifecycle():
                                   dashboard.neurons, dashboard.basins, dashboard.radiograph,
                                   dashboard.characteristic_maps)
     _train(model, optimizer, 50)
-    dashboard.status._live.throttle.push_now()
+    dashboard.status.push_now()
     status = dashboard.status
     assert status.step == 50 and status.samples == 10 and status.errors == 0
     assert status.steps_per_second > 0
@@ -294,11 +307,12 @@ def test_dashboard_status_and_lifecycle():
     # sampling that alone takes over half the budget: the status line gets the every that fits
     measured = dict(monitor.pacer.estimate(), own_share=0.05)
     monitor.pacer.estimate = lambda: measured
-    dashboard.status._live.throttle.push_now()
+    dashboard.status.push_now()
     assert status.own_share == 0.05 and status.every_within_budget == 10
-    # detaching pushes the final state at once
+    # detaching pushes the final state of a dashboard on screen at once
+    _display(dashboard)
     monitor.detach()
-    assert status.detached is True
+    assert status.detached is True and status.replaced_at is None
     dashboard.close()
     assert monitor._listeners == []
 
@@ -314,7 +328,7 @@ def test_a_failing_widget_update_is_reported_not_raised():
 
     trend.run.history.matrix = lambda analysis: broken()
     _train(model, optimizer, 5)          # training goes on
-    trend._live.throttle.push_now()
+    trend.push_now()
     messages = [e.message for e in monitor.errors]
     assert any("history unreadable" in m for m in messages)
     assert monitor.errors[-1].analysis == "widget:trend"
@@ -322,20 +336,231 @@ def test_a_failing_widget_update_is_reported_not_raised():
 
 
 def test_updates_from_another_thread_while_training():
-    # The throttle thread reads the history while the training thread appends to it.
+    # The delivery thread reads the history while the training thread appends to it.
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1)
     dashboard = Dashboard(monitor, max_rate=200)
+    _display(dashboard)
     _train(model, optimizer, 400)
-    deadline = time.monotonic() + 5
-    while dashboard.trend._controls.step != 400 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert dashboard.trend._controls.step == 400
-    assert dashboard.trend._live.throttle.pushes > 1
+    assert _delivery_threads() and all(t.daemon for t in _delivery_threads())
+    _wait_for(lambda: dashboard.trend._controls.step == 400)
     assert monitor.errors == []
-    assert all(t.name != "nnmodes-throttle" or t.daemon for t in threading.enumerate())
     dashboard.close()
+    monitor.detach()
+
+
+# -- a dashboard costs nothing without a view, and nothing once gone -----------------------------
+
+def _display(widget) -> None:
+    """What the kernel does to show a widget (IPython's display calls it)."""
+    widget._repr_mimebundle_()
+
+
+def _views(dashboard, change: int) -> None:
+    """The front end reports a view of each panel coming (+1) or going (-1), as
+    js/presence.js does, through the comm message path the kernel takes."""
+    for panel in dashboard.children:
+        panel.front._handle_msg({"content": {"data": {"method": "custom", "content": {
+            "event": "nnmodes-views", "change": change}}}, "buffers": []})
+
+
+def _delivery_threads() -> set:
+    return {t for t in threading.enumerate() if t.name == THREAD_NAME}
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_widget_is_on_screen_from_its_display_until_the_front_end_says_its_views_went():
+    from nnmodes_widgets.widgets.presence import presence_of
+
+    widget = ipywidgets.HTML()
+    presence = presence_of(widget)
+    changes = []
+    presence.watch(changes.append)
+
+    def front_end(change):
+        widget._handle_msg({"content": {"data": {"method": "custom", "content": {
+            "event": "nnmodes-views", "change": change}}}, "buffers": []})
+    assert not presence.on_screen                   # never displayed
+    presence.mark_displayed()                       # the kernel displays it: on screen at once
+    front_end(+1)                                   # rendered: the front end counts from now
+    front_end(+1)                                   # a second view (displayed twice)
+    front_end(-1)
+    assert presence.on_screen and changes == [True]
+    front_end(-1)                                   # the last view went: off
+    assert not presence.on_screen and changes == [True, False]
+    presence.mark_displayed()                       # displayed again (a training cell runs) ...
+    front_end(-1)                                   # ... a late word of an older view changes
+    assert presence.on_screen                       # nothing: it counts as shown until its own
+    front_end(+1)                                   # view comes, and then as the front end says
+    front_end(-1)
+    assert not presence.on_screen and changes == [True, False, True, False]
+    widget._handle_msg({"content": {"data": {"method": "custom", "content": {
+        "event": "something else", "change": 1}}}, "buffers": []})
+    assert not presence.on_screen and presence_of(widget) is presence
+    widget.close()
+
+
+def test_a_dashboard_never_displayed_builds_no_frames_while_its_monitor_trains():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    threads = _delivery_threads()
+    dashboard = Dashboard(monitor, max_rate=1000)
+    try:
+        made = dashboard.frames          # the first push, at creation: data at once if shown
+        assert made == len(dashboard.children)
+        _train(model, optimizer, 100)
+        monitor.flush()
+        assert dashboard.frames == made and _delivery_threads() == threads
+        assert dashboard.trend._controls.step == 0
+        _display(dashboard)             # on screen from now: brought up to date at once
+        assert dashboard.trend._controls.step == 100 and dashboard.status.step == 100
+        assert dashboard.frames > made
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
+def test_a_dashboard_displayed_inside_a_container_is_on_screen_at_once():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    dashboard = Dashboard(monitor)
+    box = ipywidgets.VBox([ipywidgets.HTML("a run"), dashboard])
+    try:
+        _train(model, optimizer, 20)
+        assert dashboard.trend._controls.step == 0         # not displayed yet: nothing drawn
+        data, _ = shell.display_formatter.format(box)      # what display(box) does
+        assert "application/vnd.jupyter.widget-view+json" in data
+        assert dashboard.trend._controls.step == 20 and dashboard.status.step == 20
+    finally:
+        box.close()
+        dashboard.close()
+        monitor.detach()
+
+
+def test_a_dashboard_whose_views_all_went_stops_until_a_view_comes_back(monkeypatch):
+    monkeypatch.setattr(delivery_module, "IDLE_AFTER", 0.1)   # its thread ends sooner
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    before = _delivery_threads()
+    dashboard = Dashboard(monitor, max_rate=1000)
+    try:
+        _display(dashboard)
+        _views(dashboard, +1)            # rendered: from now on the front end counts
+        _train(model, optimizer, 50)
+        _wait_for(lambda: dashboard.trend._controls.step == 50)
+        _views(dashboard, -1)            # output cleared: every view gone
+        for thread in _delivery_threads() - before:
+            thread.join(10)             # nothing left to draw: the thread ends
+        assert _delivery_threads() == before
+        frames = dashboard.frames
+        _train(model, optimizer, 100)
+        monitor.flush()
+        assert dashboard.frames == frames and _delivery_threads() == before
+        _views(dashboard, +1)            # shown again: each panel up to date at once
+        assert dashboard.trend._controls.step == 150 and dashboard.status.step == 150
+        assert dashboard.frames > frames
+        _train(model, optimizer, 10)     # and live again
+        _wait_for(lambda: dashboard.trend._controls.step == 160)
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
+def test_one_delivery_thread_per_dashboard_and_none_once_the_run_detached(monkeypatch):
+    monkeypatch.setattr(delivery_module, "IDLE_AFTER", 600)   # they end with the run, not idle
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    before = _delivery_threads()
+    widgets = [Dashboard(monitor), Dashboard(monitor), Trend(monitor)]   # a lone panel: one too
+    try:
+        for widget in widgets:
+            _display(widget)
+        _train(model, optimizer, 30)
+        started = _delivery_threads() - before
+        assert len(started) == len(widgets)
+        monitor.detach()                 # the final state, then the threads end
+        for thread in started:
+            thread.join(10)
+        assert _delivery_threads() == before
+        assert widgets[0].status.detached and widgets[1].status.detached
+        assert widgets[0].status.step == widgets[1].status.step == 30
+    finally:
+        for widget in widgets:
+            widget.close()
+
+
+def test_a_dashboard_nobody_holds_is_collected_while_its_monitor_lives():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    try:
+        # closed: ipywidgets lets go of it and of its parts, and the run and thread hold nothing
+        dashboard = monitor.dashboard()
+        _display(dashboard)
+        _train(model, optimizer, 5)
+        dashboard.close()
+        gone = weakref.ref(dashboard)
+        del dashboard
+        gc.collect()
+        assert gone() is None and monitor._listeners == []
+        # the run's listener and the delivery thread hold a delivery (and its panels) weakly:
+        # alive while training, it is collected once nobody holds it
+        before = _delivery_threads()
+        delivery = Delivery()
+        drawn = []
+        delivery.add(Feed(lambda: drawn.append(monitor.current_step) or True, on_error=pytest.fail))
+        delivery.follow(monitor)
+        _train(model, optimizer, 5)
+        _wait_for(lambda: drawn and drawn[-1] == monitor.current_step)
+        (thread,) = _delivery_threads() - before
+        gone = weakref.ref(delivery)
+        del delivery
+        gc.collect()
+        assert gone() is None
+        thread.join(10)                 # it finds its delivery gone
+        assert not thread.is_alive()
+        _train(model, optimizer, 1)      # the next news: the dead delivery's listener leaves
+        assert monitor._listeners == []
+    finally:
+        monitor.detach()
+
+
+def test_a_replaced_monitors_dashboard_says_so_and_stops(monkeypatch):
+    monkeypatch.setattr(delivery_module, "IDLE_AFTER", 600)   # it ends with the run, not idle
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    old = nm.Monitor(model, optimizer, every=1, budget=1.0)
+    dashboard = old.dashboard()
+    before = _delivery_threads()
+    try:
+        _display(dashboard)
+        _train(model, optimizer, 12)
+        (thread,) = _delivery_threads() - before
+        new = nm.Monitor(model, optimizer, every=1, budget=1.0)   # the same training loop
+        thread.join(10)
+        assert not thread.is_alive()
+        assert dashboard.status.replaced_at == 12 and dashboard.status.detached
+        assert "replaced at step 12" in old.summary()
+        frames = dashboard.frames
+        _train(model, optimizer, 10)
+        assert dashboard.frames == frames and dashboard.trend._controls.step == 12
+        new.detach()
+    finally:
+        dashboard.close()
 
 
 def test_widgets_refuse_what_is_not_a_monitor():
@@ -361,7 +586,7 @@ def test_spectra_panel_shows_a_partial_spectrum_ranks_as_the_analysis_computes_t
     panel = Spectra(monitor)
     monitor.step()
     monitor.flush()
-    panel._live.throttle.push_now()
+    panel.push_now()
     truth = nm.analysis.mode_spectrum(model)
     assert truth["0.weight"].partial and not truth["2.weight"].partial
     _, stable = monitor.history.get("stable_rank", "0.weight")
@@ -390,7 +615,7 @@ def test_spectra_panel_shows_newest_spectra_fits_and_rank_trends():
     for _ in range(12):
         _train(model, optimizer, 2)
         monitor.flush()
-    panel._live.throttle.push_now()
+    panel.push_now()
     layers = monitor.history.layers("spectrum")
     assert list(panel._spectra.labels) == layers == ["0.weight", "2.weight", "4.weight"]
     steps, values = monitor.history.get("spectrum", "2.weight")
@@ -448,7 +673,7 @@ def test_live_radiograph_shows_the_newest_radiographs_as_tiles_for_image_probes(
         model(torch.randn(8, 1, 4, 4)).pow(2).mean().backward()
         optimizer.step()
         monitor.flush()
-    panel._live.throttle.push_now()
+    panel.push_now()
     step, maps, input_shape = panel._latest
     assert step == 3 and list(maps) == ["1", "3"] and input_shape == (4, 4)
     assert panel.frame_meta["input_shape"] == [4, 4] and panel.frame_meta["step"] == 3
@@ -468,7 +693,7 @@ def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
     try:
         assert trend._log_scale.min is not None      # no data yet: a fixed range
         _train(model, optimizer, 20)
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert list(trend._lines.labels) == ["0.weight", "2.weight", "4.weight"]
         assert (trend._lines.y[0] == 0).all()         # the linear view shows the frozen layer at 0
         assert list(trend._log_lines.labels) == ["2.weight", "4.weight"]
@@ -488,19 +713,19 @@ def test_the_lines_off_screen_are_refreshed_less_often_and_at_once_when_switched
     trend = Trend(monitor)            # linear on screen
     try:
         _train(model, optimizer, 10)     # enough samples: clustered, recoloured
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend._log_lines.x[0, -1] == trend._lines.x[0, -1] == 10      # both refreshed
         assert trend._lines.x.dtype == np.float32
         _train(model, optimizer, 5)
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend._lines.x[0, -1] == 15 and trend._log_lines.x[0, -1] == 10  # log: not yet
         trend._hidden_due = 0.0                                                  # its time comes
         _train(model, optimizer, 1)
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend._log_lines.x[0, -1] == 16
         _train(model, optimizer, 1)
         trend.log_y = True             # as the browser's switch does: the log lines at once
-        trend._live.throttle.push_now()
+        trend.push_now()
         assert trend._log_lines.x[0, -1] == 17
     finally:
         trend.close()
@@ -585,7 +810,7 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         _train(model, optimizer, 5)
         monitor.flush()
         for panel in (trend, spectra):
-            panel._live.throttle.push_now()
+            panel.push_now()
         assert monitor.history.count("rwc") == monitor.history.count("spectrum") == 1
         layers = ["0.weight", "2.weight", "4.weight"]
         for mark in (trend._lines, trend._log_lines, spectra._effective, spectra._stable):
@@ -607,7 +832,7 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         _train(model, optimizer, 5)
         monitor.flush()
         for panel in (trend, spectra):
-            panel._live.throttle.push_now()
+            panel.push_now()
         for mark in (trend._lines, spectra._effective):
             assert mark.x.shape == (3, 2) and mark.x[0].tolist() == [5, 10]
         assert trend._lines.stroke_width == LINE_WIDTH and spectra._effective.stroke_width == 2.0
@@ -635,7 +860,7 @@ def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
         optimizer.step()
         monitor.flush()
         for panel in (trend, spectra):
-            panel._live.throttle.push_now()
+            panel.push_now()
         assert monitor.errors == []
         # 1.weight: RWC NaN (a zero reference), no spectrum a log axis can place: left out
         assert list(trend._lines.labels) == ["0.weight"] and trend._lines.x.shape == (2,)
@@ -708,7 +933,7 @@ def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
     trend = Trend(monitor)
     _train(model, optimizer, 12)
     monitor.flush()
-    trend._live.throttle.push_now()
+    trend.push_now()
     assert {e.analysis for e in monitor.errors} == {"clusters"}
     assert "clustering bug" in monitor.errors[0].message
     assert "clusters" in monitor._heavy.names            # a fault, not switched off: retried

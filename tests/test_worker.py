@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nnmodes_widgets.live.worker import Worker
+from nnmodes_widgets.live.worker import START, Worker
 
 
 def test_runs_offered_jobs_in_the_background_and_flushes():
@@ -68,3 +68,49 @@ def test_begin_and_end_bracket_every_job_even_a_failing_one():
     worker.flush()
     worker.close()
     assert log == ["begin", "a", ("end", 1), "begin", ("error", "b"), ("end", 4)]
+
+
+def test_a_start_hook_that_raises_is_reported_and_the_jobs_run_all_the_same():
+    errors, ran = [], []
+
+    def start():
+        raise RuntimeError("can't register atexit after shutdown")
+    worker = Worker(on_error=lambda name, exc: errors.append((name, str(exc))), on_start=start)
+    assert worker.offer("a", lambda: ran.append("a")) and worker.flush(5)
+    assert ran == ["a"] and errors == [(START, "can't register atexit after shutdown")]
+    assert worker.close(5)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_whose_thread_died_never_makes_a_wait_hang():
+    def dies():
+        raise SystemExit      # not an Exception: nothing in the worker catches it
+    worker = Worker(on_error=lambda name, exc: None, on_start=dies)
+    assert worker.offer("queued", lambda: None)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append((worker.flush(), worker.close())),
+                              daemon=True)
+    waiter.start()
+    waiter.join(30)           # a hang fails here, not by the clock
+    assert not waiter.is_alive()
+    assert results == [(False, True)]        # the job was not done; the thread has ended
+    assert worker.dropped == 1 and worker.offer("late", lambda: None) is False
+
+
+def test_close_abandons_a_job_still_running_and_names_it_then_the_thread_ends():
+    gate = threading.Event()
+    worker = Worker(on_error=lambda name, exc: None)
+    worker.offer("hangs", gate.wait)
+    assert worker.close(0.2) is False and worker.running == "hangs"
+    thread = worker._thread
+    assert thread.is_alive()
+    gate.set()
+    thread.join(30)
+    assert not thread.is_alive() and worker.running is None
+
+
+def test_close_ends_the_thread():
+    worker = Worker(on_error=lambda name, exc: None)
+    worker.offer("a", lambda: None)
+    thread = worker._thread
+    assert worker.close(5) and not thread.is_alive()

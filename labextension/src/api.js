@@ -1,10 +1,11 @@
-// The server extension's read-only listing: GET {baseUrl}nnmodes/runs (nnmodes_widgets/server_extension.py).
+// The server extension's read-only listing: GET {baseUrl}nnmodes/runs (nnmodes_widgets/jupyter/server_extension.py).
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 /**
  * The runs under `folder` (relative to the server's root; '' for the root itself), its
- * subfolders too: {folder, now, truncated, runs: [{path, name, status, steps, started, updated, model}]}.
+ * subfolders too: {folder, now, truncated, runs: [{path, name, status, steps, started, updated, model,
+ * error}]}; status "unreadable" (the reason in error) for a file named like a run that is not one.
  * Paths are relative to the server's root. Throws ServerConnection.ResponseError on an HTTP error.
  */
 export async function fetchRuns(folder = '', settings = ServerConnection.makeSettings()) {

@@ -1,6 +1,7 @@
 // The Runs panel of the left sidebar (#nnmodes-runs): one .nnmodes-run row per run file under the
 // server's root (data-path relative to the root, data-status "running" / "finished" /
-// "interrupted"), refreshed every REFRESH_MS while the panel is shown. Click selects (ctrl/cmd
+// "interrupted", or "unreadable" with the reason in place of the steps), refreshed every
+// REFRESH_MS while the panel is shown. Click selects (ctrl/cmd
 // click toggles, shift click selects a range), double-click or Enter opens, Compare compares the
 // selected runs in the order they were selected.
 import { Widget } from '@lumino/widgets';
@@ -167,12 +168,15 @@ export class RunsPanel extends Widget {
 
   _updateRow(row, run, now) {
     const folder = run.path.includes('/') ? run.path.slice(0, run.path.lastIndexOf('/')) : '';
+    const unreadable = run.status === 'unreadable';
     row.dataset.status = run.status;
-    row.title = `${run.path}${run.model ? `\nmodel: ${run.model}` : ''}\ndouble-click to open`;
+    row.title = unreadable
+      ? `${run.path}\nnot readable as a run: ${run.error}`
+      : `${run.path}${run.model ? `\nmodel: ${run.model}` : ''}\ndouble-click to open`;
     row.querySelector('.nnmodes-run-name').textContent = run.name;
     row.querySelector('.nnmodes-run-status').textContent = run.status;
     row.querySelector('.nnmodes-run-folder').textContent = folder ? `${folder}/` : '';
-    row.querySelector('.nnmodes-run-steps').textContent = `step ${run.steps}`;
+    row.querySelector('.nnmodes-run-steps').textContent = unreadable ? run.error : `step ${run.steps}`;
     const updated = row.querySelector('.nnmodes-run-updated');
     updated.textContent = age(now, run.updated);
     updated.title = typeof run.updated === 'number' ? new Date(run.updated * 1000).toLocaleString() : '';

@@ -1,45 +1,49 @@
 """Pure computations on torch modules and tensors, one module per analysis family.
 
-Nothing here imports Jupyter or the widget side: these functions work in a plain script.
+Nothing here imports Jupyter or the widget side: these functions work in a plain script. The
+names load when first used (PEP 562), so that the torch-free modules here (``modes``, ``esd``)
+serve a process that reads stored runs without torch.
 """
 
-# relative weight change (WeightScale)
-from .rwc import relative_weight_change, weight_snapshot
+from importlib import import_module
 
-# layer clustering (WeightScale)
-from .clustering import LayerClusters, cluster_layers
+# public name -> the module that defines it
+_WHERE = {
+    # relative weight change (WeightScale)
+    "relative_weight_change": "rwc", "weight_snapshot": "rwc",
+    # layer clustering (WeightScale)
+    "cluster_layers": "clustering", "LayerClusters": "clustering",
+    # what a model is given: positional and keyword inputs
+    "ModelInputs": "inputs",
+    # a model outside what an analysis can compute
+    "UnsupportedModel": "errors",
+    # weight pathways (Feng et al.)
+    "pathway_layers": "pathways", "static_radiograph": "pathways", "static_radiographs": "pathways",
+    "gated_radiograph": "pathways", "characteristic_maps": "pathways",
+    # neuron transformation modes (Lin et al.)
+    "neuron_modes": "neurons", "NeuronModes": "neurons", "LayerModes": "neurons",
+    # mode decomposition (Li & Huang)
+    "fit_power_law": "powerlaw", "PowerLawFit": "powerlaw", "power_law_line": "powerlaw",
+    "mode_spectrum": "spectrum", "Spectrum": "spectrum", "mode_truncation_curve": "spectrum",
+    # heavy tails of the spectra (WeightWatcher's alpha)
+    "tail_exponent": "esd",
+    # attraction basins, sharpness and weight alignment (network dynamics, SPEC 4.6)
+    "sample_basins": "basins", "SampleBasins": "basins", "weight_basins": "basins",
+    "sharpness": "basins", "weight_alignment": "basins",
+    # learning phases: change points of those series
+    "phase_changes": "phases",
+}
 
-# what a model is given: positional and keyword inputs
-from .inputs import ModelInputs
+__all__ = list(_WHERE)
 
-# a model outside what an analysis can compute
-from .errors import UnsupportedModel
 
-# weight pathways (Feng et al.)
-from .pathways import (characteristic_maps, gated_radiograph, pathway_layers, static_radiograph,
-                       static_radiographs)
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'nnmodes_widgets.analysis' has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value      # once loaded, a plain attribute
+    return value
 
-# neuron transformation modes (Lin et al.)
-from .neurons import LayerModes, NeuronModes, neuron_modes
 
-# mode decomposition (Li & Huang)
-from .powerlaw import PowerLawFit, fit_power_law, power_law_line
-from .spectrum import Spectrum, mode_spectrum, mode_truncation_curve
-
-# attraction basins, sharpness and weight alignment (network dynamics, SPEC 4.6)
-from .basins import SampleBasins, sample_basins, sharpness, weight_alignment, weight_basins
-
-# learning phases: change points of those series
-from .phases import phase_changes
-
-__all__ = [
-    "weight_snapshot", "relative_weight_change",
-    "cluster_layers", "LayerClusters",
-    "pathway_layers", "static_radiograph", "static_radiographs", "gated_radiograph",
-    "characteristic_maps",
-    "neuron_modes", "NeuronModes", "LayerModes", "ModelInputs", "UnsupportedModel",
-    "mode_spectrum", "Spectrum", "fit_power_law", "PowerLawFit", "power_law_line",
-    "mode_truncation_curve",
-    "sample_basins", "SampleBasins", "weight_basins", "sharpness", "weight_alignment",
-    "phase_changes",
-]
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

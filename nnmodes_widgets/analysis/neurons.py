@@ -38,16 +38,14 @@ from torch import nn
 from .capture import Capture, capture, check_labels, derivative
 from .errors import NonFiniteValues, UnsupportedModel
 from .inputs import as_inputs
+from .modes import MODES, mode_code
 
 __all__ = ["MODES", "NeuronModes", "LayerModes", "neuron_modes", "order_preservation", "mode_code"]
-
-MODES = ("linear", "nonlinear", "dead")   # mode names; NeuronModes.mode_code indexes this
 
 ORDER_BYTES = 64 * 2**20    # memory budget of order_preservation per chunk of neurons
 _GRID = (-10.0, 10.0)
 _GRID_POINTS = 20001        # one shared grid: step 0.001
 _GRID_POINTS_PER_NEURON = 2001
-_SLACK = 1e-12              # count / N against 1 - eps: rounding must not flip a mode
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,16 +203,6 @@ def _max_slope(fn, z: torch.Tensor, axis: int, per_neuron: bool) -> torch.Tensor
 def _neuron_major(t: torch.Tensor, axis: int) -> torch.Tensor:
     """[B, ..., n (at axis), ...] -> [n, B * positions], sample index b * positions + p."""
     return t.movedim(axis, 0).reshape(t.shape[axis], -1)
-
-
-def mode_code(active_fraction, eps: float = 0.05):
-    """The mode of each active fraction (a tensor or an array, any shape), as an index into
-    ``MODES``: "linear" at >= 1 - eps, "dead" at <= eps, else "nonlinear" (SPEC 4.3), with a
-    slack of 1e-12 so that rounding in count / N never flips a mode. The one rule, for the
-    analysis and for whatever draws its records."""
-    linear = active_fraction >= 1 - eps - _SLACK
-    dead = active_fraction <= eps + _SLACK
-    return MODES.index("nonlinear") + (dead * 1) - (linear * 1)    # linear 0, nonlinear 1, dead 2
 
 
 def _layer_modes(layer, activation, z, h, transmitting, threshold, eps, labels, batch,

@@ -26,7 +26,7 @@ class NnmodesMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.monitors: list[Monitor] = []   # every monitor made here, the current one last
-        self.dashboards = {}                # id(monitor) -> its dashboard
+        self.dashboards = {}                # monitor -> its dashboard
 
     @line_magic
     def nnmodes(self, line: str):
@@ -76,12 +76,13 @@ class NnmodesMagics(Magics):
         if "--no-run" in options:
             kwargs["run"] = False
         try:
-            monitor = Monitor(model, optimizer, **kwargs)
+            monitor = Monitor(model, optimizer, **kwargs)    # replaces the loop's old one
         except (TypeError, ValueError) as exc:
             raise UsageError(f"%nnmodes watch: {exc}") from None
+        self._drop_replaced()
         self.monitors.append(monitor)
         dashboard = monitor.dashboard()
-        self.dashboards[id(monitor)] = dashboard
+        self.dashboards[monitor] = dashboard
         display(dashboard)
         return monitor   # `monitor = %nnmodes watch ...` keeps a handle on it
 
@@ -102,13 +103,19 @@ class NnmodesMagics(Magics):
     def _status(self) -> None:
         monitor = self._require_current()
         print(f"{type(monitor.model).__name__}: {monitor.summary()}")
+        findings = monitor.findings
+        if findings:
+            print(f"findings ({len(findings)}, newest first):")
+        for finding in reversed(findings):
+            until = "" if finding.ended is None else f" (until step {finding.ended:,})"
+            print(f"  {finding.severity:7s} {finding.message}{until}")
 
     def _export(self, args: list[str]) -> None:
         if len(args) != 1:
             raise UsageError(f"%nnmodes export takes one PATH (.png, .svg or .pdf). Usage: {USAGE}")
         monitor = self._require_current(attached=False)
         try:
-            path = self.dashboards[id(monitor)].export(args[0])
+            path = self.dashboards[monitor].export(args[0])
         except (ValueError, OSError) as exc:
             raise UsageError(f"%nnmodes export: {exc}") from None
         print(f"exported the dashboard at step {monitor.current_step} to {path}")
@@ -117,6 +124,14 @@ class NnmodesMagics(Magics):
         monitor = self._require_current()
         monitor.detach()
         print(f"detached from {type(monitor.model).__name__} at step {monitor.current_step}")
+
+    def _drop_replaced(self) -> None:
+        """Let go of the monitors a new one replaced, and of their dashboards: those stay on
+        screen, saying "replaced at step N", and are no longer this magic's."""
+        replaced = [m for m in self.monitors if m.replaced_at is not None]
+        for monitor in replaced:
+            self.monitors.remove(monitor)
+            self.dashboards.pop(monitor, None)
 
     def detach_all(self) -> None:
         for monitor in self.monitors:

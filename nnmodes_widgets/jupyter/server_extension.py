@@ -2,8 +2,10 @@
 
 ``GET {base_url}nnmodes/runs?folder=<relative folder>&recursive=<0|1>`` answers
 ``{"folder", "now", "truncated", "runs": [{"path", "name", "status", "steps", "started",
-"updated", "model"}]}``, each ``path`` relative to the server's root directory (``/``-separated),
-``now`` the server's clock (unix time) for the "last update" ages.
+"updated", "model", "error"}]}``, each ``path`` relative to the server's root directory
+(``/``-separated), ``now`` the server's clock (unix time) for the "last update" ages; a file named
+like a run that is not one this version reads has ``status`` "unreadable" and the reason in
+``error``. Strict JSON: no NaN or Infinity.
 
 What it guards:
 
@@ -11,16 +13,19 @@ What it guards:
   XSRF), ``@tornado.web.authenticated``, and the authorizer asked for "read" on "contents";
 - nothing outside the root: ``folder`` absolute, with a ``..`` part, or with a NUL is a 400;
   a folder that resolves outside the root (a symlink pointing out) is a 403; a run file whose
-  link points outside the root is left out of the listing; hidden folders and files are refused
-  and skipped unless the contents manager allows hidden files;
-- nothing written: the files are read through ``run_reader.list_runs`` (read-only SQLite
-  connections, the header and info only); the handler has no other method than GET;
-- bounded work: the walk descends at most ``MAX_DEPTH`` folders, visits at most ``MAX_FOLDERS``
-  (then ``truncated`` is true), skips ``SKIPPED`` folders and never follows folder links; it runs
-  in a worker thread, off the server's event loop.
+  real path is outside the root (compared by path components) is left out before it is opened;
+  hidden folders and files are refused and skipped unless the contents manager allows hidden
+  files;
+- nothing written: the files are read through ``runs.run_listing.scan`` (recognised by name and
+  header before they are opened, read-only without SQLite side files, cached); the handler has
+  no other method than GET;
+- bounded work: the walk descends at most ``MAX_DEPTH`` folders, visits at most ``MAX_FOLDERS``,
+  reads at most ``MAX_FILES`` run files (``truncated`` is true whenever a bound left something
+  out), skips ``SKIPPED`` folders and never follows folder links; it runs in a worker thread, off
+  the server's event loop; one bad file is one "unreadable" entry.
 
-Imports the standard library, tornado and jupyter_server at load; the run reader (NumPy, no torch)
-when first asked. Enabled by ``jupyter-config/jupyter_server_config.d/nnmodes_widgets.json``.
+Imports the standard library, tornado, jupyter_server and the run listing (standard library;
+no NumPy, no torch). Enabled by ``jupyter-config/jupyter_server_config.d/nnmodes_widgets.json``.
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-__all__ = ["RunsHandler", "list_under_root", "MAX_DEPTH", "MAX_FOLDERS"]
+from ..runs.run_listing import inside, scan
+
+__all__ = ["RunsHandler", "list_under_root", "MAX_DEPTH", "MAX_FOLDERS", "MAX_FILES"]
 
 MAX_DEPTH = 6            # folders below the one asked for
 MAX_FOLDERS = 1000       # folders read in one listing
+MAX_FILES = 5000         # run files read in one listing
 SKIPPED = frozenset({"node_modules", "__pycache__", "site-packages", ".git", ".ipynb_checkpoints"})
 
 
@@ -46,10 +54,6 @@ class PathRefused(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def resolve_folder(root: str, folder: str, allow_hidden: bool = False) -> str:
@@ -65,7 +69,7 @@ def resolve_folder(root: str, folder: str, allow_hidden: bool = False) -> str:
     if not allow_hidden and any(p.startswith(".") for p in parts):
         raise PathRefused(404, "no such folder")
     target = os.path.realpath(os.path.join(root, *parts))
-    if not _inside(target, root):
+    if not inside(target, root):
         raise PathRefused(403, "folder is outside the server's root directory")
     if not os.path.isdir(target):
         raise PathRefused(404, "no such folder")
@@ -75,28 +79,14 @@ def resolve_folder(root: str, folder: str, allow_hidden: bool = False) -> str:
 def list_under_root(root: str, folder: str = "", *, recursive: bool = True,
                     allow_hidden: bool = False) -> dict:
     """The listing the endpoint answers (``root``: the server's root directory)."""
-    from ..runs.run_reader import list_runs   # read-only; NumPy, no torch
-
     root = os.path.realpath(root)
     top = resolve_folder(root, folder, allow_hidden)
-    runs, folders, truncated = [], 0, False
-    for here, dirs, _files in os.walk(top, followlinks=False):
-        folders += 1
-        depth = 0 if here == top else os.path.relpath(here, top).count(os.sep) + 1
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and (allow_hidden or not d.startswith("."))
-                         and recursive and depth < MAX_DEPTH)
-        for run in list_runs(here):
-            path = run["path"]
-            if not allow_hidden and os.path.basename(path).startswith("."):
-                continue
-            if not _inside(os.path.realpath(path), root):   # a link pointing out
-                continue
-            run["path"] = os.path.relpath(path, root).replace(os.sep, "/")
-            run["model"] = run["model"] if isinstance(run["model"], str) else None
-            runs.append(run)
-        if folders >= MAX_FOLDERS:
-            truncated = bool(dirs)
-            break
+    runs, truncated = scan(top, root=root, recursive=recursive, max_depth=MAX_DEPTH,
+                           max_folders=MAX_FOLDERS, max_files=MAX_FILES,
+                           allow_hidden=allow_hidden, skipped=SKIPPED)
+    below = len(root.rstrip(os.sep) + os.sep)     # (every path is below the root, as found)
+    for run in runs:
+        run["path"] = run["path"][below:].replace(os.sep, "/")
     runs.sort(key=lambda r: (-(r["started"] or 0.0), r["path"]))
     return {"folder": "" if top == root else os.path.relpath(top, root).replace(os.sep, "/"),
             "now": time.time(), "truncated": truncated, "runs": runs}
@@ -120,7 +110,7 @@ class RunsHandler(APIHandler):
         except PathRefused as exc:
             raise web.HTTPError(exc.status, str(exc)) from None
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(listing, default=str))
+        self.finish(json.dumps(listing, allow_nan=False))   # (every number finite: run_listing)
 
 
 def _jupyter_server_extension_points():

@@ -28,12 +28,12 @@ PHASE_MIN_SAMPLES = 8        # samples of a series before it takes part in the p
 PHASE_SERIES = ("neuron_modes", "weight_alignment", "sample_basins", "weight_basins")
 
 
-def _alignment(job: Job) -> dict:
+def alignment(job: Job) -> dict:
     """Mean |cos| between the incoming weight vectors of each layer's neurons."""
     return {"weight_alignment": weight_alignment(job.model)}
 
 
-def _basins(job: Job) -> dict:
+def basins(job: Job) -> dict:
     """Over the first ``BASIN_SAMPLES`` probe samples: for one floating-point input, the
     sample-space basin radii, their median per class ("sample_basins", keys "class 0", ...);
     for any input, the weight-space basin radius of each weight layer and of all of them
@@ -58,7 +58,7 @@ def _basins(job: Job) -> dict:
                                    "output is class scores [B, C] or next-token logits [B, T, V]")
         predicted = scores.argmax(-1) if scores is not None else None
     targets = labels if labels is not None else predicted
-    out["weight_basins"] = weight_basins(job.model, _cross_entropy, (inputs, targets),
+    out["weight_basins"] = weight_basins(job.model, cross_entropy, (inputs, targets),
                                          directions=WEIGHT_DIRECTIONS)
     whose = "labels" if labels is not None else "predicted classes"
     space = (f"{SAMPLE_DIRECTIONS} directions in input space and " if images else "")
@@ -68,7 +68,7 @@ def _basins(job: Job) -> dict:
     return out
 
 
-def _cross_entropy(output, targets) -> torch.Tensor:
+def cross_entropy(output, targets) -> torch.Tensor:
     """Cross-entropy of class scores [B, C] (or per-position scores [B, T, V]: next tokens) of a
     model's output (a tensor, or the first tensor of what it returns) against ``targets``."""
     scores = first_tensor(output)
@@ -112,7 +112,7 @@ def dynamics_series(history, step: int | None = None) -> dict[str, tuple[np.ndar
     return series
 
 
-def _phases(job: Job) -> dict:
+def phases(job: Job) -> dict:
     """The steps where a new phase begins ("phases", key "*": ``MAX_PHASES`` values, NaN after
     the last), from ``phase_changes`` of ``dynamics_series``; recorded at the newest step of
     those series."""
@@ -126,7 +126,7 @@ def _phases(job: Job) -> dict:
     return {"phases": {"*": marks}, STEP: newest}
 
 
-def _phases_ready(monitor) -> bool:
+def phases_ready(monitor) -> bool:
     history = monitor.history
     return any(history.count(a) >= PHASE_MIN_SAMPLES for a in PHASE_SERIES)
 

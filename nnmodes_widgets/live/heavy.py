@@ -1,17 +1,31 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
-At each sample the monitor offers the analysis whose turn it is: each gets an equal share of the
-worker's time, so a cheap one (weight alignment) runs often and a costly one (a radiograph)
-now and then. It runs only if the worker is free (else it is dropped and counted: the next offer
-carries newer weights) and if the pace allows: after a run of c seconds the next waits
-``monitor.pacer.wait_after(c)``, the share of wall time the measured slowdown of training
-leaves to the worker (``pacing``). Every run after an analysis's first sets the pace; the first
-run of each comes as soon as the worker is free, so that every panel gets its first frame.
-The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
-weights' device, on the training thread, counted in the monitor's overhead) and analyses the
-copy, so training goes on changing the original meanwhile.
+Offered at every training step (a glance at one number until a run may start), so that how
+often the panels refresh does not depend on how often RWC is sampled. Whose turn it is: each
+analysis gets an equal share of the worker's time, so a cheap one (weight alignment) runs often
+and a costly one now and then. Nothing is exempt from the budget (SPEC 5, wave 3): a run starts
+only when the worker's credit (``pacing.Pacer.credit``, accruing at the rate the measured
+slowdown leaves) covers its estimated cost, its first run included, and what it really cost is
+taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs on the
+training thread. The libraries the analyses import are imported when the monitor is made,
+before training, so that no step pays for them.
 
-What each analysis computes is in ``jobs`` (and ``dynamics_jobs``); this module schedules them.
+Live sizes. Each analysis runs at a size, a fraction (1, 1/2, ... ``MIN_SIZE``) of its full live
+work (units, samples, directions, leading values: each runner says what; ``Job.size``), so that
+one round of every analysis fits the refresh target (``refresh_target``: 2.5 s for a small
+model, 10 s for a 10M-parameter one) within the budget: it starts at the smallest and is
+doubled while twice its last run's cost fits its equal share of a round, halved when a run
+does not fit it. A runner's notes (what it reduced) are kept once its size has settled. With
+a budget of 1 (no pace) every run is at full size.
+
+The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
+weights' device, on the training thread) and analyses the copy, so training goes on changing
+the original meanwhile. On CUDA nothing here waits for the device: the refresh is queued on the
+training stream and marked with an event; the run waits for that event on the worker's own
+stream and marks its end with another, which the next refresh waits for (on the device).
+
+What each analysis needs, records and costs is in the registry (``runs.analyses``), what it
+computes in its runner (``jobs``, ``dynamics_jobs``); this module schedules them.
 
 Faults. An analysis that raises ``UnsupportedModel`` (the model is outside what it can compute)
 is switched off for the model, with a notice. Any other exception is a fault (a bug, a transient
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 import time
 from collections.abc import Callable
 
@@ -30,50 +45,46 @@ import torch
 from torch import nn
 
 from ..analysis.errors import NonFiniteValues, UnsupportedModel
-from .dynamics_jobs import _alignment, _basins, _phases, _phases_ready, basins_cost
-from .jobs import (NOTES, STEP, Job, _characteristic_maps, _clusters, _clusters_ready,
-                   _neuron_modes, _radiograph, _spectrum)
-from .worker import Worker
+from ..runs.analyses import BACKGROUND
+from ..runs.analyses import analysis as entry
+from .jobs import NOTES, STEP, Job
+from .worker import Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
-# An analysis on by default only where the budget allows: after its first run, off (with a
-# notice) when at the worker's share of wall time it could run only once in this many seconds
-# Their cost is estimated before their first run (name -> (monitor, last costs) -> seconds, None
-# while it cannot be told yet), and they are never run first-come as the others are.
-OPTIONAL = {"basins": basins_cost}
+# An analysis with a cost estimate (the registry's ``cost``) is on by default only where the
+# budget allows it: off (with a notice) when at the worker's share of wall time it could run
+# only once in this many seconds; it never runs first-come as the others do.
 OPTIONAL_MAX_PERIOD = 120.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
 
-# name -> (Job) -> {analysis: {layer: array}}, each recorded in the history under its analysis
-# (a runner's own name first) at the step offered, or at results[STEP]; under NOTES, {layer or
-# module: message} for what the model's structure leaves out or approximates, kept once each in
-# monitor.notices. Offered in this order, cheapest first as a rule (a ResNet-18 on one CPU
-# thread: 0.3, 0.8, 3.6 and 9.4 s), so that every panel gets its first frame before the
-# costliest run sets a long pace.
-RUNNERS: dict[str, Callable[[Job], dict]] = {
-    "spectrum": _spectrum, "clusters": _clusters, "alignment": _alignment, "phases": _phases,
-    "neuron_modes": _neuron_modes, "characteristic_maps": _characteristic_maps,
-    "radiograph": _radiograph, "basins": _basins}
-HEAVY = tuple(RUNNERS)
-NEEDS_PROBE = {"radiograph", "neuron_modes", "characteristic_maps", "basins"}   # once there is one
-NEEDS_MODEL = {"spectrum", "alignment", "radiograph", "neuron_modes", "characteristic_maps",
-               "basins"}                                                       # get the copy
-# name -> (monitor) -> whether it can be offered now (besides a probe for NEEDS_PROBE)
-READY: dict[str, Callable] = {"clusters": _clusters_ready, "phases": _phases_ready}
-# name -> libraries it imports when first used, imported when the worker starts instead: 1.3 s of
-# importing scikit-learn counted as the first clustering's cost set a 28 s pause for every panel
-IMPORTS = {"clusters": ("sklearn.cluster",), "phases": ("ruptures",)}
+# The background analyses, in the order they are offered (the registry's, ``runs.analyses``).
+# A runner takes a ``Job`` and returns {analysis: {layer: array}}, each recorded in the history
+# under its analysis at the step offered, or at results[STEP]; under NOTES, {layer or module:
+# message} for what the model's structure leaves out or approximates, kept once each in
+# monitor.notices.
+HEAVY = BACKGROUND
+
+_PACKAGE = __package__.rpartition(".")[0]      # the registry names functions under it
+
+
+def resolve(ref: str) -> Callable:
+    """The function a registry entry names (``"live.jobs:spectrum"``), looked up at each call:
+    always the module's current one."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), name)
+
 
 class HeavyAnalyses:
     """The background analyses ``names`` of ``monitor``; those in ``optional`` (the default
-    analyses, not asked for by name) run only where the budget allows them (``OPTIONAL``)."""
+    analyses, not asked for by name) that have a cost estimate run only where the budget allows
+    them."""
 
     def __init__(self, monitor, names, optional=()):
         self.monitor = monitor
         self.names = list(names)
-        self.optional = set(optional) & set(OPTIONAL)
+        self.optional = {name for name in optional if entry(name).cost}
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
@@ -86,6 +97,8 @@ class HeavyAnalyses:
         self._faults: dict[str, int] = {}   # name -> consecutive faults (reset by a run that works)
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
         self._noted: set[tuple] = set()   # notes already in monitor.notices
+        self._analysed: dict[str, int] = {}   # name -> the step of its newest run
+        self._abandoned = False    # closed with a run still going: its results are not wanted
         self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
@@ -96,7 +109,7 @@ class HeavyAnalyses:
         not fit the worker's share; not yet when its cost cannot be told."""
         if name not in self.optional or self._runs.get(name):
             return True
-        cost = OPTIONAL[name](self.monitor, self.worker.last_cost)
+        cost = resolve(entry(name).cost)(self.monitor, self.worker.last_cost)
         if cost is None:
             return False
         period = cost + self.monitor.pacer.wait_after(cost)
@@ -119,18 +132,19 @@ class HeavyAnalyses:
         torch.set_num_threads(1)
         token = self.monitor.pacer.begin("worker")
         try:
-            for module in {m for name in self.names for m in IMPORTS.get(name, ())}:
-                importlib.import_module(module)
-        except ImportError as exc:     # the analysis itself will report it
-            self.monitor.report_notice("schedule", None, f"not imported ahead: {exc}")
+            for module in dict.fromkeys(m for name in self.names for m in entry(name).imports):
+                try:
+                    importlib.import_module(module)
+                except ImportError as exc:     # the analysis itself will report it
+                    self.monitor.report_notice("schedule", None, f"not imported ahead: {exc}")
         finally:
             self.monitor.pacer.end(token)
 
     def _ready(self, name: str) -> bool:
-        if name in NEEDS_PROBE and self.monitor.probe is None:
+        described = entry(name)
+        if described.needs_probe and self.monitor.probe is None:
             return False
-        ready = READY.get(name)
-        return ready is None or ready(self.monitor)
+        return described.ready is None or resolve(described.ready)(self.monitor)
 
     def offer(self, step: int) -> None:
         """Offer the analysis whose turn it is at training step ``step``."""
@@ -157,9 +171,11 @@ class HeavyAnalyses:
     def _start(self, name: str, step: int) -> None:
         """Hand ``name``'s run at ``step`` to the worker (on the model's copy, refreshed now)."""
         monitor = self.monitor
-        job = Job(model=self._refresh() if name in NEEDS_MODEL else None, probe=monitor.probe,
+        self._analysed[name] = step
+        job = Job(model=self._refresh() if entry(name).needs_model else None, probe=monitor.probe,
                   history=monitor.history, step=step,
-                  report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step))
+                  report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step),
+                  optimizer=monitor.optimizer_settings)
         self.worker.offer(name, lambda: self._run(name, job, time.time()))
 
     def _next(self, ready: list[str]) -> str | None:
@@ -185,7 +201,10 @@ class HeavyAnalyses:
     def _run(self, name: str, job: Job, when: float) -> None:
         start = self._started[name] = time.perf_counter()
         try:
-            results = RUNNERS[name](job)
+            with self.worker.cuttable():     # abandoned at detach: stopped here
+                results = resolve(entry(name).runner)(job)
+            if self._abandoned:
+                return
             step = results.pop(STEP, job.step)
             for layer, message in results.pop(NOTES, {}).items():
                 if (name, layer, message) not in self._noted:
@@ -210,9 +229,11 @@ class HeavyAnalyses:
             self._spent[name] = self._spent.get(name, 0.0) + end - start
             wait = self.monitor.pacer.wait_after(end - start)
             self._next_start = end + wait
-            if name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD:
+            if (name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD
+                    and not self._abandoned):
                 self._switch_off_optional(name, end - start, end - start + wait, "took")
-        self.monitor.notify()
+        if not self._abandoned:
+            self.monitor.notify()
 
     def _fault(self, name: str, exc: BaseException, step: int) -> None:
         """A fault (a bug, a transient out-of-memory), shown as an error at the step analysed;
@@ -241,16 +262,34 @@ class HeavyAnalyses:
     def flush(self, timeout: float | None = None) -> bool:
         return self.worker.flush(timeout)
 
-    def finish(self, step: int) -> None:
-        """At the end of the run: once more what sums up the whole run (the phases), after
-        everything scheduled."""
-        self.flush()
-        if "phases" in self.names and self._ready("phases"):
-            self._start("phases", step)
-            self.flush()
+    def final_round(self, step: int, deadline: float | None) -> None:
+        """Once more every analysis on the weights of ``step``, the last, so that the run ends
+        with the trained model's: each ready one not yet run at ``step``, the cheapest first
+        (by its last run; one that never ran in the registry's order, after them), so that as
+        many as the time allows get in; then those that sum up the others (the phases; again,
+        for what the round added); as far as ``deadline`` (``time.monotonic``) allows."""
+        cost = self.worker.last_cost
+        # the others by cost; those that sum up in the registry's order (the findings read the
+        # phases)
+        for name in sorted(self.names, key=lambda n: (entry(n).last, BACKGROUND.index(n)
+                                                      if entry(n).last else cost.get(n, math.inf))):
+            if not self.worker.flush(time_left(deadline)):
+                return
+            again = entry(name).last or self._analysed.get(name) != step
+            if name in self.names and again and self._ready(name) and self._affordable(name):
+                self._start(name, step)
+        self.worker.flush(time_left(deadline))
 
-    def close(self, timeout: float | None = None) -> bool:
-        return self.worker.close(timeout)
+    def close(self, timeout: float | None = None, grace: float = 0.0) -> str | None:
+        """Stop the worker, waiting at most ``timeout`` for the run in hand (then it is stopped,
+        and the worker's thread gets ``grace`` more seconds to end); the name of the analysis
+        abandoned, None when none was. An abandoned run's results are dropped."""
+        running = None
+        if not self.worker.flush(timeout):
+            running = self.worker.running
+            self._abandoned = True       # what it still brings is dropped
+        self.worker.close(0, grace)
+        return running
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",

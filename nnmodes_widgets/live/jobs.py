@@ -1,8 +1,8 @@
-"""What each background analysis computes (its runner): from a ``Job`` (the model's copy, the
-probe, the history, the step) to its results, recorded by the scheduler (``heavy``) in the
-monitor's history. Analyses compute, widgets render: every figure a panel shows is computed here
-once (the power-law fits beside the spectra, the clusters of the RWC trends); the panels only
-decimate and draw.
+"""What each background analysis computes (its runner, named in the registry
+``runs.analyses``): from a ``Job`` (the model's copy, the probe, the history, the step) to its
+results, recorded by the scheduler (``heavy``) in the monitor's history. Analyses compute,
+widgets render: every figure a panel shows is computed here once (the power-law fits beside the
+spectra, the clusters of the RWC trends); the panels only decimate and draw.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ..analysis.clustering import aligned_series, bucket_means, cluster_layers
 from ..analysis.errors import UnsupportedModel
 from ..analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
 from ..analysis.neurons import modes_from_capture
-from ..analysis.pathways import characteristic_maps, samples_per_chunk, static_radiographs_from
+from ..analysis import pathways
+from ..analysis.pathways import samples_per_chunk, static_radiographs_from
 from ..analysis.powerlaw import power_law_line
 from ..analysis.spectrum import SpectrumTracker
 
@@ -54,12 +55,15 @@ class Job:
     only the history); ``probe``: the monitor's probe, ``x`` or ``(x, y)`` (None before there is
     one); ``history``: the monitor's history (read it, never record: the runner's results are
     recorded); ``step``: the training step the run was offered at; ``report(layer, exc)``: keep
-    a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on."""
+    a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on;
+    ``optimizer``: the optimizer's class and hyperparameters (``Monitor.optimizer_settings``),
+    None without one."""
     model: nn.Module | None
     probe: object
     history: object
     step: int
     report: Callable[[str | None, BaseException], None]
+    optimizer: dict | None = None
 
 
 # One tracker per analysed copy: its partial spectra start from the previous run's (the copy is
@@ -67,7 +71,7 @@ class Job:
 _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _spectrum(job: Job) -> dict:
+def spectrum(job: Job) -> dict:
     """Singular values of every weight, descending (SPEC 4.4): ``SpectrumTracker``, exact up to
     its ``max_exact`` elements, above it the leading values warm-started from the last run's.
     With them the ranks as the analysis computes them (a partial spectrum lists only its leading
@@ -159,7 +163,7 @@ def _prepare(job: Job, *, static: bool = False, rows: int | None = None) -> _Pre
 _FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _radiograph(job: Job) -> dict:
+def radiograph(job: Job) -> dict:
     """Signed static radiograph of the first ``RADIOGRAPH_UNITS`` units of every weight layer
     the forward runs, in ``pathway_layers`` order, from one pass (SPEC 4.2): [units, inputs], or
     for token inputs [units, positions], the strength of the pathways from each position (the
@@ -185,7 +189,7 @@ def _radiograph(job: Job) -> dict:
     return out
 
 
-def _neuron_modes(job: Job) -> dict:
+def neuron_modes(job: Job) -> dict:
     """Active fraction of every activation's neurons over the first ``NEURON_SAMPLES`` probe
     samples (SPEC 4.3; its modes follow from it), and per class ("neuron_classes", [C, n]) when
     the probe has classes: its labels, else the model's predicted classes when its output is
@@ -215,7 +219,7 @@ def _neuron_modes(job: Job) -> dict:
     return out
 
 
-def _characteristic_maps(job: Job) -> dict:
+def characteristic_maps(job: Job) -> dict:
     """Characteristic maps of the output layer (the last weight layer the forward runs, SPEC
     4.2): class averages [C, n_out, inputs] over at most ``CLASS_SAMPLES`` probe samples of
     each class; for a language model the map of each position's predicted next token over the
@@ -228,8 +232,8 @@ def _characteristic_maps(job: Job) -> dict:
     chunk = samples_per_chunk(prep.first.sample_bytes)
     n_classes = prep.n_classes()
     if prep.language():
-        maps = characteristic_maps(model, x.rows(0, SEQUENCE_SAMPLES), layer,
-                                   chunk_size=chunk).mean(0, keepdim=True)
+        maps = pathways.characteristic_maps(model, x.rows(0, SEQUENCE_SAMPLES), layer,
+                                            chunk_size=chunk).mean(0, keepdim=True)
         note = f"live: averaged over the first {min(x.batch, SEQUENCE_SAMPLES)} probe sequences"
     elif n_classes is None:
         raise UnsupportedModel("characteristic maps need class labels: give probe=(x, y), or a "
@@ -243,8 +247,9 @@ def _characteristic_maps(job: Job) -> dict:
                 y = first_tensor(call_model(model, x)).argmax(1)
         y = y.to(torch.int64)
         index = torch.cat([(y == c).nonzero().flatten()[:CLASS_SAMPLES] for c in range(n_classes)])
-        maps = characteristic_maps(model, x.take(index), layer, y=y[index], num_classes=n_classes,
-                                   units=RADIOGRAPH_UNITS, chunk_size=chunk)
+        maps = pathways.characteristic_maps(model, x.take(index), layer, y=y[index],
+                                            num_classes=n_classes, units=RADIOGRAPH_UNITS,
+                                            chunk_size=chunk)
         note = f"live: class averages over at most {CLASS_SAMPLES} probe samples of each class"
     return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
 
@@ -254,7 +259,7 @@ def _split(probe):
     return probe if isinstance(probe, tuple) else (probe, None)
 
 
-def _clusters(job: Job) -> dict:
+def clusters(job: Job) -> dict:
     """Clusters of the layers' RWC trends (SPEC 4.1, ``cluster_layers`` with its defaults) on
     the series of the steps every layer has (``aligned_series``) averaged into at most
     ``CLUSTER_MAX_POINTS`` buckets (``bucket_means``): "rwc_clusters", {layer: label} (float64),
@@ -269,8 +274,8 @@ def _clusters(job: Job) -> dict:
     if not np.isfinite(means).all():
         return {}
     with _one_thread():
-        clusters = cluster_layers(dict(zip(series, means.T)))
-    return {"rwc_clusters": {layer: np.float64(label) for layer, label in clusters.labels.items()},
+        partition = cluster_layers(dict(zip(series, means.T)))
+    return {"rwc_clusters": {layer: np.float64(label) for layer, label in partition.labels.items()},
             STEP: int(steps[-1])}
 
 
@@ -284,7 +289,7 @@ def _one_thread():
     return threadpool_limits(limits=1, user_api="openmp")
 
 
-def _clusters_ready(monitor) -> bool:
+def clusters_ready(monitor) -> bool:
     history = monitor.history
     return ("rwc" in monitor.analyses and history.count("rwc") >= CLUSTER_MIN_SAMPLES
             and len(history.layers("rwc")) >= CLUSTER_MIN_LAYERS)

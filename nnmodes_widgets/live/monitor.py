@@ -6,32 +6,48 @@ The monitor runs inside the user's training step, so every fault it meets is cau
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import re
+import sys
+import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 
 import torch
 from torch import nn
 
-from . import distributed
 from ..analysis.capture import capture
 from ..analysis.inputs import ModelInputs, as_inputs
 from ..analysis.rwc import RWC_KINDS, RwcTracker
-from .heavy import HEAVY, HeavyAnalyses
 from ..runs.history import History
-from .pacing import Pacer, every_within
 from ..runs.run_file import SUFFIX, RunFileError
 from ..runs.run_state import MonitorError, RunState
 from ..runs.run_view import ProbeFacts
-from ..runs.run_writer import RunWriter
+from ..runs.run_writer import RunWriter, exit_status
+from . import attached, distributed, worker
+from .findings import tracker as findings_tracker
+from .heavy import HEAVY, HeavyAnalyses
+from .pacing import Pacer, every_within
+from .worker import time_left
 
 __all__ = ["Monitor", "MonitorError"]
 
 PROBE_SIZE = 256            # samples of the first training batch kept as the default probe
 RUNS_FOLDER = "nnmodes_runs"   # where runs are recorded by default, under the working directory
+DETACH_TIMEOUT = 10.0       # s detach() takes at most, by default
+REPLACED_TIMEOUT = 2.0      # s a monitor replaced by a new one waits for its analysis in hand
+EXIT_TIMEOUT = 5.0          # s the monitors still attached at interpreter exit take, all together
+# s more at exit for worker threads stopping (each at its next Python instruction: after the
+# torch call under way, which may take seconds); one still in torch at exit aborts the process
+EXIT_JOIN = 30.0
+# of a detach's time, this share (at most CLOSE_RESERVE s) is kept for closing: half for a stopped
+# analysis's thread to end, the rest for the run file (a commit, a checkpoint)
+CLOSE_SHARE, CLOSE_RESERVE = 0.2, 1.0
 
 
 class Monitor:
@@ -65,7 +81,15 @@ class Monitor:
     holds every value of the history (floats as float32), the errors and notices, the model's
     class and parameter shapes and the monitor's settings; it is written from a background
     thread, committed at least every 2 s, and closed as "finished" by ``detach()``. A write
-    error (a full disk) stops the recording with a notice; training goes on.
+    error (a full disk) stops the recording with a notice; training goes on. ``name`` (a
+    trainer's run name) takes the model class's place in the default file name and is kept in
+    ``info["name"]``; ``hparams`` (the training's hyperparameters) in ``info["settings"]``.
+
+    One monitor per training loop: a new Monitor on the optimizer (without one, the model) of a
+    monitor still attached replaces it once the new one is whole — the old one detaches within
+    ``REPLACED_TIMEOUT`` (no final round), closes its run, and says "replaced at step N"
+    (``replaced_at``). A constructor that fails leaves nothing behind: no hook, no thread, no
+    run file. At interpreter exit an attached monitor closes its run within ``EXIT_TIMEOUT``.
     """
 
     def __init__(
@@ -81,9 +105,14 @@ class Monitor:
         analyses=None,
         history_mb: float | None = 512,
         run: str | os.PathLike | bool | None = None,
+        name: str | None = None,
+        hparams: dict | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Monitor expects a torch.nn.Module as model, got {type(model).__name__}")
+        # the torch optimizer under a framework's wrapper (Accelerate, Lightning): its step hooks
+        # fire on real updates only
+        optimizer = None if optimizer is None else distributed.unwrap_optimizer(optimizer)
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"Monitor expects a torch.optim.Optimizer (or None), got {type(optimizer).__name__}"
@@ -105,6 +134,10 @@ class Monitor:
         if not (run is None or run is False or isinstance(run, (str, os.PathLike))):
             raise TypeError(f"run must be None (record to {RUNS_FOLDER}/), False (record nothing) "
                             f"or a path, got {run!r}")
+        if name is not None and not (isinstance(name, str) and name.strip()):
+            raise TypeError(f"name must be None or a non-empty string, got {name!r}")
+        if hparams is not None and not isinstance(hparams, dict):
+            raise TypeError(f"hparams must be None or a dict, got {type(hparams).__name__}")
         # Under torch.distributed every process makes its monitor; only rank 0 records, shows
         # and runs the background analyses (SPEC 5). DDP's wrapper is looked through.
         model = distributed.unwrap(model)
@@ -116,12 +149,19 @@ class Monitor:
         self.budget = float(budget)
         self.rwc_kind = rwc_kind
         self.include_bias = include_bias
+        self.name, self.hparams = name, dict(hparams or {})
         self.analyses = analyses
 
         weights = self._weights()
         if not weights:
             what = "parameters" if include_bias else "weights with ndim >= 2"
             raise ValueError(f"nothing to analyse: {type(model).__name__} has no {what}")
+        unmade = [n for n, p in weights.items() if p.is_meta]
+        if unmade:
+            raise ValueError(f"{type(model).__name__}'s weights are on the meta device (not "
+                             f"materialised: {', '.join(unmade[:3])}{', ...' if len(unmade) > 3 else ''}); "
+                             "initialise or load them (model.to_empty(device=...)) before "
+                             "attaching a Monitor")
         # FSDP2 shards the weights: RWC sums each process's shards and adds them up across
         # processes (every rank takes part); a background analysis would need the whole
         # weights on rank 0, gathered by every rank at once, which a worker thread cannot do.
@@ -140,39 +180,73 @@ class Monitor:
         # and the run state (the step, errors, notices, non-finite layers: run_state).
         self._state = RunState()
         self._probe_facts: tuple[int, ProbeFacts] | None = None   # (id of the probe, its facts)
-        self._writer: RunWriter | None = None
-        self._writer = self._open_run(run, weights)    # last of the checks: it creates a file
-        if self._writer is not None:
-            self.history.on_record = self._writer.record
-            self._record_probe_facts()
-        if sharded and any(a in HEAVY for a in analyses):
-            self.report_notice("schedule", None, "background analyses are off: the weights are "
-                               "sharded (FSDP); RWC is computed from every process's shards")
-        self._tracker = RwcTracker(_local(weights), kind=rwc_kind,
-                                   reduce=distributed.sum_across_processes() if sharded else None)
-        self._identity = {name: id(p) for name, p in weights.items()}
+        self._trained: list[str] | None = None      # names of the parameters the optimizer trains
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
         self._last_overhead, self._last_sampled = 0.0, False   # the step under way, for the pacer
-        self._detached = False
+        self._writer: RunWriter | None = None
+        self._probe_hook = None
+        # The lifecycle: every resource is entered in _resources as it is made and released in
+        # reverse order by detach(), by a constructor that fails part-way, at interpreter exit.
+        self._resources = ExitStack()
+        self._lifecycle = threading.Lock()
+        self._stopping = False          # detach() has begun: steps are ignored
+        self._detached = False          # ... and ended
+        self._replaced_at: int | None = None
+        self._status = "finished"       # what the run file is closed as
+        self._timeout: float | None = None                  # the detach's, for its notice
+        self._deadline = self._work_deadline = None         # time.monotonic() bounds of it
+        self._reserve = 0.0                                 # s of it kept for closing
+        try:
+            replaced = self._attach(run, weights, sharded, heavy, chosen)
+        except BaseException:
+            self._resources.__exit__(*sys.exc_info())
+            raise
+        if replaced is not None:      # its fault must not cost the user the new monitor
+            self._guarded("replace", lambda: replaced._close(REPLACED_TIMEOUT, final_round=False,
+                                                             replaced=True))
+
+    def _attach(self, run, weights, sharded: bool, heavy: list[str], chosen: bool):
+        """Make and register, one after the other, what the monitor holds; the monitor this
+        one replaces on its training loop, if any (detached by the caller: only once this
+        monitor is whole)."""
+        model, optimizer, resources = self.model, self.optimizer, self._resources
+        resources.callback(self._let_listeners_go)            # released last
+        self._writer = self._open_run(run, weights)    # last of the checks: it creates a file
+        if self._writer is not None:
+            resources.push(self._close_run)
+            self.history.on_record = self._writer.record
+            self._record_probe_facts()
+        if sharded and any(a in HEAVY for a in self.analyses):
+            self.report_notice("schedule", None, "background analyses are off: the weights are "
+                               "sharded (FSDP); RWC is computed from every process's shards")
+        self._tracker = RwcTracker(_local(weights), kind=self.rwc_kind,
+                                   reduce=distributed.sum_across_processes() if sharded else None)
+        self._identity = {name: id(p) for name, p in weights.items()}
         # A background second stalls a CPU training loop's parallel regions on a busy core (each
         # waits for its slowest thread): the prior contention is one per intra-op thread, until
         # the steps themselves have measured it.
         on_cuda = any(p.is_cuda for p in model.parameters())
         self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
         self._heavy = HeavyAnalyses(self, heavy, optional=() if chosen else heavy)
-        self._hooks = []
+        resources.callback(self._close_worker)
         if optimizer is not None:
-            self._hooks.append(optimizer.register_step_post_hook(self._on_optimizer_step))
-        self._probe_hook = (model.register_forward_pre_hook(self._capture_probe, with_kwargs=True)
-                            if self.probe is None else None)
+            resources.callback(optimizer.register_step_post_hook(self._on_optimizer_step).remove)
+        if self.probe is None:
+            self._probe_hook = model.register_forward_pre_hook(self._capture_probe, with_kwargs=True)
+            resources.callback(self._remove_probe_hook)
+        loop = optimizer if optimizer is not None else model
+        replaced = attached.claim(loop, self)
+        resources.callback(attached.release, loop, self)
+        return replaced
 
     # -- the training-loop side ------------------------------------------------------------------
 
     def step(self) -> None:
         """Count one training step; sample every ``every`` steps. Never raises an Exception."""
-        if self._detached:
-            warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
+        if self._stopping:
+            if self._detached:
+                warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
             return
         t0 = time.perf_counter()
         self.pacer.step(t0, self._last_overhead, self._last_sampled)   # the step that ended
@@ -217,34 +291,77 @@ class Monitor:
             self._probe_hook = None
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every analysis already scheduled is in the history; False on timeout.
+        """Wait until every analysis already scheduled is in the history; False on timeout (or
+        when the worker's thread has died, which never makes it wait).
 
         RWC is computed inside the step; the heavier analyses run in the background.
         """
         return self._heavy.flush(timeout)
 
-    def detach(self) -> None:
-        """Flush, find the phases of the whole run once more, then remove every hook this monitor
-        added. The history stays readable."""
-        if self._detached:
+    def detach(self, timeout: float | None = DETACH_TIMEOUT) -> None:
+        """Stop watching, within ``timeout`` seconds (None: however long the analyses take).
+
+        First one round of every background analysis on the final weights, as far as the time
+        allows (the phases last: they sum up the run), so that the history and the run file end
+        with the trained model's; then every resource the monitor holds is released, newest
+        first: its registration as the loop's monitor, its hooks, the worker (an analysis still
+        running is abandoned to its daemon thread, with a notice naming it), the run file
+        (closed as "finished"), the listeners (told first). The history stays readable."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+        self._close(timeout, final_round=True)
+
+    def _close(self, timeout: float | None, *, final_round: bool, status: str = "finished",
+               replaced: bool = False) -> None:
+        """Detach (once): ``final_round`` as ``detach()`` does; the run closed as ``status``;
+        ``replaced`` when a new monitor took over this one's training loop."""
+        with self._lifecycle:
+            if self._stopping:
+                return
+            self._stopping = True
+        if replaced:
+            self._replaced_at = self.current_step
+        self._status, self._timeout = status, timeout
+        if timeout is not None:
+            self._reserve = min(CLOSE_RESERVE, CLOSE_SHARE * timeout)
+            self._deadline = time.monotonic() + timeout
+            self._work_deadline = self._deadline - self._reserve
+        try:
+            if final_round and self.current_step > 0:
+                self._guarded("schedule", self._heavy.final_round, self.current_step,
+                              self._work_deadline)
+        finally:     # interrupted or not, nothing is left held
+            self._resources.close()
+
+    def _close_worker(self) -> None:
+        abandoned = self._heavy.close(time_left(self._work_deadline), self._reserve / 2)
+        if abandoned is not None:
+            self.report_notice(abandoned, None, f"{abandoned} still running at detach: "
+                               f"abandoned after {self._timeout:g} s")
+
+    def _close_run(self, exc_type, exc, tb) -> None:
+        """Close the run file: "finished" (or ``_status``) with the final stats; removed when
+        the constructor failed (it holds nothing the user recorded, and the path is free
+        again at once)."""
+        if exc_type is not None:
+            self._writer.discard()
             return
-        self._heavy.finish(self.current_step)     # flushes: every scheduled analysis is in
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-        self._remove_probe_hook()
-        self._heavy.close()
-        if self._writer is not None:
-            self._writer.update_info(stats=_jsonable_stats(self.stats()))
-            self._writer.close("finished")
+        self._writer.update_info(stats=_jsonable_stats(self.stats()))
+        self._writer.close(self._status, timeout=time_left(self._deadline))
+
+    def _let_listeners_go(self) -> None:
+        """The last release: the listeners hear that the monitor is detached, then are let go."""
         self._detached = True
         self.notify()
+        self._listeners.clear()
 
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # a body that raised (a bug, an interrupt) is not kept waiting for a final round
+        self._close(DETACH_TIMEOUT, final_round=exc_type is None)
 
     # -- state for status lines and widgets ----------------------------------------------------------
 
@@ -260,6 +377,12 @@ class Monitor:
     @property
     def detached(self) -> bool:
         return self._detached
+
+    @property
+    def replaced_at(self) -> int | None:
+        """The step this monitor had reached when a new one replaced it on its training loop
+        (the same optimizer, or model without one); None when it was not replaced."""
+        return self._replaced_at
 
     @property
     def errors(self) -> list[MonitorError]:
@@ -290,6 +413,35 @@ class Monitor:
         return list(dict.fromkeys(names))
 
     @property
+    def optimizer_settings(self) -> dict | None:
+        """The optimizer's class name and its first parameter group's ``lr``, ``momentum``,
+        ``nesterov`` and ``weight_decay`` as they are now (a scheduler changes them), and
+        ``params``: the names of the parameters it trains; None without an optimizer. The
+        edge-of-stability finding reads them."""
+        optimizer = self.optimizer
+        if optimizer is None:
+            return None
+        group = optimizer.param_groups[0] if optimizer.param_groups else {}
+        settings = {"class": type(optimizer).__name__}
+        for key in ("lr", "momentum", "nesterov", "weight_decay"):
+            value = group.get(key)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, (bool, int, float)):
+                settings[key] = value
+        if self._trained is None:
+            trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            self._trained = [n for n, p in self.model.named_parameters() if id(p) in trained]
+        settings["params"] = self._trained
+        return settings
+
+    @property
+    def findings(self) -> list:
+        """What the analyses see, in words (SPEC 15): ``Finding(step, kind, layer, severity,
+        message, evidence, ended)`` of this run so far, in the order they started."""
+        return findings_tracker(self.history).findings   # the worker's, as the analyses came in
+
+    @property
     def probe_facts(self) -> ProbeFacts | None:
         """The probe's labels and input shape, for the panels; None until there is a probe."""
         probe = self.probe
@@ -318,7 +470,8 @@ class Monitor:
         (widget updates); ``contention`` (how much a background second slows training);
         ``every_within_budget`` (when the sampling alone takes over half the budget: the
         ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
-        ``errors``, ``last_error``."""
+        ``errors``, ``last_error``; ``detached``, and ``replaced_at``: the step reached when a
+        new monitor replaced this one, else None."""
         step, errors, last_error, nonfinite = self._state.faults()
         rate = self.pacer.steps_per_second()
         measured = self.pacer.estimate()
@@ -341,6 +494,7 @@ class Monitor:
             "last_error": last_error,
             "nonfinite": nonfinite,
             "detached": self._detached,
+            "replaced_at": self._replaced_at,
         }
 
     def summary(self) -> str:
@@ -361,7 +515,9 @@ class Monitor:
         parts.append(_count(s["errors"], "error") + (f" (last: {s['last_error']})" if s["last_error"] else ""))
         if s["nonfinite"]:
             parts.append("non-finite weights in " + ", ".join(s["nonfinite"]))
-        if s["detached"]:
+        if s["replaced_at"] is not None:
+            parts.append(f"replaced at step {s['replaced_at']} by a new monitor")
+        elif s["detached"]:
             parts.append("detached")
         return " · ".join(parts)
 
@@ -448,16 +604,17 @@ class Monitor:
             return None
         model = self.model
         name = distributed.model_class(model).__name__
-        info = {"model": name,
+        info = {"model": name, "name": self.name,
                 "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
                 "weights": list(weights), "layers": self.layers,
                 "settings": {"every": self.every, "budget": self.budget, "rwc_kind": self.rwc_kind,
                              "include_bias": self.include_bias, "analyses": list(self.analyses),
-                             "history_mb": self.history_mb}}
+                             "history_mb": self.history_mb, "hparams": self.hparams,
+                             "optimizer": self.optimizer_settings}}
         on_error = self._recording_failed
         if run is not None:     # a path chosen: refused with a clear error if it cannot be
             return RunWriter(os.fspath(run), info, on_error=on_error)
-        stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+        stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{_file_name(self.name) or name}")
         for attempt in range(1, 100):    # two monitors started in one second
             path = stem + ("" if attempt == 1 else f"-{attempt}") + SUFFIX
             if os.path.exists(path):
@@ -481,6 +638,12 @@ class Monitor:
     def _recording_failed(self, exc: BaseException) -> None:
         self.report_notice("run", None, f"recording to {self.run_path} stopped: "
                            f"{type(exc).__name__}: {exc}; what was written before stays readable")
+
+
+def _file_name(name: str | None) -> str:
+    """A run's name as part of a file name: runs of anything but letters, digits, '.', '_' and
+    '-' become one '-'."""
+    return re.sub(r"[^\w.-]+", "-", name).strip("-.") if name else ""
 
 
 def _local(weights: dict) -> dict:
@@ -521,3 +684,19 @@ def _check_probe(probe, model: nn.Module):
                          f"y {tuple(y.shape)}")
     capture(model, inputs, what=f"the probe ({inputs.describe()})")   # the analyses' own pass
     return x if y is None else (x, y)
+
+
+@atexit.register
+def _detach_at_exit() -> None:
+    """At interpreter exit every monitor still attached lets go of what it holds, within
+    ``EXIT_TIMEOUT`` all together: no final round, no listeners told (the widgets are going
+    too); the run closed as "finished", or "interrupted" when a script ends with an uncaught
+    exception; then the worker threads still stopping get up to ``EXIT_JOIN`` to end (a daemon
+    thread inside torch at exit aborts the process). Registered once, for all: the map of
+    attached monitors is weak, so this keeps none of them alive."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    status = exit_status()
+    for monitor in attached.monitors():
+        monitor._listeners.clear()
+        monitor._close(time_left(deadline), final_round=False, status=status)
+    worker.join_all(EXIT_JOIN)     # also those of analyses abandoned at a detach

@@ -15,8 +15,12 @@ measured from the training steps themselves:
   cores it was measured above 1 (a worker second cost training about two), which is why its
   prior is the number of intra-op threads until enough overlap has been seen.
 
-The worker may then run the share D of wall time that keeps the measured slowdown within the
-budget (``Pacer.worker_share``); after a job of c seconds it waits c * (1 - D) / D.
+The worker's runs may then cost training what the rest of the measured slowdown leaves of the
+budget (``Pacer.rate``: training seconds per second of wall time; nothing when the rest takes
+it all). A run costs training c x its worker seconds, plus the seconds it takes on the training
+thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``). The worker spends a
+credit that accrues at that rate from the monitor's start (``credit``, ``spend``): no minute of
+training, the first included, pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
 not a training step: left out.
@@ -53,9 +57,10 @@ class Pacer:
         self.budget = budget
         self.prior = float(prior_contention)
         self._lock = threading.Lock()
-        # ring buffer of steps: start, duration, the monitor's time inside, sampled (0/1); a
-        # NumPy array so that an estimate reads it without converting 32k tuples
-        self._steps = np.zeros((WINDOW_STEPS, 4))
+        # ring buffer of steps: start, duration, the monitor's time inside, sampled (0/1), the
+        # part of that time spent for the worker's runs; a NumPy array so that an estimate
+        # reads it without converting 32k tuples
+        self._steps = np.zeros((WINDOW_STEPS, 5))
         self._busy: collections.deque = collections.deque(maxlen=BUSY_KEPT)
         self._tokens = itertools.count()
         self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
@@ -64,17 +69,20 @@ class Pacer:
         self._estimated_at = -math.inf
         self._counted = 0              # steps seen so far
         self._estimated_count = 0      # ... when the estimate was made
+        self._credit = 0.0             # training seconds the worker's runs may still cost
+        self._credited_at: float | None = None
 
     # -- in ------------------------------------------------------------------------------------
 
-    def step(self, start: float, overhead: float = 0.0, sampled: bool = False) -> None:
+    def step(self, start: float, overhead: float = 0.0, sampled: bool = False,
+             for_jobs: float = 0.0) -> None:
         """A training step ended at ``start`` (``time.perf_counter``), where the next begins;
-        the monitor spent ``overhead`` seconds inside the step that ends here, sampling in it
-        when ``sampled``."""
+        the monitor spent ``overhead`` seconds inside the step that ends here, sampling (or
+        preparing a run) in it when ``sampled``, ``for_jobs`` of them for the worker's runs."""
         with self._lock:
             if self._last_start is not None:
                 self._steps[self._counted % WINDOW_STEPS] = (
-                    self._last_start, start - self._last_start, overhead, sampled)
+                    self._last_start, start - self._last_start, overhead, sampled, for_jobs)
                 self._counted += 1
             self._last_start = start
 
@@ -111,8 +119,8 @@ class Pacer:
     def estimate(self) -> dict:
         """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
         quiet step), ``contention`` (c), ``worker_share`` and ``widget_share`` (of wall time),
-        ``own_share`` (the monitor's time inside the steps over their total), ``steps`` (in the
-        window)."""
+        ``own_share`` (the monitor's time inside the steps over their total), ``job_share``
+        (the part of it spent for the worker's runs), ``steps`` (in the window)."""
         now = time.perf_counter()
         with self._lock:
             # recent enough, and not many steps since (the first steps change it most)
@@ -129,28 +137,50 @@ class Pacer:
             self._estimate, self._estimated_at = estimate, now
         return estimate
 
-    def worker_share(self) -> float:
-        """The share of wall time the worker may take now so the slowdown stays in budget.
+    def rate(self) -> float:
+        """Training seconds per second of wall time the worker's runs may cost now: what the rest
+        of the measured slowdown leaves of the budget, nothing when it leaves nothing (no
+        floor); inf with a budget of 1 (all of the wall time: no pace).
 
-        A worker busy for a share D of wall time costs training c * D of it: a slowdown of
-        c * D * (1 + S) at slowdown S. The worker gets what the rest of the measured slowdown
-        leaves of the budget, and never less than a quarter of it (so every panel still fills
-        when RWC alone nears the budget).
-        """
+        The rest is the measured slowdown less the runs' part of it (c x the worker's share of
+        wall time, plus the training thread's time for them), at slowdown S a slowdown of
+        (c W + J) (1 + S); until the slowdown is measured, the monitor's own time in the steps
+        and c x the widgets' share."""
+        if self.budget >= 1:
+            return math.inf
         e = self.estimate()
         c, slowdown = e["contention"], e["slowdown"]
-        if c <= 0:
-            return 1.0
-        others = 0.0 if not math.isfinite(slowdown) else \
-            slowdown - c * e["worker_share"] * (1 + slowdown)
-        return min(1.0, max(self.budget / 4, self.budget - others) / (c * (1 + self.budget)))
+        runs = c * e["worker_share"] + e["job_share"]
+        if math.isfinite(slowdown):
+            others = slowdown - runs * (1 + slowdown)
+        else:
+            own = e["own_share"] if math.isfinite(e["own_share"]) else 0.0
+            others = own - e["job_share"] + c * e["widget_share"]
+        return max(0.0, self.budget - others) / (1 + self.budget)
 
-    def wait_after(self, cost: float) -> float:
-        """Seconds to wait after a job of ``cost`` seconds before the next starts."""
-        if self.budget >= 1:    # all of the wall time: no pace
-            return 0.0
-        share = self.worker_share()
-        return cost * (1 - share) / share
+    def cost(self, worker_seconds: float, own_seconds: float = 0.0) -> float:
+        """What a run costs training, in seconds: c x its seconds on the worker, plus its
+        seconds on the training thread."""
+        return self.estimate()["contention"] * worker_seconds + own_seconds
+
+    def credit(self, cap: float) -> float:
+        """The worker's credit now, in training seconds: zero at the first call, then accruing
+        at ``rate()`` (at most to ``cap``), less what ``spend`` took."""
+        rate = self.rate()
+        now = time.perf_counter()
+        with self._lock:
+            if math.isinf(rate):
+                self._credit = cap
+            elif self._credited_at is not None:
+                self._credit = min(cap, self._credit + rate * (now - self._credited_at))
+            self._credited_at = now
+            return self._credit
+
+    def spend(self, seconds: float) -> None:
+        """A run cost training ``seconds`` (``cost``): taken off the credit (which may go
+        below zero: the next run waits until it has accrued back)."""
+        with self._lock:
+            self._credit -= seconds
 
 
 def every_within(every: int, own_share: float, budget: float) -> int | None:
@@ -164,7 +194,8 @@ def every_within(every: int, own_share: float, budget: float) -> int | None:
 
 
 _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
-                "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "steps": 0}
+                "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "job_share": 0.0,
+                "steps": 0}
 
 
 def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> dict:
@@ -172,9 +203,8 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
     if len(steps) < 2:
         return out
-    start, duration, overhead, sampled = steps.T
-    keep = duration <= BREAK * np.median(duration)
-    start, duration, overhead, sampled = start[keep], duration[keep], overhead[keep], sampled[keep]
+    steps = steps[steps[:, 1] <= BREAK * np.median(steps[:, 1])]
+    start, duration, overhead, sampled, for_jobs = steps.T
     if not len(start):
         return out
     end = start + duration
@@ -183,6 +213,7 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     worker = _overlap(busy[busy[:, 2] == 1], start, end)
     share = any_busy / duration
     out.update(steps=len(start), own_share=float(overhead.sum() / wall),
+               job_share=float(for_jobs.sum() / wall),
                worker_share=float(worker.sum() / wall),
                widget_share=float((any_busy - worker).clip(min=0).sum() / wall))
     quiet = (share < QUIET) & (sampled == 0)

@@ -23,17 +23,18 @@ import threading
 
 import numpy as np
 
+from .analyses import RECORDS
+
 __all__ = ["History", "ANALYSES"]
 
+# Every name a value is recorded under: the records of the analyses (``runs.analyses``).
 # "neuron_classes": per-class active fractions [C, n] of each neuron-modes layer;
 # "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer;
 # "power_law": the piecewise power law fitted to each spectrum, its value at every rank;
 # "rwc_clusters": each layer's cluster label, from its RWC trend;
 # "weight_alignment", "weight_basins": per weight layer ("*": all of them), "sample_basins": the
 # median radius per class ("class 0", ...); "phases": the steps where a phase begins ("*")
-ANALYSES = ("rwc", "spectrum", "stable_rank", "effective_rank", "power_law", "neuron_modes",
-            "radiograph", "neuron_classes", "characteristic_maps", "rwc_clusters",
-            "weight_alignment", "sample_basins", "weight_basins", "phases")
+ANALYSES = RECORDS
 
 _FIRST_BYTES = 1 << 16           # a new array holds 16 elements, or fewer when that is over 64 KiB
 _INT32_MAX = int(np.iinfo(np.int32).max)

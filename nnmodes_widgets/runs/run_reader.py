@@ -1,9 +1,11 @@
-"""Reading runs from their files (SPEC 11): ``open_run``, ``Run``, ``list_runs``.
+"""Reading runs from their files (SPEC 11, 14): ``open_run``, ``Run`` (and ``list_runs``, from
+``run_listing``).
 
 Any number of processes read a run, also while it is being written (a script or a ``torchrun``
 job writes, a notebook tails it); nothing is ever written through them (file format and
-liveness: ``run_file``). Needs the standard library and NumPy only: ``Run.dashboard`` and
-``Run.to_tensorboard`` import what they need when called.
+liveness: ``run_file``). A malformed file, whatever it holds, is a ``RunFileError``, and reading
+it allocates memory bounded by its size (``Run._read_samples``). Needs the standard library and
+NumPy only: ``Run.dashboard`` and ``Run.to_tensorboard`` import what they need when called.
 """
 
 from __future__ import annotations
@@ -21,30 +23,82 @@ from pathlib import Path
 
 import numpy as np
 
+from .findings import Finding, detect
 from .history import ANALYSES, History
-from .run_file import (APPLICATION_ID, DTYPES, SQLITE_MAGIC, STALE_AFTER, SUFFIX, RunFileError,
-                       open_checked, peek, read_meta, run_status)
+from .run_file import (DTYPES, STALE_AFTER, SUFFIX, bound_lengths, brief, file_bytes, finite,
+                       open_checked, read_meta, refused, run_status)
+from .run_listing import list_runs
 from .run_state import MAX_KEPT, MonitorError
 from .run_view import ProbeFacts
 
 __all__ = ["Run", "open_run", "list_runs", "compare"]
 
 _ANALYSES = frozenset(ANALYSES)
+_MAX_DIMS = 16                  # dimensions of one layer's value in a layout
+_MAX_INT = 2 ** 62              # steps and record numbers stay well inside int64
+# the byte lengths of a sample row's blobs (``_blob_length``), read without reading the blobs
+_BLOB_LENGTHS = ", ".join(f"CASE typeof({c}) WHEN 'null' THEN -1 WHEN 'blob' THEN length({c}) ELSE -2 END"
+                          for c in ("events", "steps", "times", "data"))
+_FAULTS = (sqlite3.Error, ValueError, KeyError, TypeError, IndexError, OverflowError,
+           RecursionError)      # what a malformed file can make reading raise
+
+
+def _json(text, what: str):
+    """The JSON value of a layout's column ``what``; ValueError if it is not JSON."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not text: {brief(text)}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from None
+
+
+def _blob_length(value) -> int:
+    """The byte length of a blob column's value: -1 for NULL, -2 for a value that is no blob."""
+    return -1 if value is None else len(value) if isinstance(value, bytes) else -2
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class _Layout:
-    __slots__ = ("analysis", "layers", "ranks", "dtype", "shape", "size")
+    __slots__ = ("analysis", "layers", "ranks", "dtype", "shape", "size", "nbytes")
 
     def __init__(self, analysis, layers, ranks, dtype, shape):
         if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers) \
                 or not isinstance(ranks, list) or len(ranks) != len(layers) \
-                or not all(isinstance(r, int) for r in ranks) \
-                or dtype not in DTYPES or not isinstance(shape, list) \
-                or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise ValueError(f"malformed layout {analysis!r} {layers!r} {dtype!r} {shape!r}")
+                or not all(_int(r) for r in ranks) \
+                or not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list) \
+                or len(shape) > _MAX_DIMS or not all(_int(d) and 0 <= d < 2 ** 31 for d in shape):
+            raise ValueError(f"malformed layout {analysis!r} {brief(layers)} {brief(dtype)} "
+                             f"{brief(shape)}")
         self.analysis, self.layers, self.ranks = analysis, layers, ranks
         self.dtype, self.shape = np.dtype(dtype), tuple(shape)
-        self.size = len(layers) * math.prod(shape)
+        self.size = len(layers) * math.prod(shape)            # values in one record
+        self.nbytes = self.size * self.dtype.itemsize
+        if self.nbytes >= _MAX_INT:
+            raise ValueError(f"malformed layout {analysis!r}: {self.nbytes} bytes a record")
+
+
+def _row_problem(layout: _Layout, count, first, step, stride, events: int, steps: int,
+                 times: int, data: int) -> str | None:
+    """What makes a sample row of ``layout`` not match it; None when it matches. ``events``,
+    ``steps``, ``times``, ``data``: the byte lengths of those columns (``_blob_length``). The
+    count is checked against the bytes present before anything is sized by it."""
+    if not all(_int(v) for v in (count, first, step, stride)):
+        return "count, event, step and stride must be integers"
+    if count < 0 or times != 8 * count:
+        return f"{count} records but {max(times, 0)} bytes of times"
+    if events not in (-1, 8 * count) or steps not in (-1, 8 * count):
+        return f"{count} records but {max(events, 0)} bytes of record numbers, {max(steps, 0)} of steps"
+    if data != count * layout.nbytes:
+        return f"{count} records of {layout.nbytes} bytes but {max(data, 0)} bytes of values"
+    if not 0 <= first < _MAX_INT - count or abs(step) + abs(stride) * count >= _MAX_INT:
+        return "record numbers or steps out of range"
+    return None
 
 
 _FLUSH_BYTES = 16 << 20     # values of one analysis gathered before they go to the history
@@ -115,7 +169,9 @@ class Run:
     def __init__(self, path, *, stale_after: float = STALE_AFTER):
         if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)) or not stale_after > 0:
             raise ValueError(f"stale_after must be a positive number of seconds, got {stale_after!r}")
-        self.path, self._db = open_checked(path)
+        opened = open_checked(path)
+        self.path, self._real, self._db = opened.path, opened.real, opened.db
+        self._wal_unread = opened.wal_unread
         self.name = Path(self.path).name.removesuffix(SUFFIX)
         self.stale_after = float(stale_after)
         self.history = History(max_bytes=None)
@@ -134,15 +190,16 @@ class Run:
         self._skipped: set[str] = set()
         self._done: dict[str, int] = {}        # analysis -> the newest record number read
         self._nonfinite: dict[str, int] = {}
+        self._findings: tuple[int, list] | None = None    # (history version, its findings)
         self._last_step: int | None = None
         self._heartbeat_seen: float | None = None
         self._status = "interrupted"
         self.every, self.rwc_kind, self.budget = 10, "l1", 0.05
         try:
             self._read(strict=True)
-        except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+        except _FAULTS as exc:
             self._db.close()
-            raise RunFileError(f"{self.path} is a corrupt run file: {type(exc).__name__}: {exc}") from exc
+            raise refused(self.path, f"corrupt: {type(exc).__name__}: {exc}") from exc
         if self._status == "finished":
             self._close_db()       # nothing more will come; later opens see the finished file
 
@@ -158,7 +215,7 @@ class Run:
                       len(self._notes["notice"]), self._info_changes)
             try:
                 self._read()
-            except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+            except _FAULTS as exc:
                 self.report("store", exc)
                 return True
             if self._status == "finished":
@@ -170,24 +227,21 @@ class Run:
         """Read the rows above the last ones seen. A malformed row raises when ``strict`` (when
         the file is opened), else is reported and skipped."""
         db = self._db
+        bound_lengths(db, self._real)
         db.execute("BEGIN")        # one snapshot: a commit's rows all, or none of them
         try:
             meta, self._meta_id = read_meta(db, self._meta_id)
             for rowid, analysis, layers, ranks, dtype, shape in db.execute(
                     "SELECT id, analysis, layers, ranks, dtype, shape FROM layouts WHERE id > ? "
                     "ORDER BY id", (self._layout_id,)):
-                if analysis not in _ANALYSES:      # written by a newer version
-                    self._layouts[rowid] = None
-                    self._skipped.add(analysis)
-                else:
-                    self._layouts[rowid] = _Layout(analysis, json.loads(layers), json.loads(ranks),
-                                                   dtype, json.loads(shape))
+                self._layouts[rowid] = self._layout(analysis, layers, ranks, dtype, shape, strict)
                 self._layout_id = rowid
             self._read_samples(db, strict)
             notes = db.execute("SELECT id, kind, step, analysis, layer, message, traceback FROM notes "
                                "WHERE id > ? ORDER BY id", (self._note_id,)).fetchall()
         finally:
-            db.execute("COMMIT")
+            if db.in_transaction:
+                db.execute("ROLLBACK")     # (read only: nothing to commit)
         if "heartbeat" in meta and "heartbeat" in self._meta and meta["heartbeat"] != self._meta["heartbeat"]:
             self._heartbeat_seen = time.monotonic()
         if set(meta) - {"heartbeat"}:
@@ -198,46 +252,75 @@ class Run:
             value = settings.get(name, self._meta.get(name))
             if isinstance(value, (int, float, str)) and not isinstance(value, bool):
                 try:
-                    setattr(self, name, kind(value))
-                except (TypeError, ValueError):
-                    pass
+                    value = kind(value)
+                except (TypeError, ValueError, OverflowError):
+                    continue
+                if kind is str or (finite(value) is not None and value > 0):
+                    setattr(self, name, value)
         for rowid, kind, step, analysis, layer, message, tb in notes:
-            note = MonitorError(step if step is not None else 0, analysis or "", layer, message, tb or "")
+            note = MonitorError(step if _int(step) else 0, analysis if isinstance(analysis, str) else "",
+                                layer if isinstance(layer, str) else None, str(message),
+                                tb if isinstance(tb, str) else "")
             if kind == "error":
                 self._error_count += 1
             self._notes["error" if kind == "error" else "notice"].append(note)
             self._note_id = rowid
         self._status = run_status(self._meta, time.time(), self.stale_after, self._heartbeat_seen)
 
+    def _layout(self, analysis, layers, ranks, dtype, shape, strict: bool) -> _Layout | None:
+        """The layout of a row of ``layouts``; None for an analysis of a newer version (skipped)
+        or, unless ``strict``, a malformed layout (reported)."""
+        if isinstance(analysis, str) and analysis not in _ANALYSES:
+            self._skipped.add(analysis if len(analysis) <= 80 else analysis[:77] + "...")
+            return None
+        try:
+            if not isinstance(analysis, str):
+                raise ValueError(f"malformed layout: analysis {brief(analysis)}")
+            return _Layout(analysis, _json(layers, "a layout's layers"), _json(ranks, "a layout's ranks"),
+                           dtype, _json(shape, "a layout's shape"))
+        except ValueError as exc:
+            if strict:
+                raise
+            self.report("store", exc)
+            return None
+
     def _read_samples(self, db, strict: bool) -> None:
         """Read the sample rows above the last one seen into the history, in blocks (``extend``).
 
         A record spanning several layouts (layers of different shapes) has a row of each, all in
         one commit but not next to each other; rows hold their records in increasing order. So a
-        first pass reads each new row's layout and first record number (not its values): after
-        a row, the records of its analysis below the first record of every later row of that
-        analysis are complete, and go to the history once enough of them are gathered. Memory:
-        the history plus about ``_FLUSH_BYTES`` of read values per analysis (more only while a
-        row read later holds early records of some layout)."""
-        heads = db.execute("SELECT id, layout, count, event, length(data) FROM samples WHERE id > ? "
-                           "ORDER BY id", (self._sample_id,)).fetchall()
+        first pass reads each new row's head (its layout, counts, first record number and the
+        lengths of its blobs, not its values): after a row, the records of its analysis below the
+        first record of every later row of that analysis are complete, and go to the history once
+        enough of them are gathered. Memory: the history plus about ``_FLUSH_BYTES`` of read
+        values per analysis (more only while a row read later holds early records of some
+        layout).
+
+        A row's counts are checked against the bytes of its blobs before anything is sized by
+        them, and one pass takes no more values (records x layers) than the file has bytes (each
+        value stored takes at least one; only empty arrays take none): whatever a file's fields
+        claim, what reading it allocates is bounded by its size."""
+        heads = db.execute(f"SELECT id, layout, count, event, step, stride, {_BLOB_LENGTHS} FROM samples "
+                           "WHERE id > ? ORDER BY id", (self._sample_id,)).fetchall()
         if not heads:
             return
+        problems = self._check_heads(heads, file_bytes(self._real))
         limits: dict[int, float] = {}      # row -> the smallest first record of later rows
         later: dict[str, float] = {}
-        for rowid, layout_id, _, first, _ in reversed(heads):
+        for rowid, layout_id, _, first, *_ in reversed(heads):
             layout = self._layouts.get(layout_id)
-            if layout is None:
+            if layout is None or rowid in problems:
                 continue
             limits[rowid] = later.get(layout.analysis, math.inf)
-            if isinstance(first, int):
-                later[layout.analysis] = min(limits[rowid], first)
-        self._make_room(heads)
+            later[layout.analysis] = min(limits[rowid], first)
+        self._make_room(heads, problems)
         pending: dict[str, _Pending] = {}
         for row in db.execute("SELECT id, layout, count, event, events, step, stride, steps, times, data "
                               "FROM samples WHERE id > ? AND id <= ? ORDER BY id",
                               (self._sample_id, heads[-1][0])):
             try:
+                if row[0] in problems:
+                    raise ValueError(f"sample row {row[0]}: {problems[row[0]]}")
                 piece = self._unpack(row)
             except (ValueError, KeyError, TypeError) as exc:
                 if strict:
@@ -256,51 +339,75 @@ class Run:
             self._to_history(analysis, gathered.split(math.inf))
         self._sample_id = heads[-1][0]
 
-    def _make_room(self, heads) -> None:
-        """Let the history make room, at once, for the records of the rows ``heads`` (id, layout,
-        count, first record, data bytes) above those read: opening a file fills arrays of
+    def _check_heads(self, heads, budget: int) -> dict[int, str]:
+        """What is wrong with each malformed row among ``heads`` (rows of ``_read_samples``'s
+        first pass), by row id; the rows past ``budget`` values (records x layers) are too."""
+        problems, values = {}, 0
+        for rowid, layout_id, count, first, step, stride, *lengths in heads:
+            if layout_id not in self._layouts:
+                problems[rowid] = f"refers to layout {brief(layout_id)}, which does not exist"
+                continue
+            layout = self._layouts[layout_id]
+            if layout is None:
+                continue
+            problem = _row_problem(layout, count, first, step, stride, *lengths)
+            if problem is None:
+                values += count * len(layout.layers)
+                if values > budget:
+                    problem = "more values than the file has bytes"
+            if problem is not None:
+                problems[rowid] = problem
+        return problems
+
+    def _make_room(self, heads, problems: dict[int, str]) -> None:
+        """Let the history make room, at once, for the records of the well-formed rows ``heads``
+        (``_read_samples``'s first pass) above those read: opening a file fills arrays of
         exactly the size needed (no growing on the way, nor its spare room)."""
-        rooms: dict[str, list] = {}       # analysis -> [newest record number, {layer: values}]
-        for _, layout_id, count, first, size in heads:
+        rooms: dict[str, list] = {}       # analysis -> [newest record number, records, {layer: values}]
+        for rowid, layout_id, count, first, *_ in heads:
             layout = self._layouts.get(layout_id)
-            if layout is None or not all(isinstance(v, int) for v in (count, first, size)) \
-                    or size != count * layout.size * layout.dtype.itemsize:
-                continue      # (a malformed row: its count is not to be trusted)
+            if layout is None or rowid in problems:
+                continue
             done = self._done.get(layout.analysis, -1)
             new = count - min(count, max(0, done + 1 - first))    # above done, if consecutive
             if new <= 0:
                 continue
-            room = rooms.setdefault(layout.analysis, [done, {}])
+            room = rooms.setdefault(layout.analysis, [done, 0, {}])
             room[0] = max(room[0], first + count - 1)
+            room[1] += new
             for layer in layout.layers:
-                room[1][layer] = room[1].get(layer, 0) + new
-        for analysis, (newest, layers) in rooms.items():
-            self.history._make_room(analysis, newest - self._done.get(analysis, -1), layers)
+                room[2][layer] = room[2].get(layer, 0) + new
+        for analysis, (newest, records, layers) in rooms.items():
+            # (records are numbered without gaps; a file that skips numbers gets no more room
+            # than its rows hold)
+            self.history._make_room(analysis, min(newest - self._done.get(analysis, -1), records),
+                                    layers)
 
     def _unpack(self, row) -> _Piece | None:
         """The records of one sample row not read before (None: none, or an analysis skipped)."""
         rowid, layout_id, count, first, listed, step, stride, steps, times, data = row
         if layout_id not in self._layouts:
-            raise ValueError(f"sample row {rowid} refers to layout {layout_id}, which does not exist")
+            raise ValueError(f"sample row {rowid} refers to layout {brief(layout_id)}, which does not exist")
         layout = self._layouts[layout_id]
         if layout is None:
+            return None
+        problem = _row_problem(layout, count, first, step, stride,
+                               *(_blob_length(v) for v in (listed, steps, times, data)))
+        if problem is not None:
+            raise ValueError(f"sample row {rowid}: {problem}")
+        if not count:
             return None
         steps = (step + stride * np.arange(count, dtype=np.int64) if steps is None
                  else np.frombuffer(steps, dtype="<i8"))
         times = np.frombuffer(times, dtype="<f8")
         numbers = (np.arange(first, first + count, dtype=np.int64) if listed is None
                    else np.frombuffer(listed, dtype="<i8"))
-        values = np.frombuffer(data, dtype=layout.dtype)
-        if not len(steps) == len(times) == len(numbers) == count or values.size != count * layout.size:
-            raise ValueError(f"sample row {rowid} does not match its layout")
-        values = values.reshape(count, len(layout.layers), *layout.shape)
+        values = np.frombuffer(data, dtype=layout.dtype).reshape(count, len(layout.layers), *layout.shape)
         analysis = layout.analysis
         if analysis == "rwc" and layout.dtype.kind == "f" and layout.size:
             bad = ~np.isfinite(values.reshape(count, len(layout.layers), -1)).all(axis=2)
             for i, j in zip(*np.nonzero(bad)):
                 self._nonfinite.setdefault(layout.layers[j], int(steps[i]))
-        if not count:
-            return None
         newest = int(steps.max())
         self._last_step = newest if self._last_step is None else max(self._last_step, newest)
         piece = _Piece(layout, numbers, steps, times, values)
@@ -421,7 +528,21 @@ class Run:
         if self._skipped:
             notices.append(MonitorError(0, "store", None, "analyses from a newer nnmodes_widgets not "
                                         f"shown: {', '.join(sorted(self._skipped))}"))
+        if self._wal_unread:
+            notices.append(MonitorError(0, "store", None, "the records committed since the file's "
+                                        "last checkpoint are not shown: its -wal has no -shm beside "
+                                        "it, and reading it would create one"))
         return notices
+
+    @property
+    def findings(self) -> list[Finding]:
+        """What the analyses saw, in words (SPEC 15): the detectors over the recorded history
+        and settings, so a stored run has the live monitor's findings (up to the float32
+        rounding of its values); recomputed only when new records came in."""
+        version = self.history.version
+        if self._findings is None or self._findings[0] != version:
+            self._findings = (version, detect(self.history, self.info.get("settings")))
+        return list(self._findings[1])
 
     @property
     def current_step(self) -> int:
@@ -623,47 +744,6 @@ def compare(*runs, max_points: int = 500, max_rate: float = 4.0):
 
     opened = [open_run(run) if isinstance(run, (str, os.PathLike)) else run for run in runs]
     return Comparison(opened, max_points=max_points, max_rate=max_rate)
-
-
-def list_runs(folder="nnmodes_runs", *, recursive: bool = False,
-              stale_after: float = STALE_AFTER) -> list[dict]:
-    """The runs in ``folder`` (its subfolders too with ``recursive``), newest first: dicts of
-    ``path``, ``name``, ``status``, ``steps`` (newest step recorded), ``started``, ``updated``
-    (unix times), ``model``. Files that are not run files are skipped; a missing folder has
-    none. Reads only each file's header and info."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        return []
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    runs, now = [], time.time()
-    for path in candidates:
-        name = path.name
-        if name.endswith(("-wal", "-shm", "-journal")) or (name.startswith(".") and name.endswith(".tmp")):
-            continue
-        try:
-            if not path.is_file():
-                continue
-            with open(path, "rb") as f:
-                head = f.read(72)
-            if not head.startswith(SQLITE_MAGIC) or int.from_bytes(head[68:72], "big") != APPLICATION_ID:
-                continue
-            meta = peek(path)
-        except (OSError, RunFileError):
-            continue
-        started = meta.get("started") if isinstance(meta.get("started"), (int, float)) else None
-        times = [t for t in (meta.get("updated"), meta.get("heartbeat"), started)
-                 if isinstance(t, (int, float))]
-        runs.append({
-            "path": os.fspath(path.absolute()),
-            "name": name.removesuffix(SUFFIX),
-            "status": run_status(meta, now, stale_after),
-            "steps": meta.get("last_step") if isinstance(meta.get("last_step"), int) else 0,
-            "started": started,
-            "updated": max(times) if times else None,
-            "model": meta.get("model"),
-        })
-    runs.sort(key=lambda r: r["started"] or 0.0, reverse=True)
-    return runs
 
 
 def _summary_writer():

@@ -45,7 +45,8 @@ class RunView(Protocol):
     """What a panel reads of a run. ``history`` holds every recorded value (``History``);
     ``every``, ``rwc_kind`` and ``budget`` are the monitor's settings; ``layers`` the module
     names of the analysed weights, front to back (the layer pickers' choices); ``probe_facts``
-    None until there is a probe. ``detached``: no more data will come. ``subscribe(listener)``
+    None until there is a probe; ``findings`` what the analyses see, in words (``runs.findings``).
+    ``detached``: no more data will come. ``subscribe(listener)``
     calls ``listener(view)`` when there is news (on whichever thread brings it: keep it cheap).
     ``report`` keeps a panel's own fault with the run's errors; ``begin_work``/``end_work``
     bracket a panel's update, so that a live run counts it in its measured cost."""
@@ -66,6 +67,9 @@ class RunView(Protocol):
 
     @property
     def notices(self) -> list[MonitorError]: ...
+
+    @property
+    def findings(self) -> list: ...
 
     @property
     def detached(self) -> bool: ...

@@ -30,7 +30,7 @@ from .run_file import (HEARTBEAT, RESERVED_KEYS, STALE_AFTER, RunFileError, crea
 from .run_state import MonitorError
 from ..version import __version__
 
-__all__ = ["RunWriter", "COMMIT_EVERY", "ROW_BYTES", "MAX_VALUE_BYTES"]
+__all__ = ["RunWriter", "COMMIT_EVERY", "ROW_BYTES", "MAX_VALUE_BYTES", "exit_status"]
 
 COMMIT_EVERY = 1.0              # seconds between the writer's commits (SPEC 11: at least every 2 s)
 ROW_BYTES = 64 << 10            # data bytes of one sample row, about (one record may exceed it)
@@ -38,6 +38,8 @@ MAX_VALUE_BYTES = 256 << 20     # a record of one layout above this is not store
 _ANALYSES = frozenset(ANALYSES)
 _NOTE_KINDS = ("error", "notice")
 _SAMPLE, _NOTE, _INFO = 0, 1, 2
+_DISCARDED = "discarded"        # closing without a status: the file is removed
+DISCARD_TIMEOUT = 10.0          # s discard() waits for the writer thread to let go of the file
 _open_writers: set[RunWriter] = set()
 _open_writers_lock = threading.Lock()
 
@@ -337,6 +339,28 @@ class RunWriter:
         with _open_writers_lock:
             _open_writers.discard(self)
 
+    def discard(self, timeout: float | None = DISCARD_TIMEOUT) -> None:
+        """Stop and remove the file (with its SQLite side files) instead of closing it: for a
+        run that holds nothing anyone recorded (a monitor whose constructor failed), so that
+        its path is free again at once. What is queued is dropped. Idempotent; never raises."""
+        if os.getpid() != self._pid:
+            return       # a forked child: the file is its parent's
+        with self._cond:
+            if self._closing is None:
+                self._closing = _DISCARDED
+            discarding = self._closing == _DISCARDED
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        with _open_writers_lock:
+            _open_writers.discard(self)
+        if discarding and not self._thread.is_alive():    # the connection is closed: unlink
+            for side in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(self.path + side)
+                except OSError:
+                    pass
+
     @property
     def closed(self) -> bool:
         return self._closing is not None and not self._thread.is_alive()
@@ -366,6 +390,9 @@ class RunWriter:
                        and time.monotonic() < next_commit):
                     self._cond.wait(max(0.0, next_commit - time.monotonic()))
                 closing, wanted = self._closing, self._flush_requested
+            if closing == _DISCARDED:
+                self._let_go()
+                return
             items = []
             while self._queue:
                 items.append(self._queue.popleft())
@@ -499,6 +526,17 @@ class RunWriter:
             except sqlite3.Error:
                 pass
 
+    def _let_go(self) -> None:
+        """Discarded: drop what is queued and close the connection, writing nothing."""
+        self._queue.clear()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
         self._stopped = True      # records are dropped from now on; flush() wakes at the end
@@ -567,16 +605,23 @@ def _refusal(path: str) -> str:
             "choose another path or delete that file")
 
 
+def exit_status() -> str:
+    """How a run still open at interpreter exit ends: "interrupted" when a script ends with an
+    uncaught exception (not in IPython, where a cell's old exception stays in sys.last_value),
+    else "finished"."""
+    crashed = getattr(sys, "last_value", None) is not None and "IPython" not in sys.modules
+    return "interrupted" if crashed else "finished"
+
+
 @atexit.register
 def _close_open_writers() -> None:
-    """At interpreter exit, close what is still open: "interrupted" when a script ends with an
-    uncaught exception (not in IPython, where a cell's old exception stays in sys.last_value)."""
-    crashed = getattr(sys, "last_value", None) is not None and "IPython" not in sys.modules
+    """At interpreter exit, close what is still open (``exit_status``)."""
+    status = exit_status()
     with _open_writers_lock:
         writers = list(_open_writers)
     for writer in writers:
         try:
-            writer.close("interrupted" if crashed else "finished", timeout=30)
+            writer.close(status, timeout=30)
         except Exception:   # noqa: BLE001
             pass
 

@@ -13,6 +13,7 @@ from .. import export
 from ..colors import cluster_colors, layer_colors
 from ..runs.run_view import RunView, analysis_notes, check_view
 from .decimate import end_at_last_value, minmax_decimate
+from .delivery import Delivery
 from .exportable import Exportable
 from .live import LivePanel
 from .phases import draw_phases, phase_marks, phase_rules, show_phases
@@ -36,7 +37,8 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
     analyses = ("sample_basins", "weight_basins", "weight_alignment", "phases")
     figsize = (9, 3.2)
 
-    def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
+    def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0,
+                 delivery: Delivery | None = None, **kwargs):
         check_view(run, "Basins")
         self.max_points = max_points
         self.title = ("Network dynamics: attraction basins and weight alignment, "
@@ -65,7 +67,7 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
         self._note = ipywidgets.HTML()
         super().__init__(children=[self._header, ipywidgets.HBox(figures), self._note], **kwargs)
         self.add_class("nnmodes-basins")
-        self._bind(run, name="basins", max_rate=max_rate)
+        self._bind(run, name="basins", max_rate=max_rate, delivery=delivery)
 
     @property
     def selector(self) -> anywidget.AnyWidget:

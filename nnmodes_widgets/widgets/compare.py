@@ -13,10 +13,12 @@ import numpy as np
 from ..colors import cluster_colors
 from ..runs.run_view import RunView, check_view
 from .decimate import end_at_last_value, minmax_decimate
+from .delivery import Delivery, Feed
 from .exportable import Exportable
-from .live import LiveBinding
 from .neurons import Neurons
+from .presence import ShownOnDisplay, presence_of
 from .spectrum import Spectra
+from .tree import close_parts
 from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
 
 
@@ -32,7 +34,7 @@ def run_label(run: RunView, index: int) -> str:
     return f"run {index + 1}" + (f" ({type(model).__name__})" if model is not None else "")
 
 
-class Comparison(Exportable, ipywidgets.VBox):
+class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
     """Runs side by side (root element class ``nnmodes-compare``; ``nm.compare`` opens paths
     and makes one). Top: the RWC trend of one
     layer (the picker's; the layers any run recorded) for every run, one colour per run, updated
@@ -64,8 +66,12 @@ class Comparison(Exportable, ipywidgets.VBox):
             fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
             layout=ipywidgets.Layout(width="100%", height="300px"))
         self._lock = threading.Lock()     # one overlay update at a time, whichever run brings it
-        self.spectra = [Spectra(run, max_points=max_points, max_rate=max_rate) for run in opened]
-        self.neurons = [Neurons(run, max_points=max_points, max_rate=max_rate) for run in opened]
+        self._drawn = None                # (layer, versions) of the overlay on screen
+        self._delivery = delivery = Delivery()   # one thread for the overlay and every panel
+        self.spectra = [Spectra(run, max_points=max_points, max_rate=max_rate, delivery=delivery)
+                        for run in opened]
+        self.neurons = [Neurons(run, max_points=max_points, max_rate=max_rate, delivery=delivery)
+                        for run in opened]
         columns = [ipywidgets.VBox([ipywidgets.HTML(f"<b style='color:{color}'>{label}</b>"),
                                     spectra, neurons],
                                    layout=ipywidgets.Layout(width=f"{100 / len(opened):.0f}%"))
@@ -75,9 +81,35 @@ class Comparison(Exportable, ipywidgets.VBox):
             f"<span style='color:{c}'>{label}</span>" for label, c in zip(self.labels, self.colors)))
         super().__init__(children=[title, self.picker, figure, ipywidgets.HBox(columns)], **kwargs)
         self.add_class("nnmodes-compare")
-        self._bindings = [LiveBinding(run, self._push, name="compare", max_rate=max_rate)
-                          for run in opened]
-        self.picker.observe(lambda change: self._push(), "value")
+        # the overlay is on screen with the panels beside it
+        presences = [presence_of(panel.front) for panel in (*self.spectra, *self.neurons)]
+        self._overlay = delivery.add(Feed(
+            self._push, max_rate=max_rate, max_share=min(run.budget for run in opened) / 10,
+            on_error=self._report, on_screen=lambda: any(p.on_screen for p in presences),
+            begin=self._begin_work, end=self._end_work))
+        for presence in presences:
+            presence.watch(lambda shown: delivery.screen_changed(self._overlay))
+        for run in opened:
+            delivery.follow(run)
+        self._overlay.deliver()
+        self.picker.observe(lambda change: self._overlay.deliver(), "value")
+
+    @property
+    def frames(self) -> int:
+        """Frames the overlay and the panels built and sent so far, all together."""
+        return self._delivery.frames
+
+    # the overlay draws from every run: its cost and faults are each run's
+    def _report(self, exc: Exception) -> None:
+        for run in self.runs:
+            run.report("widget:compare", exc)
+
+    def _begin_work(self) -> list:
+        return [run.begin_work("widgets") for run in self.runs]
+
+    def _end_work(self, tokens: list) -> None:
+        for run, token in zip(self.runs, tokens):
+            run.end_work(token)
 
     @property
     def layer(self) -> str | None:
@@ -90,15 +122,21 @@ class Comparison(Exportable, ipywidgets.VBox):
             raise ValueError(f"unknown layer {value!r}; choose one of {list(self.picker.options)}")
         self.picker.value = value
 
-    def _push(self) -> None:
+    def _push(self) -> bool:
+        """Overlay the runs' trends of the picked layer, if it or their RWC changed; whether it
+        drew."""
         layer = self.picker.value
         if layer is None:
-            return
+            return False
         with self._lock:
+            drawn = (layer, tuple(run.history.version_of("rwc") for run in self.runs))
+            if drawn == self._drawn:
+                return False
+            self._drawn = drawn
             series = [_series(run, layer) for run in self.runs]
             width = max((len(s) for s, _ in series), default=0)
             if not width:
-                return
+                return False
             x = np.full((len(series), min(width, self.max_points + 1)), np.nan)
             y = np.full_like(x, np.nan)
             for i, (steps, values) in enumerate(series):
@@ -114,6 +152,7 @@ class Comparison(Exportable, ipywidgets.VBox):
                 self._lines.x, self._lines.y = mx, my.astype(np.float32)
             settle_range(self._lines.scales["x"], mx, pad=1)
             settle_range(self._lines.scales["y"], my)
+        return True
 
     @property
     def figsize(self):
@@ -146,11 +185,11 @@ class Comparison(Exportable, ipywidgets.VBox):
             sub.suptitle(label, x=0.01, ha="left", fontsize="small")
 
     def close(self) -> None:
-        for binding in getattr(self, "_bindings", ()):
-            binding.close()
-        for panel in (*getattr(self, "spectra", ()), *getattr(self, "neurons", ())):
-            panel.close()
+        """Stop updating and close every panel and part."""
+        if hasattr(self, "_delivery"):   # close() also runs from __del__ after a failed __init__
+            self._delivery.close()
         super().close()
+        close_parts(self)
 
 
 def _series(run: RunView, layer: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,73 +1,89 @@
-"""What every live panel shares: reading one run view, updating when its data changed."""
+"""What every live panel shares: reading one run view, updating when its data changed and a view
+shows it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..runs.run_view import RunView
-from .throttle import Throttle
+from .delivery import Delivery, Feed
+from .presence import ShownOnDisplay, presence_of
+from .tree import close_parts
 
 
-class LiveBinding:
-    """Calls ``push()`` with the run's newest state, at most ``max_rate`` times per second.
-
-    Pushes once at creation so a widget made after training shows the data at once, and once more
-    when the run detaches so the final state is on screen.
-    """
-
-    def __init__(self, run: RunView, push: Callable[[], None], *, name: str,
-                 max_rate: float = 10.0):
-        self.run = run
-        # Each panel's updates may take a tenth of the budget: their cost on a busy core shows
-        # in the measured slowdown like the worker's, and a trend of many long series (18 ms a
-        # push) would otherwise take 1% of wall time per panel whatever the budget.
-        self.throttle = Throttle(push, max_rate=max_rate, max_share=run.budget / 10,
-                                 on_error=lambda exc: run.report(f"widget:{name}", exc),
-                                 begin=lambda: run.begin_work("widgets"), end=run.end_work)
-        self.throttle.push_now()
-        run.subscribe(self._on_news)
-
-    def _on_news(self, run: RunView) -> None:
-        if run.detached:
-            self.throttle.push_now()
-        else:
-            self.throttle.request()
-
-    def close(self) -> None:
-        self.run.unsubscribe(self._on_news)
-        self.throttle.close()
+def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen) -> Feed:
+    """A feed drawing from ``run``: counted in the run's measured cost, faults kept with its
+    errors as "widget:<name>"."""
+    # Each panel's updates may take a tenth of the budget: their cost on a busy core shows in
+    # the measured slowdown like the worker's, and a trend of many long series (18 ms a push)
+    # would otherwise take 1% of wall time per panel whatever the budget.
+    return Feed(draw, max_rate=max_rate, max_share=run.budget / 10, on_screen=on_screen,
+                on_error=lambda exc: run.report(f"widget:{name}", exc),
+                begin=lambda: run.begin_work("widgets"), end=run.end_work)
 
 
-class LivePanel:
+class LivePanel(ShownOnDisplay):
     """Base of the live panels (mixed in before the widget class): ``run``, the run view drawn;
-    ``_draw_live()`` runs on the panel's delivery thread when any of ``analyses`` changed in the
-    history (on every update when there are none: the status line)."""
+    ``_draw_live()`` runs on the delivery thread when any of ``analyses`` changed in the history
+    (on every update when there are none: the status line) and a view shows the panel.
+
+    A panel draws once at creation (one made after training shows the data at once), then at
+    most ``max_rate`` times per second while on screen, once more when the run detaches, and at
+    once when a view appears.
+    """
 
     analyses: tuple[str, ...] = ()
 
-    def _bind(self, run: RunView, *, name: str, max_rate: float) -> None:
-        """Start updating from ``run`` (the last step of ``__init__``)."""
+    @property
+    def front(self):
+        """The front-end model (an anywidget) whose views show this panel."""
+        return self.selector
+
+    def _bind(self, run: RunView, *, name: str, max_rate: float,
+              delivery: Delivery | None = None) -> None:
+        """Start updating from ``run`` (the last step of ``__init__``) through ``delivery`` (a
+        dashboard's; a lone panel makes its own)."""
         self.run = run
         self._version = -1
-        self._live = LiveBinding(run, self._update, name=name, max_rate=max_rate)
+        self._own_delivery = delivery is None
+        self._delivery = Delivery() if delivery is None else delivery
+        presence = presence_of(self.front)
+        self._feed = self._delivery.add(_run_feed(self._update, run, name=name, max_rate=max_rate,
+                                                 on_screen=lambda: presence.on_screen))
+        presence.watch(lambda shown: self._delivery.screen_changed(self._feed))
+        self._delivery.follow(run)
+        self._feed.deliver()
 
-    def _update(self) -> None:
+    def _update(self) -> bool:
+        """Draw if the data changed; whether it did."""
         if self.analyses:
             version = self.run.history.version_of(*self.analyses)
             if version == self._version:
-                return
+                return False
             self._version = version
         self._draw_live()
+        return True
 
     def _draw_live(self) -> None:
         raise NotImplementedError
 
+    @property
+    def frames(self) -> int:
+        """Frames this panel built and sent so far."""
+        return self._feed.frames
+
+    def push_now(self) -> None:
+        """Draw from the newest data now, on this thread, on screen or not (tests, scripts)."""
+        self._feed.deliver()
+
     def refresh(self) -> None:
         """Draw again from the newest data, changed or not (as soon as the rate allows)."""
         self._version = -1
-        self._live.throttle.request()
+        self._delivery.request(self._feed)
 
     def close(self) -> None:
-        if hasattr(self, "_live"):   # also called by __del__ after a failed __init__
-            self._live.close()
+        if hasattr(self, "_feed"):   # also called by __del__ after a failed __init__
+            if self._own_delivery:
+                self._delivery.close()
+            else:
+                self._delivery.remove(self._feed)
         super().close()
+        close_parts(self)

@@ -14,6 +14,7 @@ from ..analysis.neurons import MODES, mode_code
 from ..runs.run_view import RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
+from .delivery import Delivery
 from .exportable import Exportable
 from .live import LivePanel
 from .phases import draw_phases, phase_marks
@@ -54,7 +55,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
     analyses = ("neuron_modes", "neuron_classes", "phases")
 
     def __init__(self, run: RunView, *, eps: float = 0.05, max_points: int = 500,
-                 max_rate: float = 10.0, **kwargs):
+                 max_rate: float = 10.0, delivery: Delivery | None = None, **kwargs):
         check_view(run, "Neurons")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
             raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
@@ -65,7 +66,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
         super().__init__(layers=run.layers, **kwargs)
         self.eps = float(eps)
         self.max_points = max_points
-        self._bind(run, name="neurons", max_rate=max_rate)
+        self._bind(run, name="neurons", max_rate=max_rate, delivery=delivery)
 
     @property
     def selector(self) -> Neurons:

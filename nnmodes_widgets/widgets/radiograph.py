@@ -15,9 +15,9 @@ from ..checks import check_int
 from ..runs.run_view import ProbeFacts, RunView, analysis_notes, check_view
 from ._bundle import bundle
 from .binary import pack
+from .delivery import Delivery, Feed
 from .exportable import Exportable
 from .live import LivePanel
-from .throttle import Throttle
 
 
 class Radiograph(Exportable, anywidget.AnyWidget):
@@ -54,7 +54,9 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         self.max_neurons = max_neurons
         self._pending: tuple[dict, bytes] | None = None   # the newest frame not sent yet
         self._pending_lock = threading.Lock()   # show() and the sender's thread hand it over
-        self._sender = Throttle(self._send_frame, max_rate=max_rate, on_error=self._send_failed)
+        self._sender = Delivery()     # show()'s frames (its thread starts when one must wait)
+        self._show_feed = self._sender.add(Feed(self._send_frame, max_rate=max_rate,
+                                                   on_error=self._send_failed))
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
         self.note = ""
 
@@ -65,7 +67,7 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         at once if the rate allows, else with the next send (a newer frame shown meanwhile
         replaces it)."""
         self._prepare(step, bands, input_shape, note)
-        self._sender.offer()
+        self._sender.offer(self._show_feed)
 
     def _prepare(self, step: int, bands: Mapping[str, object], input_shape, note: str = "") -> None:
         maps = {}
@@ -91,12 +93,15 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             self.note = str(note)
             self._pending = frame
 
-    def _send_frame(self) -> None:
+    def _send_frame(self) -> bool:
+        """Send the frame prepared last, if not sent yet; whether there was one."""
         with self._pending_lock:     # else a frame prepared between the read and the reset is lost
             frame, self._pending = self._pending, None
-        if frame is not None:
-            with self.hold_sync():
-                self.frame_meta, self.frame_data = frame
+        if frame is None:
+            return False
+        with self.hold_sync():
+            self.frame_meta, self.frame_data = frame
+        return True
 
     @staticmethod
     def _send_failed(exc: Exception) -> None:
@@ -189,24 +194,38 @@ class _LiveMaps(LivePanel, Radiograph):
 
     analysis = ""
 
-    def __init__(self, run: RunView, *, max_rate: float = 10.0, **kwargs):
+    def __init__(self, run: RunView, *, max_rate: float = 10.0, delivery: Delivery | None = None,
+                 **kwargs):
         check_view(run, type(self).__name__)
         super().__init__(**kwargs)
-        self._bind(run, name=self.analysis, max_rate=max_rate)
+        self._bind(run, name=self.analysis, max_rate=max_rate, delivery=delivery)
 
     def _frame(self, history) -> tuple[int, dict[str, np.ndarray]] | None:
         """``(step, bands)`` of the newest frame, None before the first."""
         raise NotImplementedError
 
-    def _draw_live(self) -> None:
+    def _prepare_newest(self) -> None:
+        """Prepare the history's newest frame, unless it is the one prepared."""
         frame = self._frame(self.run.history)
         if frame is None or (self._latest is not None and self._latest[0] == frame[0]):
             return
         step, bands = frame
-        # sent at once: the LiveBinding already paces these pushes
         bands, shape = _image_bands(self.run.probe_facts, bands)
         self._prepare(step, bands, shape, analysis_notes(self.run, self.analysis))
-        self._send_frame()
+
+    def _draw_live(self) -> None:
+        self._prepare_newest()
+        self._send_frame()     # at once: the delivery already paces these updates
+
+    @property
+    def shown(self) -> bool:
+        """Whether there is a frame to export (prepared now: a panel off screen drew none)."""
+        self._prepare_newest()
+        return self._latest is not None
+
+    def draw(self, fig, step: int | None = None) -> None:
+        self._prepare_newest()
+        super().draw(fig, step)
 
 
 class LiveRadiograph(_LiveMaps):

@@ -14,6 +14,7 @@ from ..colors import layer_colors
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
+from .delivery import Delivery
 from .exportable import Exportable
 from .live import LivePanel
 from .phases import draw_phases, phase_marks, phase_rules, show_phases
@@ -49,7 +50,8 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
 
     analyses = ("spectrum", "stable_rank", "effective_rank", "power_law", "phases")
 
-    def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0, **kwargs):
+    def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0,
+                 delivery: Delivery | None = None, **kwargs):
         check_view(run, "Spectra")
         self.max_points = max_points
         self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
@@ -79,7 +81,7 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             [spectrum_fig, ipywidgets.VBox([self._effective_fig, self._stable_fig],
                                            layout=ipywidgets.Layout(width="45%"))])], **kwargs)
         self.add_class("nnmodes-spectrum")
-        self._bind(run, name="spectrum", max_rate=max_rate)
+        self._bind(run, name="spectrum", max_rate=max_rate, delivery=delivery)
 
     @property
     def selector(self) -> anywidget.AnyWidget:

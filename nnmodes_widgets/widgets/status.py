@@ -9,6 +9,7 @@ import traitlets
 
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
+from .delivery import Delivery
 from .live import LivePanel
 
 
@@ -30,12 +31,18 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
     last_error = traitlets.Unicode("").tag(sync=True)
     nonfinite = traitlets.List(traitlets.Unicode()).tag(sync=True)
     detached = traitlets.Bool(False).tag(sync=True)
+    replaced_at = traitlets.Int(None, allow_none=True).tag(sync=True)   # by a newer monitor
 
-    def __init__(self, run: RunView, *, max_rate: float = 10.0, **kwargs):
+    def __init__(self, run: RunView, *, max_rate: float = 10.0, delivery: Delivery | None = None,
+                 **kwargs):
         check_view(run, "StatusLine")
         super().__init__(budget=run.budget, every=run.every, **kwargs)
         # a line of text: four updates a second read as live, and each reads the stats
-        self._bind(run, name="status", max_rate=min(max_rate, 4.0))
+        self._bind(run, name="status", max_rate=min(max_rate, 4.0), delivery=delivery)
+
+    @property
+    def front(self) -> StatusLine:
+        return self
 
     def _draw_live(self) -> None:
         s = self.run.stats()
@@ -50,6 +57,7 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
             self.last_error = s["last_error"] or ""
             self.nonfinite = s["nonfinite"]
             self.detached = s["detached"]
+            self.replaced_at = s.get("replaced_at")   # a stored run's stats have none
             self.step = s["step"]   # last: the browser redraws on it
 
 

@@ -15,6 +15,7 @@ from ..colors import cluster_colors, layer_colors
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .decimate import end_at_last_value, minmax_decimate
+from .delivery import Delivery
 from .exportable import Exportable
 from .live import LivePanel
 from .phases import draw_phases, phase_marks, phase_rules, show_phases
@@ -111,7 +112,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
     analyses = ("rwc", "rwc_clusters", "phases")
 
     def __init__(self, run: RunView, *, log_y: bool = False, max_points: int = 500,
-                 max_rate: float = 10.0, **kwargs):
+                 max_rate: float = 10.0, delivery: Delivery | None = None, **kwargs):
         check_view(run, "Trend")
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
@@ -151,7 +152,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         self._hidden_due = 0.0     # monotonic time the lines not on screen are next refreshed
         super().__init__(children=[self._controls, figure], **kwargs)
         self.add_class("nnmodes-trend")
-        self._bind(run, name="trend", max_rate=max_rate)
+        self._bind(run, name="trend", max_rate=max_rate, delivery=delivery)
         # switched in the browser: bring the lines that come on screen up to date
         self._controls.observe(self._on_switch, "log_y")
 
@@ -176,10 +177,17 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         """The trend at full resolution (up to ``step`` when given)."""
         ax = fig.add_subplot()
         history = self.run.history
+        labels = cluster_labels(history, step)
         export.draw_trend(ax, history, step=step, log_y=self.log_y,
-                          colors=self._colors(history.layers("rwc"), cluster_labels(history, step)))
+                          colors=self._colors(history.layers("rwc"), labels))
         draw_phases(ax, phase_marks(history, step))
-        ax.set_title(self._controls.title, loc="left", fontsize="medium", fontweight="bold")
+        ax.set_title(self._title(labels), loc="left", fontsize="medium", fontweight="bold")
+
+    def _title(self, labels: dict[str, int] | None) -> str:
+        """The title, saying how the lines are coloured once the layers are clustered."""
+        if not labels:
+            return self.title
+        return f"{self.title} · coloured by cluster of their trends (k = {len(set(labels.values()))})"
 
     def _draw_live(self) -> None:
         history = self.run.history
@@ -193,9 +201,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         labels = cluster_labels(history)
         recolor = labels != self.clusters or layers != self._layers
         if labels != self.clusters:
-            k = len(set(labels.values())) if labels else 0
-            self._controls.title = (f"{self.title} · coloured by cluster of their trends (k = {k})"
-                                    if labels else self.title)
+            self._controls.title = self._title(labels)
         self.clusters = labels
         positive = np.where(y > 0, y, np.nan)     # a log axis places no value <= 0
         colors = self._colors(layers, labels)

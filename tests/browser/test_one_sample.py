@@ -18,13 +18,17 @@ import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import LiveCharacteristicMaps, LiveRadiograph, Neurons, Trend
 torch.manual_seed(0)
 X, y = torch.randn(60, 6, 6), torch.arange(60) % 3
-model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 16), torch.nn.ReLU(),
-                            torch.nn.Linear(16, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
-opt = torch.optim.SGD(model.parameters(), lr=0.05)
 # A monitor's background analyses take turns, one per sample: one monitor per analysis, so that
-# each has exactly one sample of everything it runs after {EVERY} steps.
-monitors = {{name: nm.Monitor(model, opt, every={EVERY}, budget=1.0, probe=(X, y), analyses=("rwc", name))
-            for name in ("spectrum", "neuron_modes", "radiograph", "characteristic_maps")}}
+# each has exactly one sample of everything it runs after {EVERY} steps; one monitor per
+# training loop, so each watches its own copy of the model.
+loops, monitors = {{}}, {{}}
+for name in ("spectrum", "neuron_modes", "radiograph", "characteristic_maps"):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3))
+    loops[name] = model, torch.optim.SGD(model.parameters(), lr=0.05)
+    monitors[name] = nm.Monitor(*loops[name], every={EVERY}, budget=1.0, probe=(X, y),
+                                analyses=("rwc", name))
 deep = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(14)])   # 14 layers, as a GPT
 deep_opt = torch.optim.SGD(deep.parameters(), lr=0.01)
 deep_monitor = nm.Monitor(deep, deep_opt, every={EVERY}, analyses=("rwc",))
@@ -33,7 +37,8 @@ w.VBox([monitors["spectrum"].dashboard(), Neurons(monitors["neuron_modes"]),
         Trend(deep_monitor)])""",
     f"""def train(steps, mark):
     for _ in range(steps):
-        opt.zero_grad(); torch.nn.functional.cross_entropy(model(X), y).backward(); opt.step()
+        for model, opt in loops.values():
+            opt.zero_grad(); torch.nn.functional.cross_entropy(model(X), y).backward(); opt.step()
         deep_opt.zero_grad(); deep(torch.randn(16, 8)).pow(2).mean().backward(); deep_opt.step()
     for m in (*monitors.values(), deep_monitor):
         m.flush()

@@ -300,3 +300,21 @@ def test_notebook7_shows_the_runs_panel_and_opens_runs(page, notebook_server, co
         'import nnmodes_widgets as nm\nnm.open_run("alpha.nnmodes").dashboard()')
     assert_no_console_errors([e for e in console_errors
                               if not e.removeprefix("notebook tab: ").startswith(NOTEBOOK7_OWN_ERRORS)])
+
+
+def test_a_file_that_is_not_a_run_is_listed_unreadable_with_the_reason(page, lab_server, console_errors):
+    """A file named like a run that is not one (SPEC 14): its row says "unreadable" and why, the
+    runs beside it stay listed."""
+    bad = lab_server.root_dir / "notes.nnmodes"
+    bad.write_text("not a run file")
+    try:
+        _show_panel(page, lab_server)
+        row = _row(page, "notes.nnmodes")
+        row.wait_for(timeout=REFRESH_TIMEOUT)
+        assert row.get_attribute("data-status") == "unreadable"
+        assert "not an SQLite database" in row.inner_text()
+        assert "not an SQLite database" in row.get_attribute("title")
+        assert {r["path"] for r in _rows(page)} >= set(RUNS)
+        assert_no_console_errors(console_errors)
+    finally:
+        bad.unlink()

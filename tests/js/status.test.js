@@ -45,6 +45,12 @@ describe("statusText", () => {
     expect(s.endsWith("detached")).toBe(true);
     expect(statusText({ ...base, errors: 1, last_error: "x" })).toContain("1 error, last: x");
   });
+  it("says when a new monitor replaced this one, in place of detached", () => {
+    const s = statusText({ ...base, detached: true, replaced_at: 120 });
+    expect(s.endsWith("replaced at step 120 by a new monitor")).toBe(true);
+    expect(s).not.toContain("detached");
+    expect(statusText({ ...base, detached: true, replaced_at: null }).endsWith("detached")).toBe(true);
+  });
 });
 
 describe("coalesce", () => {
