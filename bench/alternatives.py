@@ -46,7 +46,7 @@ from torch import nn
 import nnmodes_widgets as nm
 import overhead
 
-EVERY = 10                  # our default every, and the loggers' cadence
+EVERY = 10                  # our every (given: the loggers' cadence), and theirs
 LOGGER_REPEATS = 7
 MLP_REPEATS = 9
 CNN_REPEATS = 3

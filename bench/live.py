@@ -1,24 +1,30 @@
-"""Live at the defaults: how often every panel refreshes, and how much slower training runs.
+"""Live at the defaults: how much slower training runs, from the first step, and how often every
+panel refreshes.
 
-Three models, each trained as people write the loop (no sleeps), in segments of equal wall
-time that alternate bare training and training with a fresh ``Monitor`` at its defaults feeding
-a ``Dashboard`` (kernel side: with no browser attached the messages go nowhere):
+Four models, each trained as people write the loop (no sleeps), in segments of equal wall
+time that alternate bare training and training with a fresh ``Monitor(model, optimizer)`` at
+its defaults (``every`` chosen, the first batch as the probe, budget 5%) feeding a ``Dashboard``
+that nobody displays (headless: it should build no frames):
 
-- the quickstart MLP (64-512-256-10, SGD, batch 16, ``every=10``, the default probe: the first
-  batch);
-- a small digits conv net (Conv2d 1->8, ReLU, Linear 512->32, SiLU, Linear 32->10, Adam, batch
-  32, ``every=5``, a probe of 256 labelled samples), the issue's example;
-- a CNN of about 10M parameters (bench/overhead.py's) on random 3x32x32 images, batch 32.
+- the quickstart MLP (64-512-256-10, SGD, batch 16) on scikit-learn's digits;
+- a small digits conv net (Conv2d 1->8, ReLU, Linear 512->32, SiLU, Linear 32->10, Adam,
+  batch 32);
+- a CNN of about 10M parameters (bench/overhead.py's) on random 3x32x32 images, batch 32;
+- a CIFAR pre-activation ResNet-18 (bench/radiographs.py's, 11M parameters) on random
+  3x32x32 images, batch 16.
 
-Slowdown: the mean step time of the monitored segments over the bare ones, minus 1, after the
-first ``STARTUP`` seconds of each (attaching, the first analyses, the first pushes: reported
-too, with them), and what the monitor itself measured (its status line). Refresh: the intervals between consecutive
-records of the analysis behind each panel (the panel draws each within a tenth of a second),
-from the start of the segment, so the wait for the first frame counts as an interval.
+Slowdown: the mean step time of the monitored segments over the bare ones, minus 1, over the
+whole segment and over its first ``FIRST`` seconds (attaching, calibrating ``every``, the first
+runs: nothing is exempt). Refresh: the intervals between consecutive records of the analyses
+behind each panel (the panel draws each within a tenth of a second when on screen), from the
+start of the segment, so the wait for the first frame counts as an interval: their mean (the
+segment's time over the records in it) and the longest. Widget share: the panels' share of
+wall time, as the monitor measured it.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -29,11 +35,13 @@ from sklearn.datasets import load_digits
 import nnmodes_widgets as nm
 
 HEAVY_NAMES = ("spectrum", "clusters", "alignment", "phases", "neuron_modes", "characteristic_maps",
-               "radiograph", "basins")
-STARTUP = 5.0   # s of each monitored segment before its steps are timed (still in the refresh)
-PANELS = {"trend": "rwc", "spectra": "spectrum", "neurons": "neuron_modes",
-          "basins: alignment": "weight_alignment", "basins: radii": "weight_basins",
-          "radiograph": "radiograph", "characteristic maps": "characteristic_maps"}
+               "radiograph", "basins", "sharpness", "findings")
+FIRST = 10.0    # s: the first seconds of each segment, timed on their own
+# panel -> the records behind it (a panel refreshes when any of them has a new one)
+PANELS = {"trend": ("rwc",), "spectra": ("spectrum",), "neurons": ("neuron_modes",),
+          "basins": ("weight_alignment", "weight_basins"), "radiograph": ("radiograph",),
+          "characteristic maps": ("characteristic_maps",)}
+TARGET_SLOWDOWN, TARGET_FIRST, TARGET_WIDGETS = 1.05, 1.10, 0.002
 
 
 def _digits():
@@ -46,7 +54,7 @@ def mlp_setup():
     X, y = _digits()
     model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 256),
                                 torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    return dict(name="quickstart MLP", X=X, y=y, model=model, batch=16, every=10, probe=None,
+    return dict(name="quickstart MLP", X=X, y=y, model=model, batch=16, refresh=2.5,
                 optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
 
 
@@ -57,8 +65,8 @@ def conv_setup():
     c = torch.nn
     model = c.Sequential(c.Conv2d(1, 8, 3, padding=1), c.ReLU(), c.Flatten(), c.Linear(512, 32),
                          c.SiLU(), c.Linear(32, 10))
-    return dict(name="digits conv net", X=X, y=y, model=model, batch=32, every=5,
-                probe=(X[:256], y[:256]), optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
+    return dict(name="digits conv net", X=X, y=y, model=model, batch=32, refresh=2.5,
+                optimizer=torch.optim.Adam(model.parameters(), lr=1e-3))
 
 
 def cnn_setup():
@@ -66,134 +74,187 @@ def cnn_setup():
     torch.manual_seed(0)
     model = cnn()
     return dict(name="10M CNN", X=torch.randn(512, 3, 32, 32), y=torch.randint(0, 10, (512,)),
-                model=model, batch=32, every=10, probe=None,
+                model=model, batch=32, refresh=10.0,
                 optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
 
 
-def _train(s, seconds: float) -> tuple[int, float]:
-    """Steps and wall time of a loop run for about ``seconds``."""
+def resnet_setup():
+    from radiographs import PreActResNet18
+    torch.manual_seed(0)
+    model = PreActResNet18()
+    return dict(name="ResNet-18", X=torch.randn(512, 3, 32, 32), y=torch.randint(0, 10, (512,)),
+                model=model, batch=16, refresh=10.0,
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+
+
+def _train(s, seconds: float) -> np.ndarray:
+    """Train for about ``seconds``; the time each step ended, from the start."""
     X, y, model, optimizer = s["X"], s["y"], s["model"], s["optimizer"]
     loss_fn = torch.nn.CrossEntropyLoss()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    ends, start = [], time.perf_counter()
+    while not ends or ends[-1] < seconds:
         idx = torch.randint(0, len(X), (s["batch"],))
         optimizer.zero_grad()
         loss_fn(model(X[idx]), y[idx]).backward()
         optimizer.step()
-        steps += 1
-    return steps, time.perf_counter() - start
+        ends.append(time.perf_counter() - start)
+    return np.array(ends)
 
 
-def _intervals(monitor, analysis: str, start: float, end: float) -> list[float]:
+def _per_step(ends: np.ndarray, until: float | None = None) -> float:
+    """Seconds per step: over the whole segment, or its steps that ended by ``until``."""
+    if until is not None:
+        ends = ends[ends <= until]
+    return ends[-1] / len(ends)
+
+
+def _intervals(monitor, records: tuple[str, ...], start: float, end: float) -> list[float]:
     history = monitor.history
-    layers = history.layers(analysis)
-    if not layers:
-        return [end - start]
-    times = np.unique(np.concatenate([history.times(analysis, layer) for layer in layers]))
+    times = [history.times(r, layer) for r in records for layer in history.layers(r)]
+    times = np.unique(np.concatenate(times)) if times else np.zeros(0)
     times = times[(times >= start) & (times <= end)]
-    marks = np.concatenate(([start], times, [end]))
-    return np.diff(marks).tolist()
+    return np.diff(np.concatenate(([start], times, [end]))).tolist()
 
 
 def measure(setup, seconds: float, repeats: int) -> dict:
     s = setup()
     _train(s, min(5.0, seconds / 4))                      # warm up allocator and threads
-    bare, monitored, whole, reported, intervals = [], [], [], [], {p: [] for p in PANELS}
-    frames, costs, shares, contention, own, hints = {p: 0 for p in PANELS}, {}, [], [], [], []
+    bare, monitored, first_bare, first_monitored = [], [], [], []
+    intervals, frames = {p: [] for p in PANELS}, {p: 0 for p in PANELS}
+    seen = {k: [] for k in ("slowdown", "worker_share", "widget_share", "contention", "own_share",
+                            "sampling_share", "every", "frames", "dropped")}
+    costs, sizes, notes, load = {}, {}, set(), []
     for r in range(repeats):
         for variant in (("bare", "monitor") if r % 2 == 0 else ("monitor", "bare")):
+            load.append(os.getloadavg()[0])     # what else ran: the minute before the segment
             if variant == "bare":
-                steps, wall = _train(s, seconds)
-                bare.append(wall / steps)
+                ends = _train(s, seconds)
+                bare.append(_per_step(ends))
+                first_bare.append(_per_step(ends, FIRST))
                 continue
-            monitor = nm.Monitor(s["model"], s["optimizer"], every=s["every"], probe=s["probe"])
-            dashboard = monitor.dashboard()
+            monitor = nm.Monitor(s["model"], s["optimizer"])   # the defaults
+            dashboard = monitor.dashboard()                    # shown nowhere
             start = time.time()
-            first_steps, first_wall = _train(s, STARTUP)     # attaching, first runs, first pushes
-            steps, wall = _train(s, seconds - STARTUP)
+            ends = _train(s, seconds)
             end = time.time()
-            monitored.append(wall / steps)
-            whole.append((wall + first_wall) / (steps + first_steps))
+            monitored.append(_per_step(ends))
+            first_monitored.append(_per_step(ends, FIRST))
             stats = monitor.stats()
-            reported.append(stats["slowdown"])
-            shares.append(stats["worker_share"])
-            contention.append(stats["contention"])
-            own.append(stats["own_share"])
-            hints.append(stats["every_within_budget"])
-            for panel, analysis in PANELS.items():
-                gaps = _intervals(monitor, analysis, start, end)
+            for key in seen:
+                seen[key].append(stats[key] if key != "frames" else dashboard.frames)
+            for panel, records in PANELS.items():
+                gaps = _intervals(monitor, records, start, end)
                 intervals[panel] += gaps
                 frames[panel] += len(gaps) - 1
-            for name, cost in monitor._heavy.worker.last_cost.items():
+            for name, (size, cost) in monitor._heavy._last.items():
                 costs.setdefault(name, []).append(cost)
+                sizes.setdefault(name, []).append(size)
+            notes |= {f"{n.analysis}: {n.message}" for n in monitor.notices}
             dashboard.close()
             monitor.detach()
-    b = statistics.median(bare)
+    b, fb = statistics.mean(bare), statistics.mean(first_bare)
     return {
         "name": s["name"], "params": sum(p.numel() for p in s["model"].parameters()),
-        "seconds": seconds, "repeats": repeats, "bare_ms": 1e3 * b,
-        "ratio": statistics.mean(monitored) / statistics.mean(bare),
+        "seconds": seconds, "repeats": repeats, "bare_ms": 1e3 * b, "refresh_target": s["refresh"],
+        "ratio": statistics.mean(monitored) / b,
         "ratios": [m / b for m in monitored],
-        "whole_ratio": statistics.mean(whole) / statistics.mean(bare),
-        "reported": statistics.median(reported),
-        # mean interval: the monitored time over the frames in it; and the longest wait
+        "first_ratio": statistics.mean(first_monitored) / fb,
+        "first_ratios": [m / fb for m in first_monitored],
+        "reported": statistics.median(seen["slowdown"]),
+        # mean interval: the monitored time over the records in it; and the longest wait
         "refresh": {p: (repeats * seconds / max(1, frames[p]), max(v)) for p, v in intervals.items()},
         "costs": {name: statistics.median(v) for name, v in costs.items()},
-        "worker_share": statistics.median(shares), "contention": statistics.median(contention),
-        "every": s["every"], "own_share": statistics.median(own), "every_within_budget": hints[-1],
+        "sizes": {name: min(v) for name, v in sizes.items()},
+        **{key: statistics.median(v) for key, v in seen.items()},
+        "notes": sorted(notes),
+        "load": (min(load), max(load)),
     }
 
 
+MODELS = {"mlp": (mlp_setup, 20, 4), "conv": (conv_setup, 20, 4), "cnn": (cnn_setup, 60, 2),
+          "resnet": (resnet_setup, 60, 2)}
+
+
 def run() -> dict:
-    return {"models": [measure(mlp_setup, 20, 4), measure(conv_setup, 20, 4),
-                       measure(cnn_setup, 60, 2)]}
+    return {"models": [measure(*MODELS[m]) for m in MODELS]}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
 
 
 def section(f: dict) -> list[str]:
     lines = [
-        "## Live at the defaults: refresh of every panel and the slowdown of training (CPU)",
+        "## Live at the defaults: the slowdown of training from its first step, and the refresh "
+        "of every panel (CPU)",
         "",
         "Each model trained in a plain loop (no sleeps) in segments of equal wall time, "
-        "alternating bare training and a fresh `Monitor` at its defaults feeding a `Dashboard` "
-        "(kernel side), timed after its first 5 s (and with them); see `bench/live.py` for the "
-        "models and settings. Refresh: seconds between "
-        "consecutive records of the analysis behind each panel (mean over the monitored time / "
-        "longest, the wait for the first included). Targets: every panel at least every 2 s on the small models and "
-        "every 10 s on the 10M CNN; monitored / bare at or under 1.05.",
+        "alternating bare training and a fresh `Monitor(model, optimizer)` at its defaults "
+        "(`every` chosen, the first batch as the probe, budget 5%) feeding a `Dashboard` shown "
+        "nowhere; see `bench/live.py` for the models. Slowdown: monitored / bare seconds per "
+        f"step, over whole segments and over their first {FIRST:.0f} s. Refresh: seconds between "
+        "consecutive records of the analyses behind each panel (mean over the monitored time / "
+        "longest, the wait for the first included). Load average (1 min) before the segments, "
+        "this process's own included: "
+        + ", ".join(f"{m['name']} {m['load'][0]:.1f}-{m['load'][1]:.1f}" for m in f["models"])
+        + " on 2 cores: other sessions' tests ran on the machine meanwhile.",
         "",
         "| model | parameters | bare ms/step | segments | monitored / bare (each segment) | "
-        "with the first 5 s | measured by the monitor | " + " | ".join(PANELS) + " |",
+        f"first {FIRST:.0f} s (each) | measured by the monitor | " + " | ".join(PANELS) + " |",
         "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in PANELS) + " |",
     ]
     for m in f["models"]:
         refresh = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in m["refresh"].values())
         lines.append(f"| {m['name']} | {m['params']:,} | {m['bare_ms']:.2f} | "
                      f"{m['repeats']} x {m['seconds']:.0f} s | {m['ratio']:.3f} "
-                     f"({', '.join(f'{r:.3f}' for r in m['ratios'])}) | {m['whole_ratio']:.3f} | "
+                     f"({', '.join(f'{r:.3f}' for r in m['ratios'])}) | {m['first_ratio']:.3f} "
+                     f"({', '.join(f'{r:.3f}' for r in m['first_ratios'])}) | "
                      f"{1 + m['reported']:.3f} | {refresh} |")
-    lines += ["", "What the monitor measured and spent (medians over the monitored segments): the "
-              "monitor's own share of wall time inside the training steps (RWC every `every` "
-              "steps: the budget cannot pace it; the status line names the `every` that brings it "
-              "to half the budget), the worker's share, the contention (training seconds lost per "
-              "second of background work) and one run of each background analysis (one thread):",
-              "",
-              "| model | every | own share (sampling) | every within half the budget | worker share "
-              "| contention | " + " | ".join(HEAVY_NAMES) + " |",
-              "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEAVY_NAMES) + " |"]
+    lines += ["", "Targets:", "",
+              "| model | monitored / bare <= 1.05 | first 10 s <= 1.10 | every panel refreshes "
+              "(mean interval) within | headless widget share <= 0.2% |",
+              "| --- | --- | --- | --- | --- |"]
     for m in f["models"]:
-        hint = m["every_within_budget"] or "(within)"
-        lines.append(f"| {m['name']} | {m['every']} | {100 * m['own_share']:.2f}% | {hint} | "
+        slowest = max(m["refresh"], key=lambda p: m["refresh"][p][0])
+        worst = m["refresh"][slowest][0]
+        lines.append(
+            f"| {m['name']} | {m['ratio']:.3f}: {_met(m['ratio'] <= TARGET_SLOWDOWN)} | "
+            f"{m['first_ratio']:.3f}: {_met(m['first_ratio'] <= TARGET_FIRST)} | "
+            f"{m['refresh_target']:g} s: slowest {slowest} {worst:.1f} s: "
+            f"{_met(worst <= m['refresh_target'])} | {100 * m['widget_share']:.2f}% "
+            f"({m['frames']:.0f} frames): {_met(m['widget_share'] <= TARGET_WIDGETS)} |")
+    lines += ["", "What the monitor chose, measured and spent (medians over the monitored "
+              "segments): `every` (chosen so that sampling takes at most a quarter of the "
+              "budget) and the share the sampling took, the worker's share of wall time, the "
+              "contention (training seconds lost per second of background work), and each "
+              "background analysis's last run: seconds (one thread) at its live size (the "
+              "smallest it ran at; 1 = the full live size):",
+              "",
+              "| model | every | sampling | worker share | contention | "
+              + " | ".join(HEAVY_NAMES) + " |",
+              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in HEAVY_NAMES) + " |"]
+    for m in f["models"]:
+        lines.append(f"| {m['name']} | {m['every']:.0f} | {100 * m['sampling_share']:.2f}% | "
                      f"{100 * m['worker_share']:.2f}% | {m['contention']:.2f} | "
-                     + " | ".join(f"{1e3 * m['costs'][n]:.0f} ms" if n in m["costs"] else "-"
-                                  for n in HEAVY_NAMES) + " |")
+                     + " | ".join(f"{1e3 * m['costs'][n]:.0f} ms at {_size(m['sizes'][n])}"
+                                  if n in m["costs"] else "-" for n in HEAVY_NAMES) + " |")
     lines.append("")
     return lines
+
+
+def _size(size: float) -> str:
+    return "1" if size >= 1 else f"1/{round(1 / size)}"
 
 
 if __name__ == "__main__":
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).parent))
-    which = sys.argv[1:] or ["mlp", "conv", "cnn"]
-    setups = {"mlp": (mlp_setup, 20, 2), "conv": (conv_setup, 20, 2), "cnn": (cnn_setup, 60, 2)}
-    print("\n".join(section({"models": [measure(*setups[w]) for w in which]})))
+    which = [a for a in sys.argv[1:] if a in MODELS] or list(MODELS)
+    # "--quick": one pair of short segments per model, for working on it
+    quick = "--quick" in sys.argv
+    figures = {"models": [measure(s, min(sec, 20) if quick else sec, 1 if quick else n)
+                          for s, sec, n in (MODELS[w] for w in which)]}
+    print("\n".join(section(figures)))
+    for m in figures["models"]:
+        print(m["name"], "notes:", *m["notes"], sep="\n  ")

@@ -1,7 +1,8 @@
 """Training overhead of the monitor: monitored / bare wall time, interleaved in one process.
 
-The quickstart's MLP (64-512-256-10, batch 16) on scikit-learn's digits with its default
-settings (every=10, budget=0.05): bare training; a Monitor doing RWC only; a Monitor with its
+The quickstart's MLP (64-512-256-10, batch 16) on scikit-learn's digits with the monitor's
+default settings (``every`` chosen in the first steps, budget 0.05): bare training; a Monitor
+doing RWC only; a Monitor with its
 default analyses (RWC on the training thread, spectra, radiographs, neuron modes and
 characteristic maps in the background worker); and that Monitor feeding a Dashboard (the
 widgets' kernel-side work: history reads, decimation, trait updates; with no front end attached
@@ -76,16 +77,17 @@ def _compare(setup, repeats: int, warmup: int) -> dict:
     X, y, model, optimizer, batches = setup
     _train(X, y, model, optimizer, batches[:warmup])        # warm up allocator and threads
     times = {"bare": [], "rwc": [], "monitor": [], "dashboard": []}
-    samples = []
+    samples, every = [], []
     for _ in range(repeats):
         for variant in times:                               # interleaved: drift hits all alike
             monitor = (None if variant == "bare" else
-                       nm.Monitor(model, optimizer, every=10, analyses=("rwc",)) if variant == "rwc"
-                       else nm.Monitor(model, optimizer, every=10))
+                       nm.Monitor(model, optimizer, analyses=("rwc",)) if variant == "rwc"
+                       else nm.Monitor(model, optimizer))
             dashboard = monitor.dashboard() if variant == "dashboard" else None
             times[variant].append(_train(X, y, model, optimizer, batches))
             if monitor is not None:
                 samples.append(monitor.stats()["slowdown"])
+                every.append(monitor.every)
                 if dashboard is not None:
                     dashboard.close()
                 monitor.detach()
@@ -99,6 +101,7 @@ def _compare(setup, repeats: int, warmup: int) -> dict:
         "monitor_ratio": statistics.median(times["monitor"]) / bare,
         "dashboard_ratio": statistics.median(times["dashboard"]) / bare,
         "reported_overhead": statistics.median(samples),
+        "every": sorted(set(every)),
     }
 
 
@@ -117,14 +120,17 @@ def section(f: dict) -> list[str]:
         "| variant | MLP: wall time / bare | CNN: wall time / bare | target |",
         "| --- | --- | --- | --- |",
     ]
-    for key, name in (("rwc_ratio", "Monitor, RWC only (every=10)"),
-                      ("monitor_ratio", "Monitor, default analyses (every=10, budget=0.05)"),
-                      ("dashboard_ratio", "Monitor + Dashboard (kernel side)")):
-        lines.append(f"| {name} | {m[key]:.3f} | {c[key]:.3f} | <= 1.05 |")
+    for key, name in (("rwc_ratio", "Monitor, RWC only"),
+                      ("monitor_ratio", "Monitor, default analyses (budget=0.05)"),
+                      ("dashboard_ratio", "Monitor + Dashboard shown nowhere (kernel side)")):
+        ok = m[key] <= 1.05 and c[key] <= 1.05
+        lines.append(f"| {name} | {m[key]:.3f} | {c[key]:.3f} | <= 1.05: "
+                     f"{'met' if ok else '**not met**'} |")
     lines += [
         "",
-        f"The slowdown the monitor measured itself (status line): MLP "
-        f"{100 * m['reported_overhead']:.1f}%, CNN {100 * c['reported_overhead']:.1f}%.",
+        f"`every` as the monitor chose it: MLP {', '.join(map(str, m['every']))}, CNN "
+        f"{', '.join(map(str, c['every']))}. The slowdown the monitor measured itself (status "
+        f"line): MLP {100 * m['reported_overhead']:.1f}%, CNN {100 * c['reported_overhead']:.1f}%.",
         "",
     ]
     return lines

@@ -304,7 +304,8 @@ def section(f: dict) -> list[str]:
     ]
     for label, m, raw in rows:
         lines.append(f"| {label} | {m['bytes']:,} | {ratio(m['bytes'], raw)} | "
-                     f"{m['call_median'] * us:.2f} µs | {m['call_mean'] * us:.2f} µs | <= 1.1 |")
+                     f"{m['call_median'] * us:.2f} µs | {m['call_mean'] * us:.2f} µs | <= 1.1: "
+                     f"{'met' if m['bytes'] / raw <= 1.1 else '**not met**'} |")
     tb = f["tensorboard"]
     if "why_not" in tb:
         lines += ["", f"TensorBoard not measured: {tb['why_not']}."]

@@ -1,7 +1,7 @@
 import { COLORMAPS, colorize } from "./colormap.js";
 import { unpack } from "./decode.js";
+import { panelHeader, redrawOnResize } from "./header.js";
 import { reportView } from "./presence.js";
-import { rootCounter } from "./root.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
 
 // Neuron modes on the package's canvas: one strip per layer with the stacked shares of linear,
@@ -18,6 +18,7 @@ export const COMPACT_ABOVE = 8;
 export const MAX_STRIPS = 40;
 const THIN_H = 12;
 const PHASE_COLOR = "rgba(200, 30, 30, 0.85)"; // phase changes, as in the other panels
+const EVIDENCE_COLOR = "rgba(227, 160, 8, 0.35)"; // a finding's steps, as in the other panels
 const GUTTER = 170;
 
 // The block an activation key belongs to: its module path up to the first numeric component (an
@@ -70,26 +71,24 @@ export default {
     const gone = reportView(model);
     el.classList.add("nnmodes-neurons");
     const MODE_COLORS = model.get("mode_colors"); // linear, nonlinear, dead: the kernel's, as exported
-    const counter = rootCounter(el, "nnmodes-neurons");
-    const header = document.createElement("div");
-    header.className = "nnmodes-trend-header";
-    const title = Object.assign(document.createElement("span"), { className: "nnmodes-title" });
-    title.textContent = model.get("title");
-    const legend = document.createElement("span");
+    const legend = Object.assign(document.createElement("span"), { className: "nnmodes-mode-legend" });
     MODES.forEach((mode, i) => {
+      const item = Object.assign(document.createElement("span"), { className: "nnmodes-mode-key" });
       const key = Object.assign(document.createElement("span"), { className: "nnmodes-key" });
       key.style.background = MODE_COLORS[i];
-      legend.append(key, ` ${mode} `);
+      item.append(key, mode);
+      legend.append(item);
     });
     const picker = layerPicker(model, () => draw());
-    const stepLabel = Object.assign(document.createElement("span"), { className: "nnmodes-step" });
-    header.append(title, legend, picker.el, stepLabel);
+    let evidence = null; // [from, to] steps of a finding clicked
+    const header = panelHeader(model, "nnmodes-neurons", [legend, picker.el],
+      { onEvidence: (span) => { evidence = span; draw(); } });
     const canvas = document.createElement("canvas");
     canvas.className = "nnmodes-canvas";
     const tip = Object.assign(document.createElement("div"), { className: "nnmodes-tooltip" });
     // activations that cannot be seen, and why (the kernel's notices about this analysis)
     const note = Object.assign(document.createElement("div"), { className: "nnmodes-note" });
-    el.append(header, note, canvas, tip);
+    el.append(header.el, note, canvas, tip);
 
     let frame = null;
     let regions = [];
@@ -105,8 +104,10 @@ export default {
       canvas.height = stripsHeight(frame.layers) + mapH;
       const ctx = canvas.getContext("2d");
       ctx.imageSmoothingEnabled = false;
-      ctx.font = "11px sans-serif";
-      const text = getComputedStyle(el).color || "#222";
+      const style = getComputedStyle(el);
+      const font = style.fontFamily || "sans-serif";
+      ctx.font = `11px ${font}`;
+      const text = style.color || "#222";
       let lo = Infinity;
       let hi = -Infinity;
       for (const l of frame.layers) {
@@ -114,7 +115,8 @@ export default {
         hi = Math.max(hi, l.steps.data[l.steps.data.length - 1]);
       }
       const compact = frame.layers.length > COMPACT_ABOVE;
-      const left = compact ? GUTTER : 0;
+      const gutter = Math.min(GUTTER, Math.round(0.4 * width)); // a narrow panel keeps room for strips
+      const left = compact ? gutter : 0;
       const span = hi > lo ? hi - lo : 1;
       const xOf = (s) => left + ((s - lo) / span) * (width - left - 2);
       regions = [];
@@ -123,16 +125,16 @@ export default {
       if (compact) {
         ctx.fillStyle = text;
         const count = hidden ? `showing ${frame.layers.length - hidden} of ${frame.layers.length}` : `${frame.layers.length}`;
-        ctx.fillText(`${count} activations, grouped by block (hover a strip for its shares)`, 0, top + 10);
+        ctx.fillText(`${count} activations by block (hover: shares)`, 0, top + 10, width);
         top += LABEL_H;
       }
       for (const group of groups) {
         if (compact) {
           ctx.globalAlpha = 1;
           ctx.fillStyle = text;
-          ctx.font = "bold 11px sans-serif";
-          ctx.fillText(group.block, 0, top + 11);
-          ctx.font = "11px sans-serif";
+          ctx.font = `bold 11px ${font}`;
+          ctx.fillText(group.block, 0, top + 11, gutter - 6);
+          ctx.font = `11px ${font}`;
           top += LABEL_H;
         }
         for (const l of group.layers) {
@@ -147,11 +149,11 @@ export default {
           if (compact) {
             const name = l.layer.startsWith(group.block) && l.layer !== group.block
               ? l.layer.slice(group.block.length).replace(/^\./, "") : l.layer;
-            ctx.fillText(`  ${name}  ${(100 * last[1]).toFixed(0)}% nonlin.`, 0, top + 10, GUTTER - 6);
+            ctx.fillText(`  ${name}  ${(100 * last[1]).toFixed(0)}% nonlin.`, 0, top + 10, gutter - 6);
             y0 = top;
           } else {
             ctx.fillText(`${l.layer}  ${MODES.map((m, i) => `${m} ${(100 * last[i]).toFixed(0)}%`).join(" · ")}`,
-              0, top + 10);
+              0, top + 10, width);
           }
           for (let i = 0; i < n; i++) {
             // each sample holds until the next one; the newest gets at least two pixels
@@ -164,6 +166,13 @@ export default {
               ctx.fillRect(x, y - h, w, h);
               y -= h;
             }
+          }
+          // the steps a finding clicked held on
+          if (evidence) {
+            const a = xOf(Math.max(lo, evidence[0]));
+            const b = xOf(Math.min(hi, evidence[1]));
+            ctx.fillStyle = EVIDENCE_COLOR;
+            ctx.fillRect(Math.min(a, b) - 1, y0, Math.max(3, Math.abs(b - a) + 2), stripH);
           }
           // the phase changes found over the run (frame.phases: steps), as on every time axis
           ctx.fillStyle = PHASE_COLOR;
@@ -178,7 +187,7 @@ export default {
       ctx.globalAlpha = 1;
       if (shown) {
         ctx.fillStyle = text;
-        ctx.fillText(`${shown.layer}: active fraction per ${frame.labels} class (rows) and neuron (columns)`, 0, top + 10);
+        ctx.fillText(`${shown.layer}: active fraction per ${frame.labels} class (rows), neuron (columns)`, 0, top + 10, width);
         const values = shown.classes.data;
         const off = document.createElement("canvas");
         off.width = neurons;
@@ -196,9 +205,8 @@ export default {
       frame = { step: meta.step, labels: meta.labels, phases: meta.phases || [],
         layers: frameLayers(unpack(meta.arrays, model.get("frame_data"))) };
       note.textContent = meta.note ?? "";
-      stepLabel.textContent = `step ${frame.step}`;
       draw();
-      counter.frame(frame.step);
+      header.frame(frame.step);
     }
 
     function hitAt(e) {
@@ -238,9 +246,12 @@ export default {
 
     model.on("change:frame_data", onFrame);
     onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
+    const resized = redrawOnResize(el, draw);
     return () => {
+      resized.disconnect();
       model.off("change:frame_data", onFrame);
       picker.dispose();
+      header.dispose();
       gone();
     };
   },

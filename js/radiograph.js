@@ -1,8 +1,9 @@
 import { COLORMAPS, colorize, valueRange } from "./colormap.js";
+import { formatNumber } from "./ticks.js";
 import { unpack } from "./decode.js";
+import { panelHeader, redrawOnResize } from "./header.js";
 import { reportView } from "./presence.js";
 import { RingBuffer } from "./ringbuffer.js";
-import { rootCounter } from "./root.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
 
 // Radiographs (and characteristic maps): one band per layer, input side first. A band is a
@@ -20,6 +21,11 @@ function decodeFrame(model) {
   if (!meta || !meta.bands) return null;
   return { step: meta.step, bands: unpack(meta.bands, model.get("frame_data")), inputShape: meta.input_shape ?? null,
     note: meta.note ?? "" };
+}
+
+// A band with nothing to draw (a class no probe sample has): its label line says why instead.
+function emptyLayout() {
+  return { kind: "empty", height: 0 };
 }
 
 // Pixel layout of one band: tiles when every neuron's inputs form an image, else a matrix.
@@ -51,6 +57,7 @@ function transform(values, view, scale) {
 }
 
 function drawBand(ctx, band, layout, top, width, options) {
+  if (layout.kind === "empty") return [NaN, NaN];
   const values = transform(band.data, options.view, options.scale);
   const signed = options.view === "signed";
   const [lo, hi] = valueRange(values, signed);
@@ -88,47 +95,41 @@ export default {
   render({ model, el }) {
     const gone = reportView(model);
     el.classList.add("nnmodes-radiograph");
-    const counter = rootCounter(el, "nnmodes-radiograph");
     const history = new RingBuffer(Math.max(1, model.get("history_size")));
     const options = { view: model.get("view"), colormap: "auto", scale: "linear" };
     const picker = layerPicker(model, () => draw());
     let shown = -1; // index into history; -1 follows the newest frame
 
-    const header = document.createElement("div");
-    header.className = "nnmodes-trend-header";
-    const title = Object.assign(document.createElement("span"), { className: "nnmodes-title" });
-    title.textContent = model.get("title");
     const scrub = Object.assign(document.createElement("input"), { type: "range", min: 0, max: 0, value: 0 });
+    scrub.className = "nnmodes-scrub";
     scrub.title = "scrub back through the frames kept in the browser";
-    const stepLabel = Object.assign(document.createElement("span"), { className: "nnmodes-step" });
-    header.append(
-      title,
+    const header = panelHeader(model, "nnmodes-radiograph", [
       select(["signed", "absolute"], options.view, (v) => { options.view = v; draw(); }),
       select(["auto", "viridis", "rdbu"], "auto", (v) => { options.colormap = v; draw(); }),
       select(["linear", "log"], "linear", (v) => { options.scale = v; draw(); }),
       ...(model.get("layers").length ? [picker.el] : []),
       scrub,
-      stepLabel,
-    );
+    ]);
     const canvas = document.createElement("canvas");
     canvas.className = "nnmodes-canvas";
     const tip = Object.assign(document.createElement("div"), { className: "nnmodes-tooltip" });
     // what the maps leave out or freeze (the kernel's notices about this analysis)
     const note = Object.assign(document.createElement("div"), { className: "nnmodes-note" });
-    el.append(header, note, canvas, tip);
+    el.append(header.el, note, canvas, tip);
 
     let regions = []; // where each band was drawn, for hover
     function draw() {
       const frame = shown < 0 ? history.latest : history.get(shown);
       if (!frame) return;
       const width = Math.max(200, Math.min(900, el.clientWidth || 700));
-      const layouts = frame.bands.map((b) => bandLayout(b, frame.inputShape, width));
+      const layouts = frame.bands.map((b) => (b.empty ? emptyLayout() : bandLayout(b, frame.inputShape, width)));
       canvas.width = width;
       canvas.height = layouts.reduce((s, l) => s + l.height + LABEL_H + BAND_GAP, 0);
       const ctx = canvas.getContext("2d");
       ctx.imageSmoothingEnabled = false;
-      ctx.font = "11px sans-serif";
-      ctx.fillStyle = getComputedStyle(el).color || "#222";
+      const style = getComputedStyle(el);
+      ctx.font = `11px ${style.fontFamily || "sans-serif"}`;
+      const text = style.color || "#222";
       regions = [];
       let top = 0;
       const selected = model.get("selected");
@@ -138,13 +139,14 @@ export default {
         ctx.globalAlpha = inSelection(band.layer, selected) ? 1 : 0.3;
         const [lo, hi] = drawBand(ctx, band, layouts[i], top + LABEL_H, width, options);
         const count = band.neurons > band.shape[0] ? `showing ${band.shape[0]} of ${band.neurons}` : band.shape[0];
-        ctx.fillText(`${band.layer}  (${count} neurons, range ${lo.toPrecision(2)} … ${hi.toPrecision(2)})`, 0, top + 10);
+        ctx.fillStyle = text;
+        ctx.fillText(band.empty ? `${band.layer}: ${band.empty}`
+          : `${band.layer}  (${count} neurons, range ${formatNumber(lo)} to ${formatNumber(hi)})`, 0, top + 10, width);
         regions.push({ band, layout: layouts[i], top: top + LABEL_H, width });
         top += layouts[i].height + LABEL_H + BAND_GAP;
       });
       ctx.globalAlpha = 1;
-      stepLabel.textContent = `step ${frame.step}` + (shown >= 0 ? ` (${history.length - 1 - shown} back)` : "");
-      counter.frame(frame.step);
+      header.frame(frame.step, `step ${frame.step}` + (shown >= 0 ? ` (${history.length - 1 - shown} back)` : ""));
     }
 
     function onFrame() {
@@ -171,7 +173,7 @@ export default {
       const x = ((e.clientX - rect.left) * canvas.width) / rect.width;
       const y = ((e.clientY - rect.top) * canvas.height) / rect.height;
       const hit = regions.find((r) => y >= r.top && y < r.top + r.layout.height);
-      if (!hit) { tip.style.display = "none"; return; }
+      if (!hit || hit.layout.kind === "empty") { tip.style.display = "none"; return; }
       const [neurons, inputs] = hit.band.shape;
       let n; let i;
       if (hit.layout.kind === "matrix") {
@@ -202,14 +204,14 @@ export default {
       if (hit) choose(model, model.get("selected") === hit.band.layer ? "" : hit.band.layer);
     });
 
-    const onTitle = () => { title.textContent = model.get("title"); };
     model.on("change:frame_data", onFrame);
-    model.on("change:title", onTitle); // a language model's maps are position maps
     onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
+    const resized = redrawOnResize(el, draw);
     return () => {
+      resized.disconnect();
       model.off("change:frame_data", onFrame);
-      model.off("change:title", onTitle);
       picker.dispose();
+      header.dispose();
       gone();
     };
   },

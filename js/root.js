@@ -2,23 +2,31 @@
 // data-step names the training step of the frame on screen. The root is an ancestor created by
 // ipywidgets; a view is attached to it only after render() returns, so attributes wait for it.
 
+// Call fn(root) once `el` is inside its root (the closest `.rootClass`): at once, or on one of
+// the next animation frames (about ten seconds of them).
+export function onRoot(el, rootClass, fn) {
+  let tries = 0;
+  (function settle() {
+    const root = el.closest(`.${rootClass}`);
+    if (root) fn(root);
+    else if (tries++ < 600) requestAnimationFrame(settle);
+  })();
+}
+
 export function rootCounter(el, rootClass) {
   let frames = 0;
   let step = null;
   let root = null;
 
   function apply() {
-    root ??= el.closest(`.${rootClass}`);
-    if (!root) return false;
+    if (!root) return;
     root.setAttribute("data-frames", String(frames));
     if (step !== null) root.setAttribute("data-step", String(step));
-    return true;
   }
-
-  let tries = 0;
-  (function settle() {
-    if (!apply() && tries++ < 600) requestAnimationFrame(settle);
-  })();
+  onRoot(el, rootClass, (found) => {
+    root = found;
+    apply();
+  });
 
   return {
     frame(newStep) {

@@ -1,12 +1,13 @@
 import { guardBqplotOf } from "./bqplot_guard.js";
+import { initializeFigures, markEvidence } from "./figures.js";
 import { panelHeader } from "./header.js";
 import { reportView } from "./presence.js";
 import { referencedModel } from "./root.js";
 import { choose, highlightOnLabels, layerPicker, legendEntries } from "./selection.js";
 
-// The legend under the trend's header: one entry per line, in the line's colour, in as many
-// columns as fit (a GPT's or a ResNet's dozens of layers stay readable, and the plot stays
-// clear). A click selects the entry's layer in every panel, as the picker does; again, all layers.
+// The legend under the trend's header: one entry per line, in the line's colour, wrapping into
+// as many rows as it needs (a GPT's or a ResNet's dozens of layers scroll). A click selects the
+// entry's layer in every panel, as the picker does; again, all layers.
 export function renderLegend(container, entries) {
   container.replaceChildren(...entries.map((entry) => {
     const item = document.createElement("button");
@@ -14,6 +15,7 @@ export function renderLegend(container, entries) {
     item.className = entry.dim ? "nnmodes-legend-item nnmodes-dim" : "nnmodes-legend-item";
     item.dataset.label = entry.label;
     item.dataset.layer = entry.layer;
+    item.dataset.color = entry.color;
     item.title = entry.layer ? `${entry.label} (click: select layer ${entry.layer} in every panel)` : entry.label;
     const key = document.createElement("span");
     key.className = "nnmodes-key";
@@ -32,17 +34,17 @@ export function renderLegend(container, entries) {
 export default {
   initialize({ model }) {
     guardBqplotOf(model, "lines").catch((e) => console.warn("nnmodes_widgets: bqplot redraw guard not installed:", e));
+    return initializeFigures(model);
   },
   async render({ model, el }) {
     const gone = reportView(model);
     const toggle = document.createElement("label");
+    toggle.className = "nnmodes-switch";
     const box = document.createElement("input");
     box.type = "checkbox";
     toggle.append(box, " log scale");
-    const row = document.createElement("div");
     const legend = document.createElement("div");
     legend.className = "nnmodes-legend";
-    el.append(row, legend);
     let lines = null;
     let marks = null;
     const drawLegend = () => {
@@ -56,7 +58,9 @@ export default {
       drawLegend();
     };
     const picker = layerPicker(model, highlight);
-    const { onData } = panelHeader(model, row, "nnmodes-trend", [toggle, picker.el]);
+    const header = panelHeader(model, "nnmodes-trend", [toggle, picker.el],
+      { onEvidence: (span) => markEvidence(model, span) });
+    el.append(header.el, legend);
     const [linear, logLines, linearAxis, logAxis] = await Promise.all(
       ["lines", "log_lines", "linear_axis", "log_axis"].map((n) => referencedModel(model, n)),
     );
@@ -92,9 +96,9 @@ export default {
     highlight();
     // A frame is new data on the lines on screen (the kernel refreshes the others less often).
     const lineMarks = [linear, logLines];
-    const counters = lineMarks.map((mark) => () => { if (mark.get("visible")) onData(); });
+    const counters = lineMarks.map((mark) => () => { if (mark.get("visible")) header.frame(model.get("step")); });
     lineMarks.forEach((mark, i) => mark.on("change:y", counters[i]));
-    if (model.get("step") > 0) onData(); // data that arrived before this view was made
+    if (model.get("step") > 0) header.frame(model.get("step")); // data that came before this view
     return () => {
       lineMarks.forEach((mark, i) => mark.off("change:y", counters[i]));
       for (const event of ["change:labels", "change:colors"]) linear.off(event, onLines);
@@ -102,6 +106,7 @@ export default {
       model.off("change:log_y", applyScale);
       marks.dispose();
       picker.dispose();
+      header.dispose();
       gone();
     };
   },

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from .colors import layer_colors
 from .runs.history import History
+from .ticks import readable_axes
 
 FORMATS = ("png", "svg", "pdf")
 LEGEND_INSIDE_MAX = 12   # more layers than this: the legend goes under the plot, in columns
@@ -47,12 +48,14 @@ def to_bytes(fig: Figure, fmt: str) -> bytes:
 def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None = None,
                log_y: bool = False, ylabel: str = "RWC", colors: list[str] | None = None) -> None:
     """Every layer's series against the step, at full resolution, up to ``step`` (all when None);
-    ``colors`` one per layer (default: by depth)."""
+    ``colors`` one per layer (default: each layer its own, by depth)."""
     layers, steps, values = history.matrix(analysis)
     if step is not None:
         keep = steps <= step
         steps, values = steps[keep], values[:, keep]
-    colors = layer_colors(len(layers)) if colors is None else colors
+    if colors is None:
+        by_layer = layer_colors(layers)
+        colors = [by_layer[layer] for layer in layers]
     marker = point_marker(len(steps))
     for layer, row, color in zip(layers, values, colors):
         shown = np.where(row > 0, row, np.nan) if log_y else row   # log: no zero or negative
@@ -62,6 +65,7 @@ def draw_trend(ax, history: History, *, analysis: str = "rwc", step: int | None 
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel + (" (log scale)" if log_y else ""))
     ax.grid(True, ls="--", lw=0.5, alpha=0.6)
+    readable_axes(ax)
     if not layers:
         ax.text(0.5, 0.5, "no samples yet", ha="center", va="center", transform=ax.transAxes)
     else:

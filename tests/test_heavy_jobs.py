@@ -3,6 +3,7 @@ render): the power-law fits beside the spectra, the clusters of the RWC trends; 
 switch an analysis off (UnsupportedModel) and which are retried with backoff; one prepared pass
 per radiograph run."""
 
+import math
 import threading
 import time
 
@@ -42,7 +43,7 @@ def train(model, optimizer, steps, monitor=None):
 
 def unpaced(monitor, monkeypatch):
     """Every offer past the first runs of each analysis is taken at once (no pacing pause)."""
-    monkeypatch.setattr(monitor.pacer, "wait_after", lambda cost: 0.0)
+    monkeypatch.setattr(monitor.pacer, "rate", lambda e=None: math.inf)
     return monitor
 
 
@@ -106,14 +107,14 @@ def test_a_failing_fit_costs_only_its_layer(monkeypatch):
         return power_law_line(values)
 
     monkeypatch.setattr(jobs, "power_law_line", fit)
-    monitor = nm.Monitor(model, optimizer, every=3, budget=1.0, analyses=("spectrum",))
-    train(model, optimizer, 3, monitor)
+    monitor = nm.Monitor(model, optimizer, budget=1.0, analyses=("spectrum",))
+    train(model, optimizer, 1, monitor)          # offered at step 1
     h = monitor.history
     assert h.layers("spectrum") == ["0.weight", "2.weight", "4.weight"]   # every spectrum kept
     assert np.isnan(h.latest("power_law", "2.weight")[1]).all()
     assert np.isfinite(h.latest("power_law", "0.weight")[1]).all()
     [error] = monitor.errors
-    assert (error.analysis, error.layer, error.step) == ("spectrum", "2.weight", 3)
+    assert (error.analysis, error.layer, error.step) == ("spectrum", "2.weight", 1)
     assert "FloatingPointError: fit diverged" in error.message
     assert monitor.notices == []                                           # not switched off
     monitor.detach()
@@ -334,12 +335,12 @@ def test_a_backing_off_analysis_leaves_its_turns_to_the_others(monkeypatch):
     monitor = unpaced(nm.Monitor(model, optimizer, every=1, budget=1.0, probe=torch.randn(8, 8),
                                  analyses=("spectrum", "neuron_modes")), monkeypatch)
     train(model, optimizer, 12, monitor)
-    # every step runs one of them: the spectrum (the least worker time so far: it fails at
-    # once) unless it is backing off (1 turn after its first fault, 2 after the second, 4
-    # after the third), else neuron modes
-    assert calls == [1, 4, 7, 12]
-    assert monitor.history.steps("neuron_modes").tolist() == [2, 3, 5, 6, 8, 9, 10, 11]
-    assert [e.step for e in monitor.errors] == [1, 4, 7, 12]
+    # every step runs one of them, in turns (the one that waited longest): the spectrum at
+    # its turns (it fails at once) unless it is backing off (1 turn after its first fault, 2
+    # after the second, 4 after the third), else neuron modes
+    assert calls == [1, 4, 8]
+    assert monitor.history.steps("neuron_modes").tolist() == [2, 3, 5, 6, 7, 9, 10, 11, 12]
+    assert [e.step for e in monitor.errors] == [1, 4, 8]
     monitor.detach()
 
 
@@ -414,27 +415,38 @@ def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
 
 # -- whose turn it is ---------------------------------------------------------------------------------
 
-def test_each_analysis_gets_an_equal_share_of_the_worker_time(monkeypatch):
+def test_the_turn_is_of_the_analysis_that_waited_longest(monkeypatch):
     model = mlp(8, 16, 4)
     monitor = nm.Monitor(model, None, budget=0.05, run=False,
                          analyses=("spectrum", "alignment", "radiograph"))
     heavy_ = monitor._heavy
     ready = ["spectrum", "alignment", "radiograph"]
+    assert heavy_._next(ready) == "spectrum"         # none ran yet: the registry's order
     now = time.perf_counter()
-    heavy_._spent = {"spectrum": 0.010, "alignment": 0.002, "radiograph": 0.300}
-    heavy_._started = {"spectrum": now - 5, "alignment": now - 5, "radiograph": now - 5}
-    assert heavy_._next(ready) == "alignment"         # the least worker time so far
-    heavy_._started["alignment"] = now                 # ran just now: at most once a second
-    assert heavy_._next(ready) == "spectrum"
-    heavy_._started["spectrum"] = now
-    # the costly one is ahead of its share (0.3 s of 0.312): it waits for the others
-    assert heavy_._next(ready) is None
-    heavy_._spent = {"spectrum": 0.5, "alignment": 0.5, "radiograph": 0.300}
+    heavy_._started = {"spectrum": now - 3, "alignment": now - 5, "radiograph": now - 4}
+    assert heavy_._next(ready) == "alignment"         # the longest wait
+    heavy_._started["alignment"] = now - 0.5          # ran just now: at most once a second
     assert heavy_._next(ready) == "radiograph"
+    heavy_._started = {"spectrum": now - 0.1, "alignment": now - 0.2, "radiograph": now - 0.3}
+    assert heavy_._next(ready) is None                # every one ran within the last second
     monitor.detach()
 
 
-def test_libraries_are_imported_when_the_worker_starts_not_in_a_job(monkeypatch):
+def test_the_analyses_panels_refresh_from_come_round_four_times_as_often_as_the_others():
+    model = mlp(8, 16, 4)
+    monitor = nm.Monitor(model, None, budget=0.05, run=False, analyses=("spectrum", "clusters"))
+    heavy_ = monitor._heavy
+    now = time.perf_counter()
+    # the spectrum refreshes its panel; the clusters only colour the trend's lines: their wait
+    # counts a quarter
+    heavy_._started = {"spectrum": now - 3, "clusters": now - 11}
+    assert heavy_._next(["spectrum", "clusters"]) == "spectrum"      # 3 > 11 / 4
+    heavy_._started = {"spectrum": now - 3, "clusters": now - 13}
+    assert heavy_._next(["spectrum", "clusters"]) == "clusters"      # 3 < 13 / 4
+    monitor.detach()
+
+
+def test_libraries_are_imported_when_the_monitor_is_made_not_in_a_training_step(monkeypatch):
     imported, real = [], heavy.importlib.import_module
 
     def recording(name, package=None):
@@ -445,13 +457,15 @@ def test_libraries_are_imported_when_the_worker_starts_not_in_a_job(monkeypatch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, run=False,
                          analyses=("rwc", "clusters", "phases", "spectrum"))
+    # the registry's imports of the analyses chosen, each once, by the thread making the
+    # monitor: before training, so that neither a step nor the worker's budget pays for them
+    made = [(name, thread) for name, thread in imported if not name.startswith("nnmodes_widgets")]
+    assert sorted(made) == [("ruptures", "MainThread"), ("sklearn.cluster", "MainThread")]
     train(model, optimizer, 2, monitor)
     monitor.flush()
-    # on the worker, the registry's imports of the analyses chosen come first, each once;
-    # then the runners (resolved by name) of the jobs
-    on_worker = [name for name, thread in imported if thread == "nnmodes-worker"]
-    assert sorted(on_worker[:2]) == ["ruptures", "sklearn.cluster"]
-    assert all(name.startswith("nnmodes_widgets.live.") for name in on_worker[2:]) and on_worker[2:]
+    # then only the runners (resolved by name) of the jobs
+    later = [name for name, _ in imported[len(made):]]
+    assert later and all(name.startswith("nnmodes_widgets.live.") for name in later), later
     monitor.detach()
 
 
@@ -460,8 +474,9 @@ def test_basins_by_default_only_where_their_estimated_cost_fits_the_budget():
     cheap, costly = (nm.Monitor(model, None, budget=0.05, run=False) for _ in range(2))
     assert "basins" in cheap._heavy.optional
     assert not cheap._heavy._affordable("basins")          # no estimate before neuron modes ran
-    cheap._heavy.worker.last_cost["neuron_modes"] = 0.001
-    costly._heavy.worker.last_cost["neuron_modes"] = 0.5
+    # neuron modes' last runs, at a quarter of their size: 1 ms and 0.5 s at full size
+    cheap._heavy._last["neuron_modes"] = (0.25, 0.00025)
+    costly._heavy._last["neuron_modes"] = (0.25, 0.125)
     assert cheap._heavy._affordable("basins") and "basins" in cheap._heavy.names
     assert not costly._heavy._affordable("basins") and "basins" not in costly._heavy.names
     [notice] = [n for n in costly.notices if n.analysis == "basins"]
@@ -488,6 +503,6 @@ def test_every_analysis_is_described_once_in_the_registry_and_every_name_in_it_r
     finally:
         dashboard.close()
         monitor.detach()
-    assert [a.name for a in REGISTRY if a.last] == ["phases"]
+    assert [a.name for a in REGISTRY if a.last] == ["phases", "findings"]   # findings read the phases
     with pytest.raises(ValueError, match="unknown analysis 'radiographs'; choose from"):
         analysis("radiographs")

@@ -79,11 +79,12 @@ def test_the_slowdown_and_the_contention_are_measured_from_the_steps(monkeypatch
     assert e["worker_share"] == pytest.approx(9 * 0.02 / wall, rel=1e-6)
 
 
-def allowed(budget, c, slowdown, worker_share):
-    """The share a worker may take: the slowdown it causes, c D (1 + S) at slowdown S, fits in
-    what the rest of the slowdown leaves (at least a quarter of the budget)."""
-    others = slowdown - c * worker_share * (1 + slowdown)
-    return min(1.0, max(budget / 4, budget - others) / (c * (1 + budget))), others
+def allowed(budget, c, slowdown, worker_share, job_share=0.0):
+    """The training seconds per wall second the worker's runs may cost: what the rest of the
+    slowdown leaves of the budget, c W (1 + S) + J (1 + S) being theirs at slowdown S; nothing
+    when the rest takes it all."""
+    others = slowdown - (c * worker_share + job_share) * (1 + slowdown)
+    return max(0.0, budget - others) / (1 + budget), others
 
 
 def test_the_worker_gets_what_the_rest_of_the_slowdown_leaves():
@@ -94,28 +95,73 @@ def test_the_worker_gets_what_the_rest_of_the_slowdown_leaves():
               steps=4000, rwc=3e-4)
     pacer._estimated_at = -math.inf
     e = pacer.estimate()
-    share, others = allowed(0.05, e["contention"], e["slowdown"], e["worker_share"])
+    rate, others = allowed(0.05, e["contention"], e["slowdown"], e["worker_share"])
     assert others == pytest.approx(0.03, abs=0.003)   # c a little towards its prior
-    assert pacer.worker_share() == pytest.approx(share, rel=1e-9)
-    assert pacer.wait_after(0.01) == pytest.approx(0.01 * (1 - share) / share)
+    assert pacer.rate() == pytest.approx(rate, rel=1e-9)
+    assert pacer.rate(e) == pacer.rate()
+    assert pacer.cost(0.01, 0.002) == pytest.approx(e["contention"] * 0.01 + 0.002)
 
 
-def test_over_budget_without_the_worker_still_leaves_it_a_floor():
+def test_over_budget_without_the_worker_leaves_it_nothing():
+    # no floor: sampling alone over the budget leaves the worker no time at all
     pacer = Pacer(0.05, prior_contention=2)
     synthetic(pacer, bare=1e-3, contention=1.0, jobs=[(1.0, 0.01)], steps=3000, rwc=1e-3)
     pacer._estimated_at = -math.inf
+    assert pacer.estimate()["slowdown"] > 0.05
+    assert pacer.rate() == 0.0
+
+
+def test_the_training_threads_time_for_the_runs_is_theirs_not_the_rest():
+    # every 10th step refreshes the copy for a run (0.1 ms, on the training thread): that part
+    # of the slowdown is the runs', not what the rest leaves them
+    pacer = Pacer(0.05, prior_contention=1)
+    base = time.perf_counter() - 30
+    t, copied = base, 0.0
+    for i in range(4000):
+        pacer.step(t, copied, copied > 0, copied)    # the step that ends at t
+        copied = 1e-4 if i % 10 == 5 else 0.0
+        t += 1e-3 + copied
+    pacer.step(t, copied, copied > 0, copied)
     e = pacer.estimate()
-    assert e["slowdown"] > 0.05
-    assert pacer.worker_share() == pytest.approx(0.05 / 4 / (e["contention"] * 1.05))
+    assert e["job_share"] == pytest.approx(400 * 1e-4 / (t - base), rel=1e-6)
+    assert e["own_share"] == pytest.approx(e["job_share"])
+    rate, others = allowed(0.05, e["contention"], e["slowdown"], 0.0, e["job_share"])
+    assert others == pytest.approx(0.0, abs=1e-9)
+    assert pacer.rate() == pytest.approx(0.05 / 1.05)
 
 
 def test_before_enough_steps_the_prior_sets_the_pace_and_a_budget_of_one_sets_none():
     pacer = Pacer(0.1, prior_contention=2)
     assert math.isnan(pacer.estimate()["slowdown"])
-    share = 0.1 / (2 * 1.1)
-    assert pacer.worker_share() == pytest.approx(share)
-    assert pacer.wait_after(0.05) == pytest.approx(0.05 * (1 - share) / share)
-    assert Pacer(1.0, prior_contention=2).wait_after(5.0) == 0.0
+    assert pacer.rate() == pytest.approx(0.1 / 1.1)        # nothing measured: all of it
+    e, age = Pacer(0.1, prior_contention=2).latest()       # before any estimate: the prior
+    assert e["contention"] == 2 and age == math.inf
+    assert Pacer(1.0, prior_contention=2).rate() == math.inf
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_the_credit_starts_at_zero_accrues_at_the_rate_up_to_its_cap_and_pays_for_runs(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(pacing, "time", clock)
+    pacer = Pacer(0.05, prior_contention=1)
+    assert pacer.credit(cap=1.0, rate=0.02) == 0.0          # nothing earned before the start
+    clock.now += 10
+    assert pacer.credit(cap=1.0, rate=0.02) == pytest.approx(0.2)
+    pacer.spend(0.5)                                        # a run cost more than was earned
+    assert pacer.credit(cap=1.0, rate=0.02) == pytest.approx(-0.3)
+    clock.now += 20
+    assert pacer.credit(cap=1.0, rate=0.02) == pytest.approx(0.1)
+    clock.now += 1000                                       # long idle: no more than the cap
+    assert pacer.credit(cap=1.0, rate=0.02) == pytest.approx(1.0)
+    clock.now += 1000
+    assert pacer.credit(cap=1.0, rate=0.0) == pytest.approx(1.0)   # no rate: no more
 
 
 def test_pauses_between_cells_are_breaks_not_steps():

@@ -114,8 +114,8 @@ def test_dashboard_links_one_layer_selection_across_panels():
     dashboard = Dashboard(monitor)
     try:
         hub = dashboard.trend.selector
-        others = [dashboard.spectra.selector, dashboard.neurons, dashboard.basins.selector,
-                  dashboard.radiograph]
+        others = [dashboard.findings, dashboard.spectra.selector, dashboard.neurons,
+                  dashboard.basins.selector, dashboard.radiograph]
         links = {(link.source, link.target) for link in dashboard._links}
         assert all(isinstance(link, ipywidgets.widgets.widget_link.Link) for link in dashboard._links)
         assert links == {((hub, "selected"), (other, "selected")) for other in others}
@@ -168,4 +168,112 @@ def test_basins_panel_draws_the_recorded_radii_alignment_and_phase_changes():
         assert len(fig.axes) == 3 and len(fig.axes[2].get_lines()) == 3 + 2   # layers + rules
     finally:
         panel.close()
+        monitor.detach()
+
+
+def test_the_findings_strip_says_what_the_analyses_see_and_where_and_the_export_prints_it(tmp_path):
+    model, optimizer, monitor = _trained(analyses=("rwc", "findings"))
+    model[3].weight.requires_grad_(False)       # frozen: its RWC is exactly 0
+    dashboard = Dashboard(monitor)
+    try:
+        assert dashboard.findings.findings == []
+        _train(model, optimizer, monitor, 24)
+        dashboard.findings.push_now()
+        items = dashboard.findings.findings
+        frozen = [f for f in items if f["kind"] == "not_learning"]
+        assert [f["layer"] for f in frozen] == ["3.weight"]
+        (item,) = frozen
+        (finding,) = [f for f in monitor.findings if f.kind == "not_learning"]
+        assert item["message"] == finding.message and item["severity"] == "warning"
+        # the panel of its evidence (RWC: the trend), and the steps it held on
+        assert item["panel"] == "trend" and item["ended"] is None
+        assert item["span"] == [finding.step, max(finding.evidence["steps"])]
+        assert item["span"][0] <= item["span"][1] <= monitor.current_step
+        assert dashboard.findings.layers == ["1", "3", "5"]     # the choices a click maps onto
+        # the export prints the findings under its title, newest first
+        path = dashboard.export(tmp_path / "dashboard.svg")   # matplotlib keeps texts as comments
+        assert f"warning: {finding.message}" in path.read_text()
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
+def test_an_empty_panel_says_why():
+    model, optimizer, monitor = _trained(analyses=("rwc", "findings"))
+    dashboard = Dashboard(monitor)
+    try:
+        # before the first sample: waiting; an analysis the run does not record: said so
+        assert dashboard.trend.selector.empty == "RWC trends: waiting for the first result"
+        assert dashboard.spectra.selector.empty.startswith("spectra: not recorded in this run")
+        assert "leaves out radiograph" in dashboard.radiograph.empty
+        _train(model, optimizer, monitor, 4)
+        dashboard.trend.push_now()
+        assert dashboard.trend.selector.empty == ""
+        # an analysis switched off for the model: the run's notice says why
+        monitor.analyses = (*monitor.analyses, "basins")
+        monitor.report_notice("basins", None, "off by default for this model: one run would take "
+                                              "about 110.0 s, so within the budget it could run once "
+                                              "in 2200 s")
+        dashboard.basins.push_now()
+        assert dashboard.basins.selector.empty == (
+            "basins off: one run would take about 110.0 s, so within the budget it could run once "
+            "in 2200 s")
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
+def test_characteristic_maps_say_which_class_has_no_probe_sample():
+    x, y = torch.randn(30, 4, 4), torch.zeros(30, dtype=torch.long)   # class 0 only
+    y[:10] = 2
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("characteristic_maps",))
+    panel = LiveCharacteristicMaps(monitor)
+    try:
+        _train(model, optimizer, monitor, 6)
+        panel.push_now()
+        bands = {meta["layer"]: meta["empty"] for meta in panel.frame_meta["bands"]}
+        assert bands == {"class 0": "", "class 1": "no probe sample of class 1", "class 2": ""}
+    finally:
+        panel.close()
+        monitor.detach()
+
+
+def test_a_panel_notes_only_the_newest_size_of_a_live_analysis():
+    from types import SimpleNamespace
+
+    from nnmodes_widgets.widgets.notes import panel_note
+
+    def notice(analysis, message, layer=None):
+        return SimpleNamespace(analysis=analysis, layer=layer, message=message)
+
+    run = SimpleNamespace(notices=[
+        notice("neuron_modes", "live from the first 4 of 16 probe samples"),
+        notice("neuron_modes", "not analysable: fused kernel", layer="lstm"),
+        notice("spectrum", "live: partial spectra"),
+        notice("neuron_modes", "live from the first 8 of 16 probe samples"),
+    ])
+    assert panel_note(run, "neuron_modes") == (
+        "lstm: not analysable: fused kernel · live from the first 8 of 16 probe samples")
+    assert panel_note(run, "spectrum", "neuron_modes").count("live") == 2
+    assert panel_note(run, "radiograph") == ""
+
+
+def test_the_basins_panel_leaves_out_a_plot_switched_off_and_says_why():
+    model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
+    dashboard = Dashboard(monitor)
+    try:
+        # asked for, and switched off for its cost (as live/heavy.py does)
+        monitor.analyses = (*monitor.analyses, "basins")
+        monitor.report_notice("basins", None, "off by default for this model: one run would take "
+                                              "about 110.0 s, so within the budget it could run once "
+                                              "in 2200 s")
+        _train(model, optimizer, monitor, 4)
+        dashboard.basins.push_now()
+        figures = dashboard.basins._figures
+        # the alignment drawn, the basins left out ...
+        assert dashboard.basins._row.children == (figures["weight_alignment"],)
+        assert dashboard.basins._note.value.startswith("basins off: one run would take about 110.0 s")
+        assert dashboard.basins.selector.empty == ""                         # the panel has data
+    finally:
+        dashboard.close()
         monitor.detach()

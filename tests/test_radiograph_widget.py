@@ -106,3 +106,18 @@ def test_frames_shown_faster_than_max_rate_are_coalesced_to_the_newest():
     assert len(sent) <= 3, sent                      # the ones in between were replaced
     np.testing.assert_array_equal(np.frombuffer(widget.frame_data, np.float32), 39.0)
     widget.close()
+
+
+def test_neurons_with_no_value_at_the_end_of_a_band_are_left_out_and_counted():
+    w = Radiograph(max_neurons=64)
+    try:
+        band = np.full((64, 9), np.nan, dtype=np.float32)
+        band[:4] = 1.0                       # a live analysis reduced to its first 4 units
+        empty = np.full((3, 9), np.nan, dtype=np.float32)
+        w.show(5, {"0": band, "class 1": empty}, empty={"class 1": "no probe sample of class 1"})
+        metas = {m["layer"]: m for m in w.frame_meta["bands"]}
+        assert metas["0"]["shape"] == [4, 9] and metas["0"]["neurons"] == 64   # "showing 4 of 64"
+        assert metas["class 1"]["shape"] == [3, 9] and metas["class 1"]["empty"]
+        assert metas["0"]["empty"] == ""
+    finally:
+        w.close()

@@ -14,7 +14,7 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
-from nnmodes_widgets.colors import cluster_colors, layer_colors
+from nnmodes_widgets.colors import layer_colors
 from nnmodes_widgets.runs.history import History
 from nnmodes_widgets.widgets.decimate import minmax_decimate
 from nnmodes_widgets.widgets import delivery as delivery_module
@@ -78,13 +78,75 @@ def test_decimate_rejects_tiny_budget():
 
 # -- colours ---------------------------------------------------------------------------------------
 
-def test_layer_colors_run_dark_to_light():
-    colors = layer_colors(7)
-    assert len(colors) == 7 and len(set(colors)) == 7
-    rgb = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors])
-    luminance = rgb @ [0.2126, 0.7152, 0.0722]
-    assert np.all(np.diff(luminance) > 0)
-    assert layer_colors(0) == [] and len(layer_colors(1)) == 1
+def _luminance(hex_colors):
+    rgb = np.array([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in hex_colors])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return linear @ [0.2126, 0.7152, 0.0722]
+
+
+def test_every_layer_has_its_own_colour_dark_to_light_also_within_a_cluster():
+    layers = [f"{i}.weight" for i in range(7)]
+    for clusters in (None, dict.fromkeys(layers, 0), {layer: i % 2 for i, layer in enumerate(layers)}):
+        colors = layer_colors(layers, clusters)
+        assert list(colors) == layers and len(set(colors.values())) == 7
+        for c in set((clusters or {}).values()) or {0}:
+            family = [colors[layer] for layer in layers if (clusters or {}).get(layer, 0) == c]
+            assert np.all(np.diff(_luminance(family)) > 0)     # input side dark, output light
+        # readable on white (3:1, as graphical objects need)
+        assert np.all((1.05 / (_luminance(list(colors.values())) + 0.05)) >= 3)
+    assert layer_colors([]) == {}
+    assert layer_colors(["a", "b"], {"a": 0})["b"] == "#8c8c8c"    # outside the partition
+
+
+def test_the_exports_colours_and_ticks_are_the_browsers(tmp_path):
+    """nnmodes_widgets.colors and .ticks make what js/palette.js and js/ticks.js make (the
+    browser's on JupyterLab's light theme), so an export looks as the dashboard did."""
+    import json
+    import shutil
+    import subprocess
+
+    from nnmodes_widgets import ticks
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed (it builds the front end)")
+    js = Path(__file__).resolve().parents[1] / "js"
+    layers = [f"l{i}.weight" for i in range(23)]
+    cases = [None, {layer: i % 3 for i, layer in enumerate(layers)},
+             {layer: i % 6 for i, layer in enumerate(layers[:-2])}]
+    ranges = [(0, 10000, 5, False), (0.4, 0.9, 5, True), (1e-5, 3.2, 6, True), (3e-4, 9.1e-4, 4, False),
+              (-2.5, 17.3, 6, False), (0.0012, 0.0013, 5, False), (2, 3e7, 6, True), (10000, 10500, 3, False)]
+    script = f"""
+import {{ layerColors, classColors }} from "{js / 'palette.js'}";
+import {{ axisTicks }} from "{js / 'ticks.js'}";
+const layers = {json.dumps(layers)};
+const cases = {json.dumps(cases)};
+const ranges = {json.dumps(ranges)};
+console.log(JSON.stringify({{
+  colors: cases.map((c) => layerColors(layers, c, "light")),
+  classes: classColors(20, "light"),
+  ticks: ranges.map(([lo, hi, count, log]) => axisTicks(lo, hi, {{ count, log }})),
+}}));
+"""
+    out = json.loads(subprocess.run([node, "--input-type=module", "-e", script], check=True,
+                                    capture_output=True, text=True).stdout)
+    from nnmodes_widgets.colors import class_colors
+
+    def rgb(c):
+        return [int(c[i:i + 2], 16) for i in (1, 3, 5)]
+
+    for clusters, browser in zip(cases, out["colors"]):
+        mine = layer_colors(layers, clusters)
+        assert list(mine) == list(browser)
+        for layer in layers:    # the same colour, give or take the last bit of a channel
+            assert np.abs(np.subtract(rgb(mine[layer]), rgb(browser[layer]))).max() <= 1, layer
+    assert all(np.abs(np.subtract(rgb(a), rgb(b))).max() <= 1
+               for a, b in zip(class_colors(20), out["classes"]))
+    for (lo, hi, count, log), browser in zip(ranges, out["ticks"]):
+        values = ticks.log_ticks(lo, hi, count) if log else ticks.linear_ticks(lo, hi, count)
+        labels = [ticks.format_number(v) for v in values] if log else ticks.tick_labels(values)
+        assert np.allclose(values, browser["values"], rtol=1e-12) and labels == browser["labels"], \
+            (lo, hi, labels, browser["labels"])
 
 
 # -- delivery --------------------------------------------------------------------------------------
@@ -219,14 +281,15 @@ def test_trend_sends_every_layer_bounded_and_in_binary():
         # recorded (the analysis's own tests check it is cluster_layers' partition)
         expected = {layer: int(monitor.history.latest("rwc_clusters", layer)[1]) for layer in layers}
         assert trend.clusters == expected
-        assert lines.colors == cluster_colors([expected[layer] for layer in layers])
-        assert "coloured by cluster of their trends" in trend._controls.title
+        # the browser colours the lines (js/palette.js) from the layers and their clusters
+        assert trend._controls.palette == {"keys": layers, "clusters": expected}
+        assert "of trends, one hue each" in trend._controls.detail
     finally:
         trend.close()
         monitor.detach()
 
 
-def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
+def test_trend_colours_each_layer_then_each_cluster_as_a_family_of_hues():
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",))
@@ -234,7 +297,9 @@ def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
     try:
         _train(model, optimizer, 5)         # too few samples to compare trends
         trend.push_now()
-        assert trend.clusters is None and trend._lines.colors == layer_colors(3)
+        assert trend.clusters is None
+        assert trend._controls.palette == {"keys": ["0.weight", "2.weight", "4.weight"],
+                                           "clusters": None}
         # three layers follow one trend, three another: two clusters recorded, two colours
         history = History()
         for step in range(1, 21):
@@ -244,12 +309,14 @@ def test_trend_colours_by_depth_until_it_can_cluster_then_by_cluster():
                                                  "f": 1.0})
         monitor.history = history
         trend.push_now()
-        assert trend.clusters == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
-        assert "(k = 2)" in trend._controls.title
-        assert trend._lines.colors == cluster_colors([0, 0, 0, 1, 1, 1])
-        assert len(set(trend._lines.colors)) == 2
-        path = trend.export(Path(tempfile.mkdtemp()) / "t.svg")   # the export uses them too
-        assert cluster_colors([1])[0] in path.read_text()
+        clusters = {"a": 0, "b": 0, "c": 0, "d": 1, "e": 1, "f": 1}
+        assert trend.clusters == clusters
+        assert "2 clusters of trends, one hue each" in trend._controls.detail
+        assert trend._controls.palette == {"keys": list("abcdef"), "clusters": clusters}
+        path = trend.export(Path(tempfile.mkdtemp()) / "t.svg")   # the export: same colours
+        colors = layer_colors(list("abcdef"), clusters)
+        svg = path.read_text()
+        assert len(set(colors.values())) == 6 and all(c in svg for c in colors.values())
     finally:
         trend.close()
         monitor.detach()
@@ -293,9 +360,13 @@ def test_dashboard_status_and_lifecycle():
     monitor = nm.Monitor(model, optimizer, every=5)
     dashboard = monitor.dashboard()
     assert isinstance(dashboard, nm.Dashboard) and "nnmodes-dashboard" in dashboard._dom_classes
-    assert dashboard.children == (dashboard.status, dashboard.trend, dashboard.spectra,
-                                  dashboard.neurons, dashboard.basins, dashboard.radiograph,
-                                  dashboard.characteristic_maps)
+    # the status header and the findings on top, the panels in a grid under them
+    status, findings, grid = dashboard.children
+    assert (status, findings) == (dashboard.status, dashboard.findings)
+    assert "nnmodes-grid" in grid._dom_classes
+    assert grid.children == (dashboard.trend, dashboard.spectra, dashboard.neurons,
+                             dashboard.basins, dashboard.radiograph, dashboard.characteristic_maps)
+    assert all("nnmodes-panel" in panel._dom_classes for panel in grid.children)
     _train(model, optimizer, 50)
     dashboard.status.push_now()
     status = dashboard.status
@@ -357,10 +428,16 @@ def _display(widget) -> None:
     widget._repr_mimebundle_()
 
 
+def _panels(dashboard) -> list:
+    """The status header, the findings strip and the panels of the grid."""
+    status, findings, grid = dashboard.children
+    return [status, findings, *grid.children]
+
+
 def _views(dashboard, change: int) -> None:
     """The front end reports a view of each panel coming (+1) or going (-1), as
     js/presence.js does, through the comm message path the kernel takes."""
-    for panel in dashboard.children:
+    for panel in _panels(dashboard):
         panel.front._handle_msg({"content": {"data": {"method": "custom", "content": {
             "event": "nnmodes-views", "change": change}}}, "buffers": []})
 
@@ -415,7 +492,7 @@ def test_a_dashboard_never_displayed_builds_no_frames_while_its_monitor_trains()
     dashboard = Dashboard(monitor, max_rate=1000)
     try:
         made = dashboard.frames          # the first push, at creation: data at once if shown
-        assert made == len(dashboard.children)
+        assert made == len(_panels(dashboard))
         _train(model, optimizer, 100)
         monitor.flush()
         assert dashboard.frames == made and _delivery_threads() == threads
@@ -699,7 +776,8 @@ def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
         assert list(trend._log_lines.labels) == ["2.weight", "4.weight"]
         assert (trend._log_lines.y > 0).all()         # nothing <= 0 reaches the log axis
         np.testing.assert_array_equal(trend._log_lines.y, trend._lines.y[1:])
-        assert trend._log_lines.colors == trend._lines.colors[1:]
+        # the browser colours a line by its label (js/palette.js): the same layer, the same colour
+        assert set(trend._lines.labels) <= set(trend._controls.palette["keys"])
         assert trend._log_scale.min is None and trend._log_scale.max is None
     finally:
         trend.close()
@@ -782,29 +860,57 @@ def test_settle_range_fixes_a_range_around_a_single_value_and_frees_it_for_more(
     assert log.min is None and log.max is None
 
 
-def test_nice_ticks_are_round_and_inside_the_range():
-    from nnmodes_widgets.widgets.spectrum import nice_ticks
+def test_exports_label_ticks_as_people_write_numbers():
+    """1k, 2.5k, 10k on linear axes, never 2.5e+3; log axes at 1, 2, 5 x 10^k only."""
+    import re
 
-    assert nice_ticks(0, 10, integer=True) == [0, 5, 10]
-    assert nice_ticks(0, 10) == [0, 2.5, 5, 7.5, 10]
-    assert nice_ticks(1.94, 15.9) == [5, 10, 15]
-    assert nice_ticks(5, 500, integer=True) == [100, 200, 300, 400, 500]
-    assert nice_ticks(0.0063, 0.012) == [0.008, 0.01, 0.012]
-    assert nice_ticks(-3, 7) == [-2, 0, 2, 4, 6]
-    assert nice_ticks(1, 1) == [] and nice_ticks(np.nan, 1) == []
-    rng = np.random.default_rng(0)
-    for lo, span in zip(rng.normal(size=50) * 100, rng.uniform(1e-3, 1e4, size=50)):
-        ticks = nice_ticks(lo, lo + span)
-        assert 2 <= len(ticks) <= 5 and lo - 1e-9 <= ticks[0] and ticks[-1] <= lo + span + 1e-9
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",), run=False)
+    trend = Trend(monitor)
+    try:
+        history = History()
+        for step in range(0, 10_001, 50):
+            history.record("rwc", step, 0.0, {"a": 3e-4 * (1 + step / 100), "b": 2e-3})
+        monitor.history = history
+        for log_y in (False, True):
+            trend.log_y = log_y
+            fig = trend.figure()
+            FigureCanvasAgg(fig).draw()
+            ax = fig.axes[0]
+            x = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+            y = [t.get_text() for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+            assert x and all(re.fullmatch(r"0|\d+(\.\d+)?k", label) for label in x), x
+            assert "10k" in x or "8k" in x, x
+            assert y and not any("e+" in label for label in y), y
+            if log_y:   # 1, 2 or 5 times a power of ten, at most 6 labels
+                values = [float(v) for v in y]
+                assert len(values) <= 6 and all(
+                    round(v / 10 ** np.floor(np.log10(v)), 6) in (1, 2, 5) for v in values), y
+    finally:
+        trend.close()
+        monitor.detach()
 
 
-def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
+def _on_the_rwc_grid(monitor, monkeypatch):
+    """The background analyses offered only at the RWC samples' steps (they may start at any
+    step): the ranges checked here are around those steps."""
+    offer = monitor._heavy.offer
+    monkeypatch.setattr(monitor._heavy, "offer",
+                        lambda step: offer(step) if step % monitor.every == 0 else 0.0)
+    return monitor
+
+
+def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines(monkeypatch):
     from nnmodes_widgets.widgets.spectrum import Spectra
     from nnmodes_widgets.widgets.trend import LINE_WIDTH, POINT_WIDTH
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
+    monitor = _on_the_rwc_grid(nm.Monitor(model, optimizer, every=5, budget=1.0,
+                                          analyses=("rwc", "spectrum")), monkeypatch)
     trend, spectra = Trend(monitor), Spectra(monitor)
     try:
         _train(model, optimizer, 5)
@@ -877,12 +983,13 @@ def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
         monitor.detach()
 
 
-def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_the_plot():
+def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_the_plot(monkeypatch):
     from nnmodes_widgets.widgets.spectrum import Spectra
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
+    monitor = _on_the_rwc_grid(nm.Monitor(model, optimizer, every=5, budget=1.0,
+                                          analyses=("rwc", "spectrum")), monkeypatch)
     try:
         _train(model, optimizer, 5)
         monitor.flush()

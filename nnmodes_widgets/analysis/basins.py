@@ -511,7 +511,8 @@ def _normalised(v: list[torch.Tensor]) -> list[torch.Tensor]:
 
 # -- weight alignment ------------------------------------------------------------------------------
 
-def weight_alignment(model: nn.Module, *, chunk: int | None = None) -> dict[str, float]:
+def weight_alignment(model: nn.Module, *, chunk: int | None = None, units: int | None = None,
+                     seed: int = 0) -> dict[str, float]:
     """Mean |cosine| between the incoming weight vectors of each weight layer's neurons.
 
     Per weight layer (module name key): the rows of a Linear weight, the output channels of a
@@ -523,11 +524,16 @@ def weight_alignment(model: nn.Module, *, chunk: int | None = None) -> dict[str,
     parallel or antiparallel (condensed).
 
     Computed in blocks of ``chunk`` rows against the rows after them (default: blocks of about 32
-    MiB of cosines): memory O(chunk * n), time O(n^2 d). The model is not modified.
+    MiB of cosines): memory O(chunk * n), time O(n^2 d). The model is not modified. ``units``
+    (an estimate for a live view): the mean over the pairs of at most that many rows of each
+    layer, drawn at random (``seed``; the same rows every call for the same shape), an unbiased
+    estimate of the mean over all pairs at (units / n)^2 of the time.
     """
     _check_model(model)
     if chunk is not None:
         chunk = check_int(chunk, "chunk", minimum=1)
+    if units is not None:
+        units = check_int(units, "units", minimum=2)
     layers = weight_layers(model)
     if not layers:
         raise UnsupportedModel(f"nothing to analyse: {type(model).__name__} has no weight layer "
@@ -539,7 +545,11 @@ def weight_alignment(model: nn.Module, *, chunk: int | None = None) -> dict[str,
                 pname, w = "out_proj.weight", module.out_proj.weight
             else:
                 pname, w = "weight", module.weight
-            out[name] = _mean_abs_cosine(_unit_matrix(module, pname, w.detach()), chunk)
+            rows = _unit_matrix(module, pname, w.detach())
+            if units is not None and rows.shape[0] > units:
+                picked = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed))
+                rows = rows[picked[:units].sort().values.to(rows.device)]
+            out[name] = _mean_abs_cosine(rows, chunk)
     return out
 
 

@@ -98,8 +98,8 @@ class _Group:
         self.names = list(shapes)
         numels = [s.numel() for s in shapes.values()]
         sizes = [max(1, math.ceil(n / _CHUNK)) * _CHUNK for n in numels]
-        chunks = torch.tensor([n // _CHUNK for n in sizes], device=device)
-        self.owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), chunks)
+        chunks = torch.tensor([n // _CHUNK for n in sizes])
+        self.owner = torch.repeat_interleave(torch.arange(len(sizes)), chunks).to(device)
         self.first_chunk = np.cumsum([0] + [n // _CHUNK for n in sizes[:-1]])
         self.snap = torch.zeros(sum(sizes), dtype=dtype, device=device)
         offsets = list(itertools.accumulate(sizes, initial=0))
@@ -134,15 +134,16 @@ class _Group:
             self.sources: list[tuple | None] = [None] * len(self.names)   # (data_ptr, flat array)
         self.snap_norm: np.ndarray | None = None   # per-layer norm of the snapshot, once known
 
-    def layer_sum(self, per_chunk) -> np.ndarray:
+    def layer_sum(self, per_chunk):
         """Chunk sums [..., chunks] (a tensor, or an array on the host) -> float64 layer sums
-        [..., layers], on the host."""
+        [..., layers]: on the host (an array) from the CPU; on the device (a tensor) from an
+        accelerator, which is not waited for (``_Sums`` brings them to the host)."""
         if isinstance(per_chunk, np.ndarray) or per_chunk.device.type == "cpu":
             per_chunk = per_chunk if isinstance(per_chunk, np.ndarray) else per_chunk.numpy()
             return np.add.reduceat(per_chunk.astype(np.float64), self.first_chunk, axis=-1)
         out = torch.zeros(*per_chunk.shape[:-1], len(self.names), dtype=torch.float64,
                           device=per_chunk.device)
-        return out.index_add_(-1, self.owner, per_chunk.to(torch.float64)).cpu().numpy()
+        return out.index_add_(-1, self.owner, per_chunk.to(torch.float64))
 
     def snapshot_sums(self, ord: int) -> np.ndarray:
         """Per-layer sum of |snapshot|^ord."""
@@ -207,6 +208,77 @@ def _chunk_sums(x: torch.Tensor, ord: int) -> torch.Tensor:
     return squares.to(torch.float64) * scale.squeeze(-1).to(torch.float64).square()
 
 
+class RwcSums:
+    """One ``RwcTracker.update``'s per-layer sums ([3, layers] per device group: change, before,
+    after), on their way to the host: from a CUDA device copied without blocking into pinned
+    memory, an event marking their arrival; from the CPU there already; from another device
+    copied (that waits)."""
+
+    def __init__(self, parts: list, names: list[str], order: list[str], started: list[str],
+                 kind: str, reduce):
+        self._names, self._order, self._started = names, order, started
+        self._kind, self._reduce = kind, reduce
+        self._host: list = []
+        self._events: list = []
+        for part in parts:
+            if isinstance(part, np.ndarray):
+                self._host.append(part)
+            elif part.device.type == "cuda":
+                host = torch.empty(part.shape, dtype=part.dtype, pin_memory=True)
+                host.copy_(part, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(part.device))
+                self._host.append(host)
+                self._events.append(event)
+            else:
+                self._host.append(part.cpu())
+        self._values: dict[str, float] | None = None
+        self._after: np.ndarray | None = None
+        if reduce is not None:          # a collective call: now, at the same point everywhere
+            self.values()
+
+    def ready(self) -> bool:
+        """Whether the sums are on the host (never waits)."""
+        return self._values is not None or all(e.query() for e in self._events)
+
+    def values(self) -> dict[str, float]:
+        """{name: RWC} in the order the tensors were given, those that started tracking left
+        out; waits for the device if the sums are not on the host yet."""
+        if self._values is not None:
+            return self._values
+        for event in self._events:
+            event.synchronize()
+        sums = [np.asarray(h, dtype=np.float64).reshape(3, -1) for h in self._host]
+        num, den, after = np.concatenate(sums, axis=1) if sums else np.zeros((3, 0))
+        if self._reduce is not None:
+            num, den = self._reduce(np.stack([num, den]))
+        if self._kind == "l2":     # norms of the (whole) weights: roots of the summed squares
+            num, den = np.sqrt(num), np.sqrt(den)
+        # x/0 and 0/0 both become NaN: a zero reference has no relative change.
+        rwc = np.divide(num, den, out=np.full(len(num), np.nan), where=den != 0)
+        values = {n: float(v) for n, v in zip(self._names, rwc.tolist()) if n not in self._started}
+        self._values = {n: values[n] for n in self._order if n in values}
+        self._after = dict(zip(self._names, after.tolist()))
+        self._host = self._events = []
+        return self._values
+
+    def nonfinite(self, tensors: Mapping[str, torch.Tensor]) -> list[str]:
+        """Of the layers whose RWC is not finite, those whose new values are not (NaN or inf
+        weights, not a zero reference): told by the sums of the new values, which are
+        non-finite exactly then (l1, l2); for the elementwise kind by looking at ``tensors``."""
+        out = []
+        for name, value in self.values().items():
+            if math.isfinite(value):
+                continue
+            after = self._after[name]
+            if math.isnan(after) and self._kind == "elementwise":
+                if not torch.isfinite(tensors[name].detach()).all():
+                    out.append(name)
+            elif not math.isfinite(after):
+                out.append(name)
+        return out
+
+
 class RwcTracker:
     """Relative weight change of a set of tensors between consecutive ``update`` calls.
 
@@ -236,34 +308,34 @@ class RwcTracker:
         self._relayout(tensors)
         self.started = []
 
-    def update(self, tensors: Mapping[str, torch.Tensor], *, restart=()) -> dict[str, float]:
-        """RWC since the last update; ``restart`` names tensors to treat as new (re-created)."""
+    def update(self, tensors: Mapping[str, torch.Tensor], *, restart=(), wait: bool = True):
+        """RWC since the last update; ``restart`` names tensors to treat as new (re-created).
+        With ``wait=False`` the ``RwcSums`` on their way to the host, whose ``values()`` is the
+        result: on CUDA the update then never waits for the device (its sums come back through
+        pinned memory, ``ready()`` once they have), elsewhere they are there at once. With
+        ``reduce`` they are combined across processes now, at the same point in every process."""
         if restart or self._signature(tensors) != self._where:
             self._relayout(tensors, restart)
         else:
             self.started = []
-        sums = [np.asarray(self._num_den(g, [tensors[n] if g.small and self.kind != "elementwise"
-                                             else tensors[n].detach().reshape(-1) for n in g.names]),
-                           dtype=np.float64).reshape(2, -1)
-                for g in self._groups]
-        names = [n for g in self._groups for n in g.names]
-        num, den = np.concatenate(sums, axis=1) if sums else np.zeros((2, 0))
-        if self.reduce is not None:
-            num, den = self.reduce(np.stack([num, den]))
-        if self.kind == "l2":     # norms of the (whole) weights: roots of the summed squares
-            num, den = np.sqrt(num), np.sqrt(den)
-        # x/0 and 0/0 both become NaN: a zero reference has no relative change.
-        rwc = np.divide(num, den, out=np.full(len(num), np.nan), where=den != 0)
-        values = {n: float(v) for n, v in zip(names, rwc.tolist()) if n not in self.started}
-        return {n: values[n] for n in tensors if n in values}
+        parts = [self._num_den(g, [tensors[n] if g.small and self.kind != "elementwise"
+                                   else tensors[n].detach().reshape(-1) for n in g.names])
+                 for g in self._groups]
+        sums = RwcSums(parts, [n for g in self._groups for n in g.names], list(tensors),
+                       list(self.started), self.kind, self.reduce)
+        return sums.values() if wait else sums
 
     def _num_den(self, g: _Group, new: list[torch.Tensor]):
-        """[2, layers] float64 on the host (an array or a pair of rows): the sums whose ratio is
-        each layer's RWC (for l2, of squares), snapshot (before) -> ``new`` (after: flat, or as
-        they are for a small group's l1/l2); leaves ``new`` in the snapshot."""
+        """[3, layers] float64, an array on the host or a tensor on the group's device: the sums
+        whose ratio is each layer's RWC (for l2, of squares), snapshot (before) -> ``new``
+        (after: flat, or as they are for a small group's l1/l2), and the sums of the new values
+        (NaN rows for the elementwise kind, which has none); leaves ``new`` in the snapshot."""
         if self.kind == "elementwise":
-            return g.layer_sum(_cat([self._elementwise_sums(*g.gather(k, new))
+            sums = g.layer_sum(_cat([self._elementwise_sums(*g.gather(k, new))
                                      for k in range(len(g.blocks))]))
+            if isinstance(sums, np.ndarray):
+                return np.concatenate([sums, np.full((1, sums.shape[1]), np.nan)])
+            return torch.cat([sums, torch.full_like(sums[:1], math.nan)])
         ord = 1 if self.kind == "l1" else 2
         if g.snap_norm is None:
             g.snap_norm = g.snapshot_sums(ord)
@@ -274,7 +346,7 @@ class RwcTracker:
             np.copyto(snap, work[1])
             num, after = g.layer_sum(_host_chunk_sums(work, ord))
             before, g.snap_norm = g.snap_norm, after
-            return num, before
+            return np.stack([num, before, after])
         sums = []
         for k in range(len(g.blocks)):
             work, snap = g.gather(k, new)
@@ -283,7 +355,8 @@ class RwcTracker:
             sums.append(_chunk_sums(work, ord))       # [2, chunks]: |change|, |new|
         num, after = g.layer_sum(_cat(sums))
         before, g.snap_norm = g.snap_norm, after
-        return num, before
+        stack = np.stack if isinstance(num, np.ndarray) else torch.stack
+        return stack([num, before, after])
 
     @staticmethod
     def _elementwise_sums(work: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:

@@ -5,26 +5,35 @@ Chosen (``every=None``): the first ``CALIBRATION_SAMPLES`` steps each take a sam
 of them a warm-up (it computes the snapshot's norms once), the others timed; the next
 ``CALIBRATION_STEPS`` steps take none, and their durations less the monitor's time in them are
 the bare step. ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ... whose sampling takes
-at most a quarter of the budget (sample / (every x step) <= budget / 4), fixed for the run. The
-series starts with a sample at the first multiple of ``every`` after that, not recorded (its RWC
-would span the steps since the calibration): every recorded value spans ``every`` steps.
+at most a quarter of the budget (sample / (every x step) <= budget / 4), fixed for the run.
+Every recorded value spans ``every`` steps: when ``every`` reaches past the calibration, the
+last calibration sample starts the series (records at ``CALIBRATION_SAMPLES`` + k x every);
+else a sample at the first multiple of ``every`` after it does, not recorded, and the records
+follow at the multiples.
 
 Before it is fixed ``every`` reads ``PROVISIONAL``, so that whatever reads it then (a panel's
-axis padding, the run file's first settings) has a number.
+axis padding, the run file's first settings) has a number. On CUDA a sample's time is also
+measured on the device (events read once they have passed: no wait), and the larger counts.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 CALIBRATION_SAMPLES = 4     # samples in the first steps: a warm-up, then timed
 CALIBRATION_STEPS = 8       # steps after them with no sample: the bare step time
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
+RECENT = 16                 # samples whose median time says what the sampling costs now
+
+RUNGS = 30                  # of the ladder, as far as processes agree on it (up to 5e9)
 
 RECORD = "record"           # a step that samples and records the RWC
 SAMPLE = "sample"           # ... that samples without recording (calibration, series start)
@@ -47,34 +56,61 @@ def choose_every(sample: float, step: float, budget: float) -> int:
     return next(e for e in ladder() if sample / (e * step) <= allowed)
 
 
+def agree_largest(reduce: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], int]:
+    """An ``agree`` for processes whose sampling is a collective call: the largest ``every``
+    any of them chose, from a sum across processes (``reduce``) of one vote per rung."""
+    rungs = list(itertools.islice(ladder(), RUNGS))
+
+    def agree(every: int) -> int:
+        votes = np.zeros(len(rungs))
+        votes[rungs.index(every) if every in rungs else -1] = 1
+        return rungs[int(np.flatnonzero(reduce(votes))[-1])]
+
+    return agree
+
+
 class Cadence:
     """Which steps sample: ``due(step, ...)`` says, and until ``every`` is fixed it measures.
 
     ``agree`` (distributed training whose sampling is a collective call) maps this process's
-    choice to the one every process uses: called once, at the same step on every process."""
+    choice to the one every process uses: called once, at the same step on every process.
+    ``on_fixed()`` is called once the choice is fixed."""
 
     def __init__(self, every: int | None, budget: float, *, sampling: bool = True,
-                 agree: Callable[[int], int] | None = None, clock=time.perf_counter):
+                 agree: Callable[[int], int] | None = None,
+                 on_fixed: Callable[[], None] | None = None, clock=time.perf_counter):
         self.chosen = every is None and sampling   # the monitor chooses (else given, or moot)
         self.every = PROVISIONAL if every is None else every
         self.fixed = not self.chosen
         self.budget = budget
         self.sample_seconds = math.nan   # calibration: the median timed sample
         self.step_seconds = math.nan     # ... and bare step
-        self._agree = agree
+        self._agree, self._on_fixed = agree, on_fixed
         self._clock = clock
-        self._samples: list[float] = []
+        self._samples: list[tuple[float, tuple | None]] = []   # host seconds, CUDA events
+        self._recent: collections.deque = collections.deque(maxlen=RECENT)   # seconds
         self._steps: list[float] = []
         self._last: float | None = None  # when the previous step's call began
         self._start: int | None = None   # the step whose sample starts the recorded series
 
     @property
-    def share(self) -> float:
+    def calibrated_share(self) -> float:
         """The share of training time the sampling takes at the chosen ``every``, as calibrated
         (NaN when not chosen, or not yet)."""
         if not self.chosen or not self.fixed:
             return math.nan
         return self.sample_seconds / (self.every * self.step_seconds)
+
+    def share(self, step_seconds: float) -> float:
+        """The share of training time the sampling takes, from the median of the last samples'
+        times on steps of ``step_seconds`` (the bare step measured; NaN: the calibration's);
+        the median leaves out a sample that waited for a busy core or the GIL. NaN before a
+        timed sample."""
+        if not math.isfinite(step_seconds):
+            step_seconds = self.step_seconds
+        if not self._recent or not step_seconds > 0:
+            return math.nan
+        return statistics.median(self._recent) / (self.every * step_seconds)
 
     def due(self, step: int, overhead: float = 0.0) -> str | None:
         """What training step ``step`` (counted from 1) does: ``RECORD``, ``SAMPLE`` or None.
@@ -84,16 +120,18 @@ class Cadence:
             self._calibrate(step, overhead)
         if not self.fixed:
             return SAMPLE if step <= CALIBRATION_SAMPLES else None
-        if step % self.every:
+        start = self._start or 0
+        if step < start or (step - start) % self.every:
             return None
-        if self._start is None or step > self._start:
-            return RECORD
-        return SAMPLE if step == self._start else None
+        return SAMPLE if step == start else RECORD
 
-    def sampled(self, step: int, seconds: float) -> None:
-        """The sample of ``step`` took ``seconds`` on the training thread."""
+    def sampled(self, step: int, seconds: float, events: tuple | None = None) -> None:
+        """The sample of ``step`` took ``seconds`` on the training thread; on CUDA ``events``,
+        the (start, end) events around it on the training stream."""
         if not self.fixed and 1 < step <= CALIBRATION_SAMPLES:
-            self._samples.append(seconds)
+            self._samples.append((seconds, events))
+        elif self.fixed:
+            self._recent.append(seconds)
 
     def _calibrate(self, step: int, overhead: float) -> None:
         now = self._clock()
@@ -104,9 +142,23 @@ class Cadence:
         self._last = now
         if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1:
             return
-        self.sample_seconds = statistics.median(self._samples) if self._samples else math.nan
+        if not all(e is None or e[1].query() for _, e in self._samples):
+            if self._agree is None:
+                return      # the device has not passed the samples yet: a later step decides
+            for _, e in self._samples:   # every process decides now (a collective call waits)
+                if e is not None:
+                    e[1].synchronize()
+        samples = [seconds if e is None else max(seconds, e[0].elapsed_time(e[1]) / 1e3)
+                   for seconds, e in self._samples]
+        self.sample_seconds = statistics.median(samples) if samples else math.nan
         self.step_seconds = statistics.median(self._steps) if self._steps else math.nan
-        every = choose_every(self.sample_seconds, self.step_seconds, self.budget)
-        self.every = every if self._agree is None else self._agree(every)
-        self._start = (step // self.every + 1) * self.every
+        self.every = choose_every(self.sample_seconds, self.step_seconds, self.budget)
         self.fixed = True
+        try:
+            if self._agree is not None:
+                self.every = self._agree(self.every)
+        finally:
+            reaches = CALIBRATION_SAMPLES + self.every > step     # past the calibration
+            self._start = CALIBRATION_SAMPLES if reaches else (step // self.every + 1) * self.every
+            if self._on_fixed is not None:
+                self._on_fixed()

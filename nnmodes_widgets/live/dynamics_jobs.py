@@ -15,13 +15,14 @@ from ..analysis.errors import UnsupportedModel
 from ..analysis.inputs import as_inputs, call_model, first_tensor
 from ..analysis.neurons import MODES, mode_code
 from ..analysis.phases import phase_changes
-from .jobs import NEURON_SAMPLES, NOTES, STEP, Job, class_labels
+from .jobs import NEURON_SAMPLES, NOTES, REDUCED, STEP, Job, class_labels, live
 
 # Live runs take part of the probe and fewer directions than the functions' defaults, so that
 # a run stays a small share of training (the functions called directly take what they are given)
 BASIN_SAMPLES = 32           # probe samples whose basins are measured
 SAMPLE_DIRECTIONS = 16       # random directions per sample (input space)
 WEIGHT_DIRECTIONS = 8        # random filter-normalised directions per layer (weight space)
+ALIGNMENT_UNITS = 512        # neurons per layer whose pairs a smaller size samples at full
 MAX_PHASES = 16              # phase changes recorded at most (the first ones)
 PHASE_MIN_SAMPLES = 8        # samples of a series before it takes part in the phases
 # what the phases are found in: (analysis, how its record becomes scalar series)
@@ -29,8 +30,16 @@ PHASE_SERIES = ("neuron_modes", "weight_alignment", "sample_basins", "weight_bas
 
 
 def alignment(job: Job) -> dict:
-    """Mean |cos| between the incoming weight vectors of each layer's neurons."""
-    return {"weight_alignment": weight_alignment(job.model)}
+    """Mean |cos| between the incoming weight vectors of each layer's neurons: over all pairs at
+    full size; at a smaller one, over the pairs of a fixed random sample of ``ALIGNMENT_UNITS``
+    x size neurons of each larger layer (an unbiased estimate, said in a note)."""
+    if job.size >= 1:
+        return {"weight_alignment": weight_alignment(job.model)}
+    units = live(ALIGNMENT_UNITS, job.size, 16)
+    out = {"weight_alignment": weight_alignment(job.model, units=units)}
+    out[NOTES] = {"": f"live: mean |cos| over the pairs of at most {units} neurons of each layer "
+                      f"(a fixed random sample; {REDUCED})"}
+    return out
 
 
 def basins(job: Job) -> dict:
@@ -40,14 +49,16 @@ def basins(job: Job) -> dict:
     ("weight_basins", key "*"), for the cross-entropy against the classes. The classes are the
     probe's labels, else the model's predictions (class scores [B, C])."""
     x, y = job.probe if isinstance(job.probe, tuple) else (job.probe, None)
-    inputs = as_inputs(x, job.model).rows(0, BASIN_SAMPLES)
+    inputs = as_inputs(x, job.model).rows(0, live(BASIN_SAMPLES, job.size, 4))
+    sample_directions = live(SAMPLE_DIRECTIONS, job.size, 2)
+    weight_directions = live(WEIGHT_DIRECTIONS, job.size, 2)
     labels = class_labels(y)
     if labels is not None:
         labels = labels[: inputs.batch]
     out = {}
     images = not inputs.kwargs and len(inputs.args) == 1 and inputs.args[0].is_floating_point()
     if images:      # the input space can be perturbed: sample basins
-        samples = sample_basins(job.model, inputs.args[0], labels, directions=SAMPLE_DIRECTIONS)
+        samples = sample_basins(job.model, inputs.args[0], labels, directions=sample_directions)
         out["sample_basins"] = {f"class {c}": r for c, r in samples.class_median.items()}
         predicted = torch.tensor(samples.predicted)      # a copy: the result is read-only
     else:           # token ids: only the weights are perturbed
@@ -59,12 +70,13 @@ def basins(job: Job) -> dict:
         predicted = scores.argmax(-1) if scores is not None else None
     targets = labels if labels is not None else predicted
     out["weight_basins"] = weight_basins(job.model, cross_entropy, (inputs, targets),
-                                         directions=WEIGHT_DIRECTIONS)
+                                         directions=weight_directions)
     whose = "labels" if labels is not None else "predicted classes"
-    space = (f"{SAMPLE_DIRECTIONS} directions in input space and " if images else "")
+    space = (f"{sample_directions} directions in input space and " if images else "")
+    reduced = f" ({REDUCED})" if job.size < 1 else ""
     out[NOTES] = {"": f"live: basins of the first {inputs.batch} probe samples ({whose}), "
-                      f"{space}{WEIGHT_DIRECTIONS} per layer in weight space; radii as defined "
-                      "in SPEC 4.6"}
+                      f"{space}{weight_directions} per layer in weight space{reduced}; radii as "
+                      "defined in SPEC 4.6"}
     return out
 
 

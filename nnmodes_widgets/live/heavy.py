@@ -1,9 +1,10 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
 Offered at every training step (a glance at one number until a run may start), so that how
-often the panels refresh does not depend on how often RWC is sampled. Whose turn it is: each
-analysis gets an equal share of the worker's time, so a cheap one (weight alignment) runs often
-and a costly one now and then. Nothing is exempt from the budget (SPEC 5, wave 3): a run starts
+often the panels refresh does not depend on how often RWC is sampled. Whose turn it is: the
+analysis that has waited longest, in rounds of those the panels refresh from, the others
+(clusters, basins, phases, findings) every few rounds. Nothing is exempt from the budget
+(SPEC 5, wave 3): a run starts
 only when the worker's credit (``pacing.Pacer.credit``, accruing at the rate the measured
 slowdown leaves) covers its estimated cost, its first run included, and what it really cost is
 taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs on the
@@ -14,8 +15,8 @@ Live sizes. Each analysis runs at a size, a fraction (1, 1/2, ... ``MIN_SIZE``) 
 work (units, samples, directions, leading values: each runner says what; ``Job.size``), so that
 one round of every analysis fits the refresh target (``refresh_target``: 2.5 s for a small
 model, 10 s for a 10M-parameter one) within the budget: it starts at the smallest and is
-doubled while twice its last run's cost fits its equal share of a round, halved when a run
-does not fit it. A runner's notes (what it reduced) are kept once its size has settled. With
+doubled while twice its last run's cost fits its share of a round, halved when a run does
+not fit it. A runner's notes (what it reduced) are kept once its size has settled. With
 a budget of 1 (no pace) every run is at full size.
 
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
@@ -40,33 +41,49 @@ import importlib
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ..analysis.errors import NonFiniteValues, UnsupportedModel
-from ..runs.analyses import BACKGROUND
+from ..runs.analyses import BACKGROUND, REGISTRY
 from ..runs.analyses import analysis as entry
 from .jobs import NOTES, STEP, Job
 from .worker import Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
 # An analysis with a cost estimate (the registry's ``cost``) is on by default only where the
-# budget allows it: off (with a notice) when at the worker's share of wall time it could run
-# only once in this many seconds; it never runs first-come as the others do.
+# budget allows it: off (with a notice) when within the budget it could run only once in this
+# many seconds.
 OPTIONAL_MAX_PERIOD = 120.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
+MIN_SIZE = 1 / 16            # the smallest live size, and the first
+# Turns go round by weight: 1 for the analysis a panel refreshes from (the first of its panel
+# in the registry: a spectrum, a radiograph, ...), this much for those that add to a panel or
+# sum up the others (clusters, basins, phases, findings), which so run every few rounds
+SLOW_WEIGHT = 0.25
+RECHECK = 0.05               # s between looks while nothing can start (paced)
+MAX_WAIT = 1.0               # s at most before the credit is looked at again (its rate changes)
+STALE = 2.0                  # s after which the worker re-estimates the pace for the next look
+# A copy refreshed less than this share of the refresh target ago serves the next run as it is
+# (at the step it holds): the analyses of a round share one refresh
+RECOPY = 0.25
+# Refresh targets (SPEC 5): a round of every panel within 2.5 s on a small model, 10 s on a
+# 10M-parameter one; in between, geometrically with the parameter count.
+SMALL, LARGE = (1e6, 2.5), (1e7, 10.0)
 
 # The background analyses, in the order they are offered (the registry's, ``runs.analyses``).
 # A runner takes a ``Job`` and returns {analysis: {layer: array}}, each recorded in the history
 # under its analysis at the step offered, or at results[STEP]; under NOTES, {layer or module:
-# message} for what the model's structure leaves out or approximates, kept once each in
-# monitor.notices.
+# message} for what the model's structure leaves out or approximates, or what its live size
+# left out, kept once each in monitor.notices.
 HEAVY = BACKGROUND
 
 _PACKAGE = __package__.rpartition(".")[0]      # the registry names functions under it
+PACE = "pace"                # the worker's job that renews the pace's estimate
 
 
 def resolve(ref: str) -> Callable:
@@ -74,6 +91,16 @@ def resolve(ref: str) -> Callable:
     always the module's current one."""
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), name)
+
+
+def refresh_target(parameters: int) -> float:
+    """Seconds within which a round of every analysis should refresh its panel."""
+    (p0, t0), (p1, t1) = SMALL, LARGE
+    if parameters <= p0:
+        return t0
+    if parameters >= p1:
+        return t1
+    return t0 * (t1 / t0) ** (math.log(parameters / p0) / math.log(p1 / p0))
 
 
 class HeavyAnalyses:
@@ -88,35 +115,77 @@ class HeavyAnalyses:
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
-                             on_start=self._warm_up,
+                             on_start=lambda: torch.set_num_threads(1),
                              begin=lambda: monitor.pacer.begin("worker"), end=monitor.pacer.end)
-        self.deferred = 0          # offers skipped to stay within the budget
+        self.target = refresh_target(sum(p.numel() for p in monitor.model.parameters()))
+        self.deferred = 0          # looks at which a run was due but the credit did not cover it
         self._runs: dict[str, int] = {}
-        self._spent: dict[str, float] = {}    # name -> worker seconds so far (fair shares)
         self._started: dict[str, float] = {}  # name -> perf_counter time of its last start
         self._faults: dict[str, int] = {}   # name -> consecutive faults (reset by a run that works)
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
         self._noted: set[tuple] = set()   # notes already in monitor.notices
         self._analysed: dict[str, int] = {}   # name -> the step of its newest run
+        self._sizes: dict[str, float] = {}    # name -> its live size (paced)
+        self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
+        self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
+        self._ready_weight = 1.0   # the weights of the analyses ready at the last look
         self._abandoned = False    # closed with a run still going: its results are not wanted
-        self._next_start = 0.0     # perf_counter time before which no run starts (pacing)
+        self._not_before = 0.0     # perf_counter time before which offers are not looked at
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
+        self._copied: tuple[float, int, object] | None = None   # when, the step, CUDA event
+        device = next((p.device for p in monitor.model.parameters() if p.is_cuda), None)
+        self._stream = None if device is None else torch.cuda.Stream(device)
+        self._released = None      # CUDA: the event after the last run on the worker's stream
+        self._import_ahead()
+
+    @property
+    def paced(self) -> bool:
+        return self.monitor.budget < 1
+
+    def _import_ahead(self) -> None:
+        """The libraries the analyses import, imported now, before training (1.3 s of importing
+        scikit-learn in the background slowed the first seconds of training by more than the
+        budget allows a minute)."""
+        needs = {}
+        for name in self.names:
+            for module in entry(name).imports:
+                needs.setdefault(module, name)
+        for module, name in needs.items():
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:     # the analysis itself will report it
+                self.monitor.report_notice("schedule", None, f"not imported ahead: {exc}")
+            except Exception as exc:       # (importing at interpreter exit): not the monitor's end
+                self.monitor.report(name, exc)
 
     def _affordable(self, name: str) -> bool:
         """Whether an optional analysis can run within the budget, its cost estimated before its
         first run: switched off (with a notice) when one run in ``OPTIONAL_MAX_PERIOD`` would
-        not fit the worker's share; not yet when its cost cannot be told."""
+        not fit; not yet when its cost cannot be told (or the budget leaves nothing now)."""
         if name not in self.optional or self._runs.get(name):
             return True
-        cost = resolve(entry(name).cost)(self.monitor, self.worker.last_cost)
+        # the last run of each analysis, as its full size would have taken
+        full = {n: seconds / size for n, (size, seconds) in self._last.items()}
+        cost = resolve(entry(name).cost)(self.monitor, full)
         if cost is None:
             return False
-        period = cost + self.monitor.pacer.wait_after(cost)
+        cost *= self._size(name)
+        period = self._period(cost)
+        if period is None:
+            return False
         if period > OPTIONAL_MAX_PERIOD:
             self._switch_off_optional(name, cost, period, "would take about")
             return False
         return True
+
+    def _period(self, seconds: float, copy_seconds: float = 0.0) -> float | None:
+        """Seconds between runs of this cost that the budget allows; None when it allows none
+        now."""
+        pacer = self.monitor.pacer
+        e, _ = pacer.latest()          # read on the training thread too: computes nothing
+        rate = pacer.rate(e)
+        return None if rate <= 0 else pacer.cost(seconds, copy_seconds, e) / rate
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
         self.names = [n for n in self.names if n != name]
@@ -125,72 +194,107 @@ class HeavyAnalyses:
             f"it could run once in {period:.0f} s; Monitor(analyses=(..., {name!r})) runs it "
             "all the same"))
 
-    def _warm_up(self) -> None:
-        """On the worker thread, before its first job: one intra-op thread, and the libraries
-        the analyses import. Background work the measured slowdown sees, but no job's cost:
-        it does not set the pace."""
-        torch.set_num_threads(1)
-        token = self.monitor.pacer.begin("worker")
-        try:
-            for module in dict.fromkeys(m for name in self.names for m in entry(name).imports):
-                try:
-                    importlib.import_module(module)
-                except ImportError as exc:     # the analysis itself will report it
-                    self.monitor.report_notice("schedule", None, f"not imported ahead: {exc}")
-        finally:
-            self.monitor.pacer.end(token)
-
     def _ready(self, name: str) -> bool:
         described = entry(name)
         if described.needs_probe and self.monitor.probe is None:
             return False
         return described.ready is None or resolve(described.ready)(self.monitor)
 
-    def offer(self, step: int) -> None:
-        """Offer the analysis whose turn it is at training step ``step``."""
-        ready = [n for n in self.names if self._ready(n)]
-        if not ready:
-            return
-        # An analysis that has not run yet is not paced: every panel gets its first frame as
-        # soon as the worker is free (a one-time burst), not after rounds of the others; on a
-        # loaded machine the fourth analysis's first run came later than 40 s of training.
-        ready = [n for n in ready if self._affordable(n)]
-        if not ready:
-            return
-        first = [n for n in ready if not self._runs.get(n) and n not in self.optional]
-        if not first and time.perf_counter() < self._next_start:
-            self.deferred += 1
-            return
-        if not self.worker.accepts():     # busy: counted as dropped there
-            return
-        name = first[0] if first else self._next(ready)
-        if name is None:                  # every one ready is backing off after faults
-            return
-        self._start(name, step)
+    def _size(self, name: str) -> float:
+        return self._sizes.get(name, MIN_SIZE) if self.paced else 1.0
 
-    def _start(self, name: str, step: int) -> None:
-        """Hand ``name``'s run at ``step`` to the worker (on the model's copy, refreshed now)."""
+    def offer(self, step: int) -> float:
+        """Start the run whose turn it is at training step ``step``, if any may start now;
+        the seconds its copy's refresh took here (0 when none started)."""
+        now = time.perf_counter()
+        if now < self._not_before:
+            return 0.0
+        ready = [n for n in self.names if self._ready(n) and self._affordable(n)]
+        self._ready_weight = sum(map(_weight, ready)) or 1.0
+        name = self._next(ready) if ready and self.worker.idle else None
+        if name is None:            # nothing to run, or every one ran just now
+            self._not_before = now + RECHECK if self.paced else 0.0
+            return 0.0
+        if self.paced:
+            # the last estimate of the pace (the training thread never computes one: over a
+            # full window that takes milliseconds); a stale one is renewed on the worker
+            pacer = self.monitor.pacer
+            e, age = pacer.latest()
+            if age > STALE:
+                self.worker.offer(PACE, self._renew_pace)
+                return 0.0
+            rate = pacer.rate(e)
+            need = self._need(name, e)
+            credit = pacer.credit(max(need, rate * self.target), rate)
+            if credit < need:
+                self.deferred += 1
+                self._not_before = now + (MAX_WAIT if rate <= 0 else
+                                          min(MAX_WAIT, (need - credit) / rate))
+                return 0.0
+        return self._start(name, step)
+
+    def _need(self, name: str, e: dict) -> float:
+        """The training seconds the next run of ``name`` will cost (at the estimate ``e``): its
+        last run's worker time scaled to its size, and the copy's refresh (nothing known before
+        its first run)."""
+        size, seconds = self._last.get(name, (1.0, 0.0))
+        copying = self._copy_seconds if entry(name).needs_model and self._copy_due() else 0.0
+        return self.monitor.pacer.cost(seconds * self._size(name) / size, copying, e)
+
+    def _copy_due(self, step: int | None = None, fresh: bool = False) -> bool:
+        """Whether a run (at ``step``) needs the copy refreshed: unless it holds that step's
+        weights, or (paced, not ``fresh``) was refreshed less than ``RECOPY`` x the target ago."""
+        if self._copied is None:
+            return True
+        when, copied_step, _ = self._copied
+        recent = self.paced and not fresh and time.perf_counter() - when < RECOPY * self.target
+        return copied_step != step and not recent
+
+    def _renew_pace(self) -> None:
+        """On the worker: a fresh estimate of the pace, its time paid from the credit."""
+        begun = time.perf_counter()
+        pacer = self.monitor.pacer
+        e = pacer.estimate()
+        pacer.spend(pacer.cost(time.perf_counter() - begun, e=e))
+
+    def _start(self, name: str, step: int, fresh: bool = False) -> float:
+        """Hand ``name``'s run at ``step`` to the worker, on the model's copy: refreshed now
+        when due (``_copy_due``), else at the step it holds; the seconds the refresh took.
+        ``fresh``: the final round's (the copy holds the step's own weights; ``Job.final``)."""
         monitor = self.monitor
+        self._not_before = math.inf          # until the run ends
+        copied, model, event = 0.0, None, None
+        if entry(name).needs_model:
+            if self._copy_due(step, fresh):
+                begun = time.perf_counter()
+                model, event = self._refresh()
+                copied = self._copy_seconds = time.perf_counter() - begun
+                monitor.pacer.spend(copied)
+                self._copied = (time.perf_counter(), step, event)
+            else:
+                model, (_, step, event) = self._copy, self._copied
         self._analysed[name] = step
-        job = Job(model=self._refresh() if entry(name).needs_model else None, probe=monitor.probe,
-                  history=monitor.history, step=step,
+        job = Job(model=model, probe=monitor.probe, history=monitor.history, step=step,
                   report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step),
-                  optimizer=monitor.optimizer_settings)
-        self.worker.offer(name, lambda: self._run(name, job, time.time()))
+                  optimizer=monitor.optimizer_settings, size=self._size(name), final=fresh)
+        if not self.worker.offer(name, lambda: self._run(name, job, time.time(), event)):
+            self._not_before = 0.0
+        return copied
 
     def _next(self, ready: list[str]) -> str | None:
-        """The analysis whose turn it is: of those ready, the one that has had the least worker
-        time so far (each gets an equal share of the worker's time, so a cheap one runs often
-        and a costly one now and then, rather than all at the pace of the costliest), passing
-        those that ran less than ``MIN_INTERVAL`` ago and never taking one ahead of its share
-        (when paced), and counting down those backing off."""
-        now, paced = time.perf_counter(), self.monitor.budget < 1
-        spent = {n: self._spent.get(n, 0.0) for n in ready}
-        share = sum(spent.values()) / len(ready)
-        for name in sorted(ready, key=spent.get):    # stable: ties in their order
-            if paced and spent[name] > share:
-                return None     # ahead of its share: it waits until the others have had theirs
-            if paced and now - self._started.get(name, -MIN_INTERVAL) < MIN_INTERVAL:
+        """The analysis whose turn it is: of those ready, the one that has waited longest since
+        its last start (never: first, in the registry's order), the wait of one that only adds to
+        a panel or sums up the others counting a quarter (``SLOW_WEIGHT``): a round of the
+        panels' analyses, the others every few rounds. Paced, one that started less than
+        ``MIN_INTERVAL`` ago is passed (a cheap one would fill the history with samples no panel
+        can tell apart); one backing off after faults is passed, its turn counted down."""
+        now = time.perf_counter()
+
+        def waited(name: str) -> float:
+            return (now - self._started.get(name, -math.inf)) * _weight(name)
+
+        for name in sorted(ready, key=waited, reverse=True):   # stable: ties in their order
+            if self.paced and now - self._started.get(name, -math.inf) < MIN_INTERVAL:
                 continue
             if self._skips.get(name, 0) > 0:
                 self._skips[name] -= 1
@@ -198,21 +302,24 @@ class HeavyAnalyses:
             return name
         return None
 
-    def _run(self, name: str, job: Job, when: float) -> None:
+    def _run(self, name: str, job: Job, when: float, copied) -> None:
         start = self._started[name] = time.perf_counter()
+        settled = True
         try:
-            with self.worker.cuttable():     # abandoned at detach: stopped here
+            with self.worker.cuttable(), self._on_stream(copied):   # abandoned at detach: stopped
                 results = resolve(entry(name).runner)(job)
             if self._abandoned:
                 return
             step = results.pop(STEP, job.step)
-            for layer, message in results.pop(NOTES, {}).items():
-                if (name, layer, message) not in self._noted:
-                    self._noted.add((name, layer, message))
-                    self.monitor.report_notice(name, layer or None, message)
+            notes = results.pop(NOTES, {})
             for analysis, values in results.items():
                 self.monitor.history.record(analysis, step, when, values)
             self._faults.pop(name, None)
+            settled = self._resize(name, job.size, time.perf_counter() - start)
+            for layer, message in notes.items() if settled else ():
+                if (name, layer, message) not in self._noted:
+                    self._noted.add((name, layer, message))
+                    self.monitor.report_notice(name, layer or None, message)
         except UnsupportedModel as exc:
             # the model is outside what this analysis can compute: stop offering it
             self.names = [n for n in self.names if n != name]   # rebound: offer() may read
@@ -224,16 +331,55 @@ class HeavyAnalyses:
         except Exception as exc:
             self._fault(name, exc, job.step)
         finally:
-            end = time.perf_counter()
+            seconds = time.perf_counter() - start
             self._runs[name] = self._runs.get(name, 0) + 1
-            self._spent[name] = self._spent.get(name, 0.0) + end - start
-            wait = self.monitor.pacer.wait_after(end - start)
-            self._next_start = end + wait
-            if (name in self.optional and end - start + wait > OPTIONAL_MAX_PERIOD
-                    and not self._abandoned):
-                self._switch_off_optional(name, end - start, end - start + wait, "took")
+            self._last[name] = (job.size, seconds)
+            pacer = self.monitor.pacer
+            pacer.spend(pacer.cost(seconds))
+            period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
+            if (self.paced and name in self.optional and period is not None
+                    and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
+                self._switch_off_optional(name, seconds, period, "took")
+            self._not_before = 0.0
         if not self._abandoned:
             self.monitor.notify()
+
+    def _resize(self, name: str, size: float, seconds: float) -> bool:
+        """After a run of ``name`` at ``size`` that took ``seconds`` on the worker: its next size,
+        halved when the run did not fit its share of a round (``target`` x the budget's rate,
+        less the copy's refresh, shared by the analyses ready by weight), doubled while twice it
+        would fit; whether it stays (settled)."""
+        if not self.paced:
+            return True
+        pacer = self.monitor.pacer
+        copying = self._copy_seconds if entry(name).needs_model else 0.0
+        share = self.target * pacer.rate() * _weight(name) / self._ready_weight
+        allowed = (share - copying) / max(pacer.cost(1.0), 1e-9)    # worker seconds
+        new = size
+        if seconds > allowed and size > MIN_SIZE:
+            new = size / 2
+        elif 2 * seconds <= 0.9 * allowed and size < 1:
+            new = size * 2
+        self._sizes[name] = new
+        return new == size
+
+    @contextmanager
+    def _on_stream(self, copied):
+        """On CUDA, the run on the worker's own stream, after the copy's refresh (``copied``, an
+        event on the training stream) and marked done for the next refresh: the device waits,
+        never the host. Elsewhere nothing."""
+        if self._stream is None:
+            yield
+            return
+        if copied is not None:
+            self._stream.wait_event(copied)
+        try:
+            with torch.cuda.stream(self._stream):
+                yield
+        finally:
+            released = torch.cuda.Event()
+            released.record(self._stream)
+            self._released = released
 
     def _fault(self, name: str, exc: BaseException, step: int) -> None:
         """A fault (a bug, a transient out-of-memory), shown as an error at the step analysed;
@@ -243,10 +389,14 @@ class HeavyAnalyses:
         self._faults[name] = faults
         self._skips[name] = min(2 ** (faults - 1), MAX_BACKOFF)
 
-    def _refresh(self) -> nn.Module:
-        """The model's copy with the current weights and buffers."""
+    def _refresh(self) -> tuple[nn.Module, object]:
+        """The model's copy with the current weights and buffers, and on CUDA the event that
+        marks the refresh on the training stream (None elsewhere)."""
         model = self.monitor.model
         tensors = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        cuda = self._stream is not None
+        if cuda and self._released is not None:    # the last run's reads come first
+            torch.cuda.current_stream(self._stream.device).wait_event(self._released)
         if self._pairs is None or len(tensors) != len(self._pairs[1]) or any(
                 a.shape != b.shape for a, b in zip(tensors, self._pairs[1])):
             # first use, or the model changed shape: copy the whole module anew
@@ -257,7 +407,11 @@ class HeavyAnalyses:
             with torch.no_grad():
                 torch._foreach_copy_(self._pairs[0], tensors)
             self._pairs = (self._pairs[0], tensors)
-        return self._copy
+        if not cuda:
+            return self._copy, None
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self._stream.device))
+        return self._copy, event
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.worker.flush(timeout)
@@ -277,7 +431,7 @@ class HeavyAnalyses:
                 return
             again = entry(name).last or self._analysed.get(name) != step
             if name in self.names and again and self._ready(name) and self._affordable(name):
-                self._start(name, step)
+                self._start(name, step, fresh=True)
         self.worker.flush(time_left(deadline))
 
     def close(self, timeout: float | None = None, grace: float = 0.0) -> str | None:
@@ -290,6 +444,23 @@ class HeavyAnalyses:
             self._abandoned = True       # what it still brings is dropped
         self.worker.close(0, grace)
         return running
+
+
+def _refreshing() -> frozenset[str]:
+    """The background analyses a panel refreshes from: the first of each panel in the registry,
+    unless it sums up the others."""
+    first: dict[str, object] = {}
+    for a in REGISTRY:
+        if a.panel is not None:
+            first.setdefault(a.panel, a)
+    return frozenset(a.name for a in first.values() if a.background and not a.last)
+
+
+_REFRESHING = _refreshing()
+
+
+def _weight(name: str) -> float:
+    return 1.0 if name in _REFRESHING else SLOW_WEIGHT
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",

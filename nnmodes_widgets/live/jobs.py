@@ -25,7 +25,8 @@ from ..analysis.neurons import modes_from_capture
 from ..analysis import pathways
 from ..analysis.pathways import samples_per_chunk, static_radiographs_from
 from ..analysis.powerlaw import power_law_line
-from ..analysis.spectrum import SpectrumTracker
+from ..analysis.capture import unit_axis
+from ..analysis.spectrum import MAX_EXACT, PARTIAL_TOP, SpectrumTracker
 
 NOTES = "notes"
 STEP = "step"    # in a runner's results: the step to record them at, when not the step offered
@@ -36,15 +37,21 @@ SAMPLE_BYTES = 64 * 2**20    # probe samples analysed: as many as fit in this mu
 MIN_SAMPLES = 8
 # Live runs analyse part of the probe, so that every panel refreshes within the budget (a 10M-
 # parameter CNN took 0.7 s for neuron modes and 2.7 s for characteristic maps on all 256 probe
-# samples, one thread); the analysis functions called directly use every sample given.
+# samples, one thread); the analysis functions called directly use every sample given. These
+# are the full live sizes; a job of a smaller ``size`` takes that share of them (``live``).
 NEURON_SAMPLES = 64          # neuron modes: 64 observations of a dense unit, x positions for a conv
 CLASS_SAMPLES = 4            # characteristic maps: at most this many samples of each class
 SEQUENCE_SAMPLES = 8         # ... and sequences of a language model
 FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen factors averages over
+MIN_NEURON_SAMPLES = 4       # the fewest a smaller size leaves to neuron modes
+MIN_UNITS = 4                # ... and units to a radiograph
+MIN_TOP = 8                  # ... and leading singular values to a partial spectrum
+REDUCED = "fewer to refresh within the budget"   # how a note says the size was reduced
 # Clusters of the RWC trends (SPEC 4.1), as the trend panel colours its lines:
 CLUSTER_MIN_LAYERS = 3       # fewer and a partition says nothing
 CLUSTER_MIN_SAMPLES = 8      # shorter trends have no shape to compare yet
 CLUSTER_MAX_POINTS = 500     # the trends are averaged into at most this many buckets first
+CLUSTER_MIN_POINTS = 50      # ... at the smallest size
 
 
 @dataclass
@@ -57,18 +64,32 @@ class Job:
     recorded); ``step``: the training step the run was offered at; ``report(layer, exc)``: keep
     a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on;
     ``optimizer``: the optimizer's class and hyperparameters (``Monitor.optimizer_settings``),
-    None without one."""
+    None without one; ``size``: the share of its full live work the run does (1, or down to
+    1/16 so that every panel refreshes within the budget: the scheduler's; the runner's notes
+    say what it left out); ``final``: a run of the round that ends the run (``detach``): every
+    layer at once, none left to a later turn."""
     model: nn.Module | None
     probe: object
     history: object
     step: int
     report: Callable[[str | None, BaseException], None]
     optimizer: dict | None = None
+    size: float = 1.0
+    final: bool = False
+
+
+def live(full: int, size: float, least: int = 1) -> int:
+    """How many of ``full`` (samples, units, directions) a run of ``size`` takes: at least
+    ``least`` (or ``full``, when fewer)."""
+    return max(min(least, full), min(full, round(full * size)))
 
 
 # One tracker per analysed copy: its partial spectra start from the previous run's (the copy is
-# refreshed in place between runs; a reshaped model gets a new copy, so a new tracker).
+# refreshed in place between runs; a reshaped model gets a new copy, so a new tracker); a new
+# one when the live size changes what it tracks. And where the next run at a smaller size
+# takes up the layers.
 _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def spectrum(job: Job) -> dict:
@@ -78,10 +99,27 @@ def spectrum(job: Job) -> dict:
     values: its stable rank comes from the exact Frobenius norm, its effective rank is NaN), and
     "power_law": the piecewise power law fitted to each spectrum at every rank
     (``power_law_line``), so that no panel re-derives them from the values kept. A fit that
-    fails leaves that layer's line NaN, reported; the spectra are recorded all the same."""
-    tracker = _TRACKERS.setdefault(job.model, SpectrumTracker())
-    spectra = tracker.update(job.model)
-    values = {layer: s.singular_values for layer, s in spectra.items()}
+    fails leaves that layer's line NaN, reported; the spectra are recorded all the same.
+
+    A smaller ``size`` tracks more weights partially (``max_exact`` x size) and fewer leading
+    values (``top`` x size, at least ``MIN_TOP``); each layer's record keeps the length its full
+    size gives, NaN past the values computed, and a note names the layers reduced. It also
+    takes the layers in turns (not in the ``final`` round): from where the last run stopped, as
+    many as hold ``size`` of the weights' elements (at least one layer); the others are not in
+    this run's record."""
+    settings = (live(PARTIAL_TOP, job.size, MIN_TOP), round(MAX_EXACT * min(1.0, job.size)))
+    kept = _TRACKERS.get(job.model)
+    if kept is None or kept[0] != settings:
+        kept = _TRACKERS[job.model] = (settings, SpectrumTracker(settings[0], max_exact=settings[1]))
+    layers = None if job.final else _turn(job.model, job.size)
+    spectra = kept[1].update(job.model, layers=layers)
+    values, reduced = {}, []
+    for layer, s in spectra.items():
+        length = _spectrum_length(s.shape)
+        values[layer] = np.pad(s.singular_values, (0, length - len(s.singular_values)),
+                               constant_values=np.nan)
+        if len(s.singular_values) < length:
+            reduced.append(layer)
     fits = {}
     for layer, s in values.items():
         try:
@@ -89,10 +127,48 @@ def spectrum(job: Job) -> dict:
         except Exception as exc:
             fits[layer] = np.full(len(s), np.nan)
             job.report(layer, exc)
-    return {"spectrum": values,
-            "stable_rank": {layer: s.stable_rank for layer, s in spectra.items()},
-            "effective_rank": {layer: s.effective_rank for layer, s in spectra.items()},
-            "power_law": fits}
+    out = {"spectrum": values,
+           "stable_rank": {layer: s.stable_rank for layer, s in spectra.items()},
+           "effective_rank": {layer: s.effective_rank for layer, s in spectra.items()},
+           "power_law": fits}
+    notes = []
+    if layers is not None:
+        notes.append(f"live: the layers in turns, about {_share(job.size)} of the weights a run")
+    if reduced:
+        notes.append(f"live: the leading {settings[0]} singular values of {', '.join(reduced)}")
+    if notes:
+        out[NOTES] = {"": f"{'; '.join(notes)} ({REDUCED})"}
+    return out
+
+
+def _turn(model: nn.Module, size: float) -> list[str] | None:
+    """The weights a spectrum run of ``size`` takes: all (None) at full size; else from where the
+    last run stopped, in order, until they hold ``size`` of the elements (at least one)."""
+    if size >= 1:
+        return None
+    weights = [(n, p.numel()) for n, p in model.named_parameters() if p.ndim >= 2]
+    total = sum(n for _, n in weights)
+    start = _TURNS.get(model, 0) % len(weights)
+    taken, held = [], 0
+    for name, elements in weights[start:] + weights[:start]:
+        if taken and held + elements > size * total:
+            break
+        taken.append(name)
+        held += elements
+    _TURNS[model] = start + len(taken)
+    return None if len(taken) == len(weights) else taken
+
+
+def _share(size: float) -> str:
+    return f"1/{round(1 / size)}" if size < 1 else "all"
+
+
+def _spectrum_length(shape) -> int:
+    """Values a weight's spectrum lists at full size: all of them, or ``PARTIAL_TOP`` where
+    ``mode_spectrum``'s defaults make it partial."""
+    rows, cols = shape[0], math.prod(shape[1:])
+    partial = rows * cols > MAX_EXACT and min(rows, cols) > 8 * PARTIAL_TOP
+    return PARTIAL_TOP if partial else min(rows, cols)
 
 
 @dataclass
@@ -171,7 +247,9 @@ def radiograph(job: Job) -> dict:
     (the static network is then linear), else averaged over the first ``FROZEN_SAMPLES``. One
     static pass per run, the radiographs' own: of the first sample, or of the first
     ``FROZEN_SAMPLES`` when the last run froze factors; a second only when a pass of one sample
-    finds factors frozen (the first run of such a model)."""
+    finds factors frozen (the first run of such a model). A smaller ``size`` computes fewer of
+    the first units (at least ``MIN_UNITS``); the rows of the others are NaN (gaps), so that
+    every record of a layer has the rows its full size gives."""
     model = job.model
     rows = FROZEN_SAMPLES if _FROZEN.get(model) else 1
     prep = _prepare(job, static=True, rows=rows)
@@ -180,12 +258,23 @@ def radiograph(job: Job) -> dict:
         with torch.inference_mode(False), torch.enable_grad():
             cap = capture(model, prep.inputs.rows(0, FROZEN_SAMPLES), static=True)
     _FROZEN[model] = bool(cap.frozen)
-    maps = static_radiographs_from(model, cap, units=RADIOGRAPH_UNITS)
-    out = {"radiograph": {layer: (r.norm(dim=-1) if cap.tokens else r.flatten(1)).cpu().numpy()
-                          for layer, r in maps.items()}}
+    units = live(RADIOGRAPH_UNITS, job.size, MIN_UNITS)
+    maps = static_radiographs_from(model, cap, units=units)
+    modules = dict(model.named_modules())
+    out, notes = {"radiograph": {}}, {}
+    for layer, r in maps.items():
+        values = (r.norm(dim=-1) if cap.tokens else r.flatten(1)).cpu().numpy()
+        z = cap.outputs[layer]
+        rows = min(RADIOGRAPH_UNITS, z.shape[unit_axis(modules[layer]) % z.ndim])
+        out["radiograph"][layer] = np.pad(values, ((0, rows - len(values)), (0, 0)),
+                                          constant_values=np.nan)
+    if units < RADIOGRAPH_UNITS:
+        notes[""] = f"live: the first {units} units of each layer ({REDUCED})"
     frozen = list(dict.fromkeys(f for r in maps.values() for f in r.frozen))
     if frozen:
-        out[NOTES] = {"": f"{FROZEN_NOTE}{', '.join(frozen)}"}
+        notes[""] = " · ".join(filter(None, (notes.get(""), f"{FROZEN_NOTE}{', '.join(frozen)}")))
+    if notes:
+        out[NOTES] = notes
     return out
 
 
@@ -195,10 +284,12 @@ def neuron_modes(job: Job) -> dict:
     the probe has classes: its labels, else the model's predicted classes when its output is
     class scores [B, C] (from the analysed pass's own output). A fraction from n observations
     has a standard error of at most 0.5 / sqrt(n): 0.0625 for a dense unit, less for a
-    convolution's channel (every position is an observation); the note says so."""
+    convolution's channel (every position is an observation); the note says so. A smaller
+    ``size`` takes fewer samples (at least ``MIN_NEURON_SAMPLES``)."""
     model = job.model
     prep = _prepare(job)
-    x = prep.inputs.rows(0, prep.count(NEURON_SAMPLES))
+    full = prep.count(NEURON_SAMPLES)
+    x = prep.inputs.rows(0, prep.count(live(NEURON_SAMPLES, job.size, MIN_NEURON_SAMPLES)))
     cap = capture(model, x, sites=True, what=f"the probe x ({x.describe()})")
     n_classes = prep.n_classes()
     if prep.labels is not None:
@@ -213,9 +304,11 @@ def neuron_modes(job: Job) -> dict:
     if y is not None:
         out["neuron_classes"] = {layer: m.class_active_fraction.numpy() for layer, m in modes.items()}
     out[NOTES] = {module: f"{BLIND_NOTE}{why}" for module, why in modes.not_analysable.items()}
-    out[NOTES][""] = (f"live from the first {x.batch} probe samples: an active fraction's standard "
-                      f"error is at most {0.5 / math.sqrt(x.batch):.2g} (a dense unit; less where "
-                      f"positions add observations)")
+    taken = f"{x.batch} of {full} probe samples ({REDUCED})" if x.batch < full else \
+        f"{x.batch} probe samples"
+    out[NOTES][""] = (f"live from the first {taken}: an active fraction's standard error is at "
+                      f"most {0.5 / math.sqrt(x.batch):.2g} (a dense unit; less where positions "
+                      f"add observations)")
     return out
 
 
@@ -224,17 +317,21 @@ def characteristic_maps(job: Job) -> dict:
     4.2): class averages [C, n_out, inputs] over at most ``CLASS_SAMPLES`` probe samples of
     each class; for a language model the map of each position's predicted next token over the
     input positions averaged over the first ``SEQUENCE_SAMPLES`` sequences, [1, T, T]. The
-    passes are sized from the prepared one (no sizing pass of their own)."""
+    passes are sized from the prepared one (no sizing pass of their own). A smaller ``size``
+    takes fewer samples of each class (of sequences), at least one."""
     model = job.model
+    per_class = live(CLASS_SAMPLES, job.size)
+    sequences = live(SEQUENCE_SAMPLES, job.size)
+    reduced = f" ({REDUCED})" if job.size < 1 else ""
     prep = _prepare(job)
     x = prep.inputs.rows(0, prep.count())
     layer = prep.first.called[-1]
     chunk = samples_per_chunk(prep.first.sample_bytes)
     n_classes = prep.n_classes()
     if prep.language():
-        maps = pathways.characteristic_maps(model, x.rows(0, SEQUENCE_SAMPLES), layer,
+        maps = pathways.characteristic_maps(model, x.rows(0, sequences), layer,
                                             chunk_size=chunk).mean(0, keepdim=True)
-        note = f"live: averaged over the first {min(x.batch, SEQUENCE_SAMPLES)} probe sequences"
+        note = f"live: averaged over the first {min(x.batch, sequences)} probe sequences{reduced}"
     elif n_classes is None:
         raise UnsupportedModel("characteristic maps need class labels: give probe=(x, y), or a "
                                "model whose output is class scores [B, C] or next-token logits "
@@ -246,11 +343,12 @@ def characteristic_maps(job: Job) -> dict:
             with torch.no_grad():
                 y = first_tensor(call_model(model, x)).argmax(1)
         y = y.to(torch.int64)
-        index = torch.cat([(y == c).nonzero().flatten()[:CLASS_SAMPLES] for c in range(n_classes)])
+        index = torch.cat([(y == c).nonzero().flatten()[:per_class] for c in range(n_classes)])
         maps = pathways.characteristic_maps(model, x.take(index), layer, y=y[index],
                                             num_classes=n_classes, units=RADIOGRAPH_UNITS,
                                             chunk_size=chunk)
-        note = f"live: class averages over at most {CLASS_SAMPLES} probe samples of each class"
+        note = (f"live: class averages over at most {per_class} probe "
+                f"sample{'s' if per_class > 1 else ''} of each class{reduced}")
     return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
 
 
@@ -262,7 +360,8 @@ def _split(probe):
 def clusters(job: Job) -> dict:
     """Clusters of the layers' RWC trends (SPEC 4.1, ``cluster_layers`` with its defaults) on
     the series of the steps every layer has (``aligned_series``) averaged into at most
-    ``CLUSTER_MAX_POINTS`` buckets (``bucket_means``): "rwc_clusters", {layer: label} (float64),
+    ``CLUSTER_MAX_POINTS`` buckets (x a smaller ``size``, at least ``CLUSTER_MIN_POINTS``;
+    ``bucket_means``): "rwc_clusters", {layer: label} (float64),
     recorded at the newest RWC step clustered. Nothing (not an error) while there are fewer
     than ``CLUSTER_MIN_LAYERS`` layers or ``CLUSTER_MIN_SAMPLES`` common samples, or a layer
     has a bucket with no finite mean. K-Means runs on one OpenMP thread, as the worker does."""
@@ -270,7 +369,8 @@ def clusters(job: Job) -> dict:
     if len(series) < CLUSTER_MIN_LAYERS or len(steps) < CLUSTER_MIN_SAMPLES:
         return {}
     matrix = np.stack(list(series.values()))
-    _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T, CLUSTER_MAX_POINTS)
+    _, means = bucket_means(np.arange(matrix.shape[1]), matrix.T,
+                            live(CLUSTER_MAX_POINTS, job.size, CLUSTER_MIN_POINTS))
     if not np.isfinite(means).all():
         return {}
     with _one_thread():

@@ -7,6 +7,7 @@ The monitor runs inside the user's training step, so every fault it meets is cau
 from __future__ import annotations
 
 import atexit
+import collections
 import math
 import os
 import re
@@ -31,6 +32,7 @@ from ..runs.run_view import ProbeFacts
 from ..runs.run_writer import RunWriter, exit_status
 from . import attached, distributed, worker
 from .findings import tracker as findings_tracker
+from .cadence import RECORD, Cadence, agree_largest
 from .heavy import HEAVY, HeavyAnalyses
 from .pacing import Pacer, every_within
 from .worker import time_left
@@ -53,10 +55,14 @@ CLOSE_SHARE, CLOSE_RESERVE = 0.2, 1.0
 class Monitor:
     """Watch a model while it trains.
 
-    ``Monitor(model, optimizer, every=10)`` hooks ``optimizer.step`` (``register_step_post_hook``);
+    ``Monitor(model, optimizer)`` hooks ``optimizer.step`` (``register_step_post_hook``);
     without an optimizer the loop calls ``monitor.step()`` after each update. Every ``every``
     steps it records the relative weight change (SPEC 4.1, ``rwc_kind``) of each weight since the
     previous sample into ``monitor.history`` under ``"rwc"``, keyed by parameter name.
+    ``every=None`` (the default) is chosen in the first steps from the measured cost of a sample
+    against the step: the smallest of 1, 2, 5, 10, 20, 50, ... whose sampling takes at most a
+    quarter of the budget (``live.cadence``), then fixed, kept in the run's settings and said in
+    the status line; ``monitor.every`` reads 10 until then. A given ``every`` is kept.
 
     ``budget`` bounds how much slower training runs with the monitor (monitored / bare step time
     - 1, measured from the steps themselves: ``nnmodes_widgets.pacing``); the background
@@ -98,7 +104,7 @@ class Monitor:
         optimizer: torch.optim.Optimizer | None = None,
         *,
         probe=None,
-        every: int = 10,
+        every: int | None = None,
         budget: float = 0.05,
         rwc_kind: str = "l1",
         include_bias: bool = False,
@@ -117,8 +123,9 @@ class Monitor:
             raise TypeError(
                 f"Monitor expects a torch.optim.Optimizer (or None), got {type(optimizer).__name__}"
             )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be a positive integer (or None: chosen from the "
+                             f"measured cost of a sample), got {every!r}")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
         chosen = analyses is not None      # by name: each runs whatever its cost
@@ -145,7 +152,6 @@ class Monitor:
         self.model = model
         self.optimizer = optimizer
         self.probe = _check_probe(probe, model)
-        self.every = every
         self.budget = float(budget)
         self.rwc_kind = rwc_kind
         self.include_bias = include_bias
@@ -170,6 +176,12 @@ class Monitor:
             run = False
             self.analyses = analyses = ("rwc",) if sharded and "rwc" in analyses else ()
         heavy = [] if sharded else [a for a in analyses if a in HEAVY]
+        # every=None: chosen in the first steps from the measured cost of a sample (cadence);
+        # under FSDP sampling is a collective call: every process takes the largest choice
+        self._cadence = Cadence(every, self.budget, sampling="rwc" in self.analyses,
+                                on_fixed=self._every_fixed,
+                                agree=agree_largest(distributed.sum_across_processes())
+                                if sharded else None)
 
         self.history_mb = history_mb     # kept for the thinning notice
         self.history = History(max_bytes=None if history_mb is None else int(history_mb * 2**20),
@@ -183,7 +195,11 @@ class Monitor:
         self._trained: list[str] | None = None      # names of the parameters the optimizer trains
         self._listeners: list[Callable[[Monitor], None]] = []
         self._overhead_total = 0.0
-        self._last_overhead, self._last_sampled = 0.0, False   # the step under way, for the pacer
+        # the step under way, for the pacer: the monitor's seconds in it, whether it sampled (or
+        # refreshed the copy), the seconds of that refresh; the probe's capture, in the forward
+        self._last_overhead, self._last_sampled, self._last_copied = 0.0, False, 0.0
+        self._hook_seconds = 0.0
+        self._rwc_pending: collections.deque = collections.deque()   # RWC sums on their way
         self._writer: RunWriter | None = None
         self._probe_hook = None
         # The lifecycle: every resource is entered in _resources as it is made and released in
@@ -226,7 +242,8 @@ class Monitor:
         # A background second stalls a CPU training loop's parallel regions on a busy core (each
         # waits for its slowest thread): the prior contention is one per intra-op thread, until
         # the steps themselves have measured it.
-        on_cuda = any(p.is_cuda for p in model.parameters())
+        self._cuda_device = next((p.device for p in model.parameters() if p.is_cuda), None)
+        self._on_cuda = on_cuda = self._cuda_device is not None
         self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
         self._heavy = HeavyAnalyses(self, heavy, optional=() if chosen else heavy)
         resources.callback(self._close_worker)
@@ -249,17 +266,24 @@ class Monitor:
                 warnings.warn("monitor.step() called on a detached Monitor; ignored", stacklevel=2)
             return
         t0 = time.perf_counter()
-        self.pacer.step(t0, self._last_overhead, self._last_sampled)   # the step that ended
+        ended = self._last_overhead + self._hook_seconds      # the monitor's, in the step that ended
+        self._hook_seconds = 0.0
+        self.pacer.step(t0, ended, self._last_sampled, self._last_copied)
         step = self._state.advance()
-        sampled = step % self.every == 0
-        if sampled:
-            if "rwc" in self.analyses:
-                self._guarded("rwc", self._sample_rwc, step)
-            self._guarded("schedule", self._heavy.offer, step)
+        if self._rwc_pending:       # CUDA: the sums of an earlier sample may have arrived
+            self._guarded("rwc", self._record_rwc)
+        due = self._guarded("rwc", self._cadence.due, step, ended)
+        if due is not None and "rwc" in self.analyses:
+            self._guarded("rwc", self._sample_rwc, step, due == RECORD)
+        # the background analyses are looked at every step: a run starts when the budget allows
+        # (not while the cadence measures: its figures are those of training alone)
+        copied = (self._guarded("schedule", self._heavy.offer, step) or 0.0
+                  if self._cadence.fixed else 0.0)
         self.notify()
         overhead = time.perf_counter() - t0     # inside the step that begins at t0
         self._overhead_total += overhead
-        self._last_overhead, self._last_sampled = overhead, sampled
+        self._last_overhead, self._last_sampled, self._last_copied = \
+            overhead, due is not None or copied > 0, copied
 
     def notify(self) -> None:
         """Tell the listeners (widgets) that there is news: a step, a sample, a finished analysis."""
@@ -272,7 +296,9 @@ class Monitor:
     def _capture_probe(self, module, args, kwargs) -> None:
         """The first training batch becomes the probe: every argument of the forward call, the
         first PROBE_SIZE samples of each batched tensor, detached copies; then the hook removes
-        itself. A lone positional tensor is kept as a tensor."""
+        itself. A lone positional tensor is kept as a tensor. Its time counts as the monitor's
+        in the step."""
+        begun = time.perf_counter()
         try:
             inputs = as_inputs(ModelInputs(tuple(args), dict(kwargs)), what="the first batch")
         except (TypeError, ValueError):
@@ -284,6 +310,7 @@ class Monitor:
             self.probe = inputs.args[0] if lone else inputs
             self._record_probe_facts()
         self._remove_probe_hook()
+        self._hook_seconds += time.perf_counter() - begun
 
     def _remove_probe_hook(self) -> None:
         if self._probe_hook is not None:
@@ -294,8 +321,10 @@ class Monitor:
         """Wait until every analysis already scheduled is in the history; False on timeout (or
         when the worker's thread has died, which never makes it wait).
 
-        RWC is computed inside the step; the heavier analyses run in the background.
+        RWC is computed inside the step (on CUDA its sums reach the host later: waited for
+        here); the heavier analyses run in the background.
         """
+        self._guarded("rwc", self._record_rwc, True)
         return self._heavy.flush(timeout)
 
     def detach(self, timeout: float | None = DETACH_TIMEOUT) -> None:
@@ -328,6 +357,7 @@ class Monitor:
             self._deadline = time.monotonic() + timeout
             self._work_deadline = self._deadline - self._reserve
         try:
+            self._guarded("rwc", self._record_rwc, True)
             if final_round and self.current_step > 0:
                 self._guarded("schedule", self._heavy.final_round, self.current_step,
                               self._work_deadline)
@@ -369,6 +399,12 @@ class Monitor:
     def run_path(self) -> str | None:
         """The file this run is recorded to (``nm.open_run`` reads it), None when not recorded."""
         return self._writer.path if self._writer is not None else None
+
+    @property
+    def every(self) -> int:
+        """Steps between RWC samples: as given, or chosen by the monitor in the first steps
+        (``every=None``; ``cadence``), reading ``cadence.PROVISIONAL`` until then."""
+        return self._cadence.every
 
     @property
     def current_step(self) -> int:
@@ -468,8 +504,11 @@ class Monitor:
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
         (widget updates); ``contention`` (how much a background second slows training);
-        ``every_within_budget`` (when the sampling alone takes over half the budget: the
-        ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
+        ``every``, ``every_chosen`` (True: chosen by the monitor, None: still being chosen,
+        False: given) and ``sampling_share`` (the share of training time the sampling takes:
+        the median time of the last samples over ``every`` bare steps, NaN before a sample);
+        ``every_within_budget`` (when the monitor's own time in the steps alone takes over half the
+        budget: the ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
         ``errors``, ``last_error``; ``detached``, and ``replaced_at``: the step reached when a
         new monitor replaced this one, else None."""
         step, errors, last_error, nonfinite = self._state.faults()
@@ -484,6 +523,9 @@ class Monitor:
             "worker_share": measured["worker_share"],
             "widget_share": measured["widget_share"],
             "contention": measured["contention"],
+            "every": self.every,
+            "every_chosen": (None if not self._cadence.fixed else self._cadence.chosen),
+            "sampling_share": self._cadence.share(measured["bare"]),
             "every_within_budget": every_within(self.every, measured["own_share"], self.budget),
             "overhead_seconds": self._overhead_total,
             "samples": self.history.count("rwc"),
@@ -505,11 +547,21 @@ class Monitor:
             parts.append(f"{s['steps_per_second']:.1f} steps/s")
         if math.isfinite(s["slowdown"]):
             parts.append(f"slowdown {100 * s['slowdown']:.1f}% (budget {100 * self.budget:.0f}%)")
-        parts.append(f"{_count(s['samples'], 'sample')} every "
-                     f"{'step' if self.every == 1 else f'{self.every} steps'}")
-        if s["every_within_budget"]:
-            parts.append(f"sampling takes {100 * s['own_share']:.1f}% of training time: "
-                         f"every={s['every_within_budget']} leaves half the budget to the analyses")
+        samples = _count(s["samples"], "sample")
+        if s["every_chosen"] is None:
+            parts.append(f"{samples}, every being chosen in the first steps")
+        else:
+            every = "step" if s["every"] == 1 else f"{s['every']} steps"
+            # over half the budget, the monitor's whole time in the steps is what counts
+            hint, share = s["every_within_budget"], s["sampling_share"]
+            share = s["own_share"] if hint else share
+            detail = [("chosen" if s["every_chosen"] else "")]
+            if math.isfinite(share):
+                detail.append(f"sampling takes {100 * share:.1f}% of training time"
+                              + (f": every={hint} leaves half the budget to the analyses"
+                                 if hint else ""))
+            detail = ": ".join(filter(None, detail))
+            parts.append(f"{samples} every {every}" + (f" ({detail})" if detail else ""))
         if s["dropped"]:
             parts.append(f"{_count(s['dropped'], 'background analysis', 'background analyses')} dropped")
         parts.append(_count(s["errors"], "error") + (f" (last: {s['last_error']})" if s["last_error"] else ""))
@@ -548,7 +600,12 @@ class Monitor:
         # named_parameters() lists a tied parameter once, under its first name.
         return {n: p for n, p in self.model.named_parameters() if self.include_bias or p.ndim >= 2}
 
-    def _sample_rwc(self, step: int) -> None:
+    def _sample_rwc(self, step: int, record: bool = True) -> None:
+        """Sample RWC at ``step``: recorded unless ``record`` is False (the cadence's calibration
+        and the sample that starts its series), timed for the cadence. On CUDA the sums reach
+        the host later (``_record_rwc`` at a later step): no step waits for the device."""
+        begun = time.perf_counter()
+        events = self._cuda_events()
         weights = self._weights()
         # A module re-created with the same shape has a new Parameter: measuring it against the
         # old one's snapshot would show a change that training never made.
@@ -556,22 +613,44 @@ class Monitor:
         recreated = [n for n, i in identity.items() if self._identity.get(n, i) != i]
         self._identity = identity
         weights = _local(weights)
-        values = self._tracker.update(weights, restart=recreated)
+        sums = self._tracker.update(weights, restart=recreated, wait=False)
         for name in self._tracker.started:
             self.report_notice("rwc", name, "parameter added or replaced; its series (re)starts "
                                "at the next sample")
-        for name, value in values.items():
-            if not math.isfinite(value) and not torch.isfinite(weights[name].detach()).all():
+        if record:
+            self._rwc_pending.append((step, time.time(), sums, weights))
+            self._record_rwc()
+        if events is not None:
+            events[1].record(torch.cuda.current_stream(self._cuda_device))
+        self._cadence.sampled(step, time.perf_counter() - begun, events)
+
+    def _record_rwc(self, wait: bool = False) -> None:
+        """Record the RWC samples whose sums are on the host (all of them with ``wait``)."""
+        pending = self._rwc_pending
+        while pending and (wait or pending[0][2].ready()):
+            step, when, sums, weights = pending.popleft()
+            for name in sums.nonfinite(weights):
                 self._state.mark_nonfinite(name, step)
-        self.history.record("rwc", step, time.time(), values)
+            self.history.record("rwc", step, when, sums.values())
+
+    def _cuda_events(self) -> tuple | None:
+        """On CUDA while the cadence is still measuring: (start, end) events, the start
+        recorded now on the training stream (the sample's time on the device)."""
+        if self._cadence.fixed or not self._on_cuda:
+            return None
+        events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        events[0].record(torch.cuda.current_stream(self._cuda_device))
+        return events
 
     # -- faults ------------------------------------------------------------------------------------------
 
-    def _guarded(self, analysis: str, fn, *args) -> None:
+    def _guarded(self, analysis: str, fn, *args):
+        """``fn(*args)``, its fault reported under ``analysis`` (then None)."""
         try:
-            fn(*args)
+            return fn(*args)
         except Exception as exc:
             self.report(analysis, exc)
+            return None
 
     def report(self, analysis: str, exc: BaseException, layer: str | None = None, *,
                step: int | None = None) -> None:
@@ -607,10 +686,7 @@ class Monitor:
         info = {"model": name, "name": self.name,
                 "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
                 "weights": list(weights), "layers": self.layers,
-                "settings": {"every": self.every, "budget": self.budget, "rwc_kind": self.rwc_kind,
-                             "include_bias": self.include_bias, "analyses": list(self.analyses),
-                             "history_mb": self.history_mb, "hparams": self.hparams,
-                             "optimizer": self.optimizer_settings}}
+                "settings": self._settings()}
         on_error = self._recording_failed
         if run is not None:     # a path chosen: refused with a clear error if it cannot be
             return RunWriter(os.fspath(run), info, on_error=on_error)
@@ -628,6 +704,22 @@ class Monitor:
         self.report_notice("run", None, f"not recorded to disk: {stem}{SUFFIX} and 98 more "
                            "names taken")
         return None
+
+    def _settings(self) -> dict:
+        """The monitor's settings as the run file keeps them; ``every_chosen`` True when the
+        monitor chooses ``every`` (recorded again once chosen, with ``sampling_share``, what the
+        sampling takes of training time as calibrated)."""
+        return {"every": self.every, "every_chosen": self._cadence.chosen,
+                "sampling_share": _finite_or_none(self._cadence.calibrated_share),
+                "budget": self.budget,
+                "rwc_kind": self.rwc_kind, "include_bias": self.include_bias,
+                "analyses": list(self.analyses), "history_mb": self.history_mb,
+                "hparams": self.hparams, "optimizer": self.optimizer_settings}
+
+    def _every_fixed(self) -> None:
+        """The cadence has chosen ``every``: into the run's settings."""
+        if self._writer is not None:
+            self._writer.update_info(settings=self._settings())
 
     def _record_probe_facts(self) -> None:
         facts = self.probe_facts if self._writer is not None else None
@@ -649,6 +741,10 @@ def _file_name(name: str | None) -> str:
 def _local(weights: dict) -> dict:
     """Each process's own part of the weights (its shards under FSDP2)."""
     return {name: distributed.local(p) for name, p in weights.items()}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _jsonable_stats(stats: dict) -> dict:

@@ -65,7 +65,7 @@ class Pacer:
         self._tokens = itertools.count()
         self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
         self._last_start: float | None = None
-        self._estimate: dict = _NO_ESTIMATE
+        self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior)
         self._estimated_at = -math.inf
         self._counted = 0              # steps seen so far
         self._estimated_count = 0      # ... when the estimate was made
@@ -116,6 +116,12 @@ class Pacer:
 
     # -- out -----------------------------------------------------------------------------------
 
+    def latest(self) -> tuple[dict, float]:
+        """The last ``estimate`` made and its age in seconds (inf before the first), computing
+        nothing: for the training thread (an estimate over a full window takes milliseconds)."""
+        with self._lock:
+            return self._estimate, time.perf_counter() - self._estimated_at
+
     def estimate(self) -> dict:
         """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
         quiet step), ``contention`` (c), ``worker_share`` and ``widget_share`` (of wall time),
@@ -137,10 +143,11 @@ class Pacer:
             self._estimate, self._estimated_at = estimate, now
         return estimate
 
-    def rate(self) -> float:
+    def rate(self, e: dict | None = None) -> float:
         """Training seconds per second of wall time the worker's runs may cost now: what the rest
         of the measured slowdown leaves of the budget, nothing when it leaves nothing (no
-        floor); inf with a budget of 1 (all of the wall time: no pace).
+        floor); inf with a budget of 1 (all of the wall time: no pace). From the estimate ``e``
+        (default: ``estimate()``).
 
         The rest is the measured slowdown less the runs' part of it (c x the worker's share of
         wall time, plus the training thread's time for them), at slowdown S a slowdown of
@@ -148,7 +155,7 @@ class Pacer:
         and c x the widgets' share."""
         if self.budget >= 1:
             return math.inf
-        e = self.estimate()
+        e = self.estimate() if e is None else e
         c, slowdown = e["contention"], e["slowdown"]
         runs = c * e["worker_share"] + e["job_share"]
         if math.isfinite(slowdown):
@@ -158,15 +165,16 @@ class Pacer:
             others = own - e["job_share"] + c * e["widget_share"]
         return max(0.0, self.budget - others) / (1 + self.budget)
 
-    def cost(self, worker_seconds: float, own_seconds: float = 0.0) -> float:
+    def cost(self, worker_seconds: float, own_seconds: float = 0.0,
+             e: dict | None = None) -> float:
         """What a run costs training, in seconds: c x its seconds on the worker, plus its
-        seconds on the training thread."""
-        return self.estimate()["contention"] * worker_seconds + own_seconds
+        seconds on the training thread (c from ``e``, default ``estimate()``)."""
+        e = self.estimate() if e is None else e
+        return e["contention"] * worker_seconds + own_seconds
 
-    def credit(self, cap: float) -> float:
+    def credit(self, cap: float, rate: float) -> float:
         """The worker's credit now, in training seconds: zero at the first call, then accruing
-        at ``rate()`` (at most to ``cap``), less what ``spend`` took."""
-        rate = self.rate()
+        at ``rate`` (``rate()``; at most to ``cap``), less what ``spend`` took."""
         now = time.perf_counter()
         with self._lock:
             if math.isinf(rate):

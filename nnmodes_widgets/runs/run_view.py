@@ -99,6 +99,8 @@ def check_view(view, who: str) -> None:
 
 def analysis_notes(view: RunView, analysis: str) -> str:
     """The run's notices about ``analysis`` that describe the model (what its results leave out,
-    what is frozen), one line: shown with the analysis's panel."""
-    notes = [n for n in view.notices if n.analysis == analysis]
-    return " · ".join(f"{n.layer}: {n.message}" if n.layer else n.message for n in notes)
+    what is frozen, what its live size reduced), one line: shown with the analysis's panel. Of
+    those about the same layer (or the whole analysis) the newest: a live size that changed
+    replaces what the older one said."""
+    newest = {n.layer: n for n in view.notices if n.analysis == analysis}
+    return " · ".join(f"{n.layer}: {n.message}" if n.layer else n.message for n in newest.values())

@@ -4,26 +4,36 @@ found in them marked on every time axis."""
 
 from __future__ import annotations
 
+import html
+
 import anywidget
 import bqplot
 import ipywidgets
 import numpy as np
 
 from .. import export
-from ..colors import cluster_colors, layer_colors
-from ..runs.run_view import RunView, analysis_notes, check_view
+from ..colors import class_colors, layer_colors, line_color
+from ..runs.run_view import RunView, check_view
+from ..ticks import readable_axes
+from .axes import margin, x_axis, y_axis
 from .decimate import end_at_last_value, minmax_decimate
 from .delivery import Delivery
 from .exportable import Exportable
+from .empty import plot_reason
+from .front import palette_of
 from .live import LivePanel
-from .phases import draw_phases, phase_marks, phase_rules, show_phases
+from .notes import panel_note
+from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .spectrum import PanelHeader
-from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
+from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, cluster_labels, settle_range
 
-# (analysis, y label, colours by key: per class or per layer)
-PLOTS = (("sample_basins", "sample basin radius (median)", "classes"),
-         ("weight_basins", "weight basin radius", "layers"),
-         ("weight_alignment", "weight alignment (mean |cos|)", "layers"))
+# (history name, y label, colours by key: per class or per layer, the analysis that records it)
+PLOTS = (("sample_basins", "sample basin radius", "classes", "basins"),
+         ("weight_basins", "weight basin radius", "layers", "basins"),
+         ("weight_alignment", "alignment (mean |cos|)", "layers", "alignment"))
+HELP = ("How far a sample (left: median per class) or a layer's weights (middle; black: all "
+        "layers) can be pushed before the prediction or the loss changes; right: how alike each "
+        "layer's weight vectors are. Dashed red: a new learning phase.")
 
 
 class Basins(LivePanel, Exportable, ipywidgets.VBox):
@@ -35,38 +45,44 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
     (``inf``: no direction tried left the basin) is not drawn."""
 
     analyses = ("sample_basins", "weight_basins", "weight_alignment", "phases")
+    panel, what = "basins", "basins"
     figsize = (9, 3.2)
 
     def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0,
                  delivery: Delivery | None = None, **kwargs):
         check_view(run, "Basins")
         self.max_points = max_points
-        self.title = ("Network dynamics: attraction basins and weight alignment, "
-                      "phase changes dashed")
+        self.title = "Attraction basins and weight alignment"
         self._step_x = bqplot.LinearScale()
-        self._marks, self._rules, figures = {}, [], []
-        for analysis, label, _ in PLOTS:
+        self._marks, self._figures, self._rules, evidence, figures = {}, {}, [], [], []
+        for analysis, label, _, _ in PLOTS:
             mark = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)), stroke_width=LINE_WIDTH,
                                 scales={"x": self._step_x, "y": bqplot.LinearScale()},
                                 tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
-            rules = phase_rules(self._step_x)
-            axes = [bqplot.Axis(scale=self._step_x, label="step", grid_lines="none",
-                                tick_format=".3~g", num_ticks=4),
-                    bqplot.Axis(scale=mark.scales["y"], side="left", label=label,
-                                tick_format=".3~g", label_offset="45px", grid_lines="dashed",
-                                num_ticks=4)]
+            rules, band = phase_rules(self._step_x), evidence_band(self._step_x)
+            axes = [x_axis(self._step_x, ticks=4), y_axis(mark.scales["y"], label, ticks=4)]
             figures.append(bqplot.Figure(
-                marks=[rules, mark], axes=axes, animation_duration=0,
-                fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 10},
-                layout=ipywidgets.Layout(width="33%", height="240px")))
+                marks=[band, rules, mark], axes=axes, animation_duration=0, fig_margin=margin(),
+                layout=ipywidgets.Layout(flex="1 1 200px", min_width="190px", height="220px")))
             self._marks[analysis] = mark
+            self._figures[analysis] = figures[-1]
             self._rules.append(rules)
+            evidence.append(band)
+        marks = list(self._marks.values())
         self._header = PanelHeader(
-            root="nnmodes-basins", title=self.title, layers=run.layers,
-            mark=self._marks["weight_alignment"], marks=list(self._marks.values()))
+            root="nnmodes-basins", title=self.title, layers=run.layers, help=HELP,
+            reference="Lin, Feng, Zhang, Zhao (arXiv 2501.02436), as defined here",
+            reference_url="https://arxiv.org/abs/2501.02436",
+            mark=self._marks["weight_alignment"], marks=marks,
+            mark_kinds=[kind for _, _, kind, _ in PLOTS], evidence=evidence,
+            axes=[a for f in figures for a in f.axes])
         self._note = ipywidgets.HTML()
-        super().__init__(children=[self._header, ipywidgets.HBox(figures), self._note], **kwargs)
+        self._note.add_class("nnmodes-note")
+        self._row = row = ipywidgets.Box(figures)
+        row.add_class("nnmodes-figures")
+        super().__init__(children=[self._header, row, self._note], **kwargs)
         self.add_class("nnmodes-basins")
+        self.add_class("nnmodes-panel")
         self._bind(run, name="basins", max_rate=max_rate, delivery=delivery)
 
     @property
@@ -77,7 +93,7 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
     @property
     def shown(self) -> bool:
         """Whether there is anything to show (and so to export)."""
-        return any(self.run.history.layers(a) for a, _, _ in PLOTS)
+        return any(self.run.history.layers(a) for a, _, _, _ in PLOTS)
 
     def _series(self, analysis: str, step: int | None = None):
         """Per key (a class, a layer) its (steps, values) up to ``step``, inf as NaN."""
@@ -92,10 +108,11 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
         return out
 
     def _draw_live(self) -> None:
-        newest = 0
-        for analysis, _, kind in PLOTS:
+        newest, missing = 0, {}     # history name -> the analysis that records it
+        for analysis, _, kind, name in PLOTS:
             series = self._series(analysis)
             if not series:
+                missing[analysis] = name
                 continue
             steps = np.unique(np.concatenate([s for s, _ in series.values()]))
             newest = max(newest, int(steps[-1]))
@@ -107,39 +124,49 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             if not keep.any():
                 continue
             keys = [k for k, kept in zip(series, keep) if kept]
-            colors = _colors(list(series), kind)
             mark = self._marks[analysis]
             with mark.hold_sync():
                 mark.labels = keys
-                mark.colors = [c for c, kept in zip(colors, keep) if kept]
                 mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 mark.x, mark.y = x, y.astype(np.float32)
             settle_range(mark.scales["y"], y)
+        self._explain(bool(newest))
         if not newest:
             return
-        self._header.step = newest       # before the data: the browser labels the frame
+        # the plots with nothing to show are left out (hidden, bqplot would lay them out at size
+        # 0), and the note says why
+        shown = tuple(self._figures[a] for a, _, _, _ in PLOTS if a not in missing)
+        if self._row.children != shown:
+            self._row.children = shown
+        with self._header.hold_sync():   # before the data: the browser labels the frame
+            self._header.step = newest
+            self._header.palette = palette_of(self.run.history, cluster_labels(self.run.history))
         history = self.run.history
-        settle_range(self._step_x, np.concatenate([history.steps(a) for a, _, _ in PLOTS]),
+        settle_range(self._step_x, np.concatenate([history.steps(a) for a, _, _, _ in PLOTS]),
                      pad=self.run.every)
         for rules in self._rules:
             show_phases(rules, phase_marks(history))
-        note = " · ".join(filter(None, (analysis_notes(self.run, "basins"),
-                                        analysis_notes(self.run, "alignment"))))
-        self._note.value = f"<small>{note}</small>" if note else ""
+        why = [plot_reason(self.run, name) for name in dict.fromkeys(missing.values())]
+        note = " · ".join(filter(None, [*why, panel_note(self.run, "basins", "alignment")]))
+        self._note.value = html.escape(note)
 
     def draw(self, fig, step: int | None = None) -> None:
         """The three plots at full resolution, with the phase changes (up to ``step``)."""
         axes = fig.subplots(1, len(PLOTS))
-        marks = phase_marks(self.run.history, step)
-        for ax, (analysis, label, kind) in zip(axes, PLOTS):
+        history = self.run.history
+        marks = phase_marks(history, step)
+        palette = palette_of(history, cluster_labels(history, step))
+        for ax, (analysis, label, kind, _) in zip(axes, PLOTS):
             series = self._series(analysis, step)
-            for (key, (steps, values)), color in zip(series.items(), _colors(list(series), kind)):
+            for (key, (steps, values)), color in zip(series.items(),
+                                                     _colors(list(series), kind, palette)):
                 ax.plot(steps, values, color=color, lw=1.2, label=key,
                         marker=export.point_marker(int(np.isfinite(values).sum())))
             draw_phases(ax, marks)
             ax.set_xlabel("step")
             ax.set_ylabel(label, fontsize="small")
             ax.grid(True, ls="--", lw=0.5, alpha=0.6)
+            readable_axes(ax, x_count=4, y_count=4)
             if series:
                 export.layer_legend(ax, len(series))
             else:
@@ -147,11 +174,10 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
         fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
 
 
-def _colors(keys: list[str], kind: str) -> list[str]:
-    """Classes in categorical colours; layers front to back, "*" (all layers) black."""
+def _colors(keys: list[str], kind: str, palette: dict) -> list[str]:
+    """Classes in categorical colours; layers in their colours of every panel, "*" (all layers)
+    in the text colour."""
     if kind == "classes":
-        return cluster_colors(range(len(keys)))
-    layers = [k for k in keys if k != "*"]
-    by_layer = dict(zip(layers, layer_colors(len(layers))))
-    return [by_layer.get(k, "#000000") for k in keys]
-
+        return class_colors(len(keys))
+    colors = layer_colors(palette["keys"], palette["clusters"])
+    return [line_color(key, colors) for key in keys]

@@ -10,14 +10,16 @@ import bqplot
 import ipywidgets
 import numpy as np
 
-from ..colors import cluster_colors
+from ..colors import class_colors
 from ..runs.run_view import RunView, check_view
+from ..ticks import readable_axes
+from .axes import margin, x_axis, y_axis
 from .decimate import end_at_last_value, minmax_decimate
 from .delivery import Delivery, Feed
 from .exportable import Exportable
 from .neurons import Neurons
 from .presence import ShownOnDisplay, presence_of
-from .spectrum import Spectra
+from .spectrum import PanelHeader, Spectra
 from .tree import close_parts
 from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
 
@@ -48,7 +50,7 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
             check_view(run, f"compare (argument {i + 1})")
         opened = self.runs = list(runs)
         self.labels = [run_label(run, i) for i, run in enumerate(opened)]
-        self.colors = cluster_colors(range(len(opened)))
+        self.colors = class_colors(len(opened))   # the browser's own on a dark theme
         self.max_points = max_points
         layers = list(dict.fromkeys(name for run in opened for name in run.history.layers("rwc")))
         self.picker = ipywidgets.Dropdown(options=layers, value=layers[0] if layers else None,
@@ -56,15 +58,21 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
         x_scale, y_scale = bqplot.LinearScale(), bqplot.LinearScale()
         self._lines = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
                                    scales={"x": x_scale, "y": y_scale}, stroke_width=LINE_WIDTH,
-                                   tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
-                                   display_legend=True)
+                                   tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
+        # the runs' names in their colours above say which line is which (no legend on the lines)
         figure = bqplot.Figure(
-            marks=[self._lines], animation_duration=0, legend_location="top-right",
-            axes=[bqplot.Axis(scale=x_scale, label="step", grid_lines="none"),
-                  bqplot.Axis(scale=y_scale, side="left", label="RWC", tick_format=".3~g",
-                              label_offset="55px", grid_lines="dashed")],
-            fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
+            marks=[self._lines], animation_duration=0,
+            axes=[x_axis(x_scale), y_axis(y_scale, "RWC", offset="55px")],
+            fig_margin=margin(left=75),
             layout=ipywidgets.Layout(width="100%", height="300px"))
+        # the overlay's header: its lines' colours (one per run) and its axes' ticks are the
+        # browser's, as in every panel
+        self._header = PanelHeader(
+            root="nnmodes-compare-overlay", title="Relative weight change of one layer, one colour per run",
+            help="The layer chosen below, as each run trained it: where the runs part, they learn "
+                 "that layer differently.", reference="WeightScale (arXiv 2107.07005)",
+            reference_url="https://arxiv.org/abs/2107.07005", mark=self._lines,
+            marks=[self._lines], mark_kinds=["classes"], axes=list(figure.axes))
         self._lock = threading.Lock()     # one overlay update at a time, whichever run brings it
         self._drawn = None                # (layer, versions) of the overlay on screen
         self._delivery = delivery = Delivery()   # one thread for the overlay and every panel
@@ -79,7 +87,10 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
                    in zip(self.labels, self.colors, self.spectra, self.neurons)]
         title = ipywidgets.HTML("<b>Runs compared</b>: " + " · ".join(
             f"<span style='color:{c}'>{label}</span>" for label, c in zip(self.labels, self.colors)))
-        super().__init__(children=[title, self.picker, figure, ipywidgets.HBox(columns)], **kwargs)
+        title.add_class("nnmodes-compare-title")
+        overlay = ipywidgets.VBox([self._header, self.picker, figure])
+        overlay.add_class("nnmodes-compare-overlay")
+        super().__init__(children=[title, overlay, ipywidgets.HBox(columns)], **kwargs)
         self.add_class("nnmodes-compare")
         # the overlay is on screen with the panels beside it
         presences = [presence_of(panel.front) for panel in (*self.spectra, *self.neurons)]
@@ -147,7 +158,6 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
             mx, my, points, keep = as_lines(*end_at_last_value(x, y))
             with self._lines.hold_sync():
                 self._lines.labels = [label for label, k in zip(self.labels, keep) if k]
-                self._lines.colors = [color for color, k in zip(self.colors, keep) if k]
                 self._lines.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 self._lines.x, self._lines.y = mx, my.astype(np.float32)
             settle_range(self._lines.scales["x"], mx, pad=1)
@@ -173,6 +183,7 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
                 ax.plot(steps[keep], values[keep], color=color, lw=1.0, label=label)
             ax.set_title(layer, fontsize="small", loc="left")
             ax.tick_params(labelsize="small")
+            readable_axes(ax, x_count=4, y_count=4)
         for ax in axes[len(layers):]:
             ax.set_axis_off()
         if layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..runs.run_view import RunView
 from .delivery import Delivery, Feed
+from .empty import empty_reason
 from .presence import ShownOnDisplay, presence_of
 from .tree import close_parts
 
@@ -31,6 +32,8 @@ class LivePanel(ShownOnDisplay):
     """
 
     analyses: tuple[str, ...] = ()
+    panel = ""     # the Dashboard attribute that holds it (runs/analyses.py names its analyses)
+    what = ""      # how its empty state names it: "spectra off: ..."
 
     @property
     def front(self):
@@ -57,6 +60,8 @@ class LivePanel(ShownOnDisplay):
         if self.analyses:
             version = self.run.history.version_of(*self.analyses)
             if version == self._version:
+                if getattr(self.front, "empty", ""):
+                    self._explain(False)    # notices and the probe come without history news
                 return False
             self._version = version
         self._draw_live()
@@ -64,6 +69,10 @@ class LivePanel(ShownOnDisplay):
 
     def _draw_live(self) -> None:
         raise NotImplementedError
+
+    def _explain(self, has_data: bool) -> None:
+        """Say on the front end why the panel is empty (nothing when it ``has_data``)."""
+        self.front.empty = "" if has_data else empty_reason(self.run, self.panel, self.what)
 
     @property
     def frames(self) -> int:

@@ -11,12 +11,15 @@ import traitlets
 
 from ..analysis.clustering import bucket_means
 from ..analysis.neurons import MODES, mode_code
-from ..runs.run_view import RunView, analysis_notes, check_view
+from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .binary import pack
 from .delivery import Delivery
+from ..ticks import readable_axes
 from .exportable import Exportable
+from .front import PanelFront
 from .live import LivePanel
+from .notes import panel_note
 from .phases import draw_phases, phase_marks
 
 MODE_COLORS = ("#3f9f6a", "#e08e29", "#9a9a9a")   # one per mode; sent to the browser too
@@ -35,7 +38,12 @@ def mode_shares(active_fraction, eps: float = 0.05) -> np.ndarray:
     return np.stack([(code == MODES.index(m)).mean(axis=1) for m in MODES], axis=1)
 
 
-class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
+HELP = ("Per layer, the share of neurons that pass every input on in order (linear), clip some "
+        "(nonlinear) or pass nothing (dead), over training; below, which classes each neuron of "
+        "the selected layer transmits.")
+
+
+class Neurons(LivePanel, Exportable, PanelFront, anywidget.AnyWidget):
     """Neuron modes of the run view's history ("neuron_modes", "neuron_classes"), drawn live on the
     package's canvas: one strip per layer with the shares of linear (order-preserving), nonlinear
     and dead neurons against the step, and below, for the selected layer (the first when none
@@ -45,14 +53,12 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
 
     _esm = bundle("neurons.js")
     _css = bundle("widgets.css")
-    title = traitlets.Unicode("").tag(sync=True)
-    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
-    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
     mode_colors = traitlets.List(traitlets.Unicode(), list(MODE_COLORS)).tag(sync=True)
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
     analyses = ("neuron_modes", "neuron_classes", "phases")
+    panel, what = "neurons", "neuron modes"
 
     def __init__(self, run: RunView, *, eps: float = 0.05, max_points: int = 500,
                  max_rate: float = 10.0, delivery: Delivery | None = None, **kwargs):
@@ -61,9 +67,12 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
             raise ValueError(f"eps must be in [0, 0.5), got {eps!r}")
         if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
             raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
-        kwargs.setdefault("title", "Neuron modes: linear / nonlinear / dead shares per layer, "
-                                   "and which classes each neuron transmits")
+        kwargs.setdefault("title", "Neuron modes per layer")
+        kwargs.setdefault("help", HELP)
+        kwargs.setdefault("reference", "Lin, Feng, Zhang, Zhao (arXiv 2501.02436)")
+        kwargs.setdefault("reference_url", "https://arxiv.org/abs/2501.02436")
         super().__init__(layers=run.layers, **kwargs)
+        self.add_class("nnmodes-panel")
         self.eps = float(eps)
         self.max_points = max_points
         self._bind(run, name="neurons", max_rate=max_rate, delivery=delivery)
@@ -81,6 +90,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
     def _draw_live(self) -> None:
         history = self.run.history
         layers = history.layers("neuron_modes")
+        self._explain(bool(layers))
         if not layers:
             return
         items, newest = [], 0
@@ -97,7 +107,7 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
         with self.hold_sync():
             self.frame_meta = {"step": newest, "arrays": metas, "eps": self.eps,
                                "phases": phase_marks(history),
-                               "note": analysis_notes(self.run, "neuron_modes"),
+                               "note": panel_note(self.run, "neuron_modes"),
                                "labels": "labelled" if facts and facts.labelled else "predicted"}
             self.frame_data = payload
 
@@ -125,9 +135,10 @@ class Neurons(LivePanel, Exportable, anywidget.AnyWidget):
             ax.set_yticks([0, 1] if len(layers) <= COMPACT_ABOVE else [])
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
         axes[-1].set_xlabel("step")
+        readable_axes(axes[-1], y_count=None)
         self._draw_classes(classes, step)
-        note = analysis_notes(self.run, "neuron_modes")
-        fig.suptitle(self.title + (f"\n{textwrap.fill(note, 120)}" if note else ""), x=0.01,
+        note = panel_note(self.run, "neuron_modes")
+        fig.suptitle(self.title + (f"\n{textwrap.fill(note, 100)}" if note else ""), x=0.01,
                      ha="left", fontsize="medium", fontweight="bold")
 
     def _draw_classes(self, fig, step) -> None:

@@ -1,5 +1,6 @@
 """The learning phases on every time axis: vertical rules at the steps where the monitor's phase
-detector (SPEC 4.6, recorded under "phases") found a new phase beginning."""
+detector (SPEC 4.6, recorded under "phases") found a new phase beginning; and the band that marks
+the steps of a finding clicked in the dashboard's findings strip (set in the browser)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import bqplot
 import numpy as np
 
 PHASE_COLOR = "#c81e1e"      # as js/neurons.js draws them
+EVIDENCE_COLOR = "#e3a008"   # a finding's steps, as js/figures.js and js/neurons.js draw them
 
 
 def phase_marks(history, step: int | None = None) -> list[int]:
@@ -30,6 +32,17 @@ def phase_rules(x_scale) -> bqplot.Lines:
                         scales={"x": x_scale, "y": bqplot.LinearScale(min=0, max=1)},
                         colors=[PHASE_COLOR], stroke_width=1.5, line_style="dashed",
                         tooltip=bqplot.Tooltip(fields=["x"], labels=["phase change at step"]))
+
+
+def evidence_band(x_scale) -> bqplot.Lines:
+    """A filled band over the whole height of a figure on its step scale ``x_scale``, hidden:
+    the browser places it on the steps of a finding clicked (js/figures.js). It never moves the
+    scale's domain."""
+    return bqplot.Lines(x=np.zeros((1, 2)), y=np.array([[0.0, 1.0]]), visible=False,
+                        scales={"x": x_scale, "y": bqplot.LinearScale(min=0, max=1)},
+                        colors=[EVIDENCE_COLOR], fill_colors=[EVIDENCE_COLOR], fill="inside",
+                        fill_opacities=[0.2], stroke_width=1, preserve_domain={"x": True},
+                        labels=["finding"], display_legend=False)
 
 
 def show_phases(rules: bqplot.Lines, steps: list[int]) -> None:

@@ -12,15 +12,17 @@ import numpy as np
 import traitlets
 
 from ..checks import check_int
-from ..runs.run_view import ProbeFacts, RunView, analysis_notes, check_view
+from ..runs.run_view import ProbeFacts, RunView, check_view
 from ._bundle import bundle
 from .binary import pack
 from .delivery import Delivery, Feed
 from .exportable import Exportable
+from .front import PanelFront
 from .live import LivePanel
+from .notes import panel_note
 
 
-class Radiograph(Exportable, anywidget.AnyWidget):
+class Radiograph(Exportable, PanelFront, anywidget.AnyWidget):
     """One band per layer, input side first: each layer's map [neurons, inputs] as a heat map, or
     as one tile per neuron when the inputs are images (``input_shape``, e.g. ``(8, 8)``).
 
@@ -36,11 +38,8 @@ class Radiograph(Exportable, anywidget.AnyWidget):
 
     _esm = bundle("radiograph.js")
     _css = bundle("widgets.css")
-    title = traitlets.Unicode("Radiographs").tag(sync=True)
     view = traitlets.Enum(("signed", "absolute"), "signed").tag(sync=True)
     history_size = traitlets.Int(50).tag(sync=True)
-    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
-    selected = traitlets.Unicode("").tag(sync=True)
     frame_meta = traitlets.Dict().tag(sync=True)
     frame_data = traitlets.Bytes(b"").tag(sync=True)
 
@@ -59,17 +58,20 @@ class Radiograph(Exportable, anywidget.AnyWidget):
                                                    on_error=self._send_failed))
         self._latest: tuple[int, dict[str, np.ndarray], tuple | None] | None = None
         self.note = ""
+        self._empty: dict[str, str] = {}     # band -> why it has no value
 
     def show(self, step: int, bands: Mapping[str, object], *, input_shape=None,
-             note: str = "") -> None:
+             note: str = "", empty: Mapping[str, str] | None = None) -> None:
         """Draw a new frame: ``bands`` maps layer -> 2-D map [neurons, inputs]; ``note``, a line
-        shown under the title (what the maps leave out, say). Checked and encoded at once; sent
-        at once if the rate allows, else with the next send (a newer frame shown meanwhile
+        shown under the title (what the maps leave out, say); ``empty``, for a band with no
+        value at all, why ("no probe sample of class 1"). Checked and encoded at once; sent at
+        once if the rate allows, else with the next send (a newer frame shown meanwhile
         replaces it)."""
-        self._prepare(step, bands, input_shape, note)
+        self._prepare(step, bands, input_shape, note, empty)
         self._sender.offer(self._show_feed)
 
-    def _prepare(self, step: int, bands: Mapping[str, object], input_shape, note: str = "") -> None:
+    def _prepare(self, step: int, bands: Mapping[str, object], input_shape, note: str = "",
+                 empty: Mapping[str, str] | None = None) -> None:
         maps = {}
         for layer, values in bands.items():
             a = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32)
@@ -84,14 +86,24 @@ class Radiograph(Exportable, anywidget.AnyWidget):
                 if int(np.prod(input_shape)) != a.shape[1]:
                     raise ValueError(f"input_shape {input_shape} does not fit layer {layer!r}: "
                                      f"{a.shape[1]} inputs")
-        metas, payload = pack((({"layer": layer, "neurons": a.shape[0]}, a[: self.max_neurons])
-                               for layer, a in maps.items()), quantize=self.quantize)
+        empty = {layer: why for layer, why in (empty or {}).items()
+                 if layer in maps and not np.isfinite(maps[layer]).any()}
+        metas, payload = pack((({"layer": layer, "neurons": a.shape[0], "empty": empty.get(layer, "")},
+                                self._shown(a)) for layer, a in maps.items()),
+                              quantize=self.quantize)
         frame = ({"step": int(step), "bands": metas, "note": str(note),
                   "input_shape": list(input_shape) if input_shape else None}, payload)
         with self._pending_lock:
             self._latest = (int(step), maps, input_shape)
-            self.note = str(note)
+            self.note, self._empty = str(note), empty
             self._pending = frame
+
+    def _shown(self, a: np.ndarray) -> np.ndarray:
+        """The neurons of a map shown: the first ``max_neurons``, less those at the end with no
+        value (a live analysis reduced to fewer units fills the others with NaN)."""
+        shown = a[: self.max_neurons]
+        measured = np.flatnonzero(np.isfinite(shown).any(axis=1))
+        return shown[: measured[-1] + 1] if len(measured) else shown
 
     def _send_frame(self) -> bool:
         """Send the frame prepared last, if not sent yet; whether there was one."""
@@ -127,7 +139,7 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         if self._latest is None:
             return (8, 3.4)
         _, maps, input_shape = self._latest
-        return (8, 0.8 + sum(_band_height(a[: self.max_neurons], input_shape) for a in maps.values()))
+        return (8, 0.8 + sum(_band_height(self._shown(a), input_shape) for a in maps.values()))
 
     def draw(self, fig, step: int | None = None) -> None:
         """The frame on display: one panel per layer (tiles for image inputs), the first
@@ -137,11 +149,11 @@ class Radiograph(Exportable, anywidget.AnyWidget):
         shown_step, maps, input_shape = self._latest
         if step is not None and step != shown_step:
             raise ValueError(f"this widget keeps the frame of step {shown_step} only, not step {step}")
-        heights = [_band_height(a[: self.max_neurons], input_shape) for a in maps.values()]
+        heights = [_band_height(self._shown(a), input_shape) for a in maps.values()]
         axes = fig.subplots(len(maps), 1, squeeze=False, height_ratios=heights)[:, 0]
         signed = self.view == "signed"
         for ax, (layer, a) in zip(axes, maps.items()):
-            shown = a[: self.max_neurons]
+            shown = self._shown(a)
             data = shown if signed else np.abs(shown)
             m = float(np.nanmax(np.abs(data))) if np.isfinite(data).any() else 1.0
             tiled = input_shape is not None and len(input_shape) >= 2
@@ -152,6 +164,9 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             count = f"first {len(shown)} of {len(a)}" if len(shown) < len(a) else f"{len(a)}"
             ax.set_title(f"{layer} ({count} neurons x {a.shape[1]} inputs)", loc="left",
                          fontsize="small")
+            if layer in self._empty:
+                ax.text(0.5, 0.5, self._empty[layer], ha="center", va="center",
+                        transform=ax.transAxes, fontsize="small")
             if tiled:
                 ax.set_axis_off()
             else:
@@ -159,7 +174,7 @@ class Radiograph(Exportable, anywidget.AnyWidget):
             fig.colorbar(image, ax=ax, shrink=0.8)
         if not tiled:
             axes[-1].set_xlabel("input")
-        note = f"\n{textwrap.fill(self.note, 120)}" if self.note else ""
+        note = f"\n{textwrap.fill(self.note, 100)}" if self.note else ""
         fig.suptitle(f"{self.title}, step {shown_step}{note}", x=0.01, ha="left", fontsize="medium")
 
 
@@ -194,15 +209,24 @@ class _LiveMaps(LivePanel, Radiograph):
 
     analysis = ""
 
+    @property
+    def panel(self) -> str:
+        return self.analysis
+
     def __init__(self, run: RunView, *, max_rate: float = 10.0, delivery: Delivery | None = None,
                  **kwargs):
         check_view(run, type(self).__name__)
         super().__init__(**kwargs)
+        self.add_class("nnmodes-panel")
         self._bind(run, name=self.analysis, max_rate=max_rate, delivery=delivery)
 
     def _frame(self, history) -> tuple[int, dict[str, np.ndarray]] | None:
         """``(step, bands)`` of the newest frame, None before the first."""
         raise NotImplementedError
+
+    def _empty_bands(self, bands) -> dict[str, str]:
+        """Why a band has no value at all, by band (none by default)."""
+        return {}
 
     def _prepare_newest(self) -> None:
         """Prepare the history's newest frame, unless it is the one prepared."""
@@ -211,10 +235,12 @@ class _LiveMaps(LivePanel, Radiograph):
             return
         step, bands = frame
         bands, shape = _image_bands(self.run.probe_facts, bands)
-        self._prepare(step, bands, shape, analysis_notes(self.run, self.analysis))
+        self._prepare(step, bands, shape, panel_note(self.run, self.analysis),
+                      self._empty_bands(bands))
 
     def _draw_live(self) -> None:
         self._prepare_newest()
+        self._explain(self._latest is not None)
         self._send_frame()     # at once: the delivery already paces these updates
 
     @property
@@ -237,10 +263,15 @@ class LiveRadiograph(_LiveMaps):
 
     analysis = "radiograph"
     analyses = (analysis,)
+    what = "radiographs"
 
     def __init__(self, run: RunView, **kwargs):
-        kwargs.setdefault("title", "Static radiographs: summed pathway values, input side first "
-                                   "(image tiles: colour channels summed; tokens: per position)")
+        kwargs.setdefault("title", "Static radiographs, input side first")
+        kwargs.setdefault("help", "Each unit's weight pathways from every input, summed: red inputs "
+                          "excite it, blue inhibit it (signed view). Image inputs give one tile "
+                          "per unit (colour channels summed); token inputs one value per position.")
+        kwargs.setdefault("reference", "Feng, Zhang, Wang, Zhao (arXiv 2202.13829)")
+        kwargs.setdefault("reference_url", "https://arxiv.org/abs/2202.13829")
         kwargs.setdefault("layers", getattr(run, "layers", []))   # the shared layer picker
         super().__init__(run, **kwargs)
 
@@ -261,14 +292,25 @@ class LiveCharacteristicMaps(_LiveMaps):
 
     analysis = "characteristic_maps"
     analyses = (analysis,)
+    what = "characteristic maps"
 
     def __init__(self, run: RunView, **kwargs):
         facts = getattr(run, "probe_facts", None)
         kind = "labelled" if facts is not None and facts.labelled else "predicted"
-        kwargs.setdefault("title", f"Characteristic maps: output neurons per {kind} class "
-                                   "(inputs times their pathway values, class averages)")
+        kwargs.setdefault("title", f"Characteristic maps per {kind} class")
+        kwargs.setdefault("help", "Per class, what each input adds to each output neuron (the input "
+                          "times its pathway value, averaged over the probe samples of the class): "
+                          "where the network looks for that class.")
+        kwargs.setdefault("reference", "Feng, Zhang, Wang, Zhao (arXiv 2202.13829)")
+        kwargs.setdefault("reference_url", "https://arxiv.org/abs/2202.13829")
         super().__init__(run, **kwargs)
         self.add_class("nnmodes-characteristic-maps")
+
+    def _empty_bands(self, bands) -> dict[str, str]:
+        facts = self.run.probe_facts
+        labelled = facts is not None and facts.labelled
+        return {band: (f"no probe sample of {band}" if labelled
+                       else f"no probe sample predicted as {band}") for band in bands}
 
     def _frame(self, history):
         layers = history.layers("characteristic_maps")
@@ -278,8 +320,7 @@ class LiveCharacteristicMaps(_LiveMaps):
         facts = self.run.probe_facts
         if facts is not None and facts.tokens:   # a language model: [1, T, T]
             if not self.title.startswith("Position map"):
-                self.title = ("Position map: what each input position adds to the next token "
-                              "predicted at each position (inputs times their pathway values)")
+                self.title = "Position map: what each input position adds to the next token"
             return step, {"predicted next token (rows: positions, columns: input positions)": maps[0]}
         return step, {f"class {c}": m for c, m in enumerate(maps)}
 

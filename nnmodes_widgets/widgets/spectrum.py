@@ -10,33 +10,35 @@ import numpy as np
 import traitlets
 
 from .. import export
-from ..colors import layer_colors
+from ..colors import layer_colors, line_color
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
+from .axes import margin, x_axis, y_axis
 from .decimate import end_at_last_value, minmax_decimate
 from .delivery import Delivery
+from ..ticks import readable_axes
 from .exportable import Exportable
+from .front import FigureFront, palette_of
 from .live import LivePanel
-from .phases import draw_phases, phase_marks, phase_rules, show_phases
+from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .scales import provisional_log_scale
-from .trend import POINT_WIDTH, as_lines, settle_range
+from .trend import POINT_WIDTH, as_lines, cluster_labels, settle_range
 
 
-class PanelHeader(anywidget.AnyWidget):
-    """Title, layer picker and step of a panel of bqplot figures (its root element class
-    ``root``); counts a frame when ``mark`` gets new data in the browser, and brings out the
-    selected layer's lines in ``marks``."""
+class PanelHeader(FigureFront, anywidget.AnyWidget):
+    """Header of a panel of bqplot figures (its root element class ``root``): title, layer
+    picker, step, how to read it; counts a frame when ``mark`` gets new data in the browser,
+    colours and brings out the selected layer's lines in ``marks`` (``FigureFront``)."""
 
     _esm = bundle("spectrum.js")
     _css = bundle("widgets.css")
     root = traitlets.Unicode("nnmodes-spectrum").tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
-    step = traitlets.Int(0).tag(sync=True)
-    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
-    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
     mark = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
-    marks = traitlets.List(traitlets.Instance(bqplot.Lines)).tag(   # highlighted per layer
-        sync=True, **ipywidgets.widget_serialization)
+
+
+HELP = ("Left: each weight matrix's singular values by rank, log-log; a straight stretch is a "
+        "power law (dashed: its fit). Right: how many modes carry the weights; a falling rank "
+        "means the layer concentrates on fewer modes.")
 
 
 class Spectra(LivePanel, Exportable, ipywidgets.VBox):
@@ -49,12 +51,13 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
     """
 
     analyses = ("spectrum", "stable_rank", "effective_rank", "power_law", "phases")
+    panel, what = "spectra", "spectra"
 
     def __init__(self, run: RunView, *, max_points: int = 500, max_rate: float = 10.0,
                  delivery: Delivery | None = None, **kwargs):
         check_view(run, "Spectra")
         self.max_points = max_points
-        self.title = "Mode spectra: ranked singular values, power-law fits, ranks over training"
+        self.title = "Mode spectra and ranks"
         rank_x, value_y = provisional_log_scale(1, 10), provisional_log_scale(0.01, 10)
         self._spectra = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)),
                                      scales={"x": rank_x, "y": value_y}, stroke_width=1.5,
@@ -68,19 +71,28 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": step_x, "y": bqplot.LinearScale()},
             tooltip=bqplot.Tooltip(fields=["name"], show_labels=False)) for _ in range(2))
         self._rules = [phase_rules(step_x), phase_rules(step_x)]
+        evidence = [evidence_band(step_x), evidence_band(step_x)]
         self._effective_fig, self._stable_fig = (
-            _figure([rules, mark], step_x, mark.scales["y"], "step", label, height="160px")
-            for rules, mark, label in ((self._rules[0], self._effective, "effective rank"),
-                                       (self._rules[1], self._stable, "stable rank")))
+            _figure([band, rules, mark], step_x, mark.scales["y"], "step", label, height="150px")
+            for band, rules, mark, label in (
+                (evidence[0], self._rules[0], self._effective, "effective rank"),
+                (evidence[1], self._rules[1], self._stable, "stable rank")))
         self._widths = {mark: mark.stroke_width for mark in
                         (self._spectra, self._fits, self._effective, self._stable)}
+        marks = [self._spectra, self._fits, self._effective, self._stable]
         self._header = PanelHeader(
-            title=self.title, mark=self._spectra, layers=run.layers,
-            marks=[self._spectra, self._fits, self._effective, self._stable])
-        super().__init__(children=[self._header, ipywidgets.HBox(
+            title=self.title, mark=self._spectra, layers=run.layers, help=HELP,
+            reference="Li & Huang (arXiv 2208.09859)",
+            reference_url="https://arxiv.org/abs/2208.09859",
+            marks=marks, mark_kinds=["layers"] * len(marks), evidence=evidence,
+            axes=[a for f in (spectrum_fig, self._effective_fig, self._stable_fig) for a in f.axes])
+        figures = ipywidgets.Box(
             [spectrum_fig, ipywidgets.VBox([self._effective_fig, self._stable_fig],
-                                           layout=ipywidgets.Layout(width="45%"))])], **kwargs)
+                                           layout=ipywidgets.Layout(flex="1 1 220px"))])
+        figures.add_class("nnmodes-figures")
+        super().__init__(children=[self._header, figures], **kwargs)
         self.add_class("nnmodes-spectrum")
+        self.add_class("nnmodes-panel")
         self._bind(run, name="spectrum", max_rate=max_rate, delivery=delivery)
 
     @property
@@ -114,10 +126,9 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
 
     def _draw_live(self) -> None:
         layers, series = self._data()
-        if not layers:
-            return
-        steps, effective, stable = self._ranks(layers)
-        if not len(steps):    # the spectra's ranks are recorded with them: not yet
+        steps, effective, stable = self._ranks(layers) if layers else ([], None, None)
+        self._explain(bool(len(steps)))   # the ranks are recorded with the spectra
+        if not len(steps):
             return
         _, fit_series = self._data(None, "power_law", layers)
         width = max(v.shape[1] for _, v in series.values())
@@ -132,8 +143,10 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
         sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
         # first: the browser labels the frame with it
-        self._header.step = int(max(steps[-1], *(s[-1] for s, _ in series.values())))
-        colors = layer_colors(len(layers))
+        with self._header.hold_sync():
+            self._header.step = int(max(steps[-1], *(s[-1] for s, _ in series.values())))
+            self._header.palette = palette_of(self.run.history, cluster_labels(self.run.history),
+                                              layers)
         # the spectra last: the browser counts a frame when they get their data
         marks = ((self._fits, ranks, fits), (self._effective, ex, ey), (self._stable, sx, sy),
                  (self._spectra, ranks, newest))
@@ -145,7 +158,7 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             labels = [layer for layer, k in zip(layers, keep) if k]
             with mark.hold_sync():
                 if list(mark.labels) != labels:
-                    mark.labels, mark.colors = labels, [c for c, k in zip(colors, keep) if k]
+                    mark.labels = labels
                 mark.stroke_width = POINT_WIDTH if points else self._widths[mark]
                 mark.x, mark.y = x, y.astype(np.float32)
             sent[mark] = (x, y)
@@ -159,11 +172,9 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         settle_range(self._step_x, steps, pad=self.run.every)
         for rules in self._rules:
             show_phases(rules, phase_marks(self.run.history))
-        for mark, fig in ((self._effective, self._effective_fig), (self._stable, self._stable_fig)):
+        for mark in (self._effective, self._stable):
             if mark in sent:
                 settle_range(mark.scales["y"], sent[mark][1])
-                for axis, values, integer in zip(fig.axes, (steps, sent[mark][1]), (True, False)):
-                    axis.tick_values = nice_ticks(*_span(axis.scale, values), integer=integer)
 
     figsize = (9, 3.6)
 
@@ -173,7 +184,10 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         _, effective = self._data(step, "effective_rank", layers)
         _, fits = self._data(step, "power_law", layers)
         left, right = fig.subplots(1, 2)
-        for layer, color in zip(layers, layer_colors(len(layers))):
+        palette = palette_of(self.run.history, cluster_labels(self.run.history, step), layers)
+        colors = layer_colors(palette["keys"], palette["clusters"])
+        for layer in layers:
+            color = line_color(layer, colors)
             s = series[layer][1][-1]
             ranks = np.arange(1, len(s) + 1)
             left.loglog(ranks, np.where(s > 0, s, np.nan), color=color, lw=1.2, label=layer,
@@ -191,39 +205,12 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         right.set_ylabel("effective rank")
         for ax in (left, right):
             ax.grid(True, ls="--", lw=0.5, alpha=0.6)
+            readable_axes(ax, x_count=5, step_x=ax is right)
         if not layers:
             left.text(0.5, 0.5, "no spectra yet", ha="center", va="center", transform=left.transAxes)
         else:
             export.layer_legend(right, len(layers))
         fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
-
-
-def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
-    """As many round values in [lo, hi] as fit in ``count`` (1, 2, 2.5 or 5 times a power of ten
-    apart; whole numbers only when ``integer``, for steps).
-
-    The rank-trend plots are small: bqplot's ``num_ticks`` spreads its ticks evenly over the
-    padded domain (labels such as -0.228 or 3.26), its default asks for about ten, which collide.
-    """
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        return []
-    base = 10.0 ** np.floor(np.log10((hi - lo) / count))
-    for step in (m * base for m in (1, 2, 2.5, 5, 10, 20)):
-        if integer and step != round(step):
-            continue
-        first, last = np.ceil(lo / step - 1e-9), np.floor(hi / step + 1e-9)
-        if last - first + 1 <= count:
-            return [float(round(k * step, 12)) + 0.0 for k in np.arange(first, last + 1)]
-    return []
-
-
-def _span(scale, values) -> tuple[float, float]:
-    """The range ``scale`` shows: its fixed one, or that of the finite ``values``."""
-    if scale.min is not None and scale.max is not None:
-        return float(scale.min), float(scale.max)
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return (float(v.min()), float(v.max())) if v.size else (np.nan, np.nan)
 
 
 def _aligned(steps: np.ndarray, series: dict) -> np.ndarray:
@@ -235,12 +222,12 @@ def _aligned(steps: np.ndarray, series: dict) -> np.ndarray:
     return out
 
 
-def _figure(marks, x_scale, y_scale, x_label, y_label, height="330px"):
-    small = height != "330px"   # the rank trends: few ticks (nice_ticks, once there is data)
-    axes = [bqplot.Axis(scale=x_scale, label=x_label, grid_lines="none", tick_format=".3~g",
-                        num_ticks=4 if small else None),
-            bqplot.Axis(scale=y_scale, side="left", label=y_label, tick_format=".3~g",
-                        label_offset="45px", grid_lines="dashed", num_ticks=4 if small else None)]
-    return bqplot.Figure(marks=marks, axes=axes, animation_duration=0,
-                         fig_margin={"top": 10, "bottom": 40, "left": 60, "right": 10},
-                         layout=ipywidgets.Layout(width="100%", height=height))
+def _figure(marks, x_scale, y_scale, x_label, y_label, height="300px"):
+    """A figure of ``marks``; its axes' ticks are the browser's (js/ticks.js), at most
+    num_ticks: fewer on the small rank trends."""
+    small = height != "300px"
+    axes = [x_axis(x_scale, x_label, ticks=4 if small else 5),
+            y_axis(y_scale, y_label, ticks=3 if small else 5)]
+    return bqplot.Figure(marks=marks, axes=axes, animation_duration=0, fig_margin=margin(),
+                         layout=ipywidgets.Layout(flex="1 1 240px", min_width="200px",
+                                                  height=height))

@@ -1,4 +1,5 @@
-"""The dashboard's status line: step, speed, the measured slowdown of training, faults."""
+"""The dashboard's status header: step, speed, the measured slowdown of training against the
+budget, how fresh each panel is, faults — in plain words."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from .live import LivePanel
 
 
 class StatusLine(LivePanel, anywidget.AnyWidget):
-    """One line of text drawn in the browser from these numbers (class ``nnmodes-status``)."""
+    """The header drawn in the browser from these numbers (class ``nnmodes-status``); the
+    browser adds each panel's age ("spectra 1.8 s ago": since its newest frame came)."""
 
     _esm = bundle("status.js")
     _css = bundle("widgets.css")
@@ -26,7 +28,6 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
     every = traitlets.Int(1).tag(sync=True)
     own_share = traitlets.Float(None, allow_none=True).tag(sync=True)   # sampling's share
     every_within_budget = traitlets.Int(None, allow_none=True).tag(sync=True)
-    dropped = traitlets.Int(0).tag(sync=True)
     errors = traitlets.Int(0).tag(sync=True)
     last_error = traitlets.Unicode("").tag(sync=True)
     nonfinite = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -52,7 +53,6 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
             self.samples = s["samples"]
             self.own_share = _finite_or_none(s["own_share"])
             self.every_within_budget = s["every_within_budget"]
-            self.dropped = s["dropped"]
             self.errors = s["errors"]
             self.last_error = s["last_error"] or ""
             self.nonfinite = s["nonfinite"]
@@ -63,3 +63,22 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def headline(run: RunView) -> str:
+    """The status as an export's title: step, speed, slowdown against the budget, samples."""
+    s = run.stats()
+    every = "every step" if run.every == 1 else f"every {run.every} steps"
+    parts = [f"step {s['step']:,}"]
+    if math.isfinite(s["steps_per_second"]):
+        parts.append(f"{s['steps_per_second']:.3g} steps/s")
+    if math.isfinite(s["slowdown"]):
+        parts.append(f"slowdown {100 * s['slowdown']:.1f}% (budget {100 * run.budget:.0f}%)")
+    parts.append(f"{s['samples']:,} {'sample' if s['samples'] == 1 else 'samples'}, {every}")
+    if s["errors"]:
+        parts.append(f"{s['errors']} {'error' if s['errors'] == 1 else 'errors'}")
+    if s.get("replaced_at") is not None:
+        parts.append(f"replaced at step {s['replaced_at']:,} by a new monitor")
+    elif s["detached"]:
+        parts.append("detached")
+    return " · ".join(parts)

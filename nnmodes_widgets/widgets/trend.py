@@ -11,14 +11,16 @@ import numpy as np
 import traitlets
 
 from .. import export
-from ..colors import cluster_colors, layer_colors
+from ..colors import layer_colors
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
+from .axes import margin, x_axis, y_axis
 from .decimate import end_at_last_value, minmax_decimate
 from .delivery import Delivery
 from .exportable import Exportable
+from .front import FigureFront, palette_of
 from .live import LivePanel
-from .phases import draw_phases, phase_marks, phase_rules, show_phases
+from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .scales import free_range, provisional_log_scale
 
 TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _draw_live)
@@ -77,8 +79,9 @@ def settle_range(scale, values, *, log: bool = False, pad: float | None = None) 
             scale.min, scale.max = lo, hi
 
 
-class _TrendControls(anywidget.AnyWidget):
-    """Front-end half of the trend: header, log-scale switch, layer highlight, frame counting.
+class _TrendControls(FigureFront, anywidget.AnyWidget):
+    """Front-end half of the trend: header, log-scale switch, legend, layer highlight, frame
+    counting; and, in the browser, the lines' colours and the axes' ticks (``FigureFront``).
 
     The log switch shows the log-scale lines and axis instead of the linear ones, in the browser,
     so it works while a training cell keeps the kernel busy.
@@ -86,21 +89,23 @@ class _TrendControls(anywidget.AnyWidget):
 
     _esm = bundle("trend.js")
     _css = bundle("widgets.css")
-    title = traitlets.Unicode("").tag(sync=True)
     log_y = traitlets.Bool(False).tag(sync=True)
-    step = traitlets.Int(0).tag(sync=True)
-    layers = traitlets.List(traitlets.Unicode()).tag(sync=True)   # choices of the layer picker
-    selected = traitlets.Unicode("").tag(sync=True)               # linked by the dashboard
     lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     log_lines = traitlets.Instance(bqplot.Lines).tag(sync=True, **ipywidgets.widget_serialization)
     linear_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
     log_axis = traitlets.Instance(bqplot.Axis).tag(sync=True, **ipywidgets.widget_serialization)
 
 
+HELP = ("How far each layer's weights moved since the previous sample, relative to their size. "
+        "Layers whose trends move alike form a cluster and share a hue; a line that stays near "
+        "zero is a layer that stopped learning.")
+
+
 class Trend(LivePanel, Exportable, ipywidgets.VBox):
-    """RWC of every layer against the training step, coloured front (dark) to back (light) until
-    the layers are clustered by their trends, then by cluster (WeightScale, SPEC 4.1: the
-    monitor's "clusters" analysis records the partition, ``clusters`` holds the one shown).
+    """RWC of every layer against the training step, each layer in its own colour; once the
+    layers are clustered by their trends (WeightScale, SPEC 4.1: the monitor's "clusters"
+    analysis records the partition, ``clusters`` holds the one shown), each cluster is a family
+    of hues (js/palette.js, ``nnmodes_widgets.colors``).
 
     Updates live from the run view's history — at most ``max_rate`` times per second, coalesced
     to the newest data, each series reduced to about ``max_points`` points (fewer when the
@@ -110,6 +115,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
     """
 
     analyses = ("rwc", "rwc_clusters", "phases")
+    panel, what = "trend", "RWC trends"
 
     def __init__(self, run: RunView, *, log_y: bool = False, max_points: int = 500,
                  max_rate: float = 10.0, delivery: Delivery | None = None, **kwargs):
@@ -120,38 +126,45 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         x_scale = bqplot.LinearScale()
         linear, log = bqplot.LinearScale(), provisional_log_scale(1e-4, 1)
         # One mark per scale, the log one without the values <= 0 it cannot place (a frozen
-        # layer's RWC is exactly 0; in the domain it would make every position NaN).
+        # layer's RWC is exactly 0; in the domain it would make every position NaN). Their
+        # colours are the browser's (js/palette.js: it knows the theme).
         self._lines, self._log_lines = (bqplot.Lines(
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": x_scale, "y": scale},
             stroke_width=LINE_WIDTH, tooltip=bqplot.Tooltip(fields=["name"], show_labels=False),
             visible=visible, display_legend=False)   # the legend is the header's (js/trend.js)
             for scale, visible in ((linear, not log_y), (log, log_y)))
         # One y axis per scale, both drawn from the start: bqplot sizes an axis's scale when the
-        # figure lays it out, so an axis shown later would keep a stale range.
+        # figure lays it out, so an axis shown later would keep a stale range. Their ticks are
+        # the browser's (js/ticks.js), at most num_ticks.
         linear_axis, log_axis = (
-            bqplot.Axis(scale=scale, side="left", label=label, tick_format=".3~g",
-                        label_offset="55px", grid_lines="dashed", visible=visible)
+            y_axis(scale, label, offset="55px", visible=visible)
             for scale, label, visible in ((linear, "RWC", not log_y), (log, "RWC (log scale)", log_y)))
-        x_axis = bqplot.Axis(scale=x_scale, label="step", grid_lines="none")
+        steps = x_axis(x_scale)
         self._rules = phase_rules(x_scale)
+        evidence = evidence_band(x_scale)
         figure = bqplot.Figure(
-            marks=[self._rules, self._lines, self._log_lines], axes=[x_axis, linear_axis, log_axis],
-            animation_duration=0,
-            fig_margin={"top": 10, "bottom": 40, "left": 75, "right": 20},
-            layout=ipywidgets.Layout(width="100%", height="320px"),
+            marks=[evidence, self._rules, self._lines, self._log_lines],
+            axes=[steps, linear_axis, log_axis], animation_duration=0,
+            fig_margin=margin(left=75),
+            layout=ipywidgets.Layout(width="100%", height="300px"),
         )
         every = "every step" if run.every == 1 else f"every {run.every} steps"
-        self.title = f"Relative weight change per layer ({run.rwc_kind}), {every}"
+        self.title = "Relative weight change per layer"
+        self._sampling = f"{run.rwc_kind} RWC, sampled {every}"
         self._controls = _TrendControls(
-            title=self.title, layers=run.layers,
+            title=self.title, detail=self._sampling, layers=run.layers, help=HELP,
+            reference="WeightScale (arXiv 2107.07005)",
+            reference_url="https://arxiv.org/abs/2107.07005",
             log_y=log_y, lines=self._lines, log_lines=self._log_lines, linear_axis=linear_axis,
-            log_axis=log_axis)
+            log_axis=log_axis, marks=[self._lines, self._log_lines], mark_kinds=["layers"] * 2,
+            axes=[steps, linear_axis, log_axis], evidence=[evidence])
         self._x_scale, self._linear_scale, self._log_scale = x_scale, linear, log
         self._layers: list[str] = []
         self.clusters: dict[str, int] | None = None   # layer -> cluster, as drawn
         self._hidden_due = 0.0     # monotonic time the lines not on screen are next refreshed
         super().__init__(children=[self._controls, figure], **kwargs)
         self.add_class("nnmodes-trend")
+        self.add_class("nnmodes-panel")
         self._bind(run, name="trend", max_rate=max_rate, delivery=delivery)
         # switched in the browser: bring the lines that come on screen up to date
         self._controls.observe(self._on_switch, "log_y")
@@ -178,20 +191,25 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         ax = fig.add_subplot()
         history = self.run.history
         labels = cluster_labels(history, step)
+        layers = history.layers("rwc")
+        colors = layer_colors(layers, labels)
         export.draw_trend(ax, history, step=step, log_y=self.log_y,
-                          colors=self._colors(history.layers("rwc"), labels))
+                          colors=[colors[layer] for layer in layers])
         draw_phases(ax, phase_marks(history, step))
-        ax.set_title(self._title(labels), loc="left", fontsize="medium", fontweight="bold")
+        ax.set_title(f"{self.title} ({self._detail(labels)})", loc="left", fontsize="medium",
+                     fontweight="bold")
 
-    def _title(self, labels: dict[str, int] | None) -> str:
-        """The title, saying how the lines are coloured once the layers are clustered."""
+    def _detail(self, labels: dict[str, int] | None) -> str:
+        """How the trends were sampled, and how the lines are coloured once they are clustered."""
         if not labels:
-            return self.title
-        return f"{self.title} · coloured by cluster of their trends (k = {len(set(labels.values()))})"
+            return self._sampling
+        k = len(set(labels.values()))
+        return f"{self._sampling} · {k} {'cluster' if k == 1 else 'clusters'} of trends, one hue each"
 
     def _draw_live(self) -> None:
         history = self.run.history
         layers, steps, values = history.matrix("rwc")
+        self._explain(bool(layers))
         if not layers:
             return
         # Many layers share a point budget: the browser's redraw grows with the points drawn
@@ -199,12 +217,12 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         per_line = max(2, min(self.max_points, TOTAL_POINTS // len(layers)))
         x, y = minmax_decimate(steps.astype(np.float64), values, per_line)
         labels = cluster_labels(history)
-        recolor = labels != self.clusters or layers != self._layers
-        if labels != self.clusters:
-            self._controls.title = self._title(labels)
+        relabel = labels != self.clusters or layers != self._layers
+        with self._controls.hold_sync():
+            self._controls.detail = self._detail(labels)
+            self._controls.palette = palette_of(history, labels)
         self.clusters = labels
         positive = np.where(y > 0, y, np.nan)     # a log axis places no value <= 0
-        colors = self._colors(layers, labels)
         self._layers = layers
         self._controls.step = int(steps[-1])
         # The step goes first: the browser counts a frame when the lines on screen get their
@@ -213,7 +231,7 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
         # not). The scales follow the marks' data, so that a range set from new data never
         # meets the old.
         now = time.monotonic()
-        refresh_hidden = now >= self._hidden_due or recolor or self.run.detached
+        refresh_hidden = now >= self._hidden_due or relabel or self.run.detached
         if refresh_hidden:
             self._hidden_due = now + HIDDEN_INTERVAL
         for mark, scale, my in ((self._log_lines, self._log_scale, positive),
@@ -226,25 +244,16 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
             mx, my, points, keep = as_lines(*end_at_last_value(x, my))
             if not keep.any():    # nothing this scale can place yet: keep what is shown
                 continue
-            labels = [layer for layer, k in zip(layers, keep) if k]
+            kept = [layer for layer, k in zip(layers, keep) if k]
             with mark.hold_sync():
-                if list(mark.labels) != labels or recolor:
-                    mark.labels = labels
-                    mark.colors = [c for c, k in zip(colors, keep) if k]
+                if list(mark.labels) != kept:
+                    mark.labels = kept
                 mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 mark.x = mx.astype(np.float32)     # steps: exact in float32 up to 2**24
                 mark.y = my.astype(np.float32)
             settle_range(scale, my, log=is_log)
         settle_range(self._x_scale, steps, pad=self.run.every)
         show_phases(self._rules, phase_marks(history))
-
-    @staticmethod
-    def _colors(layers: list[str], labels: dict[str, int] | None) -> list[str]:
-        """By cluster once clustered (grey for a layer not in the partition), else by depth."""
-        if not labels:
-            return layer_colors(len(layers))
-        palette = cluster_colors(range(max(labels.values()) + 1))
-        return [palette[labels[layer]] if layer in labels else "#9a9a9a" for layer in layers]
 
 
 def cluster_labels(history, step: int | None = None) -> dict[str, int] | None:

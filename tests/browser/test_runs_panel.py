@@ -41,6 +41,8 @@ RUNS = {  # path under the root -> (steps, status)
     "nnmodes_runs/alpha.nnmodes": (200, "finished"),
     "nnmodes_runs/beta.nnmodes": (100, "interrupted"),
     "experiments/gamma.nnmodes": (50, "finished"),
+    # the name a Monitor gives a run: shown whole, never cut to "20261205-010610-Se..."
+    "nnmodes_runs/20261205-010610-Sequential.nnmodes": (30, "finished"),
 }
 # Jupyter Notebook 7.6's own page errors, seen with this extension disabled as well: on each page its
 # shortcuts plugin reads the settings schema of a plugin the registry does not hold; opening a
@@ -185,6 +187,12 @@ def test_panel_lists_the_runs_under_the_root(page, lab_server, console_errors):
         name = Path(row["path"]).stem
         assert name in row["text"] and status in row["text"] and f"step {steps}" in row["text"], row
         assert "ago" in row["text"], f"no last update shown: {row}"
+    # every name whole, inside the panel (it wraps rather than being cut)
+    names = page.locator(f"{PANEL} .nnmodes-run-name").evaluate_all("""els => els.map((e) => {
+      const r = e.getBoundingClientRect(), panel = e.closest('.nnmodes-run').getBoundingClientRect();
+      return [e.textContent, e.scrollWidth <= e.clientWidth, r.left >= panel.left && r.right <= panel.right];
+    })""")
+    assert len(names) == len(RUNS) and all(whole and inside for _, whole, inside in names), names
     # Compare needs two selected runs
     compare = page.locator(f"{PANEL} .nnmodes-runs-compare")
     assert compare.is_disabled()

@@ -36,8 +36,9 @@ describe("reportView", () => {
 describe("a panel's view", () => {
   it("reports itself when rendered and when removed, and stops listening", () => {
     vi.stubGlobal("requestAnimationFrame", () => 0);
-    const model = fakeModel({ step: 3, budget: 0.05, samples: 1, nonfinite: [], errors: 0 });
-    const el = { classList: { add() {}, toggle() {} }, closest: () => null, textContent: "" };
+    vi.stubGlobal("document", { createElement: () => ({ textContent: "" }) });
+    const model = fakeModel({ step: 3, budget: 0.05, samples: 1, every: 1, nonfinite: [], errors: 0 });
+    const el = { classList: { add() {}, toggle() {} }, closest: () => null, append() {} };
     const cleanup = status.render({ model, el });
     expect(model.sent).toEqual([{ event: VIEWS_EVENT, change: 1 }]);
     expect(model.handlers.size).toBeGreaterThan(0);

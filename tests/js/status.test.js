@@ -1,19 +1,21 @@
 import { describe, expect, it, vi } from "vitest";
-import { count, statusText } from "../../js/format.js";
+import { ageText, agesText, count, statusText } from "../../js/format.js";
+import { panelName } from "../../js/status.js";
 import { coalesce, rootCounter } from "../../js/root.js";
 
 const base = {
-  step: 1230, steps_per_second: 410.4, slowdown: 0.0123, budget: 0.05, samples: 123,
+  step: 1230, steps_per_second: 410.4, slowdown: 0.0123, budget: 0.05, samples: 123, every: 10,
   errors: 0, last_error: "", nonfinite: [], detached: false,
 };
 
 describe("statusText", () => {
   it("shows step, speed, the measured slowdown against the budget and samples", () => {
-    expect(statusText(base)).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples");
+    expect(statusText(base)).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples, every 10 steps");
   });
   it("leaves out what is not measured yet", () => {
     const s = statusText({ ...base, steps_per_second: null, slowdown: null, samples: 0 });
-    expect(s).toBe("step 1230 · 0 samples");
+    expect(s).toBe("step 1230 · 0 samples, every 10 steps");
+    expect(statusText({ ...base, every: 1 })).toContain("123 samples, every step");
   });
   it("keeps small rates readable", () => {
     expect(statusText({ ...base, steps_per_second: 3.14159 })).toContain("3.1 steps/s");
@@ -21,19 +23,19 @@ describe("statusText", () => {
   });
   it("says when sampling alone takes over half the budget, and the every that would not", () => {
     const s = statusText({ ...base, every: 10, own_share: 0.048, every_within_budget: 20 });
-    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples · "
+    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 123 samples, every 10 steps · "
       + "sampling every 10 steps takes 4.8%: every=20 leaves half the budget to the analyses");
     expect(statusText({ ...base, every: 10, own_share: 0.01, every_within_budget: null }))
       .not.toContain("sampling");
   });
-  it("counts dropped background analyses", () => {
-    expect(statusText({ ...base, dropped: 3 })).toContain("123 samples · 3 analyses dropped");
-    expect(statusText({ ...base, dropped: 0 })).not.toContain("dropped");
+  it("says nothing in the scheduler's words (dropped, deferred)", () => {
+    const s = statusText({ ...base, dropped: 3, deferred: 2 });
+    expect(s).not.toMatch(/dropped|deferred/);
   });
-  it("says one sample, one analysis, one error in the singular", () => {
-    const s = statusText({ ...base, samples: 1, dropped: 1, errors: 1, last_error: "x" });
-    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 1 sample · "
-      + "1 analysis dropped · 1 error, last: x");
+  it("says one sample, one error in the singular", () => {
+    const s = statusText({ ...base, samples: 1, errors: 1, last_error: "x" });
+    expect(s).toBe("step 1230 · 410 steps/s · slowdown 1.2% (budget 5%) · 1 sample, every 10 steps · "
+      + "1 error, last: x");
     expect(count(0, "sample")).toBe("0 samples");
     expect(count(2, "analysis", "analyses")).toBe("2 analyses");
   });
@@ -50,6 +52,23 @@ describe("statusText", () => {
     expect(s.endsWith("replaced at step 120 by a new monitor")).toBe(true);
     expect(s).not.toContain("detached");
     expect(statusText({ ...base, detached: true, replaced_at: null }).endsWith("detached")).toBe(true);
+  });
+});
+
+describe("panel ages", () => {
+  it("say how long ago in plain words", () => {
+    expect(ageText(1.83)).toBe("1.8 s");
+    expect(ageText(12.4)).toBe("12 s");
+    expect(ageText(185)).toBe("3 min");
+    expect(ageText(7300)).toBe("2 h");
+    expect(agesText([["trend", 9600], ["spectra", 8200]], 10000)).toBe("trend 0.4 s ago · spectra 1.8 s ago");
+  });
+  it("name each panel by its root element, the characteristic maps apart from the radiographs", () => {
+    const classes = (...names) => ({ contains: (c) => names.includes(c) });
+    expect(panelName(classes("nnmodes-spectrum", "nnmodes-panel"))).toBe("spectra");
+    expect(panelName(classes("nnmodes-radiograph", "nnmodes-characteristic-maps"))).toBe("maps");
+    expect(panelName(classes("nnmodes-radiograph"))).toBe("radiographs");
+    expect(panelName(classes("nnmodes-status"))).toBe(null);
   });
 });
 

@@ -1,0 +1,206 @@
+"""How often the monitor samples (nnmodes_widgets.live.cadence, SPEC 5 wave 3): every=None
+chooses from the measured cost of a sample against the step; an explicit every is kept; the
+choice is in the run's settings."""
+
+import itertools
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import nnmodes_widgets as nm
+from nnmodes_widgets.live import cadence
+from nnmodes_widgets.live.cadence import (CALIBRATION_SAMPLES, CALIBRATION_STEPS, PROVISIONAL,
+                                          RECORD, SAMPLE, Cadence, agree_largest, choose_every)
+
+
+def test_the_smallest_rung_whose_sampling_takes_a_quarter_of_the_budget():
+    # budget 5%: sampling may take 1.25% of training time; sample / (every * step) <= 0.0125
+    assert choose_every(0.0, 1.0, 0.05) == 1
+    assert choose_every(0.0125, 1.0, 0.05) == 1
+    assert choose_every(0.013, 1.0, 0.05) == 2
+    assert choose_every(0.025, 1.0, 0.05) == 2
+    assert choose_every(0.0251, 1.0, 0.05) == 5
+    assert choose_every(0.2, 1.0, 0.05) == 20            # 16 -> the next rung
+    assert choose_every(6.0, 1.0, 0.05) == 500
+    assert choose_every(0.2, 1.0, 0.2) == 5              # a larger budget, a shorter interval
+    assert choose_every(math.nan, 1.0, 0.05) == PROVISIONAL
+    assert choose_every(0.1, 0.0, 0.05) == PROVISIONAL
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def calibrate(c: Cadence, clock: Clock, *, step: float, sample: float, until: int) -> list:
+    """Drive ``c`` as the monitor does: steps of ``step`` seconds, the monitor's own time in a
+    step (sampling) added to it; returns what each step did."""
+    did, overhead = [], 0.0
+    for k in range(1, until + 1):
+        clock.now += step + overhead
+        due = c.due(k, overhead)
+        overhead = 0.0
+        if due is not None:
+            c.sampled(k, sample if k > 1 else 10 * sample)   # the first sample warms up
+            overhead = sample
+        did.append(due)
+    return did
+
+
+def test_calibration_samples_first_then_times_bare_steps_then_fixes_every_and_starts_a_series():
+    clock, fixed = Clock(), []
+    c = Cadence(None, 0.05, clock=clock, on_fixed=lambda: fixed.append(c.every))
+    assert c.every == PROVISIONAL and not c.fixed and c.chosen
+    end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
+    did = calibrate(c, clock, step=0.010, sample=0.002, until=100)
+    assert did[:CALIBRATION_SAMPLES] == [SAMPLE] * CALIBRATION_SAMPLES
+    assert did[CALIBRATION_SAMPLES:end] == [None] * (end - CALIBRATION_SAMPLES)
+    # 2 ms a sample on 10 ms steps: 0.2 / every <= 0.0125 -> every 16 -> 20
+    assert c.fixed and c.every == 20 and fixed == [20]
+    assert c.sample_seconds == pytest.approx(0.002) and c.step_seconds == pytest.approx(0.010)
+    assert c.calibrated_share == pytest.approx(0.002 / (20 * 0.010))
+    # every 20 reaches past the calibration: its last sample starts the series, each record
+    # spans 20 steps from it
+    assert [k + 1 for k, d in enumerate(did) if d is not None][CALIBRATION_SAMPLES:] == \
+        [24, 44, 64, 84]
+    assert {did[k - 1] for k in (24, 44, 64, 84)} == {RECORD}
+
+
+def test_a_short_every_starts_its_series_with_a_sample_at_a_multiple_of_it():
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    # 0.1 ms a sample on 10 ms steps: every step
+    did = calibrate(c, clock, step=0.010, sample=0.0001, until=20)
+    end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
+    assert c.every == 1 and did[end - 1] is None
+    assert did[end] == SAMPLE and did[end + 1:] == [RECORD] * (20 - end - 1)
+
+
+def test_the_warm_up_sample_and_the_step_after_the_samples_are_left_out():
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    did = []
+    for k in range(1, CALIBRATION_SAMPLES + CALIBRATION_STEPS + 2):
+        # the step after the samples is slow (their memory traffic), the rest take 10 ms
+        clock.now += 0.5 if k == CALIBRATION_SAMPLES + 1 else 0.010
+        did.append(c.due(k, 0.0))
+        if did[-1] is not None:
+            c.sampled(k, 1.0 if k == 1 else 0.001)
+    assert c.step_seconds == pytest.approx(0.010) and c.sample_seconds == pytest.approx(0.001)
+    assert c.every == 10                               # 0.1 / 10 = 0.01 <= 0.0125
+
+
+def test_an_explicit_every_is_kept_and_samples_at_its_multiples():
+    c = Cadence(7, 0.05)
+    assert c.fixed and not c.chosen and c.every == 7
+    assert [k for k in range(1, 30) if c.due(k)] == [7, 14, 21, 28]
+    assert all(c.due(k) == RECORD for k in (7, 14))
+    assert math.isnan(c.calibrated_share)
+
+
+def test_processes_that_sample_together_take_the_largest_choice():
+    sums = []
+
+    def reduce(votes):          # two processes: this one, and one that chose 50
+        other = np.zeros_like(votes)
+        other[list(itertools.islice(cadence.ladder(), cadence.RUNGS)).index(50)] = 1
+        sums.append(votes + other)
+        return votes + other
+
+    assert agree_largest(reduce)(20) == 50 and agree_largest(reduce)(100) == 100
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock, agree=agree_largest(reduce))
+    calibrate(c, clock, step=0.010, sample=0.002, until=CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1)
+    assert c.every == 50 and len(sums) == 3
+
+
+# -- in the monitor --------------------------------------------------------------------------------
+
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_records_it(
+        tmp_path, monkeypatch):
+    # a deliberately slow sample (4 ms more) on deliberately slow steps (40 ms more): about
+    # 0.1 of a step, so every 10 (0.1 / 10 <= 1.25% of the training time)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "chosen.nnmodes"
+    monitor = nm.Monitor(model, optimizer, run=path, analyses=("rwc",))
+    real = monitor._tracker.update
+
+    def slow_update(*args, **kwargs):
+        time.sleep(0.004)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitor._tracker, "update", slow_update)
+    assert monitor.every == PROVISIONAL and monitor.stats()["every_chosen"] is None
+    assert "every being chosen in the first steps" in monitor.summary()
+    steps = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+        time.sleep(0.04)
+    c = monitor._cadence
+    assert c.fixed and c.sample_seconds >= 0.004 and c.step_seconds >= 0.04
+    assert monitor.every == choose_every(c.sample_seconds, c.step_seconds, 0.05) in (10, 20)
+    assert monitor.history.count("rwc") == 0          # the calibration's samples are not recorded
+    s = monitor.stats()
+    assert s["every"] == monitor.every and s["every_chosen"] is True
+    assert f"every {monitor.every} steps (chosen" in monitor.summary()
+    monitor._writer.flush()
+    with nm.open_run(path) as run:
+        settings = run.info["settings"]
+        assert settings["every"] == run.every == monitor.every
+        assert settings["every_chosen"] is True
+        assert settings["sampling_share"] == pytest.approx(c.calibrated_share)
+    monitor.detach()
+
+
+def test_recorded_samples_of_a_chosen_every_each_span_every_steps():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, run=False, analyses=("rwc",))
+    saved = {}
+    for k in range(1, 400):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+        saved[k] = model[0].weight.detach().clone()
+    every = monitor.every
+    steps, values = monitor.history.get("rwc", "0.weight")
+    assert monitor._cadence.fixed and len(steps) >= 2
+    assert (np.diff(steps) == every).all()
+    # the first recorded value spans the every steps before it, like every later one
+    first = int(steps[0])
+    expected = ((saved[first] - saved[first - every]).abs().sum()
+                / saved[first - every].abs().sum()).item()
+    assert values[0] == pytest.approx(expected, rel=1e-5)
+    monitor.detach()
+
+
+def test_an_explicit_every_is_kept_and_the_status_says_what_it_costs():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=3, run=False, analyses=("rwc",))
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+    assert monitor.every == 3 and monitor.history.steps("rwc").tolist() == list(range(3, 31, 3))
+    s = monitor.stats()
+    assert s["every_chosen"] is False and s["sampling_share"] > 0
+    # what the samples take; over half the budget, the monitor's time in the steps and a hint
+    share = s["own_share"] if s["every_within_budget"] else s["sampling_share"]
+    assert f"every 3 steps (sampling takes {100 * share:.1f}% of training time" in monitor.summary()
+    monitor.detach()

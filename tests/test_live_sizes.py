@@ -1,0 +1,230 @@
+"""Live sizes (SPEC 5, wave 3): a run given a smaller size analyses less (samples, units,
+leading values, neurons) and its note says so; the scheduler halves a size whose run did not
+fit its share of a round and doubles one that would fit twice; notes are kept once the size
+has settled."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nnmodes_widgets as nm
+from nnmodes_widgets.analysis import neuron_modes, static_radiograph, weight_alignment
+from nnmodes_widgets.live import dynamics_jobs, heavy, jobs
+from nnmodes_widgets.live.jobs import REDUCED
+
+
+def job(model, probe=None, size=1.0):
+    return jobs.Job(model=model, probe=probe, history=None, step=1,
+                    report=lambda layer, exc: None, size=size)
+
+
+def mlp(*sizes):
+    torch.manual_seed(0)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).eval().requires_grad_(False)
+
+
+def test_neuron_modes_at_a_quarter_size_take_a_quarter_of_the_samples_and_say_so():
+    model, probe = mlp(8, 32, 4), torch.randn(200, 8)
+    full = jobs.neuron_modes(job(model, probe))
+    quarter = jobs.neuron_modes(job(model, probe, size=0.25))
+    n = jobs.NEURON_SAMPLES // 4
+    np.testing.assert_array_equal(quarter["neuron_modes"]["0"],
+                                  neuron_modes(model, probe[:n])["0"].active_fraction.numpy())
+    assert full["neuron_modes"]["0"].shape == quarter["neuron_modes"]["0"].shape
+    assert quarter[jobs.NOTES][""].startswith(
+        f"live from the first {n} of {jobs.NEURON_SAMPLES} probe samples ({REDUCED}):")
+    assert full[jobs.NOTES][""].startswith(f"live from the first {jobs.NEURON_SAMPLES} probe "
+                                           "samples:")
+
+
+def test_a_smaller_radiograph_computes_the_first_units_and_leaves_the_others_as_gaps():
+    model, probe = mlp(8, 96, 4), torch.randn(4, 8)
+    small = jobs.radiograph(job(model, probe, size=1 / 8))
+    full = jobs.radiograph(job(model, probe))
+    units = jobs.RADIOGRAPH_UNITS // 8
+    r, f = small["radiograph"]["0"], full["radiograph"]["0"]
+    assert r.shape == f.shape == (jobs.RADIOGRAPH_UNITS, 8)      # the rows of the full size
+    np.testing.assert_allclose(r[:units], static_radiograph(model, "0")[:units].numpy(),
+                               rtol=1e-5, atol=1e-7)
+    assert np.isnan(r[units:]).all() and not np.isnan(f).any()
+    # the output layer has 4 units: all of them at any size
+    assert small["radiograph"]["2"].shape == (4, 8) and not np.isnan(small["radiograph"]["2"]).any()
+    assert small[jobs.NOTES][""] == f"live: the first {units} units of each layer ({REDUCED})"
+    assert jobs.NOTES not in full
+
+
+def test_a_smaller_spectrum_lists_fewer_leading_values_in_a_record_of_the_same_length():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)).eval()
+    model.requires_grad_(False)
+    small = jobs.spectrum(job(model, size=1 / 16))
+    exact = torch.linalg.svdvals(model[0].weight.double()).numpy()
+    s = small["spectrum"]["0.weight"]
+    assert s.shape == (1024,)                          # the full size's length: all of them
+    top = jobs.MIN_TOP
+    np.testing.assert_allclose(s[:top], exact[:top], rtol=1e-3)
+    assert np.isnan(s[top:]).all() and np.isnan(small["power_law"]["0.weight"][top:]).all()
+    # the layers in turns: the first holds more than 1/16 of the elements, alone in its run
+    assert list(small["spectrum"]) == ["0.weight"]
+    assert small[jobs.NOTES][""] == ("live: the layers in turns, about 1/16 of the weights a run; "
+                                     f"live: the leading {top} singular values of 0.weight "
+                                     f"({REDUCED})")
+    then = jobs.spectrum(job(model, size=1 / 16))
+    assert list(then["spectrum"]) == ["2.weight"]      # small enough: exact at any size
+    np.testing.assert_allclose(then["spectrum"]["2.weight"], torch.linalg.svdvals(
+        model[2].weight.double()).numpy(), rtol=1e-5)
+    full = jobs.spectrum(job(model))
+    assert list(full["spectrum"]) == ["0.weight", "2.weight"]
+    np.testing.assert_allclose(full["spectrum"]["0.weight"], exact, rtol=1e-4, atol=1e-5)
+    assert jobs.NOTES not in full
+
+
+def test_spectrum_runs_of_a_smaller_size_take_the_layers_in_turns_by_their_elements():
+    model = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 300), nn.Linear(300, 100),
+                          nn.Linear(100, 10))          # 10k, 30k, 30k, 1k elements
+    # half of the 71k elements a run: as many layers in order as hold no more (at least one)
+    turns = [jobs._turn(model, 0.5) for _ in range(4)]
+    assert turns == [["0.weight"], ["1.weight"], ["2.weight", "3.weight"], ["0.weight"]]
+    assert jobs._turn(model, 1.0) is None             # full size: every layer, every run
+
+
+def test_alignment_at_a_smaller_size_averages_over_a_fixed_sample_of_neurons():
+    model = mlp(16, 1024, 4)
+    small = dynamics_jobs.alignment(job(model, size=1 / 8))
+    units = dynamics_jobs.ALIGNMENT_UNITS // 8
+    assert small["weight_alignment"] == weight_alignment(model, units=units)
+    everything = weight_alignment(model)["0"]
+    assert small["weight_alignment"]["0"] != everything          # a sample of 64 of 1024 rows
+    assert small["weight_alignment"]["0"] == pytest.approx(everything, rel=0.2)
+    assert small["weight_alignment"]["2"] == weight_alignment(model)["2"]   # 4 rows: all
+    assert str(units) in small[jobs.NOTES][""] and REDUCED in small[jobs.NOTES][""]
+    assert dynamics_jobs.alignment(job(model)) == {"weight_alignment": weight_alignment(model)}
+
+
+def test_weight_alignment_over_a_sample_of_units_is_the_mean_over_their_pairs():
+    model = mlp(16, 300, 4)
+    w = model[0].weight.detach().double()
+    picked = torch.randperm(300, generator=torch.Generator().manual_seed(3))[:40].sort().values
+    rows = w[picked] / w[picked].norm(dim=1, keepdim=True)
+    cos = (rows @ rows.T).abs()
+    expected = cos[torch.triu(torch.ones(40, 40, dtype=torch.bool), 1)].mean().item()
+    assert weight_alignment(model, units=40, seed=3)["0"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError):
+        weight_alignment(model, units=1)
+
+
+def test_characteristic_maps_and_basins_take_fewer_samples_and_directions_at_a_smaller_size():
+    model = mlp(8, 16, 3)
+    x, y = torch.randn(64, 8), torch.arange(64) % 3
+    maps = jobs.characteristic_maps(job(model, (x, y), size=0.25))
+    assert maps[jobs.NOTES][""] == ("live: class averages over at most 1 probe sample of each "
+                                    f"class ({REDUCED})")
+    basins = dynamics_jobs.basins(job(model, (x, y), size=0.25))
+    assert basins[jobs.NOTES][""].startswith(
+        f"live: basins of the first {dynamics_jobs.BASIN_SAMPLES // 4} probe samples (labels), "
+        f"{dynamics_jobs.SAMPLE_DIRECTIONS // 4} directions in input space and "
+        f"{dynamics_jobs.WEIGHT_DIRECTIONS // 4} per layer in weight space ({REDUCED})")
+
+
+# -- the scheduler's sizes ---------------------------------------------------------------------------
+
+
+def scheduler(monkeypatch, rate: float):
+    monitor = nm.Monitor(mlp(8, 16, 4), budget=0.05, run=False, probe=torch.randn(8, 8),
+                         analyses=("spectrum", "radiograph"))
+    monkeypatch.setattr(monitor.pacer, "rate", lambda e=None: rate)
+    monkeypatch.setattr(monitor.pacer, "cost", lambda w, own=0.0, e=None: w + own)
+    return monitor, monitor._heavy
+
+
+def test_a_size_halves_when_its_run_did_not_fit_its_share_of_a_round_and_doubles_when_twice_would(
+        monkeypatch):
+    monitor, s = scheduler(monkeypatch, rate=0.04)
+    s.target, s._ready_weight = 2.5, 2.0     # two analyses of weight 1
+    # a round: 2.5 s x 0.04 = 0.1 training seconds, 0.05 for each of the two
+    assert s._size("spectrum") == heavy.MIN_SIZE              # the first run: the smallest
+    assert not s._resize("spectrum", 0.25, 0.02) and s._sizes["spectrum"] == 0.5   # 2 x fits
+    assert not s._resize("spectrum", 0.5, 0.06) and s._sizes["spectrum"] == 0.25   # over
+    assert s._resize("spectrum", 0.25, 0.03) and s._sizes["spectrum"] == 0.25      # settled
+    assert s._resize("spectrum", heavy.MIN_SIZE, 0.2)          # over, but already the smallest
+    assert s._resize("spectrum", 1.0, 0.001)                   # cheap, and already full
+    # the copy's refresh is part of the share: with 0.03 s of it, 0.02 s are left to the run
+    s._copy_seconds = 0.03
+    assert not s._resize("spectrum", 0.5, 0.03) and s._sizes["spectrum"] == 0.25
+    monitor.detach()
+
+
+def test_notes_are_kept_once_the_size_has_settled(monkeypatch):
+    monitor, s = scheduler(monkeypatch, rate=0.04)
+    sizes = iter([0.5, 0.5])        # what each run's resize leaves: changed, then the same
+
+    def noted(job):
+        return {"spectrum": {"w": np.ones(2)}, jobs.NOTES: {"": f"live at {job.size}"}}
+
+    monkeypatch.setattr(jobs, "spectrum", noted)
+    monkeypatch.setattr(s, "_resize", lambda name, size, seconds: next(sizes) == size)
+    for size in (0.25, 0.5):
+        s._sizes["spectrum"] = size
+        s._start("spectrum", 1)
+        monitor.flush()
+    assert [n.message for n in monitor.notices] == ["live at 0.5"]   # not the passing 0.25
+    monitor.detach()
+
+
+def test_without_a_pace_every_run_is_at_full_size():
+    monitor = nm.Monitor(mlp(8, 16, 4), budget=1.0, run=False, analyses=("spectrum",))
+    assert monitor._heavy._size("spectrum") == 1.0 and monitor._heavy._resize("spectrum", 1.0, 9.0)
+    monitor.detach()
+
+
+def test_the_refresh_target_grows_with_the_model_from_small_to_10m_parameters():
+    assert heavy.refresh_target(10_000) == heavy.refresh_target(1_000_000) == 2.5
+    assert heavy.refresh_target(10_000_000) == heavy.refresh_target(50_000_000) == 10.0
+    assert heavy.refresh_target(3_162_278) == pytest.approx(5.0, rel=1e-3)
+
+
+def test_a_panel_shows_the_newest_note_of_each_layer_as_a_size_changes():
+    from nnmodes_widgets.runs.run_view import analysis_notes
+
+    monitor = nm.Monitor(mlp(8, 16, 4), run=False, analyses=("neuron_modes",))
+    monitor.report_notice("neuron_modes", "lstm", "not analysable: fused gates")
+    monitor.report_notice("neuron_modes", None, "live from the first 4 of 64 probe samples")
+    monitor.report_notice("neuron_modes", None, "live from the first 16 of 64 probe samples")
+    monitor.report_notice("spectrum", None, "another analysis's")
+    assert analysis_notes(monitor, "neuron_modes") == (
+        "lstm: not analysable: fused gates · live from the first 16 of 64 probe samples")
+    monitor.detach()
+
+
+def test_the_runs_of_a_round_share_one_refresh_of_the_copy(monkeypatch):
+    monitor = nm.Monitor(mlp(8, 16, 4), budget=0.05, run=False, analyses=("spectrum", "alignment"))
+    s = monitor._heavy
+    s.target = 100.0                          # a copy under 25 s old serves the next run
+    s._start("spectrum", 5)
+    monitor.flush()
+    assert s._copied[1] == 5
+    refreshed = []
+    monkeypatch.setattr(s, "_refresh", lambda: refreshed.append(1) or (s._copy, None))
+    assert s._start("alignment", 9) == 0.0 and monitor.flush()
+    assert refreshed == [] and monitor.history.steps("weight_alignment").tolist() == [5]
+    s._copied = (s._copied[0] - 30.0, *s._copied[1:])      # older than a quarter of the target
+    s._start("alignment", 12)
+    monitor.flush()
+    assert refreshed == [1] and monitor.history.steps("weight_alignment").tolist() == [5, 12]
+    s._start("spectrum", 20, fresh=True)      # the final round: the step's own weights
+    monitor.flush()
+    assert refreshed == [1, 1] and monitor.history.steps("spectrum").tolist() == [5, 20]
+    monitor.detach()
+
+
+def test_the_final_round_takes_every_layer_of_the_spectrum_at_once():
+    model = nn.Sequential(nn.Linear(100, 100), nn.Linear(100, 300), nn.Linear(300, 100))
+    turn = jobs.spectrum(job(model, size=1 / 16))
+    final = jobs.spectrum(jobs.Job(model=model, probe=None, history=None, step=2,
+                                   report=lambda layer, exc: None, size=1 / 16, final=True))
+    assert list(turn["spectrum"]) == ["0.weight"]
+    assert list(final["spectrum"]) == ["0.weight", "1.weight", "2.weight"]
