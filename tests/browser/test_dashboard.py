@@ -26,7 +26,7 @@ X, y = torch.tensor(X / 16.0, dtype=torch.float32).reshape(-1, 8, 8), torch.tens
 model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 48), torch.nn.ReLU(),
                             torch.nn.Linear(48, 24), torch.nn.ReLU(), torch.nn.Linear(24, 10))
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
-monitor = nm.Monitor(model, opt, every=5, probe=(X[:200], y[:200]))   # the default budget
+monitor = nm.Monitor(model, opt, probe=(X[:200], y[:200]))   # the defaults: every, budget
 dashboard = monitor.dashboard()
 dashboard""",
     f"""start = time.time()
