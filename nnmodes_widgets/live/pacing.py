@@ -163,7 +163,9 @@ class Pacer:
         else:
             own = e["own_share"] if math.isfinite(e["own_share"]) else 0.0
             others = own - e["job_share"] + c * e["widget_share"]
-        return max(0.0, self.budget - others) / (1 + self.budget)
+        # a quarter of the budget at least: with none, a small model whose sampling and
+        # panels alone passed the budget got no analysis at all (browser tests, wave 3)
+        return max(self.budget / 4, self.budget - others) / (1 + self.budget)
 
     def cost(self, worker_seconds: float, own_seconds: float = 0.0,
              e: dict | None = None) -> float:
