@@ -16,6 +16,14 @@ from nnmodes_widgets.live.cadence import (CALIBRATION_SAMPLES, CALIBRATION_STEPS
                                           RECORD, SAMPLE, Cadence, agree_largest, choose_every)
 
 
+@pytest.fixture(autouse=True)
+def _calibration_by_count(request, monkeypatch):
+    """The steps counted here are short: the calibration ends at its count of steps (the
+    seconds rule is tested on its own)."""
+    if "seconds" not in request.node.name:
+        monkeypatch.setattr(cadence, "CALIBRATION_SECONDS", 0.0)
+
+
 def test_the_smallest_rung_whose_sampling_takes_a_quarter_of_the_budget():
     # budget 5%: sampling may take 1.25% of training time; sample / (every * step) <= 0.0125
     assert choose_every(0.0, 1.0, 0.05) == 1
@@ -76,10 +84,11 @@ def test_a_short_every_starts_its_series_with_a_sample_at_a_multiple_of_it():
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
     # 0.1 ms a sample on 10 ms steps: every step
-    did = calibrate(c, clock, step=0.010, sample=0.0001, until=20)
+    until = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 10
+    did = calibrate(c, clock, step=0.010, sample=0.0001, until=until)
     end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
     assert c.every == 1 and did[end - 1] is None
-    assert did[end] == SAMPLE and did[end + 1:] == [RECORD] * (20 - end - 1)
+    assert did[end] == SAMPLE and did[end + 1:] == [RECORD] * (until - end - 1)
 
 
 def test_the_warm_up_sample_and_the_step_after_the_samples_are_left_out():
@@ -204,3 +213,26 @@ def test_an_explicit_every_is_kept_and_the_status_says_what_it_costs():
     share = s["own_share"] if s["every_within_budget"] else s["sampling_share"]
     assert f"every 3 steps (sampling takes {100 * share:.1f}% of training time" in monitor.summary()
     monitor.detach()
+
+
+def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
+    # In a kernel whose dashboard draws its first frames meanwhile, half the calibration's
+    # steps waited for the GIL: 20 ms against 1 ms. The bare step is the quick ones: sampling
+    # 0.05 ms on 1 ms steps takes a quarter of the budget every 5 steps, not every step.
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    for k in range(1, CALIBRATION_SAMPLES + CALIBRATION_STEPS + 2):
+        clock.now += 0.020 if k % 2 else 0.001
+        if c.due(k, 0.0) is not None:
+            c.sampled(k, 0.00005)
+    assert c.fixed and c.step_seconds == pytest.approx(0.001) and c.every == 5
+
+
+def test_short_steps_calibrate_for_calibration_seconds_not_only_their_count():
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    did = calibrate(c, clock, step=0.001, sample=0.00001, until=CALIBRATION_SAMPLES + CALIBRATION_STEPS + 5)
+    assert not c.fixed and did[-1] is None          # 16 ms of steps: not yet
+    more = int(cadence.CALIBRATION_SECONDS / 0.001)
+    did = calibrate(c, clock, step=0.001, sample=0.00001, until=more + CALIBRATION_SAMPLES + 2)
+    assert c.fixed and c.step_seconds == pytest.approx(0.001)

@@ -241,3 +241,23 @@ def test_sgd_past_two_over_lr_is_at_the_edge_of_stability():
     assert (sharp >= 2 / 2.0).any() == bool(edge)
     assert edge, f"sharpness {sharp} never reached 2 / lr = 1"
     assert "edge of stability" in edge[0].message and edge[0].severity == "info"
+
+
+def test_the_running_median_of_the_exploding_rule_equals_each_prefix_median_as_the_history_grows():
+    from nnmodes_widgets.runs.findings import EXPLODING_MIN_SAMPLES, SUSTAIN, _running_median
+
+    rng = np.random.default_rng(0)
+    mean = rng.lognormal(size=300)
+    mean[rng.random(300) < 0.1] = np.nan          # steps no layer had a finite RWC at
+    steps = np.arange(1, 301) * 10
+    brute = np.full(300, np.nan)
+    for t in range(300):
+        before = mean[: t - SUSTAIN + 1] if t - SUSTAIN + 1 > 0 else mean[:0]
+        before = before[np.isfinite(before)]
+        if len(before) >= EXPLODING_MIN_SAMPLES:
+            brute[t] = np.median(before)
+    cache = {}
+    for end in (7, 8, 120, 300):                   # the history as it grows
+        np.testing.assert_array_equal(_running_median(steps[:end], mean[:end], cache), brute[:end])
+    # another history in the same cache starts anew
+    np.testing.assert_array_equal(_running_median(steps[:50] + 1, mean[:50], cache), brute[:50])

@@ -44,7 +44,7 @@ def test_the_wheel_carries_the_prebuilt_extension_and_the_server_switch():
         assert install["packageName"] == "nnmodes_widgets" and install["packageManager"] == "python"
         config = json.loads(whl.read(f"{data}{SERVER_CONFIG}"))
         assert config == {"ServerApp": {"jpserver_extensions": {"nnmodes_widgets.jupyter.server_extension": True}}}
-        assert "nnmodes_widgets/server_extension.py" in names
+        assert "nnmodes_widgets/jupyter/server_extension.py" in names
         # only what was built: no second copy inside the package, no source maps of the build tools
         assert not any(n.startswith("nnmodes_widgets/labextension/") for n in names)
 
@@ -85,6 +85,6 @@ def test_a_fresh_environment_lists_the_extensions_enabled_and_ok(tmp_path):
     assert (env_dir / EXT / "package.json").is_file()
 
     server = jupyter("server", "extension", "list")
-    assert re.search(r"nnmodes_widgets\.server_extension enabled", server), server
-    assert re.search(r"nnmodes_widgets\.server_extension\s+OK", server), server
+    assert re.search(r"nnmodes_widgets\.jupyter\.server_extension enabled", server), server
+    assert re.search(r"nnmodes_widgets\.jupyter\.server_extension\s+OK", server), server
     assert (env_dir / SERVER_CONFIG).is_file()

@@ -16,6 +16,7 @@ from torch import nn
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.live import heavy
+from nnmodes_widgets.live.dynamics_jobs import phases_ready
 from nnmodes_widgets.runs.analyses import REGISTRY
 
 
@@ -261,16 +262,21 @@ def test_detach_records_every_analysis_of_the_final_weights():
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor = nm.Monitor(model, optimizer, probe=data(), every=1, budget=1.0, run=False)
-    train(model, optimizer, 30, monitor)
+    # until the phases have the samples they are found in (the others ran by then)
+    steps = 0
+    while not phases_ready(monitor) and steps < 5000:
+        train(model, optimizer, 10, monitor)
+        steps += 10
     monitor.detach()
     assert monitor.errors == []
     for analysis in REGISTRY:
         if analysis.name == "findings":     # recorded only when a finding starts or ends
             continue
-        newest = max(monitor.history.steps(r)[-1] for r in analysis.records
-                     if monitor.history.count(r))
-        assert newest == 30, analysis.name
-    assert monitor.history.count("findings") == 0 and monitor.findings == []   # a healthy run
+        newest = max((monitor.history.steps(r)[-1] for r in analysis.records
+                      if monitor.history.count(r)), default=None)
+        assert newest == steps, analysis.name
+    # a healthy run: no warning (a phase change found is information)
+    assert [f.kind for f in monitor.findings if f.severity != "info"] == []
 
 
 # -- interpreter exit ------------------------------------------------------------------------------------

@@ -202,3 +202,13 @@ def test_every_within_budget_brings_sampling_to_half_the_budget():
     assert pacing.every_within(10, 0.025, 0.05) is None      # exactly half: within
     assert pacing.every_within(10, 0.01, 0.05) is None
     assert pacing.every_within(10, math.nan, 0.05) is None   # not measured yet
+
+
+def test_steps_nobody_reads_for_a_whole_window_keep_the_newest_window():
+    pacer = Pacer(0.05, prior_contention=1)
+    base = time.perf_counter() - 50
+    n = pacing.WINDOW_STEPS + 500
+    for i in range(n + 1):       # 1 ms steps, the last 300 of them 2 ms
+        pacer.step(base + 1e-3 * i + 1e-3 * max(0, i - (n - 300)))
+    assert pacer.steps_per_second(200) == pytest.approx(500)
+    assert pacer.estimate()["steps"] == pacing.WINDOW_STEPS

@@ -180,10 +180,10 @@ def test_delivery_coalesces_to_the_newest_and_limits_the_rate():
     assert seen == sorted(seen) and not errors and feed.frames == len(seen)
 
 
-@pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 1.0)])
+@pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 2.5)])
 def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max_share, gap):
     # max_rate 100 would allow a push every 10 ms; a push costing `cost` spaces the next ones
-    # by cost / max_share, at most 1 s (0.05 / 0.01 = 5 s is cut to 1 s).
+    # by cost / max_share, at most 2.5 s (0.05 / 0.01 = 5 s is cut to 2.5 s).
     times = []
 
     def push():
@@ -192,21 +192,22 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
         return True
 
     delivery, feed = _feed(push, max_rate=100, max_share=max_share)
-    deadline = time.monotonic() + 2.5
+    span = max(2.5, 2 * gap + 0.2)
+    deadline = time.monotonic() + span
     while time.monotonic() < deadline:
         delivery.request(feed)
         time.sleep(0.002)
     delivery.close()
     gaps = np.diff(times)
     assert len(gaps) >= 1 and (gaps >= gap * 0.95).all(), gaps
-    assert len(times) <= 2.5 / gap + 1, times
+    assert len(times) <= span / gap + 1, times
 
 
-def test_the_one_second_cap_never_shortens_a_slower_max_rate():
-    delivery, feed = _feed(lambda: time.sleep(0.05) or True, max_rate=0.5, max_share=0.01)
-    feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 1 s, but max_rate asks for 2 s
+def test_the_cap_never_shortens_a_slower_max_rate():
+    delivery, feed = _feed(lambda: time.sleep(0.05) or True, max_rate=0.25, max_share=0.01)
+    feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 2.5 s, but max_rate asks for 4 s
     delivery.close()
-    assert feed.gap == 2.0
+    assert feed.gap == 4.0
 
 
 def test_feeds_refuse_a_share_outside_0_1():
@@ -467,17 +468,17 @@ def test_a_widget_is_on_screen_from_its_display_until_the_front_end_says_its_vie
     assert not presence.on_screen                   # never displayed
     presence.mark_displayed()                       # the kernel displays it: on screen at once
     front_end(+1)                                   # rendered: the front end counts from now
-    front_end(+1)                                   # a second view (displayed twice)
-    front_end(-1)
-    assert presence.on_screen and changes == [True]
+    front_end(+1)                                   # a second view (displayed twice): told,
+    front_end(-1)                                   # it has only what the state holds
+    assert presence.on_screen and changes == [True, True, True]
     front_end(-1)                                   # the last view went: off
-    assert not presence.on_screen and changes == [True, False]
+    assert not presence.on_screen and changes == [True, True, True, False]
     presence.mark_displayed()                       # displayed again (a training cell runs) ...
     front_end(-1)                                   # ... a late word of an older view changes
     assert presence.on_screen                       # nothing: it counts as shown until its own
     front_end(+1)                                   # view comes, and then as the front end says
     front_end(-1)
-    assert not presence.on_screen and changes == [True, False, True, False]
+    assert not presence.on_screen and changes == [True, True, True, False, True, True, False]
     widget._handle_msg({"content": {"data": {"method": "custom", "content": {
         "event": "something else", "change": 1}}}, "buffers": []})
     assert not presence.on_screen and presence_of(widget) is presence
@@ -928,10 +929,9 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines(monkeypatch
         np.testing.assert_allclose(trend._lines.y[1], rwc[0], rtol=1e-6)
         # the one spectrum is a line of every rank
         assert spectra._spectra.x.shape == (3, 8) and spectra._spectra.stroke_width == 1.5
-        # ranges around the one step, and round ticks on the small plots
+        # ranges around the one step (the browser picks round ticks in them: js/ticks.js)
         assert (trend._x_scale.min, trend._x_scale.max) == (0, 10)
         assert (spectra._step_x.min, spectra._step_x.max) == (0, 10)
-        assert list(spectra._effective_fig.axes[0].tick_values) == [0, 5, 10]
         assert trend._linear_scale.min is None          # three layers: a range of values
         assert monitor.errors == []
 
@@ -943,7 +943,6 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines(monkeypatch
             assert mark.x.shape == (3, 2) and mark.x[0].tolist() == [5, 10]
         assert trend._lines.stroke_width == LINE_WIDTH and spectra._effective.stroke_width == 2.0
         assert trend._x_scale.min is None and spectra._step_x.min is None
-        assert list(spectra._effective_fig.axes[0].tick_values) == [6, 8, 10]
     finally:
         trend.close()
         spectra.close()

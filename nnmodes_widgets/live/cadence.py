@@ -3,9 +3,12 @@ chosen in the first steps from the measured cost of a sample (SPEC 5, wave 3).
 
 Chosen (``every=None``): the first ``CALIBRATION_SAMPLES`` steps each take a sample, the first
 of them a warm-up (it computes the snapshot's norms once), the others timed; the next
-``CALIBRATION_STEPS`` steps take none, and their durations less the monitor's time in them are
-the bare step. ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ... whose sampling takes
-at most a quarter of the budget (sample / (every x step) <= budget / 4), fixed for the run.
+``CALIBRATION_STEPS`` steps (or more, until they fill ``CALIBRATION_SECONDS``) take none, and
+the lower quartile of their durations less the monitor's time in them is the bare step (in a
+kernel whose dashboard drew its first frames meanwhile, the median of 8 steps was ten times
+the bare step and chose every=1). ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ...
+whose sampling takes at most a quarter of the budget (sample / (every x step) <= budget / 4),
+fixed for the run.
 Every recorded value spans ``every`` steps: when ``every`` reaches past the calibration, the
 last calibration sample starts the series (records at ``CALIBRATION_SAMPLES`` + k x every);
 else a sample at the first multiple of ``every`` after it does, not recorded, and the records
@@ -28,7 +31,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 CALIBRATION_SAMPLES = 4     # samples in the first steps: a warm-up, then timed
-CALIBRATION_STEPS = 8       # steps after them with no sample: the bare step time
+CALIBRATION_STEPS = 16      # steps after them with no sample: the bare step time (their lower
+                            # quartile: a step that waited for a busy core or the GIL is longer)
+CALIBRATION_SECONDS = 0.5   # ... and as many more as fill this long (a dashboard's first frames,
+                            # drawn while training starts, slowed a burst of 16 short steps)
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
 RECENT = 16                 # samples whose median time says what the sampling costs now
@@ -84,7 +90,7 @@ class Cadence:
         self.fixed = not self.chosen
         self.budget = budget
         self.sample_seconds = math.nan   # calibration: the median timed sample
-        self.step_seconds = math.nan     # ... and bare step
+        self.step_seconds = math.nan     # ... and bare step (lower quartile)
         self._agree, self._on_fixed = agree, on_fixed
         self._clock = clock
         self._samples: list[tuple[float, tuple | None]] = []   # host seconds, CUDA events
@@ -140,7 +146,8 @@ class Cadence:
             # left out: their memory traffic may still slow it)
             self._steps.append(max(0.0, now - self._last - overhead))
         self._last = now
-        if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1:
+        if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1 or \
+                sum(self._steps) < CALIBRATION_SECONDS:
             return
         if not all(e is None or e[1].query() for _, e in self._samples):
             if self._agree is None:
@@ -151,7 +158,7 @@ class Cadence:
         samples = [seconds if e is None else max(seconds, e[0].elapsed_time(e[1]) / 1e3)
                    for seconds, e in self._samples]
         self.sample_seconds = statistics.median(samples) if samples else math.nan
-        self.step_seconds = statistics.median(self._steps) if self._steps else math.nan
+        self.step_seconds = (float(np.quantile(self._steps, 0.25)) if self._steps else math.nan)
         self.every = choose_every(self.sample_seconds, self.step_seconds, self.budget)
         self.fixed = True
         try:

@@ -1,7 +1,8 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
-Offered at every training step (a glance at one number until a run may start), so that how
-often the panels refresh does not depend on how often RWC is sampled. Whose turn it is: the
+Paced, offered at every training step (a glance at one number until a run may start), so that
+how often the panels refresh does not depend on how often RWC is sampled; unpaced (a budget of
+1), at each RWC sample, as ``every`` says. Whose turn it is: the
 analysis that has waited longest, in rounds of those the panels refresh from, the others
 (clusters, basins, phases, findings) every few rounds. Nothing is exempt from the budget
 (SPEC 5, wave 3): a run starts
@@ -283,15 +284,17 @@ class HeavyAnalyses:
 
     def _next(self, ready: list[str]) -> str | None:
         """The analysis whose turn it is: of those ready, the one that has waited longest since
-        its last start (never: first, in the registry's order), the wait of one that only adds to
-        a panel or sums up the others counting a quarter (``SLOW_WEIGHT``): a round of the
-        panels' analyses, the others every few rounds. Paced, one that started less than
+        its last start (never: first, the panels' in the registry's order, then the others'),
+        the wait of one that only adds to a panel or sums up the others counting a quarter
+        (``SLOW_WEIGHT``): a round of the panels' analyses, the others every few rounds. Paced, one that started less than
         ``MIN_INTERVAL`` ago is passed (a cheap one would fill the history with samples no panel
         can tell apart); one backing off after faults is passed, its turn counted down."""
         now = time.perf_counter()
 
-        def waited(name: str) -> float:
-            return (now - self._started.get(name, -math.inf)) * _weight(name)
+        def waited(name: str) -> tuple[float, float]:
+            # never run: first, those a panel refreshes from before the others (a first clusters
+            # run, 0.1 s of scikit-learn, must not hold up every panel's first frame)
+            return (now - self._started.get(name, -math.inf)) * _weight(name), _weight(name)
 
         for name in sorted(ready, key=waited, reverse=True):   # stable: ties in their order
             if self.paced and now - self._started.get(name, -math.inf) < MIN_INTERVAL:

@@ -275,10 +275,11 @@ class Monitor:
         due = self._guarded("rwc", self._cadence.due, step, ended)
         if due is not None and "rwc" in self.analyses:
             self._guarded("rwc", self._sample_rwc, step, due == RECORD)
-        # the background analyses are looked at every step: a run starts when the budget allows
-        # (not while the cadence measures: its figures are those of training alone)
-        copied = (self._guarded("schedule", self._heavy.offer, step) or 0.0
-                  if self._cadence.fixed else 0.0)
+        # paced, the background analyses are looked at every step: a run starts when the budget
+        # allows; unpaced (budget 1), at each sample, as many as the worker takes (not while the
+        # cadence measures: its figures are those of training alone)
+        offered = self._cadence.fixed and (self._heavy.paced or due == RECORD)
+        copied = (self._guarded("schedule", self._heavy.offer, step) or 0.0) if offered else 0.0
         self.notify()
         overhead = time.perf_counter() - t0     # inside the step that begins at t0
         self._overhead_total += overhead

@@ -36,9 +36,10 @@ import time
 
 import numpy as np
 
-WINDOW_STEPS = 1 << 15      # steps kept for the estimate (about 30 s of a 1 ms step)
+WINDOW_STEPS = 1 << 13      # steps kept for the estimate (about 8 s of a 1 ms step: an estimate
+                            # over 32k steps took 15 ms of the worker's credit every 2 s)
 WINDOW_SECONDS = 60.0       # ... and at most this far back
-BUSY_KEPT = 1 << 14         # stretches of background work kept
+BUSY_KEPT = 1 << 12         # stretches of background work kept
 BREAK = 20.0                # a step over this many typical steps is a break
 QUIET = 0.01                # a step with less of it overlapped is quiet
 PRIOR_WEIGHT = 5.0          # the prior contention counts as this many steps' background
@@ -67,7 +68,10 @@ class Pacer:
         self._last_start: float | None = None
         self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior)
         self._estimated_at = -math.inf
-        self._counted = 0              # steps seen so far
+        self._counted = 0              # steps in the ring so far
+        # steps not yet in the ring: appending a tuple costs the training thread a tenth of a
+        # NumPy row write; the readers move them in
+        self._fresh: list[tuple] = []
         self._estimated_count = 0      # ... when the estimate was made
         self._credit = 0.0             # training seconds the worker's runs may still cost
         self._credited_at: float | None = None
@@ -81,14 +85,24 @@ class Pacer:
         preparing a run) in it when ``sampled``, ``for_jobs`` of them for the worker's runs."""
         with self._lock:
             if self._last_start is not None:
-                self._steps[self._counted % WINDOW_STEPS] = (
-                    self._last_start, start - self._last_start, overhead, sampled, for_jobs)
-                self._counted += 1
+                self._fresh.append((self._last_start, start - self._last_start, overhead,
+                                    sampled, for_jobs))
+                if len(self._fresh) >= WINDOW_STEPS:    # nobody read them for a while
+                    self._absorb()
             self._last_start = start
+
+    def _absorb(self) -> None:
+        """Move the fresh steps into the ring (under the lock)."""
+        fresh = np.array(self._fresh[-WINDOW_STEPS:], dtype=np.float64).reshape(-1, 5)
+        rows = (self._counted + np.arange(len(fresh))) % WINDOW_STEPS
+        self._steps[rows] = fresh
+        self._counted += len(fresh)
+        self._fresh = []
 
     def steps_per_second(self, steps: int = 200) -> float:
         """Over the last ``steps`` steps (NaN before two)."""
         with self._lock:
+            self._absorb()
             n = min(steps, self._counted, WINDOW_STEPS)
             rows = (self._counted - 1 - np.arange(n)) % WINDOW_STEPS
             total = self._steps[rows, 1].sum()
@@ -129,6 +143,7 @@ class Pacer:
         (the part of it spent for the worker's runs), ``steps`` (in the window)."""
         now = time.perf_counter()
         with self._lock:
+            self._absorb()
             # recent enough, and not many steps since (the first steps change it most)
             new_steps = self._counted - self._estimated_count
             if now - self._estimated_at < REFRESH and new_steps <= max(4, self._counted // 8):

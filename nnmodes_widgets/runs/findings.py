@@ -21,6 +21,8 @@ a sample of its analysis; a finding starts where it has held for ``SUSTAIN`` sam
 
 from __future__ import annotations
 
+import bisect
+
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,12 +167,7 @@ def diverging(history, settings, cache) -> list[Finding]:
         with np.errstate(all="ignore"):
             mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0)
         recent = np.convolve(mean, np.ones(SUSTAIN) / SUSTAIN, mode="full")[: len(mean)]
-        ratio = np.full(len(mean), np.nan)
-        for t in range(EXPLODING_MIN_SAMPLES + SUSTAIN - 1, len(mean)):
-            before = mean[: t - SUSTAIN + 1]
-            before = before[np.isfinite(before)]
-            if len(before) >= EXPLODING_MIN_SAMPLES and np.median(before) > 0:
-                ratio[t] = recent[t] / np.median(before)
+        ratio = recent / _running_median(steps, mean, cache)
         with np.errstate(invalid="ignore"):
             held = ratio > EXPLODING
         out += _findings("diverging", None, "warning", _Rule(steps, held, ratio), "rwc", EXPLODING,
@@ -245,6 +242,32 @@ def _knows(history, analysis: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _running_median(steps: np.ndarray, mean: np.ndarray, cache: dict) -> np.ndarray:
+    """At each sample t, the median of the finite values of ``mean`` before the last
+    ``SUSTAIN`` (NaN with fewer than ``EXPLODING_MIN_SAMPLES`` of them, or not above 0).
+    Incremental: the sorted values and medians so far are kept in ``cache`` while the history
+    only grows (a median of every prefix, recomputed, took 0.2 s at 4k samples, quadratic)."""
+    done = cache.get("medians", [])
+    if len(done) > len(mean) or (done and cache["last_step"] != steps[len(done) - 1]):
+        done = []                        # another history, or a rewritten one: anew
+    if not done:
+        cache["sorted"] = []
+    ordered = cache["sorted"]
+    medians = list(done)
+    for t in range(len(medians), len(mean)):
+        if t >= SUSTAIN:                 # mean[t - SUSTAIN] joins the values before t's last SUSTAIN
+            value = float(mean[t - SUSTAIN])
+            if math.isfinite(value):
+                bisect.insort(ordered, value)
+        n = len(ordered)
+        median = (ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2) \
+            if n >= EXPLODING_MIN_SAMPLES else math.nan
+        medians.append(median if median > 0 else math.nan)
+    cache["medians"] = medians
+    cache["last_step"] = steps[len(medians) - 1] if medians else None
+    return np.asarray(medians, dtype=np.float64)
 
 
 def heavy_tail(history, settings, cache) -> list[Finding]:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 THREAD_NAME = "nnmodes-delivery"
 IDLE_AFTER = 2.0      # seconds without news before the thread ends
-_MAX_GAP = 1.0        # seconds: the longest a costly update delays the next (max_rate aside)
+_MAX_GAP = 2.5        # seconds: the longest a costly update delays the next (max_rate aside):
+                      # the refresh target of a small model (SPEC 5)
 _JOIN = 1.0           # seconds detach waits for the thread to end (it is between two updates)
 
 

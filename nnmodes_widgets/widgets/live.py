@@ -51,9 +51,14 @@ class LivePanel(ShownOnDisplay):
         presence = presence_of(self.front)
         self._feed = self._delivery.add(_run_feed(self._update, run, name=name, max_rate=max_rate,
                                                  on_screen=lambda: presence.on_screen))
-        presence.watch(lambda shown: self._delivery.screen_changed(self._feed))
+        presence.watch(self._screen_changed)
         self._delivery.follow(run)
         self._feed.deliver()
+
+    def _screen_changed(self, shown: bool) -> None:
+        if shown:
+            self._version = -1     # a new view: drawn anew, changed or not
+        self._delivery.screen_changed(self._feed)
 
     def _update(self) -> bool:
         """Draw if the data changed; whether it did."""

@@ -35,6 +35,9 @@ class Presence:
         return self.displayed or self.views > 0
 
     def watch(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(on_screen)`` when it changes, and when a view comes while another is
+        counted (a page reloaded during training never reported its old views gone; the new one
+        has only what the model's state holds, not the frames sent before it)."""
         self._watchers.append(callback)
 
     def mark_displayed(self) -> None:
@@ -57,7 +60,7 @@ class Presence:
             if displayed is not None:
                 self.displayed = displayed
             after = self.on_screen
-        if after != before:
+        if after != before or views > 0:
             for callback in list(self._watchers):
                 callback(after)
 

@@ -51,6 +51,7 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
             self.steps_per_second = _finite_or_none(s["steps_per_second"])
             self.slowdown = _finite_or_none(s["slowdown"])
             self.samples = s["samples"]
+            self.every = self.run.every     # chosen in the first steps: provisional until then
             self.own_share = _finite_or_none(s["own_share"])
             self.every_within_budget = s["every_within_budget"]
             self.errors = s["errors"]
