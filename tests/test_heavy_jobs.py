@@ -107,8 +107,8 @@ def test_a_failing_fit_costs_only_its_layer(monkeypatch):
         return power_law_line(values)
 
     monkeypatch.setattr(jobs, "power_law_line", fit)
-    monitor = nm.Monitor(model, optimizer, budget=1.0, analyses=("spectrum",))
-    train(model, optimizer, 1, monitor)          # offered at step 1
+    monitor = nm.Monitor(model, optimizer, every=1, budget=1.0, analyses=("spectrum",))
+    train(model, optimizer, 1, monitor)          # unpaced: run once after the sample of step 1
     h = monitor.history
     assert h.layers("spectrum") == ["0.weight", "2.weight", "4.weight"]   # every spectrum kept
     assert np.isnan(h.latest("power_law", "2.weight")[1]).all()

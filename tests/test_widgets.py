@@ -210,6 +210,20 @@ def test_the_cap_never_shortens_a_slower_max_rate():
     assert feed.gap == 4.0
 
 
+def test_the_feeds_of_one_widget_share_its_share_of_wall_time():
+    # four panels of one dashboard, each allowed a 4% share: together 4%, so a 10 ms update
+    # spaces its panel's next one by 10 ms / 1% = 1 s, not 0.25 s; one panel closed, 0.75 s
+    delivery = Delivery()
+    feeds = [delivery.add(Feed(lambda: time.sleep(0.01) or True, max_rate=100, max_share=0.04,
+                               on_error=pytest.fail)) for _ in range(4)]
+    feeds[0].deliver()
+    assert feeds[0].share == pytest.approx(0.01) and 0.95 <= feeds[0].gap < 1.5, feeds[0].gap
+    delivery.remove(feeds[3])
+    feeds[0].deliver()
+    assert feeds[0].share == pytest.approx(0.04 / 3) and 0.7 <= feeds[0].gap < 1.2, feeds[0].gap
+    delivery.close()
+
+
 def test_feeds_refuse_a_share_outside_0_1():
     with pytest.raises(ValueError, match="max_share must be a fraction in"):
         Feed(lambda: True, max_share=0, on_error=pytest.fail)
@@ -377,8 +391,7 @@ def test_dashboard_status_and_lifecycle():
     assert status.slowdown is None or -1 < status.slowdown < 10
     assert status.budget == monitor.budget and status.every == 5
     # sampling that alone takes over half the budget: the status line gets the every that fits
-    measured = dict(monitor.pacer.estimate(), own_share=0.05)
-    monitor.pacer.estimate = lambda: measured
+    monitor._cadence.share = lambda bare: 0.05
     dashboard.status.push_now()
     assert status.own_share == 0.05 and status.every_within_budget == 10
     # detaching pushes the final state of a dashboard on screen at once
@@ -895,23 +908,14 @@ def test_exports_label_ticks_as_people_write_numbers():
         monitor.detach()
 
 
-def _on_the_rwc_grid(monitor, monkeypatch):
-    """The background analyses offered only at the RWC samples' steps (they may start at any
-    step): the ranges checked here are around those steps."""
-    offer = monitor._heavy.offer
-    monkeypatch.setattr(monitor._heavy, "offer",
-                        lambda step: offer(step) if step % monitor.every == 0 else 0.0)
-    return monitor
-
-
-def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines(monkeypatch):
+def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
     from nnmodes_widgets.widgets.spectrum import Spectra
     from nnmodes_widgets.widgets.trend import LINE_WIDTH, POINT_WIDTH
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = _on_the_rwc_grid(nm.Monitor(model, optimizer, every=5, budget=1.0,
-                                          analyses=("rwc", "spectrum")), monkeypatch)
+    # unpaced: the spectrum runs once after each RWC sample, at its step here
+    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
     trend, spectra = Trend(monitor), Spectra(monitor)
     try:
         _train(model, optimizer, 5)
@@ -982,13 +986,13 @@ def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
         monitor.detach()
 
 
-def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_the_plot(monkeypatch):
+def test_exports_of_one_sample_show_it_and_many_layers_get_their_legend_under_the_plot():
     from nnmodes_widgets.widgets.spectrum import Spectra
 
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    monitor = _on_the_rwc_grid(nm.Monitor(model, optimizer, every=5, budget=1.0,
-                                          analyses=("rwc", "spectrum")), monkeypatch)
+    # unpaced: the spectrum runs once after each RWC sample, at its step here
+    monitor = nm.Monitor(model, optimizer, every=5, budget=1.0, analyses=("rwc", "spectrum"))
     try:
         _train(model, optimizer, 5)
         monitor.flush()

@@ -1,8 +1,9 @@
 """Heavier analyses for the monitor: run on a copy of the model, in the background, in budget.
 
-Paced, offered at every training step (a glance at one number until a run may start), so that
+Offered at every training step (a glance at one number until a run may start): paced, so that
 how often the panels refresh does not depend on how often RWC is sampled; unpaced (a budget of
-1), at each RWC sample, as ``every`` says. Whose turn it is: the
+1), each analysis runs once after each RWC sample, at the first step the worker is free, so that
+``every`` says how often. Whose turn it is: the
 analysis that has waited longest, in rounds of those the panels refresh from, the others
 (clusters, basins, phases, findings) every few rounds. Nothing is exempt from the budget
 (SPEC 5, wave 3): a run starts
@@ -126,6 +127,7 @@ class HeavyAnalyses:
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
         self._noted: set[tuple] = set()   # notes already in monitor.notices
         self._analysed: dict[str, int] = {}   # name -> the step of its newest run
+        self._sample_step: int | None = None  # unpaced: the newest RWC sample's step
         self._sizes: dict[str, float] = {}    # name -> its live size (paced)
         self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
@@ -201,16 +203,26 @@ class HeavyAnalyses:
             return False
         return described.ready is None or resolve(described.ready)(self.monitor)
 
+    def _since_sample(self, name: str) -> bool:
+        """Paced, always; unpaced, whether ``name`` has not run since the newest RWC sample."""
+        if self.paced:
+            return True
+        return self._sample_step is not None and self._analysed.get(name, -1) < self._sample_step
+
     def _size(self, name: str) -> float:
         return self._sizes.get(name, MIN_SIZE) if self.paced else 1.0
 
-    def offer(self, step: int) -> float:
-        """Start the run whose turn it is at training step ``step``, if any may start now;
-        the seconds its copy's refresh took here (0 when none started)."""
+    def offer(self, step: int, sampled: bool = False) -> float:
+        """Start the run whose turn it is at training step ``step`` (``sampled``: one that
+        recorded an RWC sample), if any may start now; the seconds its copy's refresh took here
+        (0 when none started)."""
+        if sampled:
+            self._sample_step = step
         now = time.perf_counter()
         if now < self._not_before:
             return 0.0
-        ready = [n for n in self.names if self._ready(n) and self._affordable(n)]
+        ready = [n for n in self.names if self._ready(n) and self._affordable(n)
+                 and self._since_sample(n)]
         self._ready_weight = sum(map(_weight, ready)) or 1.0
         name = self._next(ready) if ready and self.worker.idle else None
         if name is None:            # nothing to run, or every one ran just now

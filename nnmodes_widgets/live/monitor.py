@@ -275,11 +275,10 @@ class Monitor:
         due = self._guarded("rwc", self._cadence.due, step, ended)
         if due is not None and "rwc" in self.analyses:
             self._guarded("rwc", self._sample_rwc, step, due == RECORD)
-        # paced, the background analyses are looked at every step: a run starts when the budget
-        # allows; unpaced (budget 1), at each sample, as many as the worker takes (not while the
-        # cadence measures: its figures are those of training alone)
-        offered = self._cadence.fixed and (self._heavy.paced or due == RECORD)
-        copied = (self._guarded("schedule", self._heavy.offer, step) or 0.0) if offered else 0.0
+        # the background analyses are looked at every step: a run starts when the budget allows
+        # (not while the cadence measures: its figures are those of training alone)
+        copied = (self._guarded("schedule", self._heavy.offer, step, due == RECORD) or 0.0
+                  if self._cadence.fixed else 0.0)
         self.notify()
         overhead = time.perf_counter() - t0     # inside the step that begins at t0
         self._overhead_total += overhead
@@ -508,13 +507,15 @@ class Monitor:
         ``every``, ``every_chosen`` (True: chosen by the monitor, None: still being chosen,
         False: given) and ``sampling_share`` (the share of training time the sampling takes:
         the median time of the last samples over ``every`` bare steps, NaN before a sample);
-        ``every_within_budget`` (when the monitor's own time in the steps alone takes over half the
-        budget: the ``every`` that would not, else None); ``samples``, ``dropped``, ``deferred``,
+        ``every_within_budget`` (when the sampling alone takes over half the budget: the
+        ``every`` that would not, else None; the rest of the monitor's time in the steps does
+        not depend on ``every``); ``samples``, ``dropped``, ``deferred``,
         ``errors``, ``last_error``; ``detached``, and ``replaced_at``: the step reached when a
         new monitor replaced this one, else None."""
         step, errors, last_error, nonfinite = self._state.faults()
         rate = self.pacer.steps_per_second()
         measured = self.pacer.estimate()
+        sampling = self._cadence.share(measured["bare"])
         return {
             "step": step,
             "steps_per_second": rate,
@@ -526,8 +527,8 @@ class Monitor:
             "contention": measured["contention"],
             "every": self.every,
             "every_chosen": (None if not self._cadence.fixed else self._cadence.chosen),
-            "sampling_share": self._cadence.share(measured["bare"]),
-            "every_within_budget": every_within(self.every, measured["own_share"], self.budget),
+            "sampling_share": sampling,
+            "every_within_budget": every_within(self.every, sampling, self.budget),
             "overhead_seconds": self._overhead_total,
             "samples": self.history.count("rwc"),
             "dropped": self._heavy.worker.dropped,
@@ -553,9 +554,7 @@ class Monitor:
             parts.append(f"{samples}, every being chosen in the first steps")
         else:
             every = "step" if s["every"] == 1 else f"{s['every']} steps"
-            # over half the budget, the monitor's whole time in the steps is what counts
             hint, share = s["every_within_budget"], s["sampling_share"]
-            share = s["own_share"] if hint else share
             detail = [("chosen" if s["every_chosen"] else "")]
             if math.isfinite(share):
                 detail.append(f"sampling takes {100 * share:.1f}% of training time"

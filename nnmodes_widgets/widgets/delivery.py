@@ -6,8 +6,10 @@ each of its panels' updates (``Feed``) at most ``max_rate`` times per second, al
 newest data, and only for panels on screen: a fast loop never waits for a widget, a slow widget
 never sees a backlog, and a panel nobody sees costs nothing (it is brought up to date when a
 view appears). An update that is costly to build spaces that panel's next ones out so that
-building takes at most ``max_share`` of wall time, yet at least one update a second goes out (a
-rare costly one, such as the trend's periodic clustering, must not freeze a plot): the thread
+building takes at most its share of ``max_share`` of wall time (the feeds of one widget share
+it: a dashboard of eight panels may take what one panel may), yet at least one update in
+``_MAX_GAP`` seconds goes out (a rare costly one, such as the trend's periodic clustering, must
+not freeze a plot): the thread
 holds the GIL for much of its work, and a small model's training loop is Python-bound (on the
 quickstart MLP, ten trend updates a second slowed training by about 10%). Sending comm messages
 from a thread is safe: ipykernel routes them through its IOPub thread.
@@ -48,7 +50,8 @@ class Feed:
         if not 0 < max_share <= 1:
             raise ValueError(f"max_share must be a fraction in (0, 1], got {max_share!r}")
         self.interval = 1.0 / max_rate
-        self.max_share = max_share
+        self.max_share = max_share     # of wall time, shared with the other feeds of its delivery
+        self.share = max_share         # this feed's part of it (``Delivery.add``)
         self.gap = self.interval       # before the next update: interval, or longer if costly
         self.last = float("-inf")
         self.wanted = False            # news not delivered yet
@@ -78,7 +81,7 @@ class Feed:
             if built:
                 self.last = start
                 cost = time.monotonic() - start
-                self.gap = max(self.interval, min(cost / self.max_share, _MAX_GAP))
+                self.gap = max(self.interval, min(cost / self.share, _MAX_GAP))
 
 
 class Delivery:
@@ -107,6 +110,7 @@ class Delivery:
     def add(self, feed: Feed) -> Feed:
         """Serve ``feed`` too (updated at once if it is on screen)."""
         self.feeds.append(feed)
+        self._share_out()
         self.screen_changed(feed)
         return feed
 
@@ -114,7 +118,15 @@ class Delivery:
         """Stop updating ``feed`` (its panel was closed)."""
         if feed in self.feeds:
             self.feeds.remove(feed)
+            self._share_out()
         self._visible = any(f.on_screen() for f in self.feeds)
+
+    def _share_out(self) -> None:
+        """Each feed's part of its ``max_share``: an equal one of the feeds served (a headless
+        grokking run's eight panels took 1.1% of wall time, a fifth of the budget, each within
+        its own tenth)."""
+        for feed in self.feeds:
+            feed.share = feed.max_share / len(self.feeds)
 
     def follow(self, run) -> None:
         """Update the feeds when ``run`` has news (once per run), finally when it detaches."""

@@ -52,7 +52,7 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
             self.slowdown = _finite_or_none(s["slowdown"])
             self.samples = s["samples"]
             self.every = self.run.every     # chosen in the first steps: provisional until then
-            self.own_share = _finite_or_none(s["own_share"])
+            self.own_share = _finite_or_none(s.get("sampling_share", math.nan))
             self.every_within_budget = s["every_within_budget"]
             self.errors = s["errors"]
             self.last_error = s["last_error"] or ""

@@ -34,7 +34,7 @@ while time.time() - start < {TRAIN_SECONDS}:
     idx = torch.randint(0, len(X), (32,))
     opt.zero_grad(); torch.nn.functional.cross_entropy(model(X[idx]), y[idx]).backward(); opt.step()
 monitor.detach()
-open("training_done", "w").write(str(monitor.current_step))  # a mark the test can see""",
+open("training_done", "w").write(f"{{monitor.current_step}} {{monitor.every}}")  # a mark the test can see""",
     """for ext in ("png", "svg", "pdf"):
     dashboard.export(f"dashboard_export.{ext}")
 print("exported", monitor.current_step)""",
@@ -130,8 +130,9 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
         loc.wait_for(timeout=30_000)
         page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
                                arg=loc.element_handle(), timeout=30_000)
-    final = int(done.read_text())
-    page.wait_for_function(f"el => Number(el.getAttribute('data-step')) >= {final - 5}",
+    final, every = map(int, done.read_text().split())
+    # the last RWC sample: at most every - 1 steps before the end (the interval the monitor chose)
+    page.wait_for_function(f"el => Number(el.getAttribute('data-step')) > {final - every}",
                            arg=panels["trend"].element_handle(), timeout=30_000)
     assert final > step_before, (final, step_before)
     assert "detached" in dashboard.locator(".nnmodes-status").inner_text()
