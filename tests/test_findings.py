@@ -261,3 +261,33 @@ def test_the_running_median_of_the_exploding_rule_equals_each_prefix_median_as_t
         np.testing.assert_array_equal(_running_median(steps[:end], mean[:end], cache), brute[:end])
     # another history in the same cache starts anew
     np.testing.assert_array_equal(_running_median(steps[:50] + 1, mean[:50], cache), brute[:50])
+
+
+def test_a_healthy_digits_conv_net_has_no_warning():
+    # the digits conv net of bench/live.py, trained as people do (Adam, batches of 32) on
+    # scikit-learn's digits until it reads them: every analysis, every finding rule, no warning
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    import nnmodes_widgets as nm
+
+    torch.manual_seed(0)
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8), torch.tensor(y)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(512, 32), nn.SiLU(), nn.Linear(32, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    monitor = nm.Monitor(model, opt, every=10, budget=1.0, run=False)
+    for step in range(600):
+        i = torch.randint(0, len(x), (32,))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+        opt.step()
+        if step % 50 == 49:
+            monitor.flush()     # every analysis gets its samples, whatever the machine's speed
+    monitor.detach(timeout=None)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.9      # it learned
+    assert monitor.errors == [] and monitor.history.count("neuron_modes") >= 5
+    assert [f.message for f in monitor.findings if f.severity == "warning"] == []

@@ -97,6 +97,15 @@ def test_grokking_generalises_late_and_the_monitor_looks_for_phase_changes():
     assert (_workdir() / "grokking_dashboard.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_architectures_notebooks_resnet_and_gpt_train_with_no_warning():
+    # healthy runs of the architectures people train: %nnmodes status lists findings, and
+    # none is a warning (SPEC 15)
+    nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("architectures.ipynb")])
+    text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    assert text.count("0 errors") >= 2, text       # both status lines were printed
+    assert "warning" not in text, text
+
+
 def test_trainers_notebook_watches_lightning_and_the_hugging_face_trainer():
     import re
 

@@ -10,7 +10,7 @@ import time
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
                        run_all_cells, write_notebook)
 
-TRAIN_SECONDS = 60
+TRAIN_SECONDS = 40
 CELLS = [
     """import time, torch
 import nnmodes_widgets as nm

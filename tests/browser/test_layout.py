@@ -14,7 +14,7 @@ from pathlib import Path
 from .conftest import assert_no_console_errors, error_outputs, open_notebook, run_all_cells, write_notebook
 from .test_architectures import MODELS
 
-TRAIN_SECONDS = 25
+TRAIN_SECONDS = 18
 WIDTHS = (1400, 900)
 CELLS = [
     MODELS,
