@@ -81,7 +81,10 @@ def test_a_finding_clicked_while_training_selects_its_layer_and_shows_its_panel(
     span = trend.get_attribute("data-evidence")
     assert span and re.fullmatch(r"\d+-\d+", span), span    # the steps it held on, marked
     first, last = map(int, span.split("-"))
-    assert first <= last <= int(trend.get_attribute("data-step")) + 50, (span, trend.get_attribute("data-step"))
+    # it begins within the plotted steps (the finding may have read samples newer than the
+    # trend's last frame: the panels share a tenth of the budget, a frame in 2.5 s at most)
+    assert first <= last and first <= int(trend.get_attribute("data-step")), \
+        (span, trend.get_attribute("data-step"))
     page.wait_for_function(BAND_JS, arg=trend.element_handle(), timeout=10_000)
     assert "nnmodes-active" in finding.get_attribute("class")
     assert kernel_busy(page), "the click must be tried while the kernel is busy"
