@@ -1051,3 +1051,28 @@ def test_a_clustering_fault_is_reported_and_the_trend_still_draws(monkeypatch):
     trend.close()
     monitor.detach()
 
+
+
+def test_the_trend_and_the_status_say_the_every_the_monitor_chose(monkeypatch):
+    # every=None: provisional (10) until the first steps are measured, then chosen and kept;
+    # the panels say the chosen one (20 here, whatever the machine), not the one they were
+    # made with
+    from nnmodes_widgets.live import cadence
+
+    monkeypatch.setattr(cadence, "choose_every", lambda sample, step, budget: 20)
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, run=False, analyses=("rwc",))
+    dashboard = nm.Dashboard(monitor)
+    try:
+        assert "sampled every 10 steps" in dashboard.trend._controls.detail
+        while not monitor._cadence.fixed:
+            _train(model, optimizer, 10)
+        _train(model, optimizer, 3 * monitor.every)   # samples to draw
+        dashboard.trend.push_now()
+        dashboard.status.push_now()
+        assert monitor.every == 20 and "sampled every 20 steps" in dashboard.trend._controls.detail
+        assert dashboard.status.every == 20
+    finally:
+        dashboard.close()
+        monitor.detach()

@@ -148,11 +148,9 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
             fig_margin=margin(left=75),
             layout=ipywidgets.Layout(width="100%", height="300px"),
         )
-        every = "every step" if run.every == 1 else f"every {run.every} steps"
         self.title = "Relative weight change per layer"
-        self._sampling = f"{run.rwc_kind} RWC, sampled {every}"
         self._controls = _TrendControls(
-            title=self.title, detail=self._sampling, layers=run.layers, help=HELP,
+            title=self.title, detail=_sampling(run), layers=run.layers, help=HELP,
             reference="WeightScale (arXiv 2107.07005)",
             reference_url="https://arxiv.org/abs/2107.07005",
             log_y=log_y, lines=self._lines, log_lines=self._log_lines, linear_axis=linear_axis,
@@ -202,9 +200,9 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
     def _detail(self, labels: dict[str, int] | None) -> str:
         """How the trends were sampled, and how the lines are coloured once they are clustered."""
         if not labels:
-            return self._sampling
+            return _sampling(self.run)
         k = len(set(labels.values()))
-        return f"{self._sampling} · {k} {'cluster' if k == 1 else 'clusters'} of trends, one hue each"
+        return f"{_sampling(self.run)} · {k} {'cluster' if k == 1 else 'clusters'} of trends, one hue each"
 
     def _draw_live(self) -> None:
         history = self.run.history
@@ -274,3 +272,9 @@ def cluster_labels(history, step: int | None = None) -> dict[str, int] | None:
         if i < len(layer_steps) and layer_steps[i] == last:   # in the partition of that step
             labels[layer] = int(values[i])
     return labels or None
+
+
+def _sampling(run) -> str:
+    """How the trends are sampled: read at each draw (``every`` is chosen in the first steps)."""
+    every = "every step" if run.every == 1 else f"every {run.every} steps"
+    return f"{run.rwc_kind} RWC, sampled {every}"
