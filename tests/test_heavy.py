@@ -407,3 +407,25 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     assert calls and monitor.errors[0].analysis == "spectrum"
     assert monitor.errors[0].step == 2 and monitor.current_step == 7
     monitor.detach()
+
+
+def test_a_costly_run_that_adds_to_a_panel_lets_the_panels_go_first_for_a_while():
+    from nnmodes_widgets.live import heavy
+
+    monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
+                         analyses=("spectrum", "basins"))
+    s = monitor._heavy
+    e = dict(monitor.pacer.estimate(), contention=1.0)
+    size = s._size("spectrum")
+    s._last = {"spectrum": (size, 0.01), "basins": (size, 0.5)}   # worker seconds at that size
+    ready, now = ["spectrum", "basins"], 1000.0
+    s._started = {"spectrum": now - 2.0, "basins": now - 60.0}
+    # basins' turn, 0.5 s of credit needed, 0.05 there: the spectrum's 0.01 s run goes first
+    assert s._bypass("basins", ready, 0.05, e, now) == "spectrum"
+    assert s._bypass("basins", ready, 0.005, e, now) is None          # not even that covered
+    assert s._bypass("spectrum", ready, 0.05, e, now) is None         # a panel's own waits
+    # passed over for BYPASS x the refresh target: then basins waits for its credit, alone
+    later = now + heavy.BYPASS * s.target + 0.1
+    s._started["spectrum"] = later - 2.0
+    assert s._bypass("basins", ready, 0.05, e, later) is None
+    monitor.detach()
