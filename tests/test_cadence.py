@@ -176,6 +176,22 @@ def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_r
     monitor.detach()
 
 
+@pytest.mark.parametrize("sample", [0.0001, 0.002, 0.03])     # every 1, 20, 500
+def test_next_due_is_the_first_later_step_that_samples(sample):
+    """The monitor skips its per-step look until ``next_due``: it must not pass a sample."""
+    clock = Clock()
+    chosen = Cadence(None, 0.05, clock=clock)
+    until = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
+    calibrate(chosen, clock, step=0.010, sample=sample, until=until)
+    assert chosen.fixed
+    for c, first in ((chosen, until), (Cadence(7, 0.05), 0)):
+        due = [k for k in range(first, first + 3 * c.every + 40) if c.due(k) is not None]
+        for k in range(first, due[-1]):
+            assert c.next_due(k) == min(d for d in due if d > k), (c.every, k)
+    unfixed = Cadence(None, 0.05, clock=Clock())
+    assert [unfixed.next_due(k) for k in (0, 1, 5)] == [1, 2, 6]      # measuring: every step
+
+
 def test_recorded_samples_of_a_chosen_every_each_span_every_steps():
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -131,6 +131,16 @@ class Cadence:
             return None
         return SAMPLE if step == start else RECORD
 
+    def next_due(self, step: int) -> int:
+        """The first step after ``step`` for which ``due`` may not be None (the next step while
+        the cadence still measures)."""
+        if not self.fixed:
+            return step + 1
+        start = self._start or 0
+        if step < start:
+            return start
+        return start + ((step - start) // self.every + 1) * self.every
+
     def sampled(self, step: int, seconds: float, events: tuple | None = None) -> None:
         """The sample of ``step`` took ``seconds`` on the training thread; on CUDA ``events``,
         the (start, end) events around it on the training stream."""

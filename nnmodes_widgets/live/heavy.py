@@ -136,7 +136,8 @@ class HeavyAnalyses:
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
         self._ready_weight = 1.0   # the weights of the analyses ready at the last look
         self._abandoned = False    # closed with a run still going: its results are not wanted
-        self._not_before = 0.0     # perf_counter time before which offers are not looked at
+        self.not_before = 0.0      # perf_counter time before which offers are not looked at (the
+                                   # monitor skips the call until then)
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
         self._copied: tuple[float, int, object] | None = None   # when, the step, CUDA event
@@ -222,14 +223,14 @@ class HeavyAnalyses:
         if sampled:
             self._sample_step = step
         now = time.perf_counter()
-        if now < self._not_before:
+        if now < self.not_before:
             return 0.0
         ready = [n for n in self.names if self._ready(n) and self._affordable(n)
                  and self._since_sample(n)]
         self._ready_weight = sum(map(_weight, ready)) or 1.0
         name = self._next(ready) if ready and self.worker.idle else None
         if name is None:            # nothing to run, or every one ran just now
-            self._not_before = now + RECHECK if self.paced else 0.0
+            self.not_before = now + RECHECK if self.paced else 0.0
             return 0.0
         if self.paced:
             # the last estimate of the pace (the training thread never computes one: over a
@@ -249,7 +250,7 @@ class HeavyAnalyses:
                 other = self._bypass(name, ready, credit, e, now)
                 if other is None:
                     self.deferred += 1
-                    self._not_before = now + (MAX_WAIT if rate <= 0 else
+                    self.not_before = now + (MAX_WAIT if rate <= 0 else
                                               min(MAX_WAIT, (need - credit) / rate))
                     return 0.0
                 name = other
@@ -301,7 +302,7 @@ class HeavyAnalyses:
         ``fresh``: the final round's (the copy holds the step's own weights; ``Job.final``)."""
         monitor = self.monitor
         self._passed.pop(name, None)
-        self._not_before = math.inf          # until the run ends
+        self.not_before = math.inf          # until the run ends
         copied, model, event = 0.0, None, None
         if entry(name).needs_model:
             if self._copy_due(step, fresh):
@@ -317,7 +318,7 @@ class HeavyAnalyses:
                   report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step),
                   optimizer=monitor.optimizer_settings, size=self._size(name), final=fresh)
         if not self.worker.offer(name, lambda: self._run(name, job, time.time(), event)):
-            self._not_before = 0.0
+            self.not_before = 0.0
         return copied
 
     def _next(self, ready: list[str]) -> str | None:
@@ -381,7 +382,7 @@ class HeavyAnalyses:
             if (self.paced and name in self.optional and period is not None
                     and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
                 self._switch_off_optional(name, seconds, period, "took")
-            self._not_before = 0.0
+            self.not_before = 0.0
         if not self._abandoned:
             self.monitor.notify()
 

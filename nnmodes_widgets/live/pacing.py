@@ -70,8 +70,8 @@ class Pacer:
         self._estimated_at = -math.inf
         self._counted = 0              # steps in the ring so far
         # steps not yet in the ring: appending a tuple costs the training thread a tenth of a
-        # NumPy row write; the readers move them in
-        self._fresh: list[tuple] = []
+        # NumPy row write, and a deque's append needs no lock; the readers move them in
+        self._fresh: collections.deque = collections.deque(maxlen=WINDOW_STEPS)
         self._estimated_count = 0      # ... when the estimate was made
         self._credit = 0.0             # training seconds the worker's runs may still cost
         self._credited_at: float | None = None
@@ -83,21 +83,21 @@ class Pacer:
         """A training step ended at ``start`` (``time.perf_counter``), where the next begins;
         the monitor spent ``overhead`` seconds inside the step that ends here, sampling (or
         preparing a run) in it when ``sampled``, ``for_jobs`` of them for the worker's runs."""
-        with self._lock:
-            if self._last_start is not None:
-                self._fresh.append((self._last_start, start - self._last_start, overhead,
-                                    sampled, for_jobs))
-                if len(self._fresh) >= WINDOW_STEPS:    # nobody read them for a while
-                    self._absorb()
-            self._last_start = start
+        if self._last_start is not None:
+            self._fresh.append((self._last_start, start - self._last_start, overhead, sampled,
+                                for_jobs))
+        self._last_start = start
 
     def _absorb(self) -> None:
-        """Move the fresh steps into the ring (under the lock)."""
-        fresh = np.array(self._fresh[-WINDOW_STEPS:], dtype=np.float64).reshape(-1, 5)
-        rows = (self._counted + np.arange(len(fresh))) % WINDOW_STEPS
-        self._steps[rows] = fresh
-        self._counted += len(fresh)
-        self._fresh = []
+        """Move the fresh steps into the ring (under the lock; the training thread may append
+        meanwhile: what it appends after the count waits for the next reader)."""
+        fresh = self._fresh
+        taken = [fresh.popleft() for _ in range(len(fresh))]
+        if not taken:
+            return
+        rows = (self._counted + np.arange(len(taken))) % WINDOW_STEPS
+        self._steps[rows] = np.array(taken, dtype=np.float64)
+        self._counted += len(taken)
 
     def steps_per_second(self, steps: int = 200) -> float:
         """Over the last ``steps`` steps (NaN before two)."""
