@@ -1,9 +1,23 @@
 """Shared test settings."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+
+BROWSER = Path(__file__).parent / "browser"
+
+
+def pytest_collection_modifyitems(items):
+    # The browser tests train for seconds of wall time and check what the monitor made of them
+    # (panels that moved, a slowdown within the budget): a second test beside them on the 2-core
+    # machines would change that, so they run alone (marker ``alone``, as the notebooks that
+    # watch a training); scripts/test runs the rest side by side.
+    for item in items:
+        if BROWSER in item.path.parents:
+            item.add_marker(pytest.mark.alone)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -13,6 +13,14 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# A notebook that watches a training: what its monitor records depends on the wall clock (the
+# chosen every, the analyses the budget allows), so it runs alone (scripts/test); the others
+# only compute, beside other tests.
+ALONE = pytest.mark.alone
+
+
+def _watches(path: Path) -> bool:
+    return any(s in path.read_text() for s in ("Monitor(", "nnmodes watch", "NNModesCallback"))
 
 
 @functools.cache
@@ -43,7 +51,8 @@ def test_there_are_notebooks():
     assert any(p.name == "quickstart.ipynb" for p in NOTEBOOKS)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[ALONE] if _watches(p) else [])
+                                  for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3", \
@@ -52,6 +61,7 @@ def test_notebook_runs(path):
     assert not list(outputs(executed, "error"))
 
 
+@ALONE
 def test_quickstart_trains_and_shows_the_dashboard():
     nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("quickstart.ipynb")])
     text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
@@ -75,6 +85,7 @@ def test_quickstart_trains_and_shows_the_dashboard():
     assert shown, "the export cell shows the exported figure"
 
 
+@ALONE
 def test_grokking_generalises_late_and_the_monitor_looks_for_phase_changes():
     import re
 
@@ -97,6 +108,7 @@ def test_grokking_generalises_late_and_the_monitor_looks_for_phase_changes():
     assert (_workdir() / "grokking_dashboard.png").read_bytes().startswith(b"\x89PNG")
 
 
+@ALONE
 def test_the_architectures_notebooks_resnet_and_gpt_train_with_no_warning():
     # healthy runs of the architectures people train: %nnmodes status lists findings, and
     # none is a warning (SPEC 15)
@@ -106,6 +118,7 @@ def test_the_architectures_notebooks_resnet_and_gpt_train_with_no_warning():
     assert "warning" not in text, text
 
 
+@ALONE
 def test_trainers_notebook_watches_lightning_and_the_hugging_face_trainer():
     import re
 
@@ -128,6 +141,7 @@ def test_trainers_notebook_watches_lightning_and_the_hugging_face_trainer():
     assert "tied head listed once: True" in text, text
 
 
+@ALONE
 def test_findings_tour_provokes_each_finding_and_the_healthy_run_stays_quiet():
     nb = execute(NOTEBOOKS[[p.name for p in NOTEBOOKS].index("findings.ipynb")])
     runs = [c for c in nb.cells if c.cell_type == "code" and "watch_and_train(model" in c.source

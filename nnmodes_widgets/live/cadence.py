@@ -3,10 +3,15 @@ chosen in the first steps from the measured cost of a sample (SPEC 5, wave 3).
 
 Chosen (``every=None``): the first ``CALIBRATION_SAMPLES`` steps each take a sample, the first
 of them a warm-up (it computes the snapshot's norms once), the others timed; the next
-``CALIBRATION_STEPS`` steps (or more, until they fill ``CALIBRATION_SECONDS``) take none, and
-the lower quartile of their durations less the monitor's time in them is the bare step (in a
-kernel whose dashboard drew its first frames meanwhile, the median of 8 steps was ten times
-the bare step and chose every=1). ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ...
+``CALIBRATION_STEPS`` steps (or more, until they fill ``CALIBRATION_SECONDS``) take none; their
+durations less the monitor's time in them give the bare step: the median of the quick ones
+(within ``QUICK`` x the quickest), once ``CALIBRATION_STEPS`` of them were seen (at most
+``CALIBRATION_MAX_SECONDS``). In JupyterLab, while a dashboard drew its first frames, nine in
+ten steps of the first second waited 10-40 ms for the GIL against a bare 0.5 ms: their lower
+quartile chose every=5 where 50 was right, and sampling took 10% of training time. A step that
+is truly longer now and then (a data loader) only makes ``every`` larger than needed: sampling
+takes less than its share, never more. Processes that agree on the choice (``agree``) decide at
+a step count alone, the same on each. ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ...
 whose sampling takes at most a quarter of the budget (sample / (every x step) <= budget / 4),
 fixed for the run.
 Every recorded value spans ``every`` steps: when ``every`` reaches past the calibration, the
@@ -31,10 +36,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 CALIBRATION_SAMPLES = 4     # samples in the first steps: a warm-up, then timed
-CALIBRATION_STEPS = 16      # steps after them with no sample: the bare step time (their lower
-                            # quartile: a step that waited for a busy core or the GIL is longer)
+CALIBRATION_STEPS = 16      # quick steps after them with no sample: the bare step time
+QUICK = 1.5                 # x the quickest step: a quick one (a step that waited is longer)
 CALIBRATION_SECONDS = 0.5   # ... and as many more as fill this long (a dashboard's first frames,
                             # drawn while training starts, slowed a burst of 16 short steps)
+CALIBRATION_MAX_SECONDS = 5.0   # ... at most, quick ones or not
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
 RECENT = 16                 # samples whose median time says what the sampling costs now
@@ -90,12 +96,15 @@ class Cadence:
         self.fixed = not self.chosen
         self.budget = budget
         self.sample_seconds = math.nan   # calibration: the median timed sample
-        self.step_seconds = math.nan     # ... and bare step (lower quartile)
+        self.step_seconds = math.nan     # ... and bare step (the median quick one)
         self._agree, self._on_fixed = agree, on_fixed
         self._clock = clock
         self._samples: list[tuple[float, tuple | None]] = []   # host seconds, CUDA events
         self._recent: collections.deque = collections.deque(maxlen=RECENT)   # seconds
         self._steps: list[float] = []
+        self._stepped = 0.0              # their sum
+        self._fastest = math.inf         # ... the quickest
+        self._quick_count = 0            # ... and how many are quick
         self._last: float | None = None  # when the previous step's call began
         self._start: int | None = None   # the step whose sample starts the recorded series
 
@@ -149,15 +158,37 @@ class Cadence:
         elif self.fixed:
             self._recent.append(seconds)
 
+    def _enough(self, step: int) -> bool:
+        """Whether the steps timed so far give the bare step."""
+        if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1:
+            return False
+        if self._agree is not None or self._stepped >= CALIBRATION_MAX_SECONDS:
+            return True
+        return self._stepped >= CALIBRATION_SECONDS and self._quick_count >= CALIBRATION_STEPS
+
+    def _add_step(self, seconds: float) -> None:
+        """Time one more step, counting the quick ones as they come (all of them again only
+        when a quicker one comes)."""
+        self._steps.append(seconds)
+        self._stepped += seconds
+        if seconds < self._fastest:
+            self._fastest = seconds
+            self._quick_count = sum(s <= QUICK * seconds for s in self._steps)
+        elif seconds <= QUICK * self._fastest:
+            self._quick_count += 1
+
+    def _quick(self) -> np.ndarray:
+        steps = np.asarray(self._steps)
+        return steps[steps <= QUICK * self._fastest]
+
     def _calibrate(self, step: int, overhead: float) -> None:
         now = self._clock()
         if self._last is not None and step > CALIBRATION_SAMPLES + 1:
             # the step that ended, which sampled nothing (the first one after the samples is
             # left out: their memory traffic may still slow it)
-            self._steps.append(max(0.0, now - self._last - overhead))
+            self._add_step(max(0.0, now - self._last - overhead))
         self._last = now
-        if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1 or \
-                sum(self._steps) < CALIBRATION_SECONDS:
+        if not self._enough(step):
             return
         if not all(e is None or e[1].query() for _, e in self._samples):
             if self._agree is None:
@@ -168,7 +199,7 @@ class Cadence:
         samples = [seconds if e is None else max(seconds, e[0].elapsed_time(e[1]) / 1e3)
                    for seconds, e in self._samples]
         self.sample_seconds = statistics.median(samples) if samples else math.nan
-        self.step_seconds = (float(np.quantile(self._steps, 0.25)) if self._steps else math.nan)
+        self.step_seconds = float(np.median(self._quick())) if self._steps else math.nan
         self.every = choose_every(self.sample_seconds, self.step_seconds, self.budget)
         self.fixed = True
         try:

@@ -5,7 +5,7 @@ how often the panels refresh does not depend on how often RWC is sampled; unpace
 1), each analysis runs once after each RWC sample, at the first step the worker is free, so that
 ``every`` says how often. Whose turn it is: the
 analysis that has waited longest, in rounds of those the panels refresh from, the others
-(clusters, basins, phases, findings) every few rounds. Nothing is exempt from the budget
+(clusters, basins, phases, findings) every ten rounds. Nothing is exempt from the budget
 (SPEC 5, wave 3): a run starts
 only when the worker's credit (``pacing.Pacer.credit``, accruing at the rate the measured
 slowdown leaves) covers its estimated cost, its first run included, and what it really cost is
@@ -65,8 +65,10 @@ MIN_INTERVAL = 1.0
 MIN_SIZE = 1 / 16            # the smallest live size, and the first
 # Turns go round by weight: 1 for the analysis a panel refreshes from (the first of its panel
 # in the registry: a spectrum, a radiograph, ...), this much for those that add to a panel or
-# sum up the others (clusters, basins, phases, findings), which so run every few rounds
-SLOW_WEIGHT = 0.25
+# sum up the others (clusters, basins, phases, findings, sharpness), which so run every ten
+# rounds (at a quarter, clusters and sharpness, 30 ms each on a small MLP, took half of the
+# worker's time, and its panels moved every 2.5-4 s)
+SLOW_WEIGHT = 0.1
 RECHECK = 0.05               # s between looks while nothing can start (paced)
 BYPASS = 4.0                 # x the refresh target: how long panels' runs may go before a
                              # costly one that only adds to a panel, while it waits for credit
@@ -324,8 +326,8 @@ class HeavyAnalyses:
     def _next(self, ready: list[str]) -> str | None:
         """The analysis whose turn it is: of those ready, the one that has waited longest since
         its last start (never: first, the panels' in the registry's order, then the others'),
-        the wait of one that only adds to a panel or sums up the others counting a quarter
-        (``SLOW_WEIGHT``): a round of the panels' analyses, the others every few rounds. Paced, one that started less than
+        the wait of one that only adds to a panel or sums up the others counting a tenth
+        (``SLOW_WEIGHT``): a round of the panels' analyses, the others every ten rounds. Paced, one that started less than
         ``MIN_INTERVAL`` ago is passed (a cheap one would fill the history with samples no panel
         can tell apart); one backing off after faults is passed, its turn counted down."""
         now = time.perf_counter()

@@ -5,11 +5,13 @@ daemon thread per top-level widget (a dashboard, a comparison, a lone panel) bui
 each of its panels' updates (``Feed``) at most ``max_rate`` times per second, always from the
 newest data, and only for panels on screen: a fast loop never waits for a widget, a slow widget
 never sees a backlog, and a panel nobody sees costs nothing (it is brought up to date when a
-view appears). An update that is costly to build spaces that panel's next ones out so that
-building takes at most its share of ``max_share`` of wall time (the feeds of one widget share
-it: a dashboard of eight panels may take what one panel may), yet at least one update in
-``_MAX_GAP`` seconds goes out (a rare costly one, such as the trend's periodic clustering, must
-not freeze a plot): the thread
+view appears). Costly updates space the next ones out so that a round of every feed's update
+takes at most ``max_share`` of wall time (the feeds of one widget share it: a dashboard of eight
+panels may take what one panel may; each feed waits the round's cost / ``max_share``, so a cheap
+panel leaves its part to the costly ones), yet at least one update in ``_MAX_GAP`` seconds goes
+out (a rare costly one, such as the trend's periodic clustering, must not freeze a plot). An
+update costs its thread's CPU time, not its wall time: in a kernel whose training loop holds the
+GIL a 1 ms update took 5-8 ms of wall time, most of it waiting while training ran. The thread
 holds the GIL for much of its work, and a small model's training loop is Python-bound (on the
 quickstart MLP, ten trend updates a second slowed training by about 10%). Sending comm messages
 from a thread is safe: ipykernel routes them through its IOPub thread.
@@ -51,7 +53,9 @@ class Feed:
             raise ValueError(f"max_share must be a fraction in (0, 1], got {max_share!r}")
         self.interval = 1.0 / max_rate
         self.max_share = max_share     # of wall time, shared with the other feeds of its delivery
-        self.share = max_share         # this feed's part of it (``Delivery.add``)
+        self.cost = 0.0                # CPU seconds of the last update built
+        # CPU seconds of a round of the updates that share max_share (``Delivery.add``)
+        self.round_cost: Callable[[], float] = lambda: self.cost
         self.gap = self.interval       # before the next update: interval, or longer if costly
         self.last = float("-inf")
         self.wanted = False            # news not delivered yet
@@ -68,7 +72,7 @@ class Feed:
     def deliver(self) -> None:
         """Update now on the calling thread, on screen or not."""
         with self._lock:
-            start = time.monotonic()
+            start, cpu = time.monotonic(), time.thread_time()
             token = self._begin()
             try:
                 built = self._draw()
@@ -80,8 +84,8 @@ class Feed:
                 self._end(token)
             if built:
                 self.last = start
-                cost = time.monotonic() - start
-                self.gap = max(self.interval, min(cost / self.share, _MAX_GAP))
+                self.cost = time.thread_time() - cpu
+                self.gap = max(self.interval, min(self.round_cost() / self.max_share, _MAX_GAP))
 
 
 class Delivery:
@@ -110,7 +114,7 @@ class Delivery:
     def add(self, feed: Feed) -> Feed:
         """Serve ``feed`` too (updated at once if it is on screen)."""
         self.feeds.append(feed)
-        self._share_out()
+        feed.round_cost = self._round_cost
         self.screen_changed(feed)
         return feed
 
@@ -118,15 +122,12 @@ class Delivery:
         """Stop updating ``feed`` (its panel was closed)."""
         if feed in self.feeds:
             self.feeds.remove(feed)
-            self._share_out()
         self._visible = any(f.on_screen() for f in self.feeds)
 
-    def _share_out(self) -> None:
-        """Each feed's part of its ``max_share``: an equal one of the feeds served (a headless
-        grokking run's eight panels took 1.1% of wall time, a fifth of the budget, each within
-        its own tenth)."""
-        for feed in self.feeds:
-            feed.share = feed.max_share / len(self.feeds)
+    def _round_cost(self) -> float:
+        """CPU seconds of a round of every feed's last update (a headless grokking run's eight
+        panels, each spaced by its own cost, took 1.1% of wall time together)."""
+        return sum(feed.cost for feed in self.feeds)
 
     def follow(self, run) -> None:
         """Update the feeds when ``run`` has news (once per run), finally when it detaches."""

@@ -356,6 +356,28 @@ def run_all_cells(page, timeout=30):
     page.wait_for_function("() => window.__runStarted", timeout=timeout * 1000)
 
 
+_RECORD_FRAMES_JS = """els => {
+  const times = els.map(() => []);
+  els.forEach((el, i) => new MutationObserver(() => times[i].push(performance.now()))
+    .observe(el, {attributes: true, attributeFilter: ['data-frames']}));
+  window.__nnmodesFrameTimes = times;
+  return performance.now();
+}"""
+
+
+def record_frames(page, locators) -> float:
+    """From now on the page notes when each of the widgets ``locators`` draws a frame (its
+    ``data-frames`` changes); returns the page's time now (ms, ``performance.now``)."""
+    return page.evaluate(_RECORD_FRAMES_JS, [loc.element_handle() for loc in locators])
+
+
+def frame_times(page, since: float) -> tuple[list[list[float]], float]:
+    """For each widget ``record_frames`` watches, when it drew its frames, and the time now: in
+    seconds after ``since`` (its return)."""
+    times, now = page.evaluate("() => [window.__nnmodesFrameTimes, performance.now()]")
+    return [[(t - since) / 1000 for t in drawn] for drawn in times], (now - since) / 1000
+
+
 # IPython errors (tracebacks, SyntaxError, UsageError) arrive as stderr output,
 # like warnings do; tell them apart by an `...Error`/`...Exception` line.
 _ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception)\b|Traceback \(most recent call last\)", re.M)

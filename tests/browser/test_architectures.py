@@ -7,7 +7,7 @@ import time
 
 from .conftest import assert_no_console_errors, error_outputs, open_notebook, run_all_cells, write_notebook
 
-TRAIN_SECONDS = 25
+TRAIN_SECONDS = 12
 PANELS = (".nnmodes-trend", ".nnmodes-spectrum", ".nnmodes-neurons",
           ".nnmodes-radiograph:not(.nnmodes-characteristic-maps)", ".nnmodes-characteristic-maps")
 MODELS = """import time, torch
