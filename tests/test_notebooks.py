@@ -13,14 +13,12 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# A notebook that watches a training: what its monitor records depends on the wall clock (the
-# chosen every, the analyses the budget allows), so it runs alone (scripts/test); the others
-# only compute, beside other tests.
+# What a notebook that watches a training records depends on the wall clock (the chosen
+# every, the runs the budget allows), so it runs alone (scripts/test). These check only what
+# was computed (a fixed number of steps, what the final round records) and run beside others.
+BESIDE = {"mode_decomposition.ipynb", "weightscale_reproduction.ipynb", "learning_modes.ipynb",
+          "trainers.ipynb"}
 ALONE = pytest.mark.alone
-
-
-def _watches(path: Path) -> bool:
-    return any(s in path.read_text() for s in ("Monitor(", "nnmodes watch", "NNModesCallback"))
 
 
 @functools.cache
@@ -51,7 +49,7 @@ def test_there_are_notebooks():
     assert any(p.name == "quickstart.ipynb" for p in NOTEBOOKS)
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=[ALONE] if _watches(p) else [])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[] if p.name in BESIDE else [ALONE])
                                   for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path):
     nb = nbformat.read(path, as_version=4)
@@ -118,7 +116,6 @@ def test_the_architectures_notebooks_resnet_and_gpt_train_with_no_warning():
     assert "warning" not in text, text
 
 
-@ALONE
 def test_trainers_notebook_watches_lightning_and_the_hugging_face_trainer():
     import re
 

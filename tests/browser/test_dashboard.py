@@ -10,9 +10,8 @@ from .conftest import (POLL, assert_no_console_errors, error_outputs, frame_time
                        open_notebook, record_frames, run_all_cells, write_notebook)
 
 TRAIN_SECONDS = 45
-WATCH_SECONDS = 20      # of the training, in which every panel's frames are timed
+WATCH_SECONDS = 16      # of the training, in which every panel's frames are timed
 REFRESH_TARGET = 2.5    # s: a small model's panels move at least this often (SPEC 5)
-FIRST_WITHIN = 10.0     # s into the watch: every panel has moved (its analysis's first run)
 PANELS = {  # root element class -> the panel
     "trend": ".nnmodes-trend",
     "spectra": ".nnmodes-spectrum",
@@ -58,12 +57,16 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
     dashboard = page.locator(".nnmodes-dashboard")
     dashboard.wait_for(timeout=180_000)
     panels = {name: dashboard.locator(sel) for name, sel in PANELS.items()}
-    for name, loc in panels.items():   # every panel renders a first frame
+    started = time.monotonic()
+    for name, loc in panels.items():   # every panel draws, and again with the first data
         loc.wait_for(timeout=30_000)
-        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
+        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 3",
                                arg=loc.element_handle(), timeout=90_000)
+    # (the first runs wait for the cadence's calibration and their first credit)
+    print(f"every panel drew 3 frames {time.monotonic() - started:.1f} s after the dashboard")
     # Then each panel moves at least every refresh target (2.5 s on a small model) while the
-    # training runs at the defaults: frames counted in the page over a stretch of it.
+    # training runs at the defaults: frames counted in the page over a stretch of it; on
+    # average, and never more than twice as long (a costly run of a summary, the GIL).
     since = record_frames(page, panels.values())
     watched = time.monotonic() + WATCH_SECONDS
     while time.monotonic() < watched:
@@ -71,11 +74,8 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
         time.sleep(POLL)
     drawn, end = frame_times(page, since)
     for name, times in zip(panels, drawn):
-        # the first analyses wait for the cadence's calibration and their first credit
-        assert times and times[0] < FIRST_WITHIN, (name, times)
-        gaps = np.diff([*times, end])
-        print(f"{name}: first frame after {times[0]:.1f} s, then every {gaps.mean():.2f} s "
-              f"(at most {gaps.max():.2f} s)")
+        gaps = np.diff([0.0, *times, end])
+        print(f"{name}: a frame every {gaps.mean():.2f} s (at most {gaps.max():.2f} s)")
         assert gaps.mean() <= REFRESH_TARGET and gaps.max() <= 2 * REFRESH_TARGET, (name, times)
 
     # A layer chosen in one panel is selected in the others (jslink, in the browser).
@@ -87,13 +87,18 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
         assert loc.locator(".nnmodes-layer-select").input_value() == "3", name
     # the lines shown (not the legend's, nor those of a hidden mark: the other scale's, the
     # phase rules before any phase change)
-    opacities = panels["trend"].evaluate(
-        "root => [...root.querySelectorAll('path.line')]"
-        ".filter(p => !p.closest('.legend') && ![...function* up(n) { for (; n; n = n.parentElement)"
-        " yield n; }(p)].some(n => getComputedStyle(n).display === 'none'))"
-        ".map(p => getComputedStyle(p).opacity)")
-    # 3.weight stands out (bqplot draws each line with more than one path)
-    assert opacities and opacities == ["0.15", "1", "0.15"] * (len(opacities) // 3), opacities
+    shown_lines = ("root => [...root.querySelectorAll('path.line')]"
+                   ".filter(p => !p.closest('.legend') && ![...function* up(n) { for (; n; "
+                   "n = n.parentElement) yield n; }(p)].some(n => getComputedStyle(n).display "
+                   "=== 'none')).map(p => getComputedStyle(p).opacity)")
+    # 3.weight stands out (bqplot draws each line with more than one path); a frame arriving
+    # meanwhile redraws the lines, so the page is asked until it holds
+    stands_out = (f"root => {{ const o = ({shown_lines})(root); return o.length > 0 && "
+                  "o.length % 3 === 0 && o.every((v, i) => v === (i % 3 === 1 ? '1' : '0.15')); }")
+    try:
+        page.wait_for_function(stands_out, arg=panels["trend"].element_handle(), timeout=10_000)
+    except Exception as exc:
+        raise AssertionError(panels["trend"].evaluate(shown_lines)) from exc
     # a click on a radiograph band selects that layer everywhere
     canvas = panels["radiographs"].locator("canvas")
     canvas.click(position={"x": 5, "y": 5})          # the first band: layer "1"

@@ -10,7 +10,7 @@ import time
 from .conftest import (NOTEBOOK, assert_no_console_errors, error_outputs, kernel_busy,
                        open_notebook, wait_kernel_idle, write_notebook)
 
-TRAIN_SECONDS = 20
+TRAIN_SECONDS = 12
 CELLS = [
     """import threading, time, torch
 import ipywidgets
