@@ -231,19 +231,26 @@ def test_an_explicit_every_is_kept_and_the_status_says_what_it_costs():
     monitor.detach()
 
 
-def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
-    # In JupyterLab, while the dashboard drew its first frames, nine in ten of the
-    # calibration's steps waited for the GIL: 20 ms against 1 ms (a few 1.2 ms). The bare step
-    # is the median quick one, once 16 were seen: sampling 0.05 ms on 1 ms steps takes a
-    # quarter of the budget every 5 steps, not every step.
+def calibrate_until_fixed(step_seconds) -> tuple[Cadence, int, Clock]:
+    """Steps of ``step_seconds(k)`` seconds (samples of 0.05 ms) until ``every`` is fixed at
+    step k; the cadence, k and its clock."""
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
     k = 0
     while not c.fixed:
         k += 1
-        clock.now += 0.020 if k % 10 else (0.0012 if k % 20 else 0.001)
+        clock.now += step_seconds(k)
         if c.due(k, 0.0) is not None:
             c.sampled(k, 0.00005)
+    return c, k, clock
+
+
+def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
+    # In JupyterLab, while the dashboard drew its first frames, nine in ten of the
+    # calibration's steps waited for the GIL: 20 ms against 1 ms (a few 1.2 ms). The bare step
+    # is the median quick one, once 16 were seen: sampling 0.05 ms on 1 ms steps takes a
+    # quarter of the budget every 5 steps, not every step.
+    c, k, _ = calibrate_until_fixed(lambda k: 0.020 if k % 10 else (0.0012 if k % 20 else 0.001))
     quick = CALIBRATION_STEPS * 10            # the 16th quick step
     assert quick <= k < quick + 10 and c.every == 5
     assert 0.001 <= c.step_seconds <= 0.0012
@@ -252,14 +259,8 @@ def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
 def test_steps_that_never_settle_end_the_calibration_after_its_longest():
     # no 16 quick steps (one step in 40 is quick, the first timed one among them): chosen
     # after CALIBRATION_MAX_SECONDS of steps
-    clock = Clock()
-    c = Cadence(None, 0.05, clock=clock)
-    k = 0
-    while not c.fixed:
-        k += 1
-        clock.now += 0.001 if k % 40 == CALIBRATION_SAMPLES + 2 else 0.020
-        if c.due(k, 0.0) is not None:
-            c.sampled(k, 0.00005)
+    c, k, clock = calibrate_until_fixed(
+        lambda k: 0.001 if k % 40 == CALIBRATION_SAMPLES + 2 else 0.020)
     assert cadence.CALIBRATION_MAX_SECONDS <= clock.now <= cadence.CALIBRATION_MAX_SECONDS + 0.2
     assert c.step_seconds == pytest.approx(0.001) and c.every == 5
 
