@@ -197,7 +197,8 @@ def section(f: dict) -> list[str]:
         "longest, the wait for the first included). Load average (1 min) before the segments, "
         "this process's own included: "
         + ", ".join(f"{m['name']} {m['load'][0]:.1f}-{m['load'][1]:.1f}" for m in f["models"])
-        + " on 2 cores: other sessions' tests ran on the machine meanwhile.",
+        + f" on {os.cpu_count()} cores (the benchmark's own training, on 2 threads, keeps it "
+        "near 2; more means something else ran).",
         "",
         "| model | parameters | bare ms/step | segments | monitored / bare (each segment) | "
         f"first {FIRST:.0f} s (each) | measured by the monitor | " + " | ".join(PANELS) + " |",
