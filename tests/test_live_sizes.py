@@ -10,7 +10,7 @@ from torch import nn
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.analysis import neuron_modes, static_radiograph, weight_alignment
-from nnmodes_widgets.live import dynamics_jobs, heavy, jobs, sharpness
+from nnmodes_widgets.live import dynamics_jobs, heavy, jobs
 from nnmodes_widgets.live.jobs import REDUCED
 
 
@@ -128,24 +128,6 @@ def test_characteristic_maps_and_basins_take_fewer_samples_and_directions_at_a_s
         f"live: basins of the first {dynamics_jobs.BASIN_SAMPLES // 4} probe samples (labels), "
         f"{dynamics_jobs.SAMPLE_DIRECTIONS // 4} directions in input space and "
         f"{dynamics_jobs.WEIGHT_DIRECTIONS // 4} per layer in weight space ({REDUCED})")
-
-
-def test_sharpness_at_a_smaller_size_takes_fewer_probe_samples_and_says_so():
-    # a run at "1/16" once took the full cost (8.7 s on a 10M-parameter CNN): its size unused
-    model = mlp(8, 16, 3)
-    x, y = torch.randn(64, 8), torch.arange(64) % 3
-    full = sharpness.sharpness_run(job(model, (x, y)))
-    quarter = sharpness.sharpness_run(job(model, (x, y), size=0.25))
-    smallest = sharpness.sharpness_run(job(model, (x, y), size=1 / 16))
-    assert full[jobs.NOTES][""].startswith(
-        f"live: sharpness of the cross-entropy of the first {dynamics_jobs.BASIN_SAMPLES} probe "
-        "samples (labels)")
-    assert quarter[jobs.NOTES][""].startswith(
-        f"live: sharpness of the cross-entropy of the first {dynamics_jobs.BASIN_SAMPLES // 4} "
-        f"probe samples ({REDUCED}) (labels)")
-    assert f"first {sharpness.MIN_SAMPLES} probe samples" in smallest[jobs.NOTES][""]
-    values = [r["sharpness"]["sharpness"] for r in (full, quarter, smallest)]
-    assert all(np.isfinite(v) and v > 0 for v in values), values
 
 
 # -- the scheduler's sizes ---------------------------------------------------------------------------

@@ -11,20 +11,17 @@ import torch
 from ..analysis.basins import sharpness
 from ..analysis.inputs import as_inputs, call_model, first_tensor
 from .dynamics_jobs import BASIN_SAMPLES, cross_entropy
-from .jobs import NEURON_SAMPLES, NOTES, REDUCED, Job, class_labels, live
+from .jobs import NEURON_SAMPLES, NOTES, Job, class_labels
 
 ITERATIONS = 10              # power iterations live (the function's default is 20)
-MIN_SAMPLES = 4              # probe samples at the smallest live size
 
 
 def sharpness_run(job: Job) -> dict:
     """The top Hessian eigenvalue of the cross-entropy of the first ``BASIN_SAMPLES`` probe
-    samples (against their labels, else the classes the model predicts), fewer at a live size
-    under 1, with respect to the parameters the optimizer trains: "sharpness", key
-    "sharpness". (Its size once went unused: a 10M-parameter CNN's run at "1/16" took 8.7 s, the
-    full cost, and held every panel for a minute.)"""
+    samples (against their labels, else the classes the model predicts), with respect to the
+    parameters the optimizer trains: "sharpness", key "sharpness"."""
     x, y = job.probe if isinstance(job.probe, tuple) else (job.probe, None)
-    inputs = as_inputs(x, job.model).rows(0, live(BASIN_SAMPLES, job.size, MIN_SAMPLES))
+    inputs = as_inputs(x, job.model).rows(0, BASIN_SAMPLES)
     labels = class_labels(y)
     if labels is None:
         with torch.no_grad():
@@ -41,10 +38,9 @@ def sharpness_run(job: Job) -> dict:
         for p in params.values():
             p.requires_grad_(False)
     whose = "labels" if labels is not None else "predicted classes"
-    reduced = f" ({REDUCED})" if job.size < 1 else ""
     return {"sharpness": {"sharpness": value},
             NOTES: {"": f"live: sharpness of the cross-entropy of the first {inputs.batch} probe "
-                        f"samples{reduced} ({whose}), {ITERATIONS} power iterations"}}
+                        f"samples ({whose}), {ITERATIONS} power iterations"}}
 
 
 def sharpness_ready(monitor) -> bool:
