@@ -1,7 +1,9 @@
 """The whole dashboard in a real JupyterLab while a training cell runs, trained as people write it
-(no sleeps) at the default budget: every panel renders and keeps updating, one layer selection is shared by the panels in the browser, a page reloaded during
-training gets its dashboard back, and figures exported from a cell are valid files."""
+(no sleeps) at the default budget: every panel renders and keeps updating, one layer selection
+is shared by the panels in the browser, a page reloaded during training gets its dashboard back,
+and figures exported from a cell are valid files."""
 
+import json
 import time
 
 import numpy as np
@@ -87,16 +89,18 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
                            arg=[loc.element_handle() for loc in linked.values()], timeout=10_000)
     for name, loc in linked.items():
         assert loc.locator(".nnmodes-layer-select").input_value() == "3", name
-    # the lines shown (not the legend's, nor those of a hidden mark: the other scale's, the
-    # phase rules before any phase change)
+    # The layers' lines shown, by name (not the legend's, nor those of a hidden mark: the other
+    # scale's; a phase rule, shown once a phase change is found, is not a layer's line).
     shown_lines = ("root => [...root.querySelectorAll('path.line')]"
                    ".filter(p => !p.closest('.legend') && ![...function* up(n) { for (; n; "
                    "n = n.parentElement) yield n; }(p)].some(n => getComputedStyle(n).display "
-                   "=== 'none')).map(p => getComputedStyle(p).opacity)")
-    # 3.weight stands out (bqplot draws each line with more than one path); a frame arriving
-    # meanwhile redraws the lines, so the page is asked until it holds
-    stands_out = (f"root => {{ const o = ({shown_lines})(root); return o.length > 0 && "
-                  "o.length % 3 === 0 && o.every((v, i) => v === (i % 3 === 1 ? '1' : '0.15')); }")
+                   "=== 'none')).map(p => [p.__data__?.name, getComputedStyle(p).opacity])"
+                   ".filter(([name]) => name?.endsWith('.weight'))")
+    # every layer has its line and 3.weight stands out; a frame arriving meanwhile redraws the
+    # lines, so the page is asked until it holds
+    expected = [["1.weight", "0.15"], ["3.weight", "1"], ["5.weight", "0.15"]]
+    stands_out = (f"root => JSON.stringify(({shown_lines})(root)) === "
+                  f"'{json.dumps(expected, separators=(',', ':'))}'")
     try:
         page.wait_for_function(stands_out, arg=panels["trend"].element_handle(), timeout=10_000)
     except Exception as exc:
