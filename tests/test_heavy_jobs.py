@@ -14,6 +14,7 @@ from torch import nn
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.live import heavy, jobs
+from nnmodes_widgets.live import sharpness as sharpness_module
 from nnmodes_widgets.analysis import (UnsupportedModel, characteristic_maps, cluster_layers,
                                       fit_power_law, neuron_modes, pathway_layers,
                                       power_law_line, static_radiograph)
@@ -485,6 +486,29 @@ def test_basins_by_default_only_where_their_estimated_cost_fits_the_budget():
     chosen = nm.Monitor(model, None, budget=0.05, run=False, analyses=("basins",))
     assert chosen._heavy.optional == set() and chosen._heavy._affordable("basins")   # asked for
     for monitor in (cheap, costly, chosen):
+        monitor.detach()
+
+
+def test_an_optional_analysis_is_off_where_its_credit_would_hold_the_panels_too_long(monkeypatch):
+    # A 10M CNN's sharpness took 8.7 s a run, and was costed at a sixteenth of that (its size)
+    # though it does not scale; once in 118 s passed the old limit (120 s), and while it waited
+    # for its credit every panel stood still for a minute. Now: costed at its full run, and on
+    # only where its credit comes within what the panels may go before it (BYPASS x target).
+    model = mlp(8, 16, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    estimate = {"seconds": 1.0}
+    monkeypatch.setattr(sharpness_module, "sharpness_cost", lambda monitor, last: estimate["seconds"])
+    costly, cheap = (nm.Monitor(model, optimizer, budget=0.05, run=False) for _ in range(2))
+    assert "sharpness" in costly._heavy.optional and costly._heavy._size("sharpness") == 1.0
+    assert costly._heavy._size("spectrum") == heavy.MIN_SIZE      # the others start smallest
+    # 1 s at the whole budget (5%: 0.048 training s a second) is once in 21 s at the least,
+    # over the 10 s a small model's panels may go before it
+    assert not costly._heavy._affordable("sharpness") and "sharpness" not in costly._heavy.names
+    [notice] = [n for n in costly.notices if n.analysis == "sharpness"]
+    assert notice.message.startswith("off by default for this model: one run would take about 1.0 s")
+    estimate["seconds"] = 0.01
+    assert cheap._heavy._affordable("sharpness") and "sharpness" in cheap._heavy.names
+    for monitor in (costly, cheap):
         monitor.detach()
 
 

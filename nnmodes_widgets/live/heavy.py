@@ -13,13 +13,14 @@ taken off when it ends: c x its worker seconds plus the refresh of the copy, whi
 training thread. The libraries the analyses import are imported when the monitor is made,
 before training, so that no step pays for them.
 
-Live sizes. Each analysis runs at a size, a fraction (1, 1/2, ... ``MIN_SIZE``) of its full live
-work (units, samples, directions, leading values: each runner says what; ``Job.size``), so that
-one round of every analysis fits the refresh target (``refresh_target``: 2.5 s for a small
-model, 10 s for a 10M-parameter one) within the budget: it starts at the smallest and is
-doubled while twice its last run's cost fits its share of a round, halved when a run does
-not fit it. A runner's notes (what it reduced) are kept once its size has settled. With
-a budget of 1 (no pace) every run is at full size.
+Live sizes. Each analysis whose runner scales its work (the registry's ``sized``; sharpness,
+phases and findings do not, and always run whole) runs at a size, a fraction (1, 1/2, ...
+``MIN_SIZE``) of its full live work (units, samples, directions, leading values: each runner
+says what; ``Job.size``), so that one round of every analysis fits the refresh target
+(``refresh_target``: 2.5 s for a small model, 10 s for a 10M-parameter one) within the budget:
+it starts at the smallest and is doubled while twice its last run's cost fits its share of a
+round, halved when a run does not fit it. A runner's notes (what it reduced) are kept once its
+size has settled. With a budget of 1 (no pace) every run is at full size.
 
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread) and analyses the copy, so training goes on changing
@@ -56,9 +57,10 @@ from .worker import Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
 # An analysis with a cost estimate (the registry's ``cost``) is on by default only where the
-# budget allows it: off (with a notice) when within the budget it could run only once in this
-# many seconds.
-OPTIONAL_MAX_PERIOD = 120.0
+# budget allows it: off (with a notice) when, at the whole budget, the credit for one run takes
+# longer than the panels may go before it (``BYPASS`` x the refresh target). While it waits
+# for that credit no panel moves: a 10M CNN's sharpness (8.7 s a run) was allowed at once in
+# 118 s (the limit was 120 s) and held every panel for a minute.
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
@@ -170,8 +172,8 @@ class HeavyAnalyses:
 
     def _affordable(self, name: str) -> bool:
         """Whether an optional analysis can run within the budget, its cost estimated before its
-        first run: switched off (with a notice) when one run in ``OPTIONAL_MAX_PERIOD`` would
-        not fit; not yet when its cost cannot be told (or the budget leaves nothing now)."""
+        first run: switched off (with a notice) when its credit would take longer than the
+        panels may go before it (``_too_long``); not yet while its cost cannot be told."""
         if name not in self.optional or self._runs.get(name):
             return True
         # the last run of each analysis, as its full size would have taken
@@ -181,20 +183,22 @@ class HeavyAnalyses:
             return False
         cost *= self._size(name)
         period = self._period(cost)
-        if period is None:
-            return False
-        if period > OPTIONAL_MAX_PERIOD:
+        if self._too_long(period):
             self._switch_off_optional(name, cost, period, "would take about")
             return False
         return True
 
-    def _period(self, seconds: float, copy_seconds: float = 0.0) -> float | None:
-        """Seconds between runs of this cost that the budget allows; None when it allows none
-        now."""
+    def _period(self, seconds: float, copy_seconds: float = 0.0) -> float:
+        """Seconds the credit for a run of this cost takes at the whole budget (the most the
+        pace allows; the rate now dips while the panels draw, and a switch-off is for good)."""
         pacer = self.monitor.pacer
         e, _ = pacer.latest()          # read on the training thread too: computes nothing
-        rate = pacer.rate(e)
-        return None if rate <= 0 else pacer.cost(seconds, copy_seconds, e) / rate
+        budget = pacer.budget
+        rate = math.inf if budget >= 1 else budget / (1 + budget)
+        return pacer.cost(seconds, copy_seconds, e) / rate
+
+    def _too_long(self, period: float) -> bool:
+        return self.paced and period > BYPASS * self.target
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
         self.names = [n for n in self.names if n != name]
@@ -216,7 +220,9 @@ class HeavyAnalyses:
         return self._sample_step is not None and self._analysed.get(name, -1) < self._sample_step
 
     def _size(self, name: str) -> float:
-        return self._sizes.get(name, MIN_SIZE) if self.paced else 1.0
+        """The live size of ``name``'s next run: 1 unpaced, or for a runner that does not scale
+        its work (the registry's ``sized``)."""
+        return self._sizes.get(name, MIN_SIZE) if self.paced and entry(name).sized else 1.0
 
     def offer(self, step: int, sampled: bool = False) -> float:
         """Start the run whose turn it is at training step ``step`` (``sampled``: one that
@@ -381,8 +387,7 @@ class HeavyAnalyses:
             pacer = self.monitor.pacer
             pacer.spend(pacer.cost(seconds))
             period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
-            if (self.paced and name in self.optional and period is not None
-                    and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
+            if name in self.optional and self._too_long(period) and not self._abandoned:
                 self._switch_off_optional(name, seconds, period, "took")
             self.not_before = 0.0
         if not self._abandoned:
@@ -393,7 +398,7 @@ class HeavyAnalyses:
         halved when the run did not fit its share of a round (``target`` x the budget's rate,
         less the copy's refresh, shared by the analyses ready by weight), doubled while twice it
         would fit; whether it stays (settled)."""
-        if not self.paced:
+        if not self.paced or not entry(name).sized:
             return True
         pacer = self.monitor.pacer
         copying = self._copy_seconds if entry(name).needs_model else 0.0

@@ -30,7 +30,9 @@ class Analysis:
     before its first; an analysis with one is on by default only where that estimate fits the
     budget, and never runs first-come. ``imports``: libraries imported when the worker starts
     (so that importing them is nobody's first-run cost). ``last``: it sums up what the others
-    recorded: last in the round that ends a run."""
+    recorded: last in the round that ends a run. ``sized``: its runner scales its live work
+    with ``Job.size`` (units, samples, directions); one that does not always runs at size 1,
+    and is costed so."""
 
     name: str
     records: tuple[str, ...]
@@ -43,6 +45,7 @@ class Analysis:
     cost: str | None = None
     imports: tuple[str, ...] = ()
     last: bool = False
+    sized: bool = True
 
     @property
     def background(self) -> bool:
@@ -61,7 +64,8 @@ REGISTRY: tuple[Analysis, ...] = (
     Analysis("alignment", records=("weight_alignment",), panel="basins",
              runner="live.dynamics_jobs:alignment", needs_model=True),
     Analysis("phases", records=("phases",), panel=None, runner="live.dynamics_jobs:phases",
-             ready="live.dynamics_jobs:phases_ready", imports=("ruptures",), last=True),
+             ready="live.dynamics_jobs:phases_ready", imports=("ruptures",), last=True,
+             sized=False),
     Analysis("neuron_modes", records=("neuron_modes", "neuron_classes"), panel="neurons",
              runner="live.jobs:neuron_modes", needs_probe=True, needs_model=True, labels=True),
     Analysis("characteristic_maps", records=("characteristic_maps",), panel="characteristic_maps",
@@ -74,9 +78,9 @@ REGISTRY: tuple[Analysis, ...] = (
              cost="live.dynamics_jobs:basins_cost"),
     Analysis("sharpness", records=("sharpness",), panel=None, runner="live.sharpness:sharpness_run",
              needs_probe=True, needs_model=True, labels=True, ready="live.sharpness:sharpness_ready",
-             cost="live.sharpness:sharpness_cost"),
+             cost="live.sharpness:sharpness_cost", sized=False),
     Analysis("findings", records=("findings",), panel="findings", runner="live.findings:findings",
-             ready="live.findings:findings_ready", last=True),
+             ready="live.findings:findings_ready", last=True, sized=False),
 )
 
 _BY_NAME = {a.name: a for a in REGISTRY}
