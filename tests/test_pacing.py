@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnmodes_widgets.live import pacing
-from nnmodes_widgets.live.pacing import Pacer, _overlap
+from nnmodes_widgets.live.pacing import AIM, Pacer, _overlap
 
 
 def brute_overlap(busy, start, end):
@@ -81,8 +81,8 @@ def test_the_slowdown_and_the_contention_are_measured_from_the_steps(monkeypatch
 
 def allowed(budget, c, slowdown, worker_share, job_share=0.0):
     """The training seconds per wall second the worker's runs may cost: what the rest of the
-    slowdown leaves of the budget, c W (1 + S) + J (1 + S) being theirs at slowdown S; nothing
-    when the rest takes it all."""
+    slowdown leaves of the ``budget`` aimed at, c W (1 + S) + J (1 + S) being theirs at slowdown
+    S; nothing when the rest takes it all."""
     others = slowdown - (c * worker_share + job_share) * (1 + slowdown)
     return max(0.0, budget - others) / (1 + budget), others
 
@@ -95,7 +95,7 @@ def test_the_worker_gets_what_the_rest_of_the_slowdown_leaves():
               steps=4000, rwc=3e-4)
     pacer._estimated_at = -math.inf
     e = pacer.estimate()
-    rate, others = allowed(0.05, e["contention"], e["slowdown"], e["worker_share"])
+    rate, others = allowed(AIM * 0.05, e["contention"], e["slowdown"], e["worker_share"])
     assert others == pytest.approx(0.03, abs=0.003)   # c a little towards its prior
     assert pacer.rate() == pytest.approx(rate, rel=1e-9)
     assert pacer.rate(e) == pacer.rate()
@@ -109,7 +109,7 @@ def test_over_budget_without_the_worker_leaves_it_a_quarter_of_the_budget():
     synthetic(pacer, bare=1e-3, contention=1.0, jobs=[(1.0, 0.01)], steps=3000, rwc=1e-3)
     pacer._estimated_at = -math.inf
     assert pacer.estimate()["slowdown"] > 0.05
-    assert pacer.rate() == pytest.approx(0.05 / 4 / 1.05)
+    assert pacer.rate() == pytest.approx(AIM * 0.05 / 4 / (1 + AIM * 0.05))
 
 
 def test_the_training_threads_time_for_the_runs_is_theirs_not_the_rest():
@@ -126,15 +126,15 @@ def test_the_training_threads_time_for_the_runs_is_theirs_not_the_rest():
     e = pacer.estimate()
     assert e["job_share"] == pytest.approx(400 * 1e-4 / (t - base), rel=1e-6)
     assert e["own_share"] == pytest.approx(e["job_share"])
-    rate, others = allowed(0.05, e["contention"], e["slowdown"], 0.0, e["job_share"])
+    rate, others = allowed(AIM * 0.05, e["contention"], e["slowdown"], 0.0, e["job_share"])
     assert others == pytest.approx(0.0, abs=1e-9)
-    assert pacer.rate() == pytest.approx(0.05 / 1.05)
+    assert pacer.rate() == pytest.approx(AIM * 0.05 / (1 + AIM * 0.05))
 
 
 def test_before_enough_steps_the_prior_sets_the_pace_and_a_budget_of_one_sets_none():
     pacer = Pacer(0.1, prior_contention=2)
     assert math.isnan(pacer.estimate()["slowdown"])
-    assert pacer.rate() == pytest.approx(0.1 / 1.1)        # nothing measured: all of it
+    assert pacer.rate() == pytest.approx(AIM * 0.1 / (1 + AIM * 0.1))   # nothing measured: all
     e, age = Pacer(0.1, prior_contention=2).latest()       # before any estimate: the prior
     assert e["contention"] == 2 and age == math.inf
     assert Pacer(1.0, prior_contention=2).rate() == math.inf
