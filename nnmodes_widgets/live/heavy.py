@@ -57,10 +57,13 @@ from .worker import Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
 # An analysis with a cost estimate (the registry's ``cost``) is on by default only where the
-# budget allows it: off (with a notice) when, at the whole budget, the credit for one run takes
-# longer than the panels may go before it (``BYPASS`` x the refresh target). While it waits
-# for that credit no panel moves: a 10M CNN's sharpness (8.7 s a run) was allowed at once in
-# 118 s (the limit was 120 s) and held every panel for a minute.
+# budget allows it. Before its first run, from that estimate (rough: tens of times too high on
+# a small MLP, whose passes cost mostly their overhead): off (with a notice) when at the whole
+# budget it could run only once in this many seconds. After each run, from what it took: off
+# when the credit for a run takes longer than the panels may go before it (``BYPASS`` x the
+# refresh target), for no panel moves while it waits: a 10M CNN's sharpness (8.7 s a run,
+# once in 118 s) held every panel for a minute.
+OPTIONAL_MAX_PERIOD = 120.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
@@ -172,8 +175,8 @@ class HeavyAnalyses:
 
     def _affordable(self, name: str) -> bool:
         """Whether an optional analysis can run within the budget, its cost estimated before its
-        first run: switched off (with a notice) when its credit would take longer than the
-        panels may go before it (``_too_long``); not yet while its cost cannot be told."""
+        first run: switched off (with a notice) when one run in ``OPTIONAL_MAX_PERIOD`` would
+        not fit; not yet while its cost cannot be told."""
         if name not in self.optional or self._runs.get(name):
             return True
         # the last run of each analysis, as its full size would have taken
@@ -183,7 +186,7 @@ class HeavyAnalyses:
             return False
         cost *= self._size(name)
         period = self._period(cost)
-        if self._too_long(period):
+        if self.paced and period > OPTIONAL_MAX_PERIOD:
             self._switch_off_optional(name, cost, period, "would take about")
             return False
         return True
@@ -196,9 +199,6 @@ class HeavyAnalyses:
         budget = pacer.budget
         rate = math.inf if budget >= 1 else budget / (1 + budget)
         return pacer.cost(seconds, copy_seconds, e) / rate
-
-    def _too_long(self, period: float) -> bool:
-        return self.paced and period > BYPASS * self.target
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
         self.names = [n for n in self.names if n != name]
@@ -387,7 +387,8 @@ class HeavyAnalyses:
             pacer = self.monitor.pacer
             pacer.spend(pacer.cost(seconds))
             period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
-            if name in self.optional and self._too_long(period) and not self._abandoned:
+            if (self.paced and name in self.optional and period > BYPASS * self.target
+                    and not self._abandoned):
                 self._switch_off_optional(name, seconds, period, "took")
             self.not_before = 0.0
         if not self._abandoned:
