@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.live import heavy, jobs
+from nnmodes_widgets.live import dynamics_jobs, heavy, jobs
 from nnmodes_widgets.live import sharpness as sharpness_module
 from nnmodes_widgets.analysis import (UnsupportedModel, characteristic_maps, cluster_layers,
                                       fit_power_law, neuron_modes, pathway_layers,
@@ -532,6 +532,25 @@ def test_an_optional_analysis_that_took_too_long_is_switched_off(monkeypatch, se
     assert bool(off) != kept and all(m.startswith("off by default for this model: one run took")
                                      for m in off), off
     assert monitor.history.count("sharpness") == 1          # what it computed is kept
+    monitor.detach()
+
+
+def test_an_optional_analysis_above_its_smallest_size_is_made_smaller_not_switched_off(monkeypatch):
+    def spending(job):
+        _spend(0.6)
+        return {}
+    monkeypatch.setattr(dynamics_jobs, "basins", spending)
+    monitor = nm.Monitor(mlp(8, 16, 4), None, budget=0.05, run=False)
+    h = monitor._heavy
+    assert "basins" in h.optional
+    for size, kept in ((0.5, True), (heavy.MIN_SIZE, False)):
+        job = jobs.Job(model=None, probe=None, history=monitor.history, step=3,
+                       report=lambda layer, exc: None, size=size)
+        h._started["basins"] = time.perf_counter()
+        h._run("basins", job, time.time(), None)
+        assert ("basins" in h.names) == kept, size
+        if kept:
+            assert h._size("basins") == 0.25      # halved: it did not fit its share
     monitor.detach()
 
 

@@ -387,8 +387,10 @@ class HeavyAnalyses:
             pacer = self.monitor.pacer
             pacer.spend(pacer.cost(seconds))
             period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
-            if (self.paced and name in self.optional and period > BYPASS * self.target
-                    and not self._abandoned):
+            # (a run above the smallest size is made smaller first: ``_resize``)
+            smallest = job.size <= MIN_SIZE or not entry(name).sized
+            if (self.paced and name in self.optional and smallest
+                    and period > BYPASS * self.target and not self._abandoned):
                 self._switch_off_optional(name, seconds, period, "took")
             self.not_before = 0.0
         if not self._abandoned:
