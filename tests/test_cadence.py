@@ -273,3 +273,23 @@ def test_short_steps_calibrate_for_calibration_seconds_not_only_their_count():
     more = int(cadence.CALIBRATION_SECONDS / 0.001)
     did = calibrate(c, clock, step=0.001, sample=0.00001, until=more + CALIBRATION_SAMPLES + 2)
     assert c.fixed and c.step_seconds == pytest.approx(0.001)
+
+
+def test_a_wait_inside_the_monitors_step_times_no_step_at_zero():
+    # A wait between the monitor's step start (t0, from which its overhead is timed) and the
+    # cadence's reading of the clock (the GIL, a preempted thread) was taken out of the next
+    # step: timed at 0 s, it was the quickest, no other step was quick, and calibration held
+    # to its 5 s of steps (the findings tour's frozen layer had no RWC sample in 2500 steps).
+    clock = Clock()
+    c = Cadence(None, 0.3, clock=clock)
+    overhead = 0.0
+    for k in range(1, 1001):
+        clock.now += 0.001                       # the user's step
+        t0 = clock.now
+        clock.now += 0.002 if k == 30 else 0.0   # a wait before the cadence is asked
+        due = c.due(k, overhead, t0)
+        clock.now += 0.0001 if due is not None else 0.0
+        if due is not None:
+            c.sampled(k, 0.0001)
+        overhead = clock.now - t0
+    assert c.fixed and c.step_seconds == pytest.approx(0.001) and min(c._steps) > 0

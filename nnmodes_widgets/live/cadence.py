@@ -127,12 +127,15 @@ class Cadence:
             return math.nan
         return statistics.median(self._recent) / (self.every * step_seconds)
 
-    def due(self, step: int, overhead: float = 0.0) -> str | None:
+    def due(self, step: int, overhead: float = 0.0, now: float | None = None) -> str | None:
         """What training step ``step`` (counted from 1) does: ``RECORD``, ``SAMPLE`` or None.
         ``overhead``: the monitor's seconds in the step that ended (calibration subtracts them
-        from that step's duration)."""
+        from that step's duration), timed from ``now``, the clock when the monitor's step began
+        (None: read here). Timing from another point would move any wait between the two (the
+        GIL, a preempted thread) out of one step and into the next: a step timed at 0 s is the
+        quickest, and no other step is then quick (calibration held to its 5 s of steps)."""
         if not self.fixed:
-            self._calibrate(step, overhead)
+            self._calibrate(step, overhead, now)
         if not self.fixed:
             return SAMPLE if step <= CALIBRATION_SAMPLES else None
         start = self._start or 0
@@ -181,8 +184,8 @@ class Cadence:
         steps = np.asarray(self._steps)
         return steps[steps <= QUICK * self._fastest]
 
-    def _calibrate(self, step: int, overhead: float) -> None:
-        now = self._clock()
+    def _calibrate(self, step: int, overhead: float, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
         if self._last is not None and step > CALIBRATION_SAMPLES + 1:
             # the step that ended, which sampled nothing (the first one after the samples is
             # left out: their memory traffic may still slow it)

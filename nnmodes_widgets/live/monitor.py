@@ -277,7 +277,7 @@ class Monitor:
         if step >= self._next_due or t0 >= self._heavy.not_before or self._rwc_pending:
             if self._rwc_pending:       # CUDA: the sums of an earlier sample may have arrived
                 self._guarded("rwc", self._record_rwc)
-            due = self._guarded("rwc", self._cadence.due, step, ended)
+            due = self._guarded("rwc", self._cadence.due, step, ended, t0)
             if due is not None and "rwc" in self.analyses:
                 self._guarded("rwc", self._sample_rwc, step, due == RECORD)
             # the background analyses are looked at when a run may start (not while the
