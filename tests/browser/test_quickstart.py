@@ -142,6 +142,9 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     assert kernel_busy(page), "training ended before the measured slowdown was shown"
 
     wait_kernel_idle(page, timeout=IDLE_TIMEOUT)
+    # what the run ended at (the slowdown against the budget is measured in bench/, never
+    # asserted: seen 4.4% and 5.8% on this machine)
+    print(f"final status: {status.inner_text()}")
     dashboard.evaluate("e => e.scrollIntoView({block: 'start'})")
     shot = tmp_path / "quickstart.png"
     page.screenshot(path=str(shot))
