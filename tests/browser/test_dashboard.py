@@ -11,7 +11,8 @@ import numpy as np
 from .conftest import (POLL, assert_no_console_errors, error_outputs, frame_times, kernel_busy,
                        open_notebook, record_frames, run_all_cells, write_notebook)
 
-TRAIN_SECONDS = 50
+TRAIN_SECONDS = 65     # the first frames took 28 s in a fresh-clone CI on a loaded host, and the
+                       # reload must still come during training
 WATCH_SECONDS = 16      # of the training, in which every panel's frames are timed
 REFRESH_TARGET = 2.5    # s: a small model's panels move at least this often (SPEC 5)
 PANELS = {  # root element class -> the panel
