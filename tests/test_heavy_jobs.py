@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from spending import spend  # tests/spending.py
+
 import nnmodes_widgets as nm
 from nnmodes_widgets.live import dynamics_jobs, heavy, jobs
 from nnmodes_widgets.live import sharpness as sharpness_module
@@ -516,7 +518,7 @@ def test_an_optional_analysis_that_took_too_long_is_switched_off(monkeypatch, se
     # it (BYPASS x the refresh target: 10 s on a small model). 0.6 s of CPU at 5% of the budget
     # is once in 12 s at the least; 0.02 s once in a second or less.
     def spending(job):
-        _spend(seconds)
+        spend(seconds)
         return {"sharpness": {"sharpness": 1.0}}
     monkeypatch.setattr(sharpness_module, "sharpness_run", spending)
     model = mlp(8, 16, 4)
@@ -537,7 +539,7 @@ def test_an_optional_analysis_that_took_too_long_is_switched_off(monkeypatch, se
 
 def test_an_optional_analysis_above_its_smallest_size_is_made_smaller_not_switched_off(monkeypatch):
     def spending(job):
-        _spend(0.6)
+        spend(0.6)
         return {}
     monkeypatch.setattr(dynamics_jobs, "basins", spending)
     monitor = nm.Monitor(mlp(8, 16, 4), None, budget=0.05, run=False)
@@ -552,13 +554,6 @@ def test_an_optional_analysis_above_its_smallest_size_is_made_smaller_not_switch
         if kept:
             assert h._size("basins") == 0.25      # halved: it did not fit its share
     monitor.detach()
-
-
-def _spend(seconds: float) -> None:
-    """Spend ``seconds`` of this thread's CPU time (a run's cost is CPU, not waiting)."""
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
 
 
 def test_every_analysis_is_described_once_in_the_registry_and_every_name_in_it_resolves():

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from spending import spend  # tests/spending.py
+
 import nnmodes_widgets as nm
 from nnmodes_widgets.widgets import Dashboard, Trend
 from nnmodes_widgets.colors import layer_colors
@@ -151,14 +153,6 @@ console.log(JSON.stringify({{
 
 # -- delivery --------------------------------------------------------------------------------------
 
-def _spend(seconds: float) -> bool:
-    """Spend ``seconds`` of this thread's CPU time (what an update costs; waiting is free)."""
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
-    return True
-
-
 def _feed(draw, *, on_error=pytest.fail, **kwargs):
     """A delivery of one feed (on screen) drawing with ``draw``."""
     delivery = Delivery()
@@ -196,7 +190,7 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
 
     def push():
         times.append(time.monotonic())
-        return _spend(cost)
+        return spend(cost)
 
     delivery, feed = _feed(push, max_rate=100, max_share=max_share)
     span = max(2.5, 2 * gap + 0.2)
@@ -211,7 +205,7 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
 
 
 def test_the_cap_never_shortens_a_slower_max_rate():
-    delivery, feed = _feed(lambda: _spend(0.05), max_rate=0.25, max_share=0.01)
+    delivery, feed = _feed(lambda: spend(0.05), max_rate=0.25, max_share=0.01)
     feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 2.5 s, but max_rate asks for 4 s
     delivery.close()
     assert feed.gap == 4.0
@@ -222,7 +216,7 @@ def test_the_feeds_of_one_widget_share_its_share_of_wall_time():
     # 10 ms updates (40 ms) spaces each panel's next one by 40 ms / 4% = 1 s, not 0.25 s; one
     # panel closed, 0.75 s
     delivery = Delivery()
-    feeds = [delivery.add(Feed(lambda: _spend(0.01), max_rate=100, max_share=0.04,
+    feeds = [delivery.add(Feed(lambda: spend(0.01), max_rate=100, max_share=0.04,
                                on_error=pytest.fail)) for _ in range(4)]
     for feed in feeds:
         feed.deliver()
@@ -237,7 +231,7 @@ def test_a_cheap_feed_leaves_its_part_of_the_share_to_a_costly_one():
     # a status line of 0.1 ms beside a spectrum of 20 ms, 4% together: the round (20.1 ms)
     # spaces both by 0.5 s; split evenly, the spectrum's 2% would have spaced it by 1 s
     delivery = Delivery()
-    cheap, costly = (delivery.add(Feed(lambda c=c: _spend(c), max_rate=100, max_share=0.04,
+    cheap, costly = (delivery.add(Feed(lambda c=c: spend(c), max_rate=100, max_share=0.04,
                                        on_error=pytest.fail)) for c in (0.0001, 0.02))
     cheap.deliver()
     costly.deliver()

@@ -135,7 +135,7 @@ class Cadence:
         GIL, a preempted thread) out of one step and into the next: a step timed at 0 s is the
         quickest, and no other step is then quick (calibration held to its 5 s of steps)."""
         if not self.fixed:
-            self._calibrate(step, overhead, now)
+            self._calibrate(step, overhead, self._clock() if now is None else now)
         if not self.fixed:
             return SAMPLE if step <= CALIBRATION_SAMPLES else None
         start = self._start or 0
@@ -184,8 +184,7 @@ class Cadence:
         steps = np.asarray(self._steps)
         return steps[steps <= QUICK * self._fastest]
 
-    def _calibrate(self, step: int, overhead: float, now: float | None = None) -> None:
-        now = self._clock() if now is None else now
+    def _calibrate(self, step: int, overhead: float, now: float) -> None:
         if self._last is not None and step > CALIBRATION_SAMPLES + 1:
             # the step that ended, which sampled nothing (the first one after the samples is
             # left out: their memory traffic may still slow it)
