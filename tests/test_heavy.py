@@ -409,23 +409,44 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     monitor.detach()
 
 
-def test_a_costly_run_that_adds_to_a_panel_lets_the_panels_go_first_for_a_while():
+def test_a_costly_run_saving_up_for_its_credit_never_holds_a_panels_run(monkeypatch):
+    # One account for every run let basins' (or clusters') wait for its credit freeze every
+    # panel: the panels' analyses and the others now pay from accounts of their own
     from nnmodes_widgets.live import heavy
 
     monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
                          analyses=("spectrum", "basins"))
-    s = monitor._heavy
-    e = dict(monitor.pacer.estimate(), contention=1.0)
+    s, pacer = monitor._heavy, monitor.pacer
+    e = dict(pacer.estimate(), contention=1.0)
+    monkeypatch.setattr(pacer, "latest", lambda: (e, 0.0))
+    monkeypatch.setattr(pacer, "rate", lambda e=None: 0.04)
+    credits, rates = {heavy.PANELS: 0.02, heavy.OTHERS: 0.05}, {}
+
+    def credit(cap, rate, account="runs"):
+        rates[account] = rate
+        return credits[account]
+    monkeypatch.setattr(pacer, "credit", credit)
+    started = []
+    monkeypatch.setattr(s, "_start", lambda name, step, fresh=False: started.append(name) or 0.0)
     size = s._size("spectrum")
     s._last = {"spectrum": (size, 0.01), "basins": (size, 0.5)}   # worker seconds at that size
-    ready, now = ["spectrum", "basins"], 1000.0
-    s._started = {"spectrum": now - 2.0, "basins": now - 60.0}
-    # basins' turn, 0.5 s of credit needed, 0.05 there: the spectrum's 0.01 s run goes first
-    assert s._bypass("basins", ready, 0.05, e, now) == "spectrum"
-    assert s._bypass("basins", ready, 0.005, e, now) is None          # not even that covered
-    assert s._bypass("spectrum", ready, 0.05, e, now) is None         # a panel's own waits
-    # passed over for BYPASS x the refresh target: then basins waits for its credit, alone
-    later = now + heavy.BYPASS * s.target + 0.1
-    s._started["spectrum"] = later - 2.0
-    assert s._bypass("basins", ready, 0.05, e, later) is None
+    now = time.perf_counter()
+    s._started = {"spectrum": now - 2.0, "basins": now - 600.0}   # basins' turn, long overdue
+    s.offer(10)
+    # basins needs 0.5 s of credit and its account holds 0.05: the spectrum's 0.01 s goes
+    assert started == ["spectrum"]
+    assert rates == pytest.approx({heavy.PANELS: 0.04 * (1 - heavy.OTHERS_SHARE),
+                                   heavy.OTHERS: 0.04 * heavy.OTHERS_SHARE})
+    # once its own account holds enough basins runs, whatever the panels' holds
+    credits.update({heavy.PANELS: -1.0, heavy.OTHERS: 0.6})
+    s.not_before = 0.0
+    s.offer(11)
+    assert started == ["spectrum", "basins"]
+    # with none of the others ready, the panels' account gets the whole rate
+    monitor.probe, rates = None, {}
+    credits[heavy.PANELS] = 0.02
+    s._started["spectrum"] = now - 600.0
+    s.not_before = 0.0
+    s.offer(12)
+    assert started[-1] == "spectrum" and rates == {heavy.PANELS: pytest.approx(0.04)}
     monitor.detach()

@@ -424,14 +424,14 @@ def test_the_turn_is_of_the_analysis_that_waited_longest(monkeypatch):
                          analyses=("spectrum", "alignment", "radiograph"))
     heavy_ = monitor._heavy
     ready = ["spectrum", "alignment", "radiograph"]
-    assert heavy_._next(ready) == "spectrum"         # none ran yet: the registry's order
+    assert next(heavy_._turns(ready), None) == "spectrum"  # none ran yet: the registry's order
     now = time.perf_counter()
     heavy_._started = {"spectrum": now - 3, "alignment": now - 5, "radiograph": now - 4}
-    assert heavy_._next(ready) == "alignment"         # the longest wait
+    assert next(heavy_._turns(ready), None) == "alignment"         # the longest wait
     heavy_._started["alignment"] = now - 0.5          # ran just now: at most once a second
-    assert heavy_._next(ready) == "radiograph"
+    assert next(heavy_._turns(ready), None) == "radiograph"
     heavy_._started = {"spectrum": now - 0.1, "alignment": now - 0.2, "radiograph": now - 0.3}
-    assert heavy_._next(ready) is None                # every one ran within the last second
+    assert next(heavy_._turns(ready), None) is None  # every one ran within the last second
     monitor.detach()
 
 
@@ -444,9 +444,9 @@ def test_the_analyses_panels_refresh_from_come_round_ten_times_as_often_as_the_o
     # counts a tenth (at a quarter, clusters and sharpness took half of a small model's worker
     # time, and its panels moved every 2.5-4 s)
     heavy_._started = {"spectrum": now - 3, "clusters": now - 29}
-    assert heavy_._next(["spectrum", "clusters"]) == "spectrum"      # 3 > 29 / 10
+    assert next(heavy_._turns(["spectrum", "clusters"]), None) == "spectrum"      # 3 > 29 / 10
     heavy_._started = {"spectrum": now - 3, "clusters": now - 31}
-    assert heavy_._next(["spectrum", "clusters"]) == "clusters"      # 3 < 31 / 10
+    assert next(heavy_._turns(["spectrum", "clusters"]), None) == "clusters"      # 3 < 31 / 10
     monitor.detach()
 
 
@@ -473,50 +473,67 @@ def test_libraries_are_imported_when_the_monitor_is_made_not_in_a_training_step(
     monitor.detach()
 
 
-def test_basins_by_default_only_where_their_estimated_cost_fits_the_budget():
-    model = mlp(8, 16, 4)
-    cheap, costly = (nm.Monitor(model, None, budget=0.05, run=False) for _ in range(2))
-    assert "basins" in cheap._heavy.optional
-    assert not cheap._heavy._affordable("basins")          # no estimate before neuron modes ran
-    # neuron modes' last runs, at a quarter of their size: 1 ms and 0.5 s at full size
-    cheap._heavy._last["neuron_modes"] = (0.25, 0.00025)
-    costly._heavy._last["neuron_modes"] = (0.25, 0.125)
-    assert cheap._heavy._affordable("basins") and "basins" in cheap._heavy.names
-    assert not costly._heavy._affordable("basins") and "basins" not in costly._heavy.names
-    [notice] = [n for n in costly.notices if n.analysis == "basins"]
-    assert notice.message.startswith("off by default for this model: one run would take about")
-    chosen = nm.Monitor(model, None, budget=0.05, run=False, analyses=("basins",))
-    assert chosen._heavy.optional == set() and chosen._heavy._affordable("basins")   # asked for
-    for monitor in (cheap, costly, chosen):
-        monitor.detach()
+@pytest.mark.parametrize("name, module, runner", [
+    ("basins", dynamics_jobs, "basins"), ("sharpness", sharpness_module, "sharpness_run")])
+def test_a_costly_analysis_is_tried_once_and_stopped_past_what_the_budget_allows(
+        monkeypatch, name, module, runner):
+    # A costly analysis (many passes a run) is on by default only where it fits the budget. Its
+    # cost was estimated before its first run from the neuron modes' run, tens of times too high
+    # on a small MLP (basins was off there); now its first run is a trial, stopped past the
+    # longest run whose credit comes once in OPTIONAL_MAX_PERIOD
+    returned = []
 
-
-def test_sharpness_is_costed_at_its_whole_run_which_it_always_does(monkeypatch):
-    # its runner does not scale with the live size (the registry's sized=False): a 10M CNN's run
-    # took 8.7 s "at 1/16", and its estimate, taken at a sixteenth, let it on
+    def endless(job):          # as a 10M CNN's run: far longer than any budget allows
+        spend(30.0)
+        returned.append(job.step)
+        return {}
+    monkeypatch.setattr(module, runner, endless)
     model = mlp(8, 16, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    estimate = {"seconds": 8.0}
-    monkeypatch.setattr(sharpness_module, "sharpness_cost", lambda monitor, last: estimate["seconds"])
-    costly, cheap = (nm.Monitor(model, optimizer, budget=0.05, run=False) for _ in range(2))
-    assert "sharpness" in costly._heavy.optional and costly._heavy._size("sharpness") == 1.0
-    assert costly._heavy._size("spectrum") == heavy.MIN_SIZE      # the others start smallest
-    # 8 s at the whole budget (5%: 0.048 training s a second) is once in 168 s at the least
-    assert not costly._heavy._affordable("sharpness") and "sharpness" not in costly._heavy.names
-    [notice] = [n for n in costly.notices if n.analysis == "sharpness"]
-    assert notice.message.startswith("off by default for this model: one run would take about 8.0 s")
-    estimate["seconds"] = 0.5                                     # once in 10-21 s: on
-    assert cheap._heavy._affordable("sharpness") and "sharpness" in cheap._heavy.names
-    for monitor in (costly, cheap):
-        monitor.detach()
+    monitor = nm.Monitor(model, optimizer, budget=0.05, run=False, probe=torch.randn(8, 8))
+    h = monitor._heavy
+    assert name in h.optional and h._size(name) == (heavy.MIN_SIZE if name == "basins" else 1.0)
+    limit = h._trial_limit(name)
+    # at 5% (0.048 training s a second, a quarter of it to the others' account) a run of
+    # limit x c training seconds is earned once in OPTIONAL_MAX_PERIOD
+    c = monitor.pacer.estimate()["contention"]
+    earned = heavy.OTHERS_SHARE * 0.05 / 1.05
+    assert limit * c / earned == pytest.approx(heavy.OPTIONAL_MAX_PERIOD)
+    h._start(name, 3)
+    assert monitor.flush(timeout=20)          # stopped: not after its 30 s
+    assert returned == [] and name not in h.names
+    [notice] = [n.message for n in monitor.notices if n.analysis == name]
+    assert notice.startswith("off by default for this model: one run was stopped after"), notice
+    assert h._trial_limit("spectrum") is None                 # the panels' are never tried
+    monitor.detach()
+    # asked for by name, it is not on trial
+    chosen = nm.Monitor(model, optimizer, budget=0.05, run=False, analyses=(name,))
+    assert chosen._heavy.optional == set() and chosen._heavy._trial_limit(name) is None
+    chosen.detach()
+
+
+def test_a_costly_analysis_that_fits_is_tried_once_then_runs_on(monkeypatch):
+    def quick(job):
+        spend(0.01)
+        return {"sharpness": {"sharpness": 1.0}}
+    monkeypatch.setattr(sharpness_module, "sharpness_run", quick)
+    model = mlp(8, 16, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, budget=0.05, run=False, probe=torch.randn(8, 8))
+    h = monitor._heavy
+    assert h._trial_limit("sharpness") is not None
+    h._start("sharpness", 3)
+    assert monitor.flush(timeout=20)
+    assert "sharpness" in h.names and monitor.history.count("sharpness") == 1
+    assert h._trial_limit("sharpness") is None                # tried: its runs are measured
+    monitor.detach()
 
 
 @pytest.mark.parametrize("seconds, kept", [(0.6, False), (0.02, True)])
 def test_an_optional_analysis_that_took_too_long_is_switched_off(monkeypatch, seconds, kept):
-    # While an optional analysis waits for its credit no panel moves: once a run has shown what
-    # it costs, it stays on only where that credit comes within what the panels may go before
-    # it (BYPASS x the refresh target: 10 s on a small model). 0.6 s of CPU at 5% of the budget
-    # is once in 12 s at the least; 0.02 s once in a second or less.
+    # Once a run has shown what it costs, an optional analysis stays on only where its account
+    # earns that once in OPTIONAL_MAX_PERIOD (30 s). 0.6 s of CPU at 5% of the budget (a quarter
+    # of it to the others' account) is once in 50 s at the least; 0.02 s once in 2 s.
     def spending(job):
         spend(seconds)
         return {"sharpness": {"sharpness": 1.0}}
@@ -566,7 +583,7 @@ def test_every_analysis_is_described_once_in_the_registry_and_every_name_in_it_r
     dashboard = monitor.dashboard()
     try:
         for described in REGISTRY:
-            for ref in (described.runner, described.ready, described.cost):
+            for ref in (described.runner, described.ready):
                 assert ref is None or callable(heavy.resolve(ref)), ref
             assert described.panel is None or hasattr(dashboard, described.panel), described.panel
     finally:

@@ -15,7 +15,7 @@ from ..analysis.errors import UnsupportedModel
 from ..analysis.inputs import as_inputs, call_model, first_tensor
 from ..analysis.neurons import MODES, mode_code
 from ..analysis.phases import phase_changes
-from .jobs import NEURON_SAMPLES, NOTES, REDUCED, STEP, Job, class_labels, live
+from .jobs import NOTES, REDUCED, STEP, Job, class_labels, live
 
 # Live runs take part of the probe and fewer directions than the functions' defaults, so that
 # a run stays a small share of training (the functions called directly take what they are given)
@@ -85,20 +85,6 @@ def cross_entropy(output, targets) -> torch.Tensor:
     model's output (a tensor, or the first tensor of what it returns) against ``targets``."""
     scores = first_tensor(output)
     return F.cross_entropy(scores.flatten(0, -2), targets.flatten())
-
-
-def basins_cost(monitor, last_cost: dict[str, float]) -> float | None:
-    """Seconds one basins run will take, estimated before it runs from the neuron-modes run's
-    (one forward pass of ``NEURON_SAMPLES`` probe samples, with hooks): a search is about 20
-    rounds of ``SAMPLE_DIRECTIONS`` passes of the samples, and of ``WEIGHT_DIRECTIONS`` per
-    layer and for all of them; None until neuron modes have run once. (A first basins run of a
-    10M-parameter CNN took minutes, and slowed its training 2.7 times meanwhile.)"""
-    pass_cost = last_cost.get("neuron_modes")
-    if pass_cost is None:
-        return None
-    per_pass = pass_cost * BASIN_SAMPLES / NEURON_SAMPLES
-    rounds = 20 * (SAMPLE_DIRECTIONS + WEIGHT_DIRECTIONS * (len(monitor.layers) + 1))
-    return rounds * per_pass
 
 
 def dynamics_series(history, step: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

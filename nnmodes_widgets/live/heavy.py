@@ -5,13 +5,14 @@ how often the panels refresh does not depend on how often RWC is sampled; unpace
 1), each analysis runs once after each RWC sample, at the first step the worker is free, so that
 ``every`` says how often. Whose turn it is: the
 analysis that has waited longest, in rounds of those the panels refresh from, the others
-(clusters, basins, phases, findings) every ten rounds. Nothing is exempt from the budget
-(SPEC 5, wave 3): a run starts
-only when the worker's credit (``pacing.Pacer.credit``, accruing at the rate the measured
-slowdown leaves) covers its estimated cost, its first run included, and what it really cost is
-taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs on the
-training thread. The libraries the analyses import are imported when the monitor is made,
-before training, so that no step pays for them.
+(clusters, basins, phases, findings) every ten rounds. Nothing is exempt from the budget (SPEC
+5, wave 3): a run starts only when its account's credit (``pacing.Pacer.credit``, accruing at
+its part of the rate the measured slowdown leaves) covers its estimated cost, and what it really
+cost is taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs
+on the training thread. The panels' analyses share one account, the others (which only add to a
+panel or sum up) another, so that a costly run saving up never holds a panel's run. The
+libraries the analyses import are imported when the monitor is made, before training, so that
+no step pays for them.
 
 Live sizes. Each analysis whose runner scales its work (the registry's ``sized``; sharpness,
 phases and findings do not, and always run whole) runs at a size, a fraction (1, 1/2, ...
@@ -53,17 +54,23 @@ from ..analysis.errors import NonFiniteValues, UnsupportedModel
 from ..runs.analyses import BACKGROUND, REGISTRY
 from ..runs.analyses import analysis as entry
 from .jobs import NOTES, STEP, Job
-from .worker import Worker, time_left
+from .worker import Abandoned, Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
-# An analysis with a cost estimate (the registry's ``cost``) is on by default only where the
-# budget allows it. Before its first run, from that estimate (rough: tens of times too high on
-# a small MLP, whose passes cost mostly their overhead): off (with a notice) when at the whole
-# budget it could run only once in this many seconds. After each run, from what it took: off
-# when the credit for a run takes longer than the panels may go before it (``BYPASS`` x the
-# refresh target), for no panel moves while it waits: a 10M CNN's sharpness (8.7 s a run,
-# once in 118 s) held every panel for a minute.
-OPTIONAL_MAX_PERIOD = 120.0
+# The credit's two accounts: the panels' analyses (a spectrum, a radiograph, ...) and the
+# others, which only add to a panel or sum up (clusters, basins, phases, findings, sharpness).
+# While both have one ready the others' account accrues this share of the rate, the panels' the
+# rest. (With one account a costly run saving up, clusters' 0.15 s of scikit-learn on a small
+# MLP, held every panel until its credit came: panels stood still for 4-5 s.)
+PANELS, OTHERS = "panels", "others"
+OTHERS_SHARE = 0.25
+# A costly analysis (the registry's ``costly``: many passes a run) is on by default only where
+# it fits the budget: where its account's credit for a run comes at least once in this many
+# seconds. Its first run is a trial, stopped when it takes longer than that allows (a 10M CNN's
+# sharpness took 8.7 s a run); each later run is checked by what it took. (Estimates made before
+# a first run from the other analyses' costs were tens of times too high on a small MLP, whose
+# passes cost mostly their overhead, and switched basins off there.)
+OPTIONAL_MAX_PERIOD = 30.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
@@ -75,8 +82,6 @@ MIN_SIZE = 1 / 16            # the smallest live size, and the first
 # worker's time, and its panels moved every 2.5-4 s)
 SLOW_WEIGHT = 0.1
 RECHECK = 0.05               # s between looks while nothing can start (paced)
-BYPASS = 4.0                 # x the refresh target: how long panels' runs may go before a
-                             # costly one that only adds to a panel, while it waits for credit
 MAX_WAIT = 1.0               # s at most before the credit is looked at again (its rate changes)
 STALE = 2.0                  # s after which the worker re-estimates the pace for the next look
 # A copy refreshed less than this share of the refresh target ago serves the next run as it is
@@ -85,6 +90,11 @@ RECOPY = 0.25
 # Refresh targets (SPEC 5): a round of every panel within 2.5 s on a small model, 10 s on a
 # 10M-parameter one; in between, geometrically with the parameter count.
 SMALL, LARGE = (1e6, 2.5), (1e7, 10.0)
+# The live sizes are chosen for a round in this share of the target: the target bounds the
+# longest gap between a panel's frames, and the gaps spread to about twice their mean (rounds
+# sized to the whole target came every 1.5 s, the longest gaps 3.3-4.5 s: a run's seconds on
+# the worker vary with the training thread's hold on the GIL)
+ROUND_AIM = 0.5
 
 # The background analyses, in the order they are offered (the registry's, ``runs.analyses``).
 # A runner takes a ``Job`` and returns {analysis: {layer: array}}, each recorded in the history
@@ -116,13 +126,13 @@ def refresh_target(parameters: int) -> float:
 
 class HeavyAnalyses:
     """The background analyses ``names`` of ``monitor``; those in ``optional`` (the default
-    analyses, not asked for by name) that have a cost estimate run only where the budget allows
-    them."""
+    analyses, not asked for by name) that the registry calls costly run only where the budget
+    allows them (``OPTIONAL_MAX_PERIOD``)."""
 
     def __init__(self, monitor, names, optional=()):
         self.monitor = monitor
         self.names = list(names)
-        self.optional = {name for name in optional if entry(name).cost}
+        self.optional = {name for name in optional if entry(name).costly}
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
@@ -137,11 +147,10 @@ class HeavyAnalyses:
         self._noted: set[tuple] = set()   # notes already in monitor.notices
         self._analysed: dict[str, int] = {}   # name -> the step of its newest run
         self._sample_step: int | None = None  # unpaced: the newest RWC sample's step
-        self._passed: dict[str, float] = {}   # name -> when panels' runs first went before it
         self._sizes: dict[str, float] = {}    # name -> its live size (paced)
         self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
-        self._ready_weight = 1.0   # the weights of the analyses ready at the last look
+        self._ready_count = {PANELS: 0, OTHERS: 0}   # account -> analyses ready at the last look
         self._abandoned = False    # closed with a run still going: its results are not wanted
         self.not_before = 0.0      # perf_counter time before which offers are not looked at (the
                                    # monitor skips the call until then)
@@ -173,32 +182,29 @@ class HeavyAnalyses:
             except Exception as exc:       # (importing at interpreter exit): not the monitor's end
                 self.monitor.report(name, exc)
 
-    def _affordable(self, name: str) -> bool:
-        """Whether an optional analysis can run within the budget, its cost estimated before its
-        first run: switched off (with a notice) when one run in ``OPTIONAL_MAX_PERIOD`` would
-        not fit; not yet while its cost cannot be told."""
-        if name not in self.optional or self._runs.get(name):
-            return True
-        # the last run of each analysis, as its full size would have taken
-        full = {n: seconds / size for n, (size, seconds) in self._last.items()}
-        cost = resolve(entry(name).cost)(self.monitor, full)
-        if cost is None:
-            return False
-        cost *= self._size(name)
-        period = self._period(cost)
-        if self.paced and period > OPTIONAL_MAX_PERIOD:
-            self._switch_off_optional(name, cost, period, "would take about")
-            return False
-        return True
+    def _rates(self, rate: float) -> dict[str, float]:
+        """Each account's part of ``rate`` (``Pacer.rate``): ``OTHERS_SHARE`` to the others while
+        both accounts have an analysis ready, else all of it to the one that has."""
+        ready = self._ready_count
+        others = (OTHERS_SHARE if ready[PANELS] else 1.0) if ready[OTHERS] else 0.0
+        return {PANELS: rate * (1 - others), OTHERS: rate * others}
 
     def _period(self, seconds: float, copy_seconds: float = 0.0) -> float:
-        """Seconds the credit for a run of this cost takes at the whole budget (the most the
-        pace allows; the rate now dips while the panels draw, and a switch-off is for good)."""
+        """Seconds the others' account takes to earn a run of this cost at the whole budget (the
+        most the pace allows; the rate now dips while the panels draw, and a switch-off is for
+        good)."""
         pacer = self.monitor.pacer
         e, _ = pacer.latest()          # read on the training thread too: computes nothing
         budget = pacer.budget
-        rate = math.inf if budget >= 1 else budget / (1 + budget)
+        rate = math.inf if budget >= 1 else OTHERS_SHARE * budget / (1 + budget)
         return pacer.cost(seconds, copy_seconds, e) / rate
+
+    def _trial_limit(self, name: str) -> float | None:
+        """The worker seconds a costly analysis's first run may take (the longest that fits
+        ``OPTIONAL_MAX_PERIOD``, copy's refresh excluded); None for any other run."""
+        if not self.paced or name not in self.optional or self._runs.get(name):
+            return None
+        return OPTIONAL_MAX_PERIOD / self._period(1.0)
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
         self.names = [n for n in self.names if n != name]
@@ -233,52 +239,40 @@ class HeavyAnalyses:
         now = time.perf_counter()
         if now < self.not_before:
             return 0.0
-        ready = [n for n in self.names if self._ready(n) and self._affordable(n)
-                 and self._since_sample(n)]
-        self._ready_weight = sum(map(_weight, ready)) or 1.0
-        name = self._next(ready) if ready and self.worker.idle else None
-        if name is None:            # nothing to run, or every one ran just now
+        ready = [n for n in self.names if self._ready(n) and self._since_sample(n)]
+        self._ready_count = {PANELS: sum(map(_is_panels, ready)),
+                       OTHERS: sum(not _is_panels(n) for n in ready)}
+        if not ready or not self.worker.idle:
             self.not_before = now + RECHECK if self.paced else 0.0
             return 0.0
-        if self.paced:
-            # the last estimate of the pace (the training thread never computes one: over a
-            # full window that takes milliseconds); a stale one is renewed on the worker
-            pacer = self.monitor.pacer
-            e, age = pacer.latest()
-            if age > STALE:
-                self.worker.offer(PACE, self._renew_pace)
-                return 0.0
-            rate = pacer.rate(e)
-            need = self._need(name, e)
-            credit = pacer.credit(max(need, rate * self.target), rate)
-            if credit < need:
-                # a costly run that only adds to a panel or sums up (clusters, basins) waiting
-                # for its credit lets a panel's cheap run go first, for a while: one such wait
-                # (0.2 s of credit at a quarter of the budget) froze every panel for 17 s
-                other = self._bypass(name, ready, credit, e, now)
-                if other is None:
-                    self.deferred += 1
-                    self.not_before = now + (MAX_WAIT if rate <= 0 else
-                                              min(MAX_WAIT, (need - credit) / rate))
-                    return 0.0
-                name = other
-        return self._start(name, step)
-
-    def _bypass(self, waiting: str, ready: list[str], credit: float, e: dict,
-                now: float) -> str | None:
-        """A panel's analysis whose run the credit covers now, to go before ``waiting`` (one
-        that only adds to a panel or sums up, passed over for less than ``BYPASS`` x the
-        refresh target so far); None when there is none, or ``waiting`` has waited enough."""
-        if _weight(waiting) == 1.0:
-            return None
-        since = self._passed.setdefault(waiting, now)
-        if now - since > BYPASS * self.target:
-            return None
-        for name in ready:
-            if (_weight(name) == 1.0 and now - self._started.get(name, -math.inf) >= MIN_INTERVAL
-                    and self._skips.get(name, 0) == 0 and self._need(name, e) <= credit):
-                return name
-        return None
+        turns = self._turns(ready)
+        if not self.paced:
+            name = next(turns, None)
+            return 0.0 if name is None else self._start(name, step)
+        # the last estimate of the pace (the training thread never computes one: over a full
+        # window that takes milliseconds); a stale one is renewed on the worker
+        pacer = self.monitor.pacer
+        e, age = pacer.latest()
+        if age > STALE:
+            self.worker.offer(PACE, self._renew_pace)
+            return 0.0
+        rates = self._rates(pacer.rate(e))
+        waits = {}                          # account -> s until its credit covers its turn
+        for name in turns:
+            account = _account(name)
+            if account in waits:            # in turn within an account: its first one waits
+                continue
+            need, rate = self._need(name, e), rates[account]
+            credit = pacer.credit(max(need, rate * self.target / _weight(name)), rate, account)
+            if credit >= need:
+                return self._start(name, step)
+            self.deferred += 1
+            waits[account] = MAX_WAIT if rate <= 0 else min(MAX_WAIT, (need - credit) / rate)
+        # looked at again when an account's credit comes, or one that ran just now may run again
+        soon = [self._started[n] + MIN_INTERVAL - now for n in ready
+                if now - self._started.get(n, -math.inf) < MIN_INTERVAL]
+        self.not_before = now + max(RECHECK, min([*waits.values(), *soon], default=RECHECK))
+        return 0.0
 
     def _need(self, name: str, e: dict) -> float:
         """The training seconds the next run of ``name`` will cost (at the estimate ``e``): its
@@ -302,14 +296,13 @@ class HeavyAnalyses:
         begun = time.perf_counter()
         pacer = self.monitor.pacer
         e = pacer.estimate()
-        pacer.spend(pacer.cost(time.perf_counter() - begun, e=e))
+        pacer.spend(pacer.cost(time.perf_counter() - begun, e=e), PANELS)
 
     def _start(self, name: str, step: int, fresh: bool = False) -> float:
         """Hand ``name``'s run at ``step`` to the worker, on the model's copy: refreshed now
         when due (``_copy_due``), else at the step it holds; the seconds the refresh took.
         ``fresh``: the final round's (the copy holds the step's own weights; ``Job.final``)."""
         monitor = self.monitor
-        self._passed.pop(name, None)
         self.not_before = math.inf          # until the run ends
         copied, model, event = 0.0, None, None
         if entry(name).needs_model:
@@ -317,7 +310,7 @@ class HeavyAnalyses:
                 begun = time.perf_counter()
                 model, event = self._refresh()
                 copied = self._copy_seconds = time.perf_counter() - begun
-                monitor.pacer.spend(copied)
+                monitor.pacer.spend(copied, _account(name))
                 self._copied = (time.perf_counter(), step, event)
             else:
                 model, (_, step, event) = self._copy, self._copied
@@ -325,17 +318,19 @@ class HeavyAnalyses:
         job = Job(model=model, probe=monitor.probe, history=monitor.history, step=step,
                   report=lambda layer, exc: monitor.report(name, exc, layer=layer, step=step),
                   optimizer=monitor.optimizer_settings, size=self._size(name), final=fresh)
-        if not self.worker.offer(name, lambda: self._run(name, job, time.time(), event)):
+        limit = self._trial_limit(name)
+        if not self.worker.offer(name, lambda: self._run(name, job, time.time(), event, limit)):
             self.not_before = 0.0
         return copied
 
-    def _next(self, ready: list[str]) -> str | None:
-        """The analysis whose turn it is: of those ready, the one that has waited longest since
-        its last start (never: first, the panels' in the registry's order, then the others'),
-        the wait of one that only adds to a panel or sums up the others counting a tenth
-        (``SLOW_WEIGHT``): a round of the panels' analyses, the others every ten rounds. Paced, one that started less than
-        ``MIN_INTERVAL`` ago is passed (a cheap one would fill the history with samples no panel
-        can tell apart); one backing off after faults is passed, its turn counted down."""
+    def _turns(self, ready: list[str]):
+        """The analyses ready, in turn: the one that has waited longest since its last start
+        first (never: first, the panels' in the registry's order, then the others'), the wait
+        of one that only adds to a panel or sums up the others counting a tenth
+        (``SLOW_WEIGHT``): a round of the panels' analyses, the others every ten rounds. Paced,
+        one that started less than ``MIN_INTERVAL`` ago is passed (a cheap one would fill the
+        history with samples no panel can tell apart); one backing off after faults is passed,
+        its turn counted down (as the turns are taken: lazily)."""
         now = time.perf_counter()
 
         def waited(name: str) -> tuple[float, float]:
@@ -349,14 +344,15 @@ class HeavyAnalyses:
             if self._skips.get(name, 0) > 0:
                 self._skips[name] -= 1
                 continue
-            return name
-        return None
+            yield name
 
-    def _run(self, name: str, job: Job, when: float, copied) -> None:
+    def _run(self, name: str, job: Job, when: float, copied, limit: float | None = None) -> None:
+        """``name``'s run of ``job`` on the worker; a trial (``limit``: ``_trial_limit``) is
+        stopped after that many seconds."""
         start = self._started[name] = time.perf_counter()
-        settled = True
+        settled, cut = True, False
         try:
-            with self.worker.cuttable(), self._on_stream(copied):   # abandoned at detach: stopped
+            with self.worker.cuttable(limit), self._on_stream(copied):   # abandoned: stopped
                 results = resolve(entry(name).runner)(job)
             if self._abandoned:
                 return
@@ -380,32 +376,40 @@ class HeavyAnalyses:
                 self._fault(name, exc, job.step)
         except Exception as exc:
             self._fault(name, exc, job.step)
+        except Abandoned:
+            cut = not self._abandoned       # a trial that took too long (else: detached)
+            if not cut:
+                raise
         finally:
             seconds = time.perf_counter() - start
             self._runs[name] = self._runs.get(name, 0) + 1
             self._last[name] = (job.size, seconds)
             pacer = self.monitor.pacer
-            pacer.spend(pacer.cost(seconds))
+            pacer.spend(pacer.cost(seconds), _account(name))
             period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
             # (a run above the smallest size is made smaller first: ``_resize``)
             smallest = job.size <= MIN_SIZE or not entry(name).sized
-            if (self.paced and name in self.optional and smallest
-                    and period > BYPASS * self.target and not self._abandoned):
-                self._switch_off_optional(name, seconds, period, "took")
+            if (self.paced and name in self.optional and (cut or smallest)
+                    and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
+                self._switch_off_optional(name, seconds, period,
+                                          "was stopped after" if cut else "took")
             self.not_before = 0.0
         if not self._abandoned:
             self.monitor.notify()
 
     def _resize(self, name: str, size: float, seconds: float) -> bool:
         """After a run of ``name`` at ``size`` that took ``seconds`` on the worker: its next size,
-        halved when the run did not fit its share of a round (``target`` x the budget's rate,
-        less the copy's refresh, shared by the analyses ready by weight), doubled while twice it
-        would fit; whether it stays (settled)."""
+        halved when the run did not fit its share of a round (its account's rate over a round,
+        ``ROUND_AIM`` x ``target`` for the panels' and ten times that for the others', shared by
+        the analyses ready in it, less the copy's refresh), doubled while twice it would fit;
+        whether it stays (settled)."""
         if not self.paced or not entry(name).sized:
             return True
         pacer = self.monitor.pacer
         copying = self._copy_seconds if entry(name).needs_model else 0.0
-        share = self.target * pacer.rate() * _weight(name) / self._ready_weight
+        account = _account(name)
+        share = (ROUND_AIM * self.target / _weight(name) * self._rates(pacer.rate())[account]
+                 / max(self._ready_count[account], 1))
         allowed = (share - copying) / max(pacer.cost(1.0), 1e-9)    # worker seconds
         new = size
         if seconds > allowed and size > MIN_SIZE:
@@ -482,7 +486,7 @@ class HeavyAnalyses:
             if not self.worker.flush(time_left(deadline)):
                 return
             again = entry(name).last or self._analysed.get(name) != step
-            if name in self.names and again and self._ready(name) and self._affordable(name):
+            if name in self.names and again and self._ready(name):
                 self._start(name, step, fresh=True)
         self.worker.flush(time_left(deadline))
 
@@ -509,6 +513,15 @@ def _refreshing() -> frozenset[str]:
 
 
 _REFRESHING = _refreshing()
+
+
+def _is_panels(name: str) -> bool:
+    return name in _REFRESHING
+
+
+def _account(name: str) -> str:
+    """The credit account that pays for ``name``'s runs."""
+    return PANELS if name in _REFRESHING else OTHERS
 
 
 def _weight(name: str) -> float:

@@ -18,9 +18,10 @@ measured from the training steps themselves:
 The worker's runs may then cost training what the rest of the measured slowdown leaves of the
 budget (``Pacer.rate``: training seconds per second of wall time; nothing when the rest takes
 it all). A run costs training c x its worker seconds, plus the seconds it takes on the training
-thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``). The worker spends a
-credit that accrues at that rate from the monitor's start (``credit``, ``spend``): no minute of
-training, the first included, pays for more than the budget allows, give or take one run.
+thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``). The worker spends
+credits that accrue at parts of that rate from the monitor's start (``credit``, ``spend``; one
+account per kind of run, whose rates add up to it): no minute of training, the first included,
+pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
 not a training step: left out.
@@ -77,8 +78,8 @@ class Pacer:
         # NumPy row write, and a deque's append needs no lock; the readers move them in
         self._fresh: collections.deque = collections.deque(maxlen=WINDOW_STEPS)
         self._estimated_count = 0      # ... when the estimate was made
-        self._credit = 0.0             # training seconds the worker's runs may still cost
-        self._credited_at: float | None = None
+        # account -> [training seconds its runs may still cost, when last credited]
+        self._accounts: dict[str, list] = {}
 
     # -- in ------------------------------------------------------------------------------------
 
@@ -194,23 +195,26 @@ class Pacer:
         e = self.estimate() if e is None else e
         return e["contention"] * worker_seconds + own_seconds
 
-    def credit(self, cap: float, rate: float) -> float:
-        """The worker's credit now, in training seconds: zero at the first call, then accruing
-        at ``rate`` (``rate()``; at most to ``cap``), less what ``spend`` took."""
+    def credit(self, cap: float, rate: float, account: str = "runs") -> float:
+        """The credit of ``account`` now, in training seconds: zero at its first call, then
+        accruing at ``rate`` (its part of ``rate()``; at most to ``cap``), less what ``spend``
+        took from it. The scheduler keeps one account per kind of run, so that a costly kind
+        saving up for its run never holds up the others."""
         now = time.perf_counter()
         with self._lock:
+            held = self._accounts.setdefault(account, [0.0, None])
             if math.isinf(rate):
-                self._credit = cap
-            elif self._credited_at is not None:
-                self._credit = min(cap, self._credit + rate * (now - self._credited_at))
-            self._credited_at = now
-            return self._credit
+                held[0] = cap
+            elif held[1] is not None:
+                held[0] = min(cap, held[0] + rate * (now - held[1]))
+            held[1] = now
+            return held[0]
 
-    def spend(self, seconds: float) -> None:
-        """A run cost training ``seconds`` (``cost``): taken off the credit (which may go
-        below zero: the next run waits until it has accrued back)."""
+    def spend(self, seconds: float, account: str = "runs") -> None:
+        """A run cost training ``seconds`` (``cost``): taken off ``account``'s credit (which may
+        go below zero: its next run waits until it has accrued back)."""
         with self._lock:
-            self._credit -= seconds
+            self._accounts.setdefault(account, [0.0, None])[0] -= seconds
 
 
 def every_within(every: int, own_share: float, budget: float) -> int | None:

@@ -11,7 +11,7 @@ import torch
 from ..analysis.basins import sharpness
 from ..analysis.inputs import as_inputs, call_model, first_tensor
 from .dynamics_jobs import BASIN_SAMPLES, cross_entropy
-from .jobs import NEURON_SAMPLES, NOTES, Job, class_labels
+from .jobs import NOTES, Job, class_labels
 
 ITERATIONS = 10              # power iterations live (the function's default is 20)
 
@@ -47,12 +47,3 @@ def sharpness_ready(monitor) -> bool:
     """Under SGD only: the edge-of-stability rule is about (momentum) gradient descent."""
     return (monitor.optimizer_settings or {}).get("class") == "SGD"
 
-
-def sharpness_cost(monitor, last_cost: dict[str, float]) -> float | None:
-    """Seconds one run will take, from the neuron-modes run's (one forward of
-    ``NEURON_SAMPLES`` samples): a Hessian-vector product is about four passes, and the power
-    iteration takes ``ITERATIONS`` of them (None until neuron modes have run once)."""
-    pass_cost = last_cost.get("neuron_modes")
-    if pass_cost is None:
-        return None
-    return 4 * (ITERATIONS + 1) * pass_cost * BASIN_SAMPLES / NEURON_SAMPLES

@@ -41,8 +41,8 @@ def join_all(timeout: float | None) -> None:
 
 
 class Abandoned(BaseException):
-    """Raised in the worker's thread to stop a job abandoned at ``close`` (a BaseException: no
-    analysis's ``except Exception`` may swallow it)."""
+    """Raised in the worker's thread to stop a job abandoned at ``close`` or past its limit (a
+    BaseException: no analysis's ``except Exception`` may swallow it)."""
 
 
 class Worker:
@@ -113,17 +113,32 @@ class Worker:
             return not self._died and self._job is None and self._running is None
 
     @contextmanager
-    def cuttable(self):
-        """Inside, on the worker's thread, a job abandoned at ``close`` is stopped (``Abandoned``
-        raised at its next Python instruction). Only around what may be cut anywhere: never
-        around the recording of results."""
+    def cuttable(self, limit: float | None = None):
+        """Inside, on the worker's thread, a job abandoned at ``close``, or still inside after
+        ``limit`` seconds, is stopped (``Abandoned`` raised at its next Python instruction). Only
+        around what may be cut anywhere: never around the recording of results."""
         with self._gate:
             self._cuttable = True
+        timer = None
+        if limit is not None:
+            timer = threading.Timer(limit, self._cut)
+            timer.daemon = True
+            timer.start()
         try:
             yield
         finally:
+            if timer is not None:
+                timer.cancel()
             with self._gate:
                 self._cuttable = False
+
+    def _cut(self) -> None:
+        """Stop the job in hand if it is inside ``cuttable()``."""
+        thread = self._thread
+        with self._gate:
+            if self._cuttable and thread is not None and thread.is_alive():
+                _raise_in(thread, Abandoned)
+                self._cuttable = False      # one is enough
 
     def close(self, timeout: float | None = None, grace: float = 0.0) -> bool:
         """Finish the job in hand within ``timeout``, then stop the thread; a job still running
@@ -139,10 +154,7 @@ class Worker:
             return True
         if thread is threading.current_thread():
             return False
-        with self._gate:
-            if self._cuttable and thread.is_alive():
-                _raise_in(thread, Abandoned)
-                self._cuttable = False      # one is enough
+        self._cut()
         return self.join(time_left(deadline))
 
     def join(self, timeout: float | None = None) -> bool:

@@ -1,8 +1,8 @@
 """Every analysis the monitor records, described once (SPEC 2): what it needs, what it records,
-which panel shows it, how it is costed. The scheduler (``live.heavy``), the history and the
+which panel shows it, how it is paced. The scheduler (``live.heavy``), the history and the
 dashboard read this registry; adding an analysis is one entry here plus its own runner.
 
-Torch-free (a stored run is read without torch): the runner, readiness and cost functions are
+Torch-free (a stored run is read without torch): the runner and readiness functions are
 named, not imported — ``"live.jobs:spectrum"`` is the function ``spectrum`` of
 ``nnmodes_widgets.live.jobs`` — and resolved by the scheduler when it calls them.
 """
@@ -26,10 +26,10 @@ class Analysis:
     ``needs_model``: the job gets the model's copy, holding the weights of the step offered.
     ``labels``: uses class labels (the probe's, else the classes the model predicts).
     ``ready``: ``(monitor) -> bool``, whether it can run now (clusters need enough RWC
-    samples). ``cost``: ``(monitor, last costs) -> seconds | None``, one run's cost estimated
-    before its first; an analysis with one is on by default only where that estimate fits the
-    budget, and never runs first-come. ``imports``: libraries imported when the worker starts
-    (so that importing them is nobody's first-run cost). ``last``: it sums up what the others
+    samples). ``costly``: a run makes many passes (its cost grows fast with the model): on by
+    default only where it fits the budget, its first run a trial (``live.heavy``).
+    ``imports``: libraries imported when the worker starts (so that importing them is nobody's
+    first-run cost). ``last``: it sums up what the others
     recorded: last in the round that ends a run. ``sized``: its runner scales its live work
     with ``Job.size`` (units, samples, directions); one that does not always runs at size 1,
     and is costed so."""
@@ -42,7 +42,7 @@ class Analysis:
     needs_model: bool = False
     labels: bool = False
     ready: str | None = None
-    cost: str | None = None
+    costly: bool = False
     imports: tuple[str, ...] = ()
     last: bool = False
     sized: bool = True
@@ -75,10 +75,10 @@ REGISTRY: tuple[Analysis, ...] = (
              runner="live.jobs:radiograph", needs_probe=True, needs_model=True),
     Analysis("basins", records=("sample_basins", "weight_basins"), panel="basins",
              runner="live.dynamics_jobs:basins", needs_probe=True, needs_model=True, labels=True,
-             cost="live.dynamics_jobs:basins_cost"),
+             costly=True),
     Analysis("sharpness", records=("sharpness",), panel=None, runner="live.sharpness:sharpness_run",
-             needs_probe=True, needs_model=True, labels=True, ready="live.sharpness:sharpness_ready",
-             cost="live.sharpness:sharpness_cost", sized=False),
+             needs_probe=True, needs_model=True, labels=True,
+             ready="live.sharpness:sharpness_ready", costly=True, sized=False),
     Analysis("findings", records=("findings",), panel="findings", runner="live.findings:findings",
              ready="live.findings:findings_ready", last=True, sized=False),
 )

@@ -63,8 +63,12 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
     started = time.monotonic()
     for name, loc in panels.items():   # every panel draws, and again with the first data
         loc.wait_for(timeout=30_000)
-        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 3",
-                               arg=loc.element_handle(), timeout=90_000)
+        try:
+            page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 3",
+                                   arg=loc.element_handle(), timeout=90_000)
+        except Exception as exc:
+            frames = {n: p.get_attribute("data-frames") for n, p in panels.items()}
+            raise AssertionError(f"{name} did not draw 3 frames: {frames}") from exc
     # (the first runs wait for the cadence's calibration and their first credit)
     print(f"every panel drew 3 frames {time.monotonic() - started:.1f} s after the dashboard")
     # Then each panel moves at least every refresh target (2.5 s on a small model) while the
@@ -75,13 +79,17 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
         assert kernel_busy(page), "training ended before the panels were watched"
         time.sleep(POLL)
     drawn, end = frame_times(page, since)
-    for name, times in zip(panels, drawn):
-        gaps = np.diff([0.0, *times, end])
-        print(f"{name}: a frame every {gaps.mean():.2f} s (at most {gaps.max():.2f} s)")
-        # measured: every 1.2-1.5 s, at most 2.5 s, and in a slow fresh-clone run 2.3 s, at
-        # most 5.6 s: the panels move, within twice the target on average (issue 21 is open)
-        assert gaps.mean() <= 2 * REFRESH_TARGET and gaps.max() <= 4 * REFRESH_TARGET, \
-            (name, times)
+    gaps = {name: np.diff([0.0, *times, end]) for name, times in zip(panels, drawn)}
+    for name, between in gaps.items():
+        print(f"{name}: a frame every {between.mean():.2f} s (at most {between.max():.2f} s)")
+    # Measured (issue 21, still open): every 1.3-2.0 s on average, at most 3.1-6.1 s; the
+    # target is at most 2.5 s. At the defaults in a kernel on two cores the sampling, the
+    # monitor's steps and the frames take about 4 of the 5 points of the budget, and a round of
+    # the five panels' runs (25-30 ms, half of it waiting for the GIL) comes once its credit
+    # has come at the remaining one point: the panels move, within twice the target on average
+    longest = {name: round(float(between.max()), 2) for name, between in gaps.items()}
+    assert all(between.mean() <= 2 * REFRESH_TARGET for between in gaps.values()), longest
+    assert max(longest.values()) <= 4 * REFRESH_TARGET, longest
 
     # A layer chosen in one panel is selected in the others (jslink, in the browser).
     linked = {n: panels[n] for n in ("trend", "spectra", "neurons", "basins", "radiographs")}
