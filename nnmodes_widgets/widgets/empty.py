@@ -1,6 +1,6 @@
 """Why a panel is empty (SPEC 16), in the words its front end shows in place of an empty chart:
 an analysis this run does not record, one switched off (the run's notice says why: "basins off:
-one run would take about 110 s ..."), one waiting for a probe or for its first result."""
+one run was stopped after 0.4 s ..."), one waiting for a probe or for its first result."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def is_off(message: str) -> bool:
 
 
 def off_reason(run, name: str) -> str:
-    """Why the analysis ``name`` is off, in the run's words ("one run would take about 110 s
+    """Why the analysis ``name`` is off, in the run's words ("one run was stopped after 0.4 s
     ..."); "" when it is not."""
     for notice in reversed(run.notices):
         if notice.analysis == name and is_off(notice.message):
