@@ -409,18 +409,22 @@ def test_a_background_fault_carries_the_step_analysed(monkeypatch):
     monitor.detach()
 
 
-def test_a_costly_run_saving_up_for_its_credit_never_holds_a_panels_run(monkeypatch):
+def test_a_costly_run_saving_up_for_its_credit_holds_no_other_run(monkeypatch):
     # One account for every run let basins' (or clusters') wait for its credit freeze every
-    # panel: the panels' analyses and the others now pay from accounts of their own
+    # panel; one for all the others let a basins trial's debt hold clusters and findings for
+    # 20-40 s. The panels' analyses share an account, each of the others has its own; split
+    # evenly, findings (4 ms) came every 2.5 s and clusters (40 ms) every 25 s.
     from nnmodes_widgets.live import heavy
 
-    monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
-                         analyses=("spectrum", "basins"))
+    model = mlp()
+    monitor = nm.Monitor(model, torch.optim.SGD(model.parameters(), lr=0.1), budget=0.05,
+                         run=False, probe=torch.randn(8, 8),
+                         analyses=("spectrum", "basins", "sharpness"))
     s, pacer = monitor._heavy, monitor.pacer
     e = dict(pacer.estimate(), contention=1.0)
     monkeypatch.setattr(pacer, "latest", lambda: (e, 0.0))
     monkeypatch.setattr(pacer, "rate", lambda e=None: 0.04)
-    credits, rates = {heavy.PANELS: 0.02, heavy.OTHERS: 0.05}, {}
+    credits, rates = {heavy.PANELS: 0.02, "basins": 0.05, "sharpness": -1.0}, {}
 
     def credit(cap, rate, account="runs"):
         rates[account] = rate
@@ -428,25 +432,36 @@ def test_a_costly_run_saving_up_for_its_credit_never_holds_a_panels_run(monkeypa
     monkeypatch.setattr(pacer, "credit", credit)
     started = []
     monkeypatch.setattr(s, "_start", lambda name, step, fresh=False: started.append(name) or 0.0)
-    size = s._size("spectrum")
-    s._last = {"spectrum": (size, 0.01), "basins": (size, 0.5)}   # worker seconds at that size
+    s._last = {"spectrum": (s._size("spectrum"), 0.01), "basins": (s._size("basins"), 0.5),
+               "sharpness": (1.0, 0.01)}                      # worker seconds at that size
     now = time.perf_counter()
-    s._started = {"spectrum": now - 2.0, "basins": now - 600.0}   # basins' turn, long overdue
-    s.offer(10)
-    # basins needs 0.5 s of credit and its account holds 0.05: the spectrum's 0.01 s goes
+    s._started = {"spectrum": now - 2.0, "basins": now - 600.0, "sharpness": now - 500.0}
+
+    def offer(step):
+        s.not_before = 0.0
+        s.offer(step)
+    offer(10)
+    # basins' turn, then sharpness': basins needs 0.5 s and its account holds 0.05, sharpness'
+    # account is in debt: the spectrum's 0.01 s run goes
     assert started == ["spectrum"]
+    # the others' part, shared by their runs' seconds: each comes round once in the same time
+    others = 0.04 * heavy.OTHERS_SHARE
     assert rates == pytest.approx({heavy.PANELS: 0.04 * (1 - heavy.OTHERS_SHARE),
-                                   heavy.OTHERS: 0.04 * heavy.OTHERS_SHARE})
-    # once its own account holds enough basins runs, whatever the panels' holds
-    credits.update({heavy.PANELS: -1.0, heavy.OTHERS: 0.6})
-    s.not_before = 0.0
-    s.offer(11)
-    assert started == ["spectrum", "basins"]
+                                   "basins": others * 0.5 / 0.51,
+                                   "sharpness": others * 0.01 / 0.51})
+    # sharpness' account has its credit: it runs, while basins still saves up
+    credits.update({heavy.PANELS: -1.0, "sharpness": 0.02})
+    offer(11)
+    assert started == ["spectrum", "sharpness"]
+    # once basins' own account holds enough basins runs, whatever the others hold
+    credits.update({"basins": 0.6, "sharpness": -1.0})
+    s._started["sharpness"] = now - 400.0
+    offer(12)
+    assert started[-1] == "basins"
     # with none of the others ready, the panels' account gets the whole rate
     monitor.probe, rates = None, {}
     credits[heavy.PANELS] = 0.02
     s._started["spectrum"] = now - 600.0
-    s.not_before = 0.0
-    s.offer(12)
+    offer(13)
     assert started[-1] == "spectrum" and rates == {heavy.PANELS: pytest.approx(0.04)}
     monitor.detach()

@@ -9,8 +9,8 @@ analysis that has waited longest, in rounds of those the panels refresh from, th
 5, wave 3): a run starts only when its account's credit (``pacing.Pacer.credit``, accruing at
 its part of the rate the measured slowdown leaves) covers its estimated cost, and what it really
 cost is taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs
-on the training thread. The panels' analyses share one account, the others (which only add to a
-panel or sum up) another, so that a costly run saving up never holds a panel's run. The
+on the training thread. The panels' analyses share one account, each of the others (which only add
+to a panel or sum up) has its own, so that a costly run saving up holds no other run. The
 libraries the analyses import are imported when the monitor is made, before training, so that
 no step pays for them.
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import statistics
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -57,12 +58,14 @@ from .jobs import NOTES, STEP, Job
 from .worker import Abandoned, Worker, time_left
 
 MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of one analysis
-# The credit's two accounts: the panels' analyses (a spectrum, a radiograph, ...) and the
-# others, which only add to a panel or sum up (clusters, basins, phases, findings, sharpness).
-# While both have one ready the others' account accrues this share of the rate, the panels' the
-# rest. (With one account a costly run saving up, clusters' 0.15 s of scikit-learn on a small
-# MLP, held every panel until its credit came: panels stood still for 4-5 s.)
-PANELS, OTHERS = "panels", "others"
+# The credit's accounts: one for the panels' analyses (a spectrum, a radiograph, ...), which go
+# round in turn, and one for each of the others, which only add to a panel or sum up (clusters,
+# basins, phases, findings, sharpness). While both kinds have one ready the others' accounts
+# accrue this share of the rate between them, the panels' the rest. (With one account a costly
+# run saving up, clusters' 0.15 s of scikit-learn on a small MLP, held every panel until its
+# credit came: panels stood still for 4-5 s; with one account for the others, a basins trial's
+# debt held the clusters and findings for 20-40 s.)
+PANELS = "panels"
 OTHERS_SHARE = 0.25
 # A costly analysis (the registry's ``costly``: many passes a run) is on by default only where
 # it fits the budget: where its account's credit for a run comes at least once in this many
@@ -150,7 +153,8 @@ class HeavyAnalyses:
         self._sizes: dict[str, float] = {}    # name -> its live size (paced)
         self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
-        self._ready_count = {PANELS: 0, OTHERS: 0}   # account -> analyses ready at the last look
+        self._panels_ready = 0       # the panels' analyses ready at the last look
+        self._others_ready: dict[str, float] = {}   # the others ready then -> their weights
         self._abandoned = False    # closed with a run still going: its results are not wanted
         self.not_before = 0.0      # perf_counter time before which offers are not looked at (the
                                    # monitor skips the call until then)
@@ -182,17 +186,32 @@ class HeavyAnalyses:
             except Exception as exc:       # (importing at interpreter exit): not the monitor's end
                 self.monitor.report(name, exc)
 
-    def _rates(self, rate: float) -> dict[str, float]:
-        """Each account's part of ``rate`` (``Pacer.rate``): ``OTHERS_SHARE`` to the others while
-        both accounts have an analysis ready, else all of it to the one that has."""
-        ready = self._ready_count
-        others = (OTHERS_SHARE if ready[PANELS] else 1.0) if ready[OTHERS] else 0.0
-        return {PANELS: rate * (1 - others), OTHERS: rate * others}
+    def _rate(self, account: str, rate: float) -> float:
+        """``account``'s part of ``rate`` (``Pacer.rate``): ``OTHERS_SHARE`` to the others ready
+        while the panels have one ready too (else all of it to the kind that has), shared in
+        proportion to their last runs' seconds: each comes round once in the same time, as in a
+        round of turns, and a costly one's debt delays only itself."""
+        others = self._others_ready
+        share = (OTHERS_SHARE if self._panels_ready else 1.0) if others else 0.0
+        if account == PANELS:
+            return rate * (1 - share)
+        return rate * share * others.get(account, 0.0) / (sum(others.values()) or 1.0)
+
+    def _weights(self, others: list[str]) -> dict[str, float]:
+        """The others' shares of their part: their last runs' worker seconds at the size they
+        run at now; one not run yet counts as the median of those that ran (10 ms if none)."""
+        seconds = {}
+        for name in others:
+            if name in self._last:
+                size, took = self._last[name]
+                seconds[name] = took * self._size(name) / size
+        unknown = statistics.median(seconds.values()) if seconds else 0.01
+        return {name: max(seconds.get(name, unknown), 1e-4) for name in others}
 
     def _period(self, seconds: float, copy_seconds: float = 0.0) -> float:
-        """Seconds the others' account takes to earn a run of this cost at the whole budget (the
-        most the pace allows; the rate now dips while the panels draw, and a switch-off is for
-        good)."""
+        """Seconds the others' accounts together take to earn a run of this cost at the whole
+        budget (the most the pace allows; the rate now dips while the panels draw, and a
+        switch-off is for good)."""
         pacer = self.monitor.pacer
         e, _ = pacer.latest()          # read on the training thread too: computes nothing
         budget = pacer.budget
@@ -240,8 +259,8 @@ class HeavyAnalyses:
         if now < self.not_before:
             return 0.0
         ready = [n for n in self.names if self._ready(n) and self._since_sample(n)]
-        self._ready_count = {PANELS: sum(map(_is_panels, ready)),
-                       OTHERS: sum(not _is_panels(n) for n in ready)}
+        self._panels_ready = sum(map(_is_panels, ready))
+        self._others_ready = self._weights([n for n in ready if not _is_panels(n)])
         if not ready or not self.worker.idle:
             self.not_before = now + RECHECK if self.paced else 0.0
             return 0.0
@@ -256,13 +275,13 @@ class HeavyAnalyses:
         if age > STALE:
             self.worker.offer(PACE, self._renew_pace)
             return 0.0
-        rates = self._rates(pacer.rate(e))
+        total = pacer.rate(e)
         waits = {}                          # account -> s until its credit covers its turn
         for name in turns:
             account = _account(name)
             if account in waits:            # in turn within an account: its first one waits
                 continue
-            need, rate = self._need(name, e), rates[account]
+            need, rate = self._need(name, e), self._rate(account, total)
             credit = pacer.credit(max(need, rate * self.target / _weight(name)), rate, account)
             if credit >= need:
                 return self._start(name, step)
@@ -408,8 +427,9 @@ class HeavyAnalyses:
         pacer = self.monitor.pacer
         copying = self._copy_seconds if entry(name).needs_model else 0.0
         account = _account(name)
-        share = (ROUND_AIM * self.target / _weight(name) * self._rates(pacer.rate())[account]
-                 / max(self._ready_count[account], 1))
+        shared = self._panels_ready if account == PANELS else 1   # a round of the panels'
+        share = (ROUND_AIM * self.target / _weight(name) * self._rate(account, pacer.rate())
+                 / max(shared, 1))
         allowed = (share - copying) / max(pacer.cost(1.0), 1e-9)    # worker seconds
         new = size
         if seconds > allowed and size > MIN_SIZE:
@@ -520,8 +540,8 @@ def _is_panels(name: str) -> bool:
 
 
 def _account(name: str) -> str:
-    """The credit account that pays for ``name``'s runs."""
-    return PANELS if name in _REFRESHING else OTHERS
+    """The credit account that pays for ``name``'s runs: the panels' shared one, else its own."""
+    return PANELS if name in _REFRESHING else name
 
 
 def _weight(name: str) -> float:
