@@ -111,21 +111,21 @@ def test_no_run_starts_outside_the_pace_not_even_a_first_one(monkeypatch):
         monitor.flush()
         return {a: monitor.history.count(a) for a in ("spectrum", "radiograph")}
 
-    # the first run: nothing known of its cost, the credit (0) covers it; it costs 0.2 s
+    # the first run: nothing known of any cost, the credit (0) covers it; it costs 0.2 s
     assert offer(1) == {"spectrum": 1, "radiograph": 0}
-    # the radiograph's first run waits until the credit is back to zero: 20 s at 0.01/s from
-    # the start (the 0.2 s of the run included)
+    # the radiograph's first run is estimated at what the others took (0.2 s): it waits until
+    # the credit covers that, 40 s at 0.01/s from the start (the spectrum's 0.2 s included)
     clock.now += 10
     assert offer(2) == {"spectrum": 1, "radiograph": 0} and scheduler.deferred == 1
-    clock.now += 9.7                                  # 119.9 s: 0.001 short
+    clock.now += 29.7                                 # 39.9 s: 0.001 short
     assert offer(3) == {"spectrum": 1, "radiograph": 0} and scheduler.deferred == 2
     clock.now += 0.2
     assert offer(4) == {"spectrum": 1, "radiograph": 1}     # then it costs 0.1 s
     # next the spectrum again (it waited longest), estimated at its last cost (0.2 s, the
-    # same size): it waits until the credit covers that (from 0.001 - 0.1 at 120.1 s: at 150 s)
-    clock.now += 29.7                                 # 149.9 s
+    # same size): it waits until the credit covers that (0.1 left at 40.1 s: at 50.1 s)
+    clock.now += 9.7                                  # 49.8 s
     assert offer(5) == {"spectrum": 1, "radiograph": 1} and scheduler.deferred == 3
-    clock.now += 0.2
+    clock.now += 0.4
     assert offer(6) == {"spectrum": 2, "radiograph": 1}
     monitor.detach()
 

@@ -198,15 +198,19 @@ class HeavyAnalyses:
         return rate * share * others.get(account, 0.0) / (sum(others.values()) or 1.0)
 
     def _weights(self, others: list[str]) -> dict[str, float]:
-        """The others' shares of their part: their last runs' worker seconds at the size they
-        run at now; one not run yet counts as the median of those that ran (10 ms if none)."""
-        seconds = {}
-        for name in others:
-            if name in self._last:
-                size, took = self._last[name]
-                seconds[name] = took * self._size(name) / size
-        unknown = statistics.median(seconds.values()) if seconds else 0.01
-        return {name: max(seconds.get(name, unknown), 1e-4) for name in others}
+        """The others' shares of their part: their next runs' worker seconds (``_seconds``)."""
+        return {name: max(self._seconds(name), 1e-4) for name in others}
+
+    def _seconds(self, name: str) -> float:
+        """The worker seconds ``name``'s next run will take: its last run's, scaled to its size;
+        before its first, the median of every analysis's last run (0 before any run). So first
+        runs wait for credit as the others do: with nothing asked of them, each account's first
+        run went at once, and a ResNet's first 18 s took 6% of training for the worker alone."""
+        if name in self._last:
+            size, took = self._last[name]
+            return took * self._size(name) / size
+        known = [took * self._size(n) / size for n, (size, took) in self._last.items()]
+        return statistics.median(known) if known else 0.0
 
     def _period(self, seconds: float, copy_seconds: float = 0.0) -> float:
         """Seconds the others' accounts together take to earn a run of this cost at the whole
@@ -295,11 +299,9 @@ class HeavyAnalyses:
 
     def _need(self, name: str, e: dict) -> float:
         """The training seconds the next run of ``name`` will cost (at the estimate ``e``): its
-        last run's worker time scaled to its size, and the copy's refresh (nothing known before
-        its first run)."""
-        size, seconds = self._last.get(name, (1.0, 0.0))
+        worker seconds (``_seconds``) and the copy's refresh."""
         copying = self._copy_seconds if entry(name).needs_model and self._copy_due() else 0.0
-        return self.monitor.pacer.cost(seconds * self._size(name) / size, copying, e)
+        return self.monitor.pacer.cost(self._seconds(name), copying, e)
 
     def _copy_due(self, step: int | None = None, fresh: bool = False) -> bool:
         """Whether a run (at ``step``) needs the copy refreshed: unless it holds that step's
