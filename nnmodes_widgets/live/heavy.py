@@ -154,7 +154,7 @@ class HeavyAnalyses:
         self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
         self._panels_ready = 0       # the panels' analyses ready at the last look
-        self._others_ready: dict[str, float] = {}   # the others ready then -> their weights
+        self._others_ready: dict[str, float] = {}   # the others ready then -> next run's s
         self._abandoned = False    # closed with a run still going: its results are not wanted
         self.not_before = 0.0      # perf_counter time before which offers are not looked at (the
                                    # monitor skips the call until then)
@@ -196,10 +196,6 @@ class HeavyAnalyses:
         if account == PANELS:
             return rate * (1 - share)
         return rate * share * others.get(account, 0.0) / (sum(others.values()) or 1.0)
-
-    def _weights(self, others: list[str]) -> dict[str, float]:
-        """The others' shares of their part: their next runs' worker seconds (``_seconds``)."""
-        return {name: max(self._seconds(name), 1e-4) for name in others}
 
     def _seconds(self, name: str) -> float:
         """The worker seconds ``name``'s next run will take: its last run's, scaled to its size;
@@ -263,8 +259,6 @@ class HeavyAnalyses:
         if now < self.not_before:
             return 0.0
         ready = [n for n in self.names if self._ready(n) and self._since_sample(n)]
-        self._panels_ready = sum(map(_is_panels, ready))
-        self._others_ready = self._weights([n for n in ready if not _is_panels(n)])
         if not ready or not self.worker.idle:
             self.not_before = now + RECHECK if self.paced else 0.0
             return 0.0
@@ -279,6 +273,10 @@ class HeavyAnalyses:
         if age > STALE:
             self.worker.offer(PACE, self._renew_pace)
             return 0.0
+        # the accounts' shares (``_rate``): the others ready weighed by their runs' seconds
+        self._panels_ready = sum(_account(n) == PANELS for n in ready)
+        self._others_ready = {n: max(self._seconds(n), 1e-4) for n in ready
+                              if _account(n) != PANELS}
         total = pacer.rate(e)
         waits = {}                          # account -> s until its credit covers its turn
         for name in turns:
@@ -535,10 +533,6 @@ def _refreshing() -> frozenset[str]:
 
 
 _REFRESHING = _refreshing()
-
-
-def _is_panels(name: str) -> bool:
-    return name in _REFRESHING
 
 
 def _account(name: str) -> str:
