@@ -199,13 +199,16 @@ class HeavyAnalyses:
 
     def _seconds(self, name: str) -> float:
         """The worker seconds ``name``'s next run will take: its last run's, scaled to its size;
-        before its first, the median of every analysis's last run (0 before any run). So first
-        runs wait for credit as the others do: with nothing asked of them, each account's first
-        run went at once, and a ResNet's first 18 s took 6% of training for the worker alone."""
+        before its first, the median of the last runs of every analysis that is not costly (0
+        before any run; a costly one's trial, 0.2 s of basins on a ResNet, held every panel's
+        first run for 8 s). So first runs wait for credit as the others do: with nothing asked
+        of them, each account's first run went at once, and a ResNet's first 18 s took 6% of
+        training for the worker alone."""
         if name in self._last:
             size, took = self._last[name]
             return took * self._size(name) / size
-        known = [took * self._size(n) / size for n, (size, took) in self._last.items()]
+        known = [took * self._size(n) / size for n, (size, took) in self._last.items()
+                 if not entry(n).costly]
         return statistics.median(known) if known else 0.0
 
     def _period(self, seconds: float, copy_seconds: float = 0.0) -> float:

@@ -214,7 +214,9 @@ class Pacer:
         """A run cost training ``seconds`` (``cost``): taken off ``account``'s credit (which may
         go below zero: its next run waits until it has accrued back)."""
         with self._lock:
-            self._accounts.setdefault(account, [0.0, None])[0] -= seconds
+            # a spend before the account's first credit starts its clock: the credit accrues
+            # from then (else the debt stood until a first look, with nothing accrued to it)
+            self._accounts.setdefault(account, [0.0, time.perf_counter()])[0] -= seconds
 
 
 def every_within(every: int, own_share: float, budget: float) -> int | None:
