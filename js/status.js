@@ -31,8 +31,10 @@ export default {
     const drawAges = () => {
       const live = !model.get("detached");
       const order = PANELS.map(([, name]) => name).filter((name) => stamps.has(name));
-      ages.textContent = live && order.length
+      const text = live && order.length
         ? `updated ${agesText(order.map((name) => [name, stamps.get(name)]), Date.now())}` : "";
+      // an unchanged text is not set again: each setting lays the notebook out anew
+      if (ages.textContent !== text) ages.textContent = text;
     };
     const draw = coalesce(() => {
       const state = Object.fromEntries(FIELDS.map((f) => [f, model.get(f)]));

@@ -25,15 +25,18 @@ def _calibration_by_count(request, monkeypatch):
 
 
 def test_the_smallest_rung_whose_sampling_takes_a_quarter_of_the_budget():
-    # budget 5%: sampling may take 1.25% of training time; sample / (every * step) <= 0.0125
+    # budget 5%: sampling may take 1.25% of training time; a sample later takes LATER x its time
+    # in the calibration (s): LATER x s / (every * step) <= 0.0125
+    later = cadence.LATER
+    assert later > 1
     assert choose_every(0.0, 1.0, 0.05) == 1
-    assert choose_every(0.0125, 1.0, 0.05) == 1
-    assert choose_every(0.013, 1.0, 0.05) == 2
-    assert choose_every(0.025, 1.0, 0.05) == 2
-    assert choose_every(0.0251, 1.0, 0.05) == 5
-    assert choose_every(0.2, 1.0, 0.05) == 20            # 16 -> the next rung
-    assert choose_every(6.0, 1.0, 0.05) == 500
-    assert choose_every(0.2, 1.0, 0.2) == 5              # a larger budget, a shorter interval
+    assert choose_every(0.0125 / later, 1.0, 0.05) == 1
+    assert choose_every(0.013 / later, 1.0, 0.05) == 2
+    assert choose_every(0.025 / later, 1.0, 0.05) == 2
+    assert choose_every(0.0251 / later, 1.0, 0.05) == 5
+    assert choose_every(0.2 / later, 1.0, 0.05) == 20    # 16 -> the next rung
+    assert choose_every(6.0 / later, 1.0, 0.05) == 500
+    assert choose_every(0.2 / later, 1.0, 0.2) == 5      # a larger budget, a shorter interval
     assert choose_every(math.nan, 1.0, 0.05) == PROVISIONAL
     assert choose_every(0.1, 0.0, 0.05) == PROVISIONAL
 
@@ -66,13 +69,14 @@ def test_calibration_samples_first_then_times_bare_steps_then_fixes_every_and_st
     c = Cadence(None, 0.05, clock=clock, on_fixed=lambda: fixed.append(c.every))
     assert c.every == PROVISIONAL and not c.fixed and c.chosen
     end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
-    did = calibrate(c, clock, step=0.010, sample=0.002, until=100)
+    sample = 0.002 / cadence.LATER
+    did = calibrate(c, clock, step=0.010, sample=sample, until=100)
     assert did[:CALIBRATION_SAMPLES] == [SAMPLE] * CALIBRATION_SAMPLES
     assert did[CALIBRATION_SAMPLES:end] == [None] * (end - CALIBRATION_SAMPLES)
-    # 2 ms a sample on 10 ms steps: 0.2 / every <= 0.0125 -> every 16 -> 20
+    # 2 ms a sample later on 10 ms steps: 0.2 / every <= 0.0125 -> every 16 -> 20
     assert c.fixed and c.every == 20 and fixed == [20]
-    assert c.sample_seconds == pytest.approx(0.002) and c.step_seconds == pytest.approx(0.010)
-    assert c.calibrated_share == pytest.approx(0.002 / (20 * 0.010))
+    assert c.sample_seconds == pytest.approx(sample) and c.step_seconds == pytest.approx(0.010)
+    assert c.calibrated_share == pytest.approx(sample / (20 * 0.010))
     # every 20 reaches past the calibration: its last sample starts the series, each record
     # spans 20 steps from it
     assert [k + 1 for k, d in enumerate(did) if d is not None][CALIBRATION_SAMPLES:] == \
@@ -83,9 +87,9 @@ def test_calibration_samples_first_then_times_bare_steps_then_fixes_every_and_st
 def test_a_short_every_starts_its_series_with_a_sample_at_a_multiple_of_it():
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
-    # 0.1 ms a sample on 10 ms steps: every step
+    # 0.05 ms a sample (0.075 ms later) on 10 ms steps: every step
     until = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 10
-    did = calibrate(c, clock, step=0.010, sample=0.0001, until=until)
+    did = calibrate(c, clock, step=0.010, sample=0.00005, until=until)
     end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
     assert c.every == 1 and did[end - 1] is None
     assert did[end] == SAMPLE and did[end + 1:] == [RECORD] * (until - end - 1)
@@ -102,7 +106,7 @@ def test_the_warm_up_sample_and_the_step_after_the_samples_are_left_out():
         if did[-1] is not None:
             c.sampled(k, 1.0 if k == 1 else 0.001)
     assert c.step_seconds == pytest.approx(0.010) and c.sample_seconds == pytest.approx(0.001)
-    assert c.every == 10                               # 0.1 / 10 = 0.01 <= 0.0125
+    assert c.every == 20                 # 1.5 x 0.1 / 10 = 0.015 > 0.0125 >= 0.15 / 20
 
 
 def test_an_explicit_every_is_kept_and_samples_at_its_multiples():
@@ -248,11 +252,11 @@ def calibrate_until_fixed(step_seconds) -> tuple[Cadence, int, Clock]:
 def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
     # In JupyterLab, while the dashboard drew its first frames, nine in ten of the
     # calibration's steps waited for the GIL: 20 ms against 1 ms (a few 1.2 ms). The bare step
-    # is the median quick one, once 16 were seen: sampling 0.05 ms on 1 ms steps takes a
-    # quarter of the budget every 5 steps, not every step.
+    # is the median quick one, once 16 were seen: sampling 0.05 ms (0.075 ms later) on 1 ms steps
+    # takes at most a quarter of the budget every 10 steps, not every step.
     c, k, _ = calibrate_until_fixed(lambda k: 0.020 if k % 10 else (0.0012 if k % 20 else 0.001))
     quick = CALIBRATION_STEPS * 10            # the 16th quick step
-    assert quick <= k < quick + 10 and c.every == 5
+    assert quick <= k < quick + 10 and c.every == 10
     assert 0.001 <= c.step_seconds <= 0.0012
 
 
@@ -262,7 +266,7 @@ def test_steps_that_never_settle_end_the_calibration_after_its_longest():
     c, k, clock = calibrate_until_fixed(
         lambda k: 0.001 if k % 40 == CALIBRATION_SAMPLES + 2 else 0.020)
     assert cadence.CALIBRATION_MAX_SECONDS <= clock.now <= cadence.CALIBRATION_MAX_SECONDS + 0.2
-    assert c.step_seconds == pytest.approx(0.001) and c.every == 5
+    assert c.step_seconds == pytest.approx(0.001) and c.every == 10
 
 
 def test_short_steps_calibrate_for_calibration_seconds_not_only_their_count():

@@ -62,6 +62,9 @@ class RecordedRun:
     def end_work(self, token):
         pass
 
+    def work_cost(self, seconds, kind):
+        return seconds
+
 
 def _trained_monitor():
     torch.manual_seed(0)

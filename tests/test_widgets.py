@@ -240,6 +240,18 @@ def test_a_cheap_feed_leaves_its_part_of_the_share_to_a_costly_one():
     delivery.close()
 
 
+def test_an_update_is_priced_by_what_it_costs_training():
+    # the browser draws each frame on the same cores: the run's measured contention for widget
+    # work prices an update's CPU time; at 4 training seconds a second, a 10 ms update within 4%
+    # of training time spaces the next by 1 s, not 0.25 s
+    delivery = Delivery()
+    feed = delivery.add(Feed(lambda: spend(0.01), max_rate=100, max_share=0.04,
+                             on_error=pytest.fail, training_cost=lambda seconds: 4 * seconds))
+    feed.deliver()
+    delivery.close()
+    assert 0.95 <= feed.gap < 1.5, feed.gap
+
+
 def test_waiting_for_the_gil_is_not_an_updates_cost():
     # in a kernel whose training loop holds the GIL, an update waits; only its CPU time counts
     delivery, feed = _feed(lambda: time.sleep(0.05) or True, max_rate=100, max_share=0.01)
@@ -275,6 +287,23 @@ def test_delivery_reports_draw_errors_and_keeps_running():
 
 
 # -- trend and dashboard ---------------------------------------------------------------------------
+
+def test_a_dashboards_updates_are_priced_by_the_runs_measured_widget_contention(monkeypatch):
+    # the worker's analyses and the widgets' updates slow training differently (the browser
+    # draws the frames): each kind is priced by its own measured contention
+    monitor = nm.Monitor(torch.nn.Sequential(torch.nn.Linear(4, 3)), every=1)
+    measured = dict(monitor.pacer.estimate(), contention=1.5, widget_contention=4.0)
+    monkeypatch.setattr(monitor.pacer, "latest", lambda: (measured, 0.0))
+    dashboard = monitor.dashboard()
+    try:
+        assert monitor.work_cost(0.01, "worker") == pytest.approx(0.015)
+        feeds = dashboard._delivery.feeds
+        assert len(feeds) == 8
+        assert all(feed.training_cost(0.01) == pytest.approx(0.04) for feed in feeds)
+    finally:
+        dashboard.close()
+        monitor.detach()
+
 
 def test_many_layers_share_the_trends_point_budget():
     from nnmodes_widgets.widgets.trend import TOTAL_POINTS

@@ -12,8 +12,8 @@ quartile chose every=5 where 50 was right, and sampling took 10% of training tim
 is truly longer now and then (a data loader) only makes ``every`` larger than needed: sampling
 takes less than its share, never more. Processes that agree on the choice (``agree``) decide at
 a step count alone, the same on each. ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ...
-whose sampling takes at most a quarter of the budget (sample / (every x step) <= budget / 4),
-fixed for the run.
+whose sampling takes at most a quarter of the budget (``LATER`` x sample / (every x step) <=
+budget / 4: a sample later takes longer than in the calibration), fixed for the run.
 Every recorded value spans ``every`` steps: when ``every`` reaches past the calibration, the
 last calibration sample starts the series (records at ``CALIBRATION_SAMPLES`` + k x every);
 else a sample at the first multiple of ``every`` after it does, not recorded, and the records
@@ -43,6 +43,12 @@ CALIBRATION_SECONDS = 0.5   # ... and as many more as fill this long (a dashboar
 CALIBRATION_MAX_SECONDS = 5.0   # ... at most, quick ones or not
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
+# A sample timed in the calibration counts this many times its time: later ones take longer, the
+# worker's and the widgets' threads taking turns at the GIL (in JupyterLab on the dashboard's MLP
+# they took 0.37-0.47 ms against the calibration's 0.24-0.30 ms; sampling then took 1.7% of
+# training time where a quarter of the budget is 1.25%, and the panels' analyses, paced from
+# what was left, came every 2.7 s instead of 1.4 s)
+LATER = 1.5
 RECENT = 16                 # samples whose median time says what the sampling costs now
 
 RUNGS = 30                  # of the ladder, as far as processes agree on it (up to 5e9)
@@ -59,13 +65,14 @@ def ladder() -> Iterator[int]:
 
 
 def choose_every(sample: float, step: float, budget: float) -> int:
-    """The smallest interval of the ladder whose sampling (``sample`` seconds a sample, on steps
-    of ``step`` seconds) takes at most ``SAMPLING_SHARE`` of ``budget``; ``PROVISIONAL`` when the
-    times are not usable (NaN, a step of no time)."""
+    """The smallest interval of the ladder whose sampling (``sample`` seconds a sample in the
+    calibration, ``LATER`` times that later, on steps of ``step`` seconds) takes at most
+    ``SAMPLING_SHARE`` of ``budget``; ``PROVISIONAL`` when the times are not usable (NaN, a step
+    of no time)."""
     if not (math.isfinite(sample) and math.isfinite(step) and step > 0 and sample >= 0):
         return PROVISIONAL
     allowed = SAMPLING_SHARE * budget
-    return next(e for e in ladder() if sample / (e * step) <= allowed)
+    return next(e for e in ladder() if LATER * sample / (e * step) <= allowed)
 
 
 def agree_largest(reduce: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], int]:

@@ -503,13 +503,21 @@ class Monitor:
     def end_work(self, token: object) -> None:
         self.pacer.end(token)
 
+    def work_cost(self, seconds: float, kind: str) -> float:
+        """What ``seconds`` of background work of ``kind`` ("worker" or "widgets") cost
+        training, by the last measured contention of that kind (no estimate is made here: the
+        widgets ask on every update)."""
+        measured, _ = self.pacer.latest()
+        return seconds * measured["contention" if kind == "worker" else "widget_contention"]
+
     def stats(self) -> dict:
         """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
         training runs than without the monitor, measured (``Pacer``: monitored / bare step time
         - 1, NaN until enough steps are seen; what ``budget`` bounds); ``overhead`` (the same
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
-        (widget updates); ``contention`` (how much a background second slows training);
+        (widget updates); ``contention`` and ``widget_contention`` (how much a second of the
+        worker's analyses, of the widgets' updates, slows training);
         ``every``, ``every_chosen`` (True: chosen by the monitor, None: still being chosen,
         False: given) and ``sampling_share`` (the share of training time the sampling takes:
         the median time of the last samples over ``every`` bare steps, NaN before a sample);
@@ -531,6 +539,7 @@ class Monitor:
             "worker_share": measured["worker_share"],
             "widget_share": measured["widget_share"],
             "contention": measured["contention"],
+            "widget_contention": measured["widget_contention"],
             "every": self.every,
             "every_chosen": (None if not self._cadence.fixed else self._cadence.chosen),
             "sampling_share": sampling,

@@ -11,9 +11,11 @@ measured from the training steps themselves:
 - *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
   step time b; the slowdown is mean(step) / b - 1 over the recent window;
 - the contention c, the training seconds lost per second of background work: the extra time
-  (d - b) of the steps background work overlapped over the background time inside them. On two
-  cores it was measured above 1 (a worker second cost training about two), which is why its
-  prior is the number of intra-op threads until enough overlap has been seen.
+  (d - b) of the steps background work overlapped over the background time inside them, one
+  for the worker's analyses and one for the widgets' updates (whose frames the browser then
+  draws on the same cores: a widget second cost a small ResNet's training 3-6 s in JupyterLab,
+  a worker second 0.8-1.9). On two cores it was measured above 1, which is why the prior is
+  the number of intra-op threads until enough overlap has been seen.
 
 The worker's runs may then cost training what the rest of the measured slowdown leaves of the
 budget (``Pacer.rate``: training seconds per second of wall time; nothing when the rest takes
@@ -71,7 +73,8 @@ class Pacer:
         self._tokens = itertools.count()
         self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
         self._last_start: float | None = None
-        self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior)
+        self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior,
+                                    widget_contention=self.prior)
         self._estimated_at = -math.inf
         self._counted = 0              # steps in the ring so far
         # steps not yet in the ring: appending a tuple costs the training thread a tenth of a
@@ -143,7 +146,8 @@ class Pacer:
 
     def estimate(self) -> dict:
         """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
-        quiet step), ``contention`` (c), ``worker_share`` and ``widget_share`` (of wall time),
+        quiet step), ``contention`` (c, of the worker's runs), ``widget_contention`` (of the
+        widgets' updates), ``worker_share`` and ``widget_share`` (of wall time),
         ``own_share`` (the monitor's time inside the steps over their total), ``job_share``
         (the part of it spent for the worker's runs), ``steps`` (in the window)."""
         now = time.perf_counter()
@@ -182,7 +186,7 @@ class Pacer:
             others = slowdown - runs * (1 + slowdown)
         else:
             own = e["own_share"] if math.isfinite(e["own_share"]) else 0.0
-            others = own - e["job_share"] + c * e["widget_share"]
+            others = own - e["job_share"] + e["widget_contention"] * e["widget_share"]
         # a quarter of the budget at least: with none, a small model whose sampling and
         # panels alone passed the budget got no analysis at all (browser tests, wave 3)
         aim = AIM * self.budget
@@ -230,12 +234,13 @@ def every_within(every: int, own_share: float, budget: float) -> int | None:
 
 
 _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
+                "widget_contention": math.nan,
                 "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "job_share": 0.0,
                 "steps": 0}
 
 
 def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> dict:
-    out = dict(_NO_ESTIMATE, contention=prior)
+    out = dict(_NO_ESTIMATE, contention=prior, widget_contention=prior)
     steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
     if len(steps) < 2:
         return out
@@ -256,13 +261,25 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     if quiet.sum() < MIN_QUIET:
         return out
     bare = float(duration[quiet].mean())
-    overlapped = (sampled == 0) & ~quiet
-    lost = (duration[overlapped] - bare).sum()          # training time lost in those steps
-    background = any_busy[overlapped].sum()             # background time inside them
-    weight = PRIOR_WEIGHT * bare                         # the prior, as that much background time
+    widgets = _overlap(busy[busy[:, 2] == 0], start, end)   # not any_busy - worker: both ran
     out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
-               contention=float(max(0.0, (lost + prior * weight) / (background + weight))))
+               contention=_contention(duration, bare, worker, widgets, sampled, prior),
+               widget_contention=_contention(duration, bare, widgets, worker, sampled, prior))
     return out
+
+
+def _contention(duration, bare, mine, others, sampled, prior) -> float:
+    """Training seconds lost per second of one kind of background work (``mine``, its seconds
+    inside each step), from the steps it overlapped and the other kind did not: the extra time of
+    those steps over the background time inside them, pulled towards ``prior`` (as if
+    ``PRIOR_WEIGHT`` bare steps' worth of background had shown it). Fitted per kind: a widget
+    frame also costs the browser's drawing and the server's relay, on the same cores, which the
+    kernel cannot time (a status line's update took Chromium 17 ms on two cores, the kernel 1 ms),
+    and one contention for both charged the worker for the frames."""
+    steps = (sampled == 0) & (mine >= QUIET * duration) & (others < QUIET * duration)
+    lost = (duration[steps] - bare).sum()
+    weight = PRIOR_WEIGHT * bare
+    return float(max(0.0, (lost + prior * weight) / (mine[steps].sum() + weight)))
 
 
 def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

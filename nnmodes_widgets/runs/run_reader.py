@@ -576,6 +576,7 @@ class Run:
             "worker_share": math.nan,
             "widget_share": math.nan,
             "contention": math.nan,
+            "widget_contention": math.nan,
             "every_within_budget": None,
             "overhead_seconds": math.nan,
             "samples": self.history.count("rwc"),
@@ -590,7 +591,7 @@ class Run:
         kept = self._meta.get("stats")
         if isinstance(kept, dict):
             for key in ("slowdown", "overhead", "own_share", "worker_share", "widget_share",
-                        "contention", "overhead_seconds", "dropped", "deferred", "worker_seconds"):
+                        "contention", "widget_contention", "overhead_seconds", "dropped", "deferred", "worker_seconds"):
                 value = kept.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[key] = value
@@ -623,6 +624,9 @@ class Run:
 
     def end_work(self, token: object) -> None:
         pass
+
+    def work_cost(self, seconds: float, kind: str) -> float:
+        return seconds             # nothing trains here
 
     def subscribe(self, listener: Callable[[Run], None]) -> None:
         """Call ``listener(run)`` (on a polling thread) when new data arrives or the status

@@ -89,6 +89,8 @@ class RunView(Protocol):
 
     def end_work(self, token: object) -> None: ...
 
+    def work_cost(self, seconds: float, kind: str) -> float: ...
+
 
 def check_view(view, who: str) -> None:
     """TypeError unless ``view`` is a run view (a Monitor, or a stored run)."""

@@ -97,7 +97,9 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
         self._overlay = delivery.add(Feed(
             self._push, max_rate=max_rate, max_share=min(run.budget for run in opened) / 10,
             on_error=self._report, on_screen=lambda: any(p.on_screen for p in presences),
-            begin=self._begin_work, end=self._end_work))
+            begin=self._begin_work, end=self._end_work,
+            training_cost=lambda seconds: max(run.work_cost(seconds, "widgets")
+                                              for run in self.runs)))
         for presence in presences:
             presence.watch(lambda shown: delivery.screen_changed(self._overlay))
         for run in opened:

@@ -6,15 +6,17 @@ each of its panels' updates (``Feed``) at most ``max_rate`` times per second, al
 newest data, and only for panels on screen: a fast loop never waits for a widget, a slow widget
 never sees a backlog, and a panel nobody sees costs nothing (it is brought up to date when a
 view appears). Costly updates space the next ones out so that a round of every feed's update
-takes at most ``max_share`` of wall time (the feeds of one widget share it: a dashboard of eight
-panels may take what one panel may; each feed waits the round's cost / ``max_share``, so a cheap
-panel leaves its part to the costly ones), yet at least one update in ``_MAX_GAP`` seconds goes
-out (a rare costly one, such as the trend's periodic clustering, must not freeze a plot). An
-update costs its thread's CPU time, not its wall time: in a kernel whose training loop holds the
-GIL a 1 ms update took 5-8 ms of wall time, most of it waiting while training ran. The thread
-holds the GIL for much of its work, and a small model's training loop is Python-bound (on the
-quickstart MLP, ten trend updates a second slowed training by about 10%). Sending comm messages
-from a thread is safe: ipykernel routes them through its IOPub thread.
+costs training at most ``max_share`` of its time (the feeds of one widget share it: a dashboard
+of eight panels may take what one panel may; each feed waits the round's cost / ``max_share``,
+so a cheap panel leaves its part to the costly ones), yet at least one update in ``_MAX_GAP``
+seconds goes out (a rare costly one, such as the trend's periodic clustering, must not freeze a
+plot). An update's cost is its thread's CPU time (in a kernel whose training loop holds the GIL
+a 1 ms update took 5-8 ms of wall time, most of it waiting while training ran) times what a
+second of it costs training, as the run measured it (``training_cost``): a frame is also drawn
+by the browser and relayed by the server, on the same cores, which the kernel cannot time (on
+two cores a status line's update took the kernel 1 ms of CPU and Chromium 17 ms, and frames
+priced by their kernel time alone slowed a small ResNet's training by 8-10%). Sending comm
+messages from a thread is safe: ipykernel routes them through its IOPub thread.
 
 The thread holds its delivery weakly, and so does the run it listens to: a dashboard nobody
 holds is collected. The thread ends when every run followed has detached (after their final
@@ -39,20 +41,23 @@ _JOIN = 1.0           # seconds detach waits for the thread to end (it is betwee
 class Feed:
     """One panel's updates. ``draw()`` builds and sends a frame from the newest data and returns
     whether it did (False: nothing had changed); ``on_screen()`` says whether the panel has a
-    view; ``begin``/``end`` bracket each update (the run's pacer); a fault goes to
-    ``on_error``."""
+    view; ``begin``/``end`` bracket each update (the run's pacer); ``training_cost(seconds)``
+    says what that many CPU seconds of updates cost training (the run's measured contention
+    for widgets); a fault goes to ``on_error``."""
 
     def __init__(self, draw: Callable[[], bool], *, on_error: Callable[[Exception], None],
                  max_rate: float = 10.0, max_share: float = 0.01,
                  on_screen: Callable[[], bool] = lambda: True,
                  begin: Callable[[], object] = lambda: None,
-                 end: Callable[[object], None] = lambda token: None):
+                 end: Callable[[object], None] = lambda token: None,
+                 training_cost: Callable[[float], float] = lambda seconds: seconds):
         if not max_rate > 0:
             raise ValueError(f"max_rate must be positive, got {max_rate!r}")
         if not 0 < max_share <= 1:
             raise ValueError(f"max_share must be a fraction in (0, 1], got {max_share!r}")
         self.interval = 1.0 / max_rate
-        self.max_share = max_share     # of wall time, shared with the other feeds of its delivery
+        self.max_share = max_share     # of training time, shared with the other feeds of its delivery
+        self.training_cost = training_cost
         self.cost = 0.0                # CPU seconds of the last update built
         # CPU seconds of a round of the updates that share max_share (``Delivery.add``)
         self.round_cost: Callable[[], float] = lambda: self.cost
@@ -85,7 +90,8 @@ class Feed:
             if built:
                 self.last = start
                 self.cost = time.thread_time() - cpu
-                self.gap = max(self.interval, min(self.round_cost() / self.max_share, _MAX_GAP))
+                self.gap = max(self.interval, min(self.training_cost(self.round_cost())
+                                                  / self.max_share, _MAX_GAP))
 
 
 class Delivery:

@@ -13,14 +13,14 @@ from .tree import close_parts
 def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen) -> Feed:
     """A feed drawing from ``run``: counted in the run's measured cost, faults kept with its
     errors as "widget:<name>"."""
-    # The panels of a delivery (a dashboard) may take a fifth of the budget together: their
-    # cost on a busy core shows in the measured slowdown like the worker's, and a trend of many
-    # long series (18 ms a push) would otherwise take 1% of wall time whatever the budget; with
-    # a tenth, a dashboard's round of frames (12 ms of CPU on a small model) went out every
-    # 2.4 s, and its panels moved every 3.5-4.5 s.
+    # The panels of a delivery (a dashboard) may cost training a fifth of the budget together,
+    # priced by the run's measured cost of widget work (the browser's drawing included); with a
+    # tenth, a dashboard's round of frames (12 ms of CPU on a small model) went out every 2.4 s,
+    # and its panels moved every 3.5-4.5 s.
     return Feed(draw, max_rate=max_rate, max_share=run.budget / 5, on_screen=on_screen,
                 on_error=lambda exc: run.report(f"widget:{name}", exc),
-                begin=lambda: run.begin_work("widgets"), end=run.end_work)
+                begin=lambda: run.begin_work("widgets"), end=run.end_work,
+                training_cost=lambda seconds: run.work_cost(seconds, "widgets"))
 
 
 class LivePanel(ShownOnDisplay):
