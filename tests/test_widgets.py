@@ -182,10 +182,10 @@ def test_delivery_coalesces_to_the_newest_and_limits_the_rate():
     assert seen == sorted(seen) and not errors and feed.frames == len(seen)
 
 
-@pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 2.5)])
+@pytest.mark.parametrize("cost, max_share, gap", [(0.02, 0.1, 0.2), (0.05, 0.01, 2.0)])
 def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max_share, gap):
     # max_rate 100 would allow a push every 10 ms; a push costing `cost` spaces the next ones
-    # by cost / max_share, at most 2.5 s (0.05 / 0.01 = 5 s is cut to 2.5 s).
+    # by cost / max_share, at most 2 s (0.05 / 0.01 = 5 s is cut to 2 s).
     times = []
 
     def push():
@@ -206,7 +206,7 @@ def test_a_costly_update_spaces_out_the_next_but_one_a_second_goes_out(cost, max
 
 def test_the_cap_never_shortens_a_slower_max_rate():
     delivery, feed = _feed(lambda: spend(0.05), max_rate=0.25, max_share=0.01)
-    feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 2.5 s, but max_rate asks for 4 s
+    feed.deliver()                 # 0.05 s / 0.01 = 5 s, cut to 2 s, but max_rate asks for 4 s
     delivery.close()
     assert feed.gap == 4.0
 
@@ -250,6 +250,50 @@ def test_an_update_is_priced_by_what_it_costs_training():
     feed.deliver()
     delivery.close()
     assert 0.95 <= feed.gap < 1.5, feed.gap
+
+
+def test_a_prompt_feed_goes_out_when_its_news_comes_its_cost_spacing_the_others():
+    # a panel fed by the worker's runs (spaced by them already) is not held back by the round's
+    # cost; the trend beside it is, by both feeds' costs
+    delivery = Delivery()
+    panel = delivery.add(Feed(lambda: spend(0.01), max_rate=100, max_share=0.04,
+                              on_error=pytest.fail, prompt=True))
+    trend = delivery.add(Feed(lambda: spend(0.01), max_rate=100, max_share=0.04,
+                              on_error=pytest.fail))
+    panel.deliver()
+    trend.deliver()
+    delivery.close()
+    assert panel.gap == pytest.approx(0.01)
+    assert 0.45 <= trend.gap < 0.8, trend.gap
+
+
+def test_news_for_a_prompt_feed_goes_out_while_another_waits_for_its_gap():
+    # the trend waits 2 s for its gap (20 ms of CPU within 1%); news meanwhile (the worker's
+    # run) reaches the panel before the trend's next frame, not with it
+    delivery = Delivery()
+    trend = delivery.add(Feed(lambda: spend(0.02), max_rate=100, max_share=0.01,
+                              on_error=pytest.fail))
+    state = {"version": 0, "drawn": 0}
+    sent, trend_frames = threading.Event(), []
+
+    def panel():
+        if state["version"] == state["drawn"]:
+            return False
+        state["drawn"] = state["version"]
+        trend_frames.append(trend.frames)
+        sent.set()
+        return True
+
+    delivery.add(Feed(panel, max_rate=100, max_share=0.01, on_error=pytest.fail, prompt=True))
+    run = type("Run", (), {"detached": False})()
+    try:
+        delivery._on_news(run)     # the thread starts: the trend waits for its gap
+        state["version"] = 1
+        delivery._on_news(run)     # the panel's news
+        assert sent.wait(5.0)
+        assert trend_frames == [1]
+    finally:
+        delivery.close()
 
 
 def test_waiting_for_the_gil_is_not_an_updates_cost():
@@ -300,6 +344,12 @@ def test_a_dashboards_updates_are_priced_by_the_runs_measured_widget_contention(
         feeds = dashboard._delivery.feeds
         assert len(feeds) == 8
         assert all(feed.training_cost(0.01) == pytest.approx(0.04) for feed in feeds)
+        # the panels of background analyses go out when their runs bring news (the runs are
+        # paced); the trend (a sample every few steps), the status line and the findings (which
+        # read the RWC too) are spaced by the delivery
+        prompt = {type(feed._draw.__self__).__name__ for feed in feeds if feed.prompt}
+        assert prompt == {"Spectra", "Neurons", "Basins", "LiveRadiograph",
+                          "LiveCharacteristicMaps"}
     finally:
         dashboard.close()
         monitor.detach()

@@ -33,7 +33,7 @@ from ..runs.run_writer import RunWriter, exit_status
 from . import attached, distributed, worker
 from .findings import tracker as findings_tracker
 from .cadence import RECORD, Cadence, agree_largest
-from .heavy import HEAVY, HeavyAnalyses
+from .heavy import HEAVY, STALE, HeavyAnalyses
 from .pacing import Pacer, every_within
 from .worker import time_left
 
@@ -513,7 +513,8 @@ class Monitor:
     def stats(self) -> dict:
         """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
         training runs than without the monitor, measured (``Pacer``: monitored / bare step time
-        - 1, NaN until enough steps are seen; what ``budget`` bounds); ``overhead`` (the same
+        - 1, NaN until enough steps are seen; what ``budget`` bounds; from an estimate at most
+        ``heavy.STALE`` seconds old); ``overhead`` (the same
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
         (widget updates); ``contention`` and ``widget_contention`` (how much a second of the
@@ -528,7 +529,11 @@ class Monitor:
         new monitor replaced this one, else None."""
         step, errors, last_error, nonfinite = self._state.faults()
         rate = self.pacer.steps_per_second()
-        measured = self.pacer.estimate()
+        # the last estimate while it is fresh enough for the pace (the worker renews an older
+        # one): an estimate takes 3-4 ms, and the status line reads the stats with each frame
+        measured, age = self.pacer.latest()
+        if age > STALE or not math.isfinite(measured["slowdown"]):
+            measured = self.pacer.estimate()
         sampling = self._cadence.share(measured["bare"])
         return {
             "step": step,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Analysis", "REGISTRY", "BACKGROUND", "RECORDS", "analysis"]
+__all__ = ["Analysis", "REGISTRY", "BACKGROUND", "RECORDS", "analysis", "from_background"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,13 @@ REGISTRY: tuple[Analysis, ...] = (
 _BY_NAME = {a.name: a for a in REGISTRY}
 BACKGROUND: tuple[str, ...] = tuple(a.name for a in REGISTRY if a.background)
 RECORDS: tuple[str, ...] = tuple(r for a in REGISTRY for r in a.records)   # the history's names
+_BACKGROUND_RECORDS = frozenset(r for a in REGISTRY if a.background for r in a.records)
+
+
+def from_background(records: tuple[str, ...]) -> bool:
+    """Whether every one of the history's ``records`` comes from a background analysis (none
+    from the training step itself: the RWC)."""
+    return bool(records) and _BACKGROUND_RECORDS.issuperset(records)
 
 
 def analysis(name: str) -> Analysis:

@@ -33,9 +33,15 @@ from collections.abc import Callable
 
 THREAD_NAME = "nnmodes-delivery"
 IDLE_AFTER = 2.0      # seconds without news before the thread ends
-_MAX_GAP = 2.5        # seconds: the longest a costly update delays the next (max_rate aside):
-                      # the refresh target of a small model (SPEC 5)
+_MAX_GAP = 2.0        # seconds: the longest a costly update delays the next (max_rate aside):
+                      # within the refresh target of a small model (SPEC 5: 2.5 s), with room
+                      # for the thread's and the browser's delays (at 2.5 s, trend frames came
+                      # 2.51 s apart)
 _JOIN = 1.0           # seconds detach waits for the thread to end (it is between two updates)
+# seconds at most between two looks while a prompt feed is on screen: news arriving while the
+# thread waits for another feed's gap does not wake it (news comes with every sample, up to
+# thousands a second), and a panel's frame waited for the trend's gap, 1.7 s
+PROMPT_WAIT = 0.2
 
 
 class Feed:
@@ -43,14 +49,18 @@ class Feed:
     whether it did (False: nothing had changed); ``on_screen()`` says whether the panel has a
     view; ``begin``/``end`` bracket each update (the run's pacer); ``training_cost(seconds)``
     says what that many CPU seconds of updates cost training (the run's measured contention
-    for widgets); a fault goes to ``on_error``."""
+    for widgets); a fault goes to ``on_error``. A ``prompt`` feed's news comes from the worker's
+    runs, which space it already (paced, an analysis runs at most once a second): it goes out
+    when it comes (at most ``max_rate``), its cost counted in the round that spaces the
+    others."""
 
     def __init__(self, draw: Callable[[], bool], *, on_error: Callable[[Exception], None],
                  max_rate: float = 10.0, max_share: float = 0.01,
                  on_screen: Callable[[], bool] = lambda: True,
                  begin: Callable[[], object] = lambda: None,
                  end: Callable[[object], None] = lambda token: None,
-                 training_cost: Callable[[float], float] = lambda seconds: seconds):
+                 training_cost: Callable[[float], float] = lambda seconds: seconds,
+                 prompt: bool = False):
         if not max_rate > 0:
             raise ValueError(f"max_rate must be positive, got {max_rate!r}")
         if not 0 < max_share <= 1:
@@ -58,6 +68,7 @@ class Feed:
         self.interval = 1.0 / max_rate
         self.max_share = max_share     # of training time, shared with the other feeds of its delivery
         self.training_cost = training_cost
+        self.prompt = prompt
         self.cost = 0.0                # CPU seconds of the last update built
         # CPU seconds of a round of the updates that share max_share (``Delivery.add``)
         self.round_cost: Callable[[], float] = lambda: self.cost
@@ -90,8 +101,8 @@ class Feed:
             if built:
                 self.last = start
                 self.cost = time.thread_time() - cpu
-                self.gap = max(self.interval, min(self.training_cost(self.round_cost())
-                                                  / self.max_share, _MAX_GAP))
+                self.gap = self.interval if self.prompt else max(self.interval, min(
+                    self.training_cost(self.round_cost()) / self.max_share, _MAX_GAP))
 
 
 class Delivery:
@@ -216,8 +227,9 @@ class Delivery:
                     self._thread.start()
 
     def _serve_once(self) -> float | None:
-        """Update every feed that is wanted, on screen and due; seconds until the next one is
-        due, None when none is wanted."""
+        """Update every feed that is wanted, on screen and due; seconds until the next look (the
+        next one due; at most ``PROMPT_WAIT`` while a prompt feed is on screen), None when none
+        is wanted."""
         self._wake.clear()         # before reading the news: news after this wakes us again
         if self._news:
             self._news = False
@@ -233,6 +245,8 @@ class Delivery:
                 continue
             feed.wanted = False
             feed.deliver()
+        if wait is not None and any(feed.prompt and feed.on_screen() for feed in self.feeds):
+            wait = min(wait, PROMPT_WAIT)
         return wait
 
     def _retire(self) -> bool:

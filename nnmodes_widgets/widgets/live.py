@@ -3,6 +3,7 @@ shows it."""
 
 from __future__ import annotations
 
+from ..runs.analyses import from_background
 from ..runs.run_view import RunView
 from .delivery import Delivery, Feed
 from .empty import empty_reason
@@ -10,7 +11,8 @@ from .presence import ShownOnDisplay, presence_of
 from .tree import close_parts
 
 
-def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen) -> Feed:
+def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen,
+              prompt: bool) -> Feed:
     """A feed drawing from ``run``: counted in the run's measured cost, faults kept with its
     errors as "widget:<name>"."""
     # The panels of a delivery (a dashboard) may cost training a fifth of the budget together,
@@ -20,7 +22,7 @@ def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen) -> F
     return Feed(draw, max_rate=max_rate, max_share=run.budget / 5, on_screen=on_screen,
                 on_error=lambda exc: run.report(f"widget:{name}", exc),
                 begin=lambda: run.begin_work("widgets"), end=run.end_work,
-                training_cost=lambda seconds: run.work_cost(seconds, "widgets"))
+                training_cost=lambda seconds: run.work_cost(seconds, "widgets"), prompt=prompt)
 
 
 class LivePanel(ShownOnDisplay):
@@ -51,8 +53,11 @@ class LivePanel(ShownOnDisplay):
         self._own_delivery = delivery is None
         self._delivery = Delivery() if delivery is None else delivery
         presence = presence_of(self.front)
-        self._feed = self._delivery.add(_run_feed(self._update, run, name=name, max_rate=max_rate,
-                                                 on_screen=lambda: presence.on_screen))
+        # a panel of background analyses only is spaced by their runs: a frame waiting for the
+        # delivery's gap after its run made the dashboard's MLP panels' longest gaps
+        self._feed = self._delivery.add(_run_feed(
+            self._update, run, name=name, max_rate=max_rate,
+            on_screen=lambda: presence.on_screen, prompt=from_background(self.analyses)))
         presence.watch(self._screen_changed)
         self._delivery.follow(run)
         self._feed.deliver()
