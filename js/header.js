@@ -1,3 +1,4 @@
+import { onThemeChange } from "./palette.js";
 import { onRoot, referencedModel, rootCounter } from "./root.js";
 
 // The header of every panel (SPEC 16): a fold switch, the title, the panel's controls and the
@@ -105,8 +106,10 @@ export async function countFrames(model, name, header) {
 }
 
 // Redraw a canvas panel when its width changes (a wider or narrower notebook, the dashboard's
-// grid going to one or two columns); returns the observer (disconnect() it).
-export function redrawOnResize(el, draw) {
+// grid going to one or two columns) or the theme does (its text takes the theme's colour when
+// drawn: after a switch to dark, a finished run's labels stayed dark grey on the dark page);
+// returns { disconnect() }.
+export function redrawOnResizeOrTheme(el, draw) {
   let width = el.clientWidth;
   const observer = new ResizeObserver(() => {
     if (el.clientWidth !== width) {
@@ -115,5 +118,6 @@ export function redrawOnResize(el, draw) {
     }
   });
   observer.observe(el);
-  return observer;
+  const offTheme = onThemeChange(draw);
+  return { disconnect: () => { observer.disconnect(); offTheme(); } };
 }

@@ -1,7 +1,7 @@
 import { COLORMAPS, colorize, valueRange } from "./colormap.js";
 import { formatNumber } from "./ticks.js";
 import { unpack } from "./decode.js";
-import { panelHeader, redrawOnResize } from "./header.js";
+import { panelHeader, redrawOnResizeOrTheme } from "./header.js";
 import { reportView } from "./presence.js";
 import { RingBuffer } from "./ringbuffer.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
@@ -206,7 +206,7 @@ export default {
 
     model.on("change:frame_data", onFrame);
     onFrame(); // the newest frame travels in the widget's state: a reloaded page shows it at once
-    const resized = redrawOnResize(el, draw);
+    const resized = redrawOnResizeOrTheme(el, draw);
     return () => {
       resized.disconnect();
       model.off("change:frame_data", onFrame);

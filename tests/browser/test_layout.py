@@ -164,6 +164,16 @@ def _wait_marks(lab_server, marks, timeout):
             time.sleep(0.5)
 
 
+# The mean r + g + b of the text drawn in the top 12 rows of a canvas (the first label; the
+# canvas is transparent elsewhere there)
+CANVAS_TEXT_JS = """c => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, 12).data;
+  let sum = 0, n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 128) { sum += d[i] + d[i + 1] + d[i + 2]; n++; }
+  return n ? sum / n : null;
+}"""
+
+
 def _switch_theme(page, name):
     """Settings > Theme > `name`, as a person does; waits for the page to carry it."""
     page.locator(".lm-MenuBar-item", has_text="Settings").click()
@@ -258,6 +268,11 @@ def test_dashboards_read_at_a_glance_at_both_widths_and_themes(page, lab_server,
     for theme in ("JupyterLab Light", "JupyterLab Dark"):
         if theme != "JupyterLab Light":
             _switch_theme(page, theme)
+        # the canvas panels' text takes the theme's colour (the runs have ended: no new frame
+        # redraws it)
+        label = roots["mlp"].locator(".nnmodes-neurons canvas").evaluate(CANVAS_TEXT_JS)
+        dark = theme.endswith("Dark")
+        assert label is not None and ((label > 384) if dark else (label < 384)), (theme, label)
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 1000})
             _settle(page, list(roots.values()))
