@@ -12,8 +12,12 @@ import torch
 
 import nnmodes_widgets as nm
 from nnmodes_widgets.live import cadence
-from nnmodes_widgets.live.cadence import (CALIBRATION_SAMPLES, CALIBRATION_STEPS, PROVISIONAL,
-                                          RECORD, SAMPLE, Cadence, agree_largest, choose_every)
+from nnmodes_widgets.live.cadence import (CALIBRATION_SAMPLES, PROVISIONAL, RECORD, SAMPLE,
+                                          STRIDE, Cadence, agree_largest, choose_every)
+
+# the step whose look fixes every when the calibration ends by its count (its last timed sample
+# is at the step before: the warm-up at step 1, then one in every STRIDE steps)
+END = STRIDE * CALIBRATION_SAMPLES + 2
 
 
 @pytest.fixture(autouse=True)
@@ -64,49 +68,61 @@ def calibrate(c: Cadence, clock: Clock, *, step: float, sample: float, until: in
     return did
 
 
-def test_calibration_samples_first_then_times_bare_steps_then_fixes_every_and_starts_a_series():
+def test_calibration_samples_among_timed_steps_then_fixes_every_and_starts_a_series():
     clock, fixed = Clock(), []
     c = Cadence(None, 0.05, clock=clock, on_fixed=lambda: fixed.append(c.every))
     assert c.every == PROVISIONAL and not c.fixed and c.chosen
-    end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
     sample = 0.002 / cadence.LATER
-    did = calibrate(c, clock, step=0.010, sample=sample, until=100)
-    assert did[:CALIBRATION_SAMPLES] == [SAMPLE] * CALIBRATION_SAMPLES
-    assert did[CALIBRATION_SAMPLES:end] == [None] * (end - CALIBRATION_SAMPLES)
+    did = calibrate(c, clock, step=0.010, sample=sample, until=120)
+    # a sample in every STRIDE steps from the first (spread over the calibration: three in a
+    # row at its start caught the dashboard's first frames in one run and not in the next), the
+    # steps between them timed
+    assert STRIDE > 1 and CALIBRATION_SAMPLES >= 5
+    assert [k + 1 for k, d in enumerate(did[:END]) if d is not None] == list(range(1, END, STRIDE))
+    assert {d for d in did[:END] if d is not None} == {SAMPLE}
     # 2 ms a sample later on 10 ms steps: 0.2 / every <= 0.0125 -> every 16 -> 20
     assert c.fixed and c.every == 20 and fixed == [20]
     assert c.sample_seconds == pytest.approx(sample) and c.step_seconds == pytest.approx(0.010)
     assert c.calibrated_share == pytest.approx(sample / (20 * 0.010))
-    # every 20 reaches past the calibration: its last sample starts the series, each record
-    # spans 20 steps from it
-    assert [k + 1 for k, d in enumerate(did) if d is not None][CALIBRATION_SAMPLES:] == \
-        [24, 44, 64, 84]
-    assert {did[k - 1] for k in (24, 44, 64, 84)} == {RECORD}
+    # every 20 reaches past the calibration: its last sample (END - 1) starts the series, each
+    # record spans 20 steps from it
+    records = [END - 1 + 20 * k for k in range(1, 5)]
+    assert [k + 1 for k, d in enumerate(did) if d is not None][CALIBRATION_SAMPLES + 1:] == records
+    assert {did[k - 1] for k in records} == {RECORD}
+
+
+def test_the_sample_is_the_median_of_those_spread_over_the_calibration():
+    # the first timed samples slow (the dashboard's first frames sent meanwhile), the rest not
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    for k in range(1, END + 1):
+        clock.now += 0.010
+        if c.due(k, 0.0) is not None:
+            c.sampled(k, 0.004 if k <= 1 + 3 * STRIDE else 0.0004)
+    assert c.fixed and c.sample_seconds == pytest.approx(0.0004)
 
 
 def test_a_short_every_starts_its_series_with_a_sample_at_a_multiple_of_it():
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
     # 0.05 ms a sample (0.075 ms later) on 10 ms steps: every step
-    until = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 10
+    until = END + 10
     did = calibrate(c, clock, step=0.010, sample=0.00005, until=until)
-    end = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
-    assert c.every == 1 and did[end - 1] is None
-    assert did[end] == SAMPLE and did[end + 1:] == [RECORD] * (until - end - 1)
+    assert c.every == 1 and did[END - 1] is None
+    assert did[END] == SAMPLE and did[END + 1:] == [RECORD] * (until - END - 1)
 
 
-def test_the_warm_up_sample_and_the_step_after_the_samples_are_left_out():
+def test_the_warm_up_sample_and_the_step_after_each_sample_are_left_out():
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
-    did = []
-    for k in range(1, CALIBRATION_SAMPLES + CALIBRATION_STEPS + 2):
-        # the step after the samples is slow (their memory traffic), the rest take 10 ms
-        clock.now += 0.5 if k == CALIBRATION_SAMPLES + 1 else 0.010
-        did.append(c.due(k, 0.0))
-        if did[-1] is not None:
-            c.sampled(k, 1.0 if k == 1 else 0.001)
-    assert c.step_seconds == pytest.approx(0.010) and c.sample_seconds == pytest.approx(0.001)
-    assert c.every == 20                 # 1.5 x 0.1 / 10 = 0.015 > 0.0125 >= 0.15 / 20
+    for k in range(1, END + 1):
+        # the step after each sample is slow (its memory traffic), the rest take 10 ms
+        clock.now += 0.5 if k > 1 and (k - 1) % STRIDE == 1 else 0.010
+        if c.due(k, 0.0) is not None:
+            c.sampled(k, 1.0 if k == 1 else 0.0009)
+    assert c.fixed
+    assert c.step_seconds == pytest.approx(0.010) and c.sample_seconds == pytest.approx(0.0009)
+    assert c.every == 20                 # 2.5 x 0.09 / 10 = 0.0225 > 0.0125 >= 0.225 / 20
 
 
 def test_an_explicit_every_is_kept_and_samples_at_its_multiples():
@@ -129,7 +145,7 @@ def test_processes_that_sample_together_take_the_largest_choice():
     assert agree_largest(reduce)(20) == 50 and agree_largest(reduce)(100) == 100
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock, agree=agree_largest(reduce))
-    calibrate(c, clock, step=0.010, sample=0.002, until=CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1)
+    calibrate(c, clock, step=0.010, sample=0.002, until=END)
     assert c.every == 50 and len(sums) == 3
 
 
@@ -144,7 +160,8 @@ def mlp():
 def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_records_it(
         tmp_path, monkeypatch):
     # a deliberately slow sample (4 ms more) on deliberately slow steps (40 ms more): about
-    # 0.1 of a step, so every 10 (0.1 / 10 <= 1.25% of the training time)
+    # 0.1 of a step, 0.25 later, so every 20 (0.25 / 20 <= 1.25% of the training time), or 50
+    # when the sleeps overshoot
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     path = tmp_path / "chosen.nnmodes"
@@ -158,15 +175,14 @@ def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_r
     monkeypatch.setattr(monitor._tracker, "update", slow_update)
     assert monitor.every == PROVISIONAL and monitor.stats()["every_chosen"] is None
     assert "every being chosen in the first steps" in monitor.summary()
-    steps = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
-    for _ in range(steps):
+    for _ in range(END):
         optimizer.zero_grad()
         model(torch.randn(4, 8)).sum().backward()
         optimizer.step()
         time.sleep(0.04)
     c = monitor._cadence
     assert c.fixed and c.sample_seconds >= 0.004 and c.step_seconds >= 0.04
-    assert monitor.every == choose_every(c.sample_seconds, c.step_seconds, 0.05) in (10, 20)
+    assert monitor.every == choose_every(c.sample_seconds, c.step_seconds, 0.05) in (20, 50)
     assert monitor.history.count("rwc") == 0          # the calibration's samples are not recorded
     s = monitor.stats()
     assert s["every"] == monitor.every and s["every_chosen"] is True
@@ -185,7 +201,7 @@ def test_next_due_is_the_first_later_step_that_samples(sample):
     """The monitor skips its per-step look until ``next_due``: it must not pass a sample."""
     clock = Clock()
     chosen = Cadence(None, 0.05, clock=clock)
-    until = CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1
+    until = END
     calibrate(chosen, clock, step=0.010, sample=sample, until=until)
     assert chosen.fixed
     for c, first in ((chosen, until), (Cadence(7, 0.05), 0)):
@@ -252,31 +268,29 @@ def calibrate_until_fixed(step_seconds) -> tuple[Cadence, int, Clock]:
 def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
     # In JupyterLab, while the dashboard drew its first frames, nine in ten of the
     # calibration's steps waited for the GIL: 20 ms against 1 ms (a few 1.2 ms). The bare step
-    # is the median quick one, once 16 were seen: sampling 0.05 ms (0.075 ms later) on 1 ms steps
-    # takes at most a quarter of the budget every 10 steps, not every step.
-    c, k, _ = calibrate_until_fixed(lambda k: 0.020 if k % 10 else (0.0012 if k % 20 else 0.001))
-    quick = CALIBRATION_STEPS * 10            # the 16th quick step
+    # is the median quick one, once 16 were seen: sampling 0.05 ms (0.125 ms later) on 1 ms steps
+    # takes at most a quarter of the budget every 10 steps, not every step. (Quick steps at
+    # 3, 13, 23, ...: none right after a sample.)
+    c, k, _ = calibrate_until_fixed(
+        lambda k: 0.020 if k % 10 != 3 else (0.0012 if k % 20 != 3 else 0.001))
+    quick = (cadence.CALIBRATION_STEPS - 1) * 10 + 3            # the 16th quick step
     assert quick <= k < quick + 10 and c.every == 10
     assert 0.001 <= c.step_seconds <= 0.0012
 
 
 def test_steps_that_never_settle_end_the_calibration_after_its_longest():
     # no 16 quick steps (one step in 40 is quick, the first timed one among them): chosen
-    # after CALIBRATION_MAX_SECONDS of steps
-    c, k, clock = calibrate_until_fixed(
-        lambda k: 0.001 if k % 40 == CALIBRATION_SAMPLES + 2 else 0.020)
-    assert cadence.CALIBRATION_MAX_SECONDS <= clock.now <= cadence.CALIBRATION_MAX_SECONDS + 0.2
+    # after CALIBRATION_MAX_SECONDS of timed steps
+    c, k, clock = calibrate_until_fixed(lambda k: 0.001 if k % 40 == 3 else 0.020)
+    assert cadence.CALIBRATION_MAX_SECONDS <= c._stepped <= cadence.CALIBRATION_MAX_SECONDS + 0.03
     assert c.step_seconds == pytest.approx(0.001) and c.every == 10
 
 
 def test_short_steps_calibrate_for_calibration_seconds_not_only_their_count():
-    clock = Clock()
-    c = Cadence(None, 0.05, clock=clock)
-    did = calibrate(c, clock, step=0.001, sample=0.00001, until=CALIBRATION_SAMPLES + CALIBRATION_STEPS + 5)
-    assert not c.fixed and did[-1] is None          # 16 ms of steps: not yet
-    more = int(cadence.CALIBRATION_SECONDS / 0.001)
-    did = calibrate(c, clock, step=0.001, sample=0.00001, until=more + CALIBRATION_SAMPLES + 2)
-    assert c.fixed and c.step_seconds == pytest.approx(0.001)
+    # the samples and the quick steps are there by step END; the steps fill 0.5 s later
+    c, k, _ = calibrate_until_fixed(lambda k: 0.001)
+    assert k > 2 * END and c.fixed and c.step_seconds == pytest.approx(0.001)
+    assert cadence.CALIBRATION_SECONDS <= c._stepped <= cadence.CALIBRATION_SECONDS + 0.0015
 
 
 def test_a_wait_inside_the_monitors_step_times_no_step_at_zero():

@@ -114,19 +114,88 @@ def test_no_run_starts_outside_the_pace_not_even_a_first_one(monkeypatch):
     # the first run: nothing known of any cost, the credit (0) covers it; it costs 0.2 s
     assert offer(1) == {"spectrum": 1, "radiograph": 0}
     # the radiograph's first run is estimated at what the others took (0.2 s): it waits until
-    # the credit covers that, 40 s at 0.01/s from the start (the spectrum's 0.2 s included)
+    # the credit covers that, less what an overdue panel may borrow (one refresh target's
+    # accrual, 0.025 s): 37.5 s at 0.01/s from the start (the spectrum's 0.2 s included)
+    borrow = 0.01 * scheduler.target
+    assert borrow == pytest.approx(0.025)
     clock.now += 10
     assert offer(2) == {"spectrum": 1, "radiograph": 0} and scheduler.deferred == 1
-    clock.now += 29.7                                 # 39.9 s: 0.001 short
+    clock.now += 27.1                                 # 37.3 s: 0.002 short
     assert offer(3) == {"spectrum": 1, "radiograph": 0} and scheduler.deferred == 2
-    clock.now += 0.2
+    clock.now += 0.3
     assert offer(4) == {"spectrum": 1, "radiograph": 1}     # then it costs 0.1 s
     # next the spectrum again (it waited longest), estimated at its last cost (0.2 s, the
-    # same size): it waits until the credit covers that (0.1 left at 40.1 s: at 50.1 s)
-    clock.now += 9.7                                  # 49.8 s
+    # same size): it waits until the credit covers that, less the 0.025 (0.076 left at 37.6 s:
+    # at 47.5 s)
+    clock.now += 9.7                                  # 47.4 s
     assert offer(5) == {"spectrum": 1, "radiograph": 1} and scheduler.deferred == 3
-    clock.now += 0.4
+    clock.now += 0.2
     assert offer(6) == {"spectrum": 2, "radiograph": 1}
+    monitor.detach()
+
+
+def test_a_panels_run_overdue_for_its_refresh_borrows_at_most_one_targets_credit(monkeypatch):
+    # A run that cost more than usual (its worker waiting for the GIL) put the panels' account
+    # in debt, and the round waited for it: the longest gaps between a small MLP's frames were
+    # 2.2-7.6 s, against a target of 2.5 s. An overdue run may borrow: one target's accrual.
+    from nnmodes_widgets.live import heavy, pacing
+
+    clock = Clock()
+    monkeypatch.setattr(heavy, "time", clock)
+    monkeypatch.setattr(pacing, "time", clock)
+    costs = {"spectrum": 0.01, "radiograph": 0.01, "clusters": 0.05}
+    records = {"spectrum": "spectrum", "radiograph": "radiograph", "clusters": "rwc_clusters"}
+    started = []
+
+    def runner(name):
+        def run(job):
+            started.append((name, clock.now))
+            clock.now += costs[name]
+            return {records[name]: {"w": np.ones(2)}}
+        return run
+
+    for name in ("spectrum", "radiograph", "clusters"):
+        monkeypatch.setattr(jobs, name, runner(name))
+    monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
+                         analyses=("spectrum", "radiograph", "clusters"))
+    pacer, s = monitor.pacer, monitor._heavy
+    monkeypatch.setattr(pacer, "latest", lambda: (pacer.estimate(), 0.0))
+    monkeypatch.setattr(pacer, "rate", lambda e=None: 0.01)
+    monkeypatch.setattr(pacer, "cost", lambda w, own=0.0, e=None: w + own)
+    monkeypatch.setattr(heavy, "OTHERS_SHARE", 0.5)
+    monkeypatch.setattr(jobs, "clusters_ready", lambda monitor: True)
+    target, start = s.target, clock.now
+    s._last = {n: (s._size(n), c) for n, c in costs.items()}
+    s._started = {n: start for n in costs}
+    for account in (heavy.PANELS, "clusters"):
+        pacer.credit(1.0, 0.005, account)          # both accounts start now, at 0
+    spent, lowest = [], []
+    real_spend = pacer.spend
+
+    def spend(seconds, account="runs"):
+        real_spend(seconds, account)
+        spent.append((account, seconds))
+        lowest.append((account, pacer._accounts[account][0]))
+    monkeypatch.setattr(pacer, "spend", spend)
+    while clock.now < start + 60:
+        s.offer(1)
+        monitor.flush()
+        clock.now += 0.01
+    panels = [t - start for name, t in started if name != "clusters"]
+    # each panel's run is due 0.6 x 2.5 = 1.5 s after its last start: the first goes then,
+    # on 0.0075 s of credit (half of 0.01/s, while the clusters save up), borrowing 0.0025 s
+    assert heavy.DUE * target == pytest.approx(1.5)
+    assert panels[0] == pytest.approx(1.5, abs=0.011)
+    # and no further than one target's accrual (0.0125 s at 0.005/s) below zero, ever
+    assert min(c for a, c in lowest if a == heavy.PANELS) >= -0.005 * target - 1e-9
+    # so over the minute they cost what the pace allows, give or take that one target
+    paid = sum(c for a, c in spent if a == heavy.PANELS)
+    assert paid <= 0.005 * 60 + 0.005 * target + 1e-9
+    assert paid >= 0.005 * 60 - 0.01 - 1e-9            # (less one run still saving up)
+    # the clusters refresh no panel: they never borrow, their account never below zero
+    assert [t - start for name, t in started if name == "clusters"][0] == pytest.approx(
+        10.0, abs=0.011)
+    assert min(c for a, c in lowest if a == "clusters") >= -1e-9
     monitor.detach()
 
 

@@ -1,21 +1,26 @@
 """How often the monitor samples RWC on the training thread: every ``every`` steps, given, or
 chosen in the first steps from the measured cost of a sample (SPEC 5, wave 3).
 
-Chosen (``every=None``): the first ``CALIBRATION_SAMPLES`` steps each take a sample, the first
-of them a warm-up (it computes the snapshot's norms once), the others timed; the next
-``CALIBRATION_STEPS`` steps (or more, until they fill ``CALIBRATION_SECONDS``) take none; their
-durations less the monitor's time in them give the bare step: the median of the quick ones
-(within ``QUICK`` x the quickest), once ``CALIBRATION_STEPS`` of them were seen (at most
-``CALIBRATION_MAX_SECONDS``). In JupyterLab, while a dashboard drew its first frames, nine in
-ten steps of the first second waited 10-40 ms for the GIL against a bare 0.5 ms: their lower
-quartile chose every=5 where 50 was right, and sampling took 10% of training time. A step that
-is truly longer now and then (a data loader) only makes ``every`` larger than needed: sampling
-takes less than its share, never more. Processes that agree on the choice (``agree``) decide at
-a step count alone, the same on each. ``every`` is then the smallest of 1, 2, 5, 10, 20, 50, ...
-whose sampling takes at most a quarter of the budget (``LATER`` x sample / (every x step) <=
-budget / 4: a sample later takes longer than in the calibration), fixed for the run.
+Chosen (``every=None``): in the first steps every ``STRIDE``-th step takes a sample (step 1,
+the first, a warm-up: it computes the snapshot's norms once), the others timed, and the steps in
+between, less the monitor's time in them, give the bare step (the one right after a sample is
+left out: its memory traffic may still slow it). A sample is the median of
+``CALIBRATION_SAMPLES`` timed ones spread over the calibration: three in a row at its start took
+0.17 ms in one JupyterLab run and 0.62 ms in the next (the dashboard's first frames were being
+sent), and every=50 or 500 was chosen for the same MLP. The bare step is the median of the quick
+ones (within ``QUICK`` x the quickest), once ``CALIBRATION_STEPS`` of them were seen and the
+steps fill ``CALIBRATION_SECONDS`` (after ``CALIBRATION_MAX_SECONDS`` of steps, whatever they
+were, once ``MIN_SAMPLES`` samples were timed). In JupyterLab, while a dashboard drew its first
+frames, nine in ten steps of the first second waited 10-40 ms for the GIL against a bare 0.5 ms:
+their lower quartile chose every=5 where 50 was right, and sampling took 10% of training time.
+A step that is truly longer now and then (a data loader) only makes ``every`` larger than
+needed: sampling takes less than its share, never more. Processes that agree on the choice
+(``agree``) decide at a step count alone, the same on each. ``every`` is then the smallest of 1,
+2, 5, 10, 20, 50, ... whose sampling takes at most a quarter of the budget (``LATER`` x sample /
+(every x step) <= budget / 4: a sample later takes longer than in the calibration), fixed for
+the run.
 Every recorded value spans ``every`` steps: when ``every`` reaches past the calibration, the
-last calibration sample starts the series (records at ``CALIBRATION_SAMPLES`` + k x every);
+last calibration sample starts the series (records at its step + k x every);
 else a sample at the first multiple of ``every`` after it does, not recorded, and the records
 follow at the multiples.
 
@@ -35,8 +40,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-CALIBRATION_SAMPLES = 4     # samples in the first steps: a warm-up, then timed
-CALIBRATION_STEPS = 16      # quick steps after them with no sample: the bare step time
+STRIDE = 4                  # calibrating, every STRIDE-th step samples (from step 1)
+CALIBRATION_SAMPLES = 8     # samples timed (after the warm-up), their median the sample's time
+MIN_SAMPLES = 3             # ... at least, after CALIBRATION_MAX_SECONDS of steps
+CALIBRATION_STEPS = 16      # quick steps without a sample: the bare step time
 QUICK = 1.5                 # x the quickest step: a quick one (a step that waited is longer)
 CALIBRATION_SECONDS = 0.5   # ... and as many more as fill this long (a dashboard's first frames,
                             # drawn while training starts, slowed a burst of 16 short steps)
@@ -44,11 +51,12 @@ CALIBRATION_MAX_SECONDS = 5.0   # ... at most, quick ones or not
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
 # A sample timed in the calibration counts this many times its time: later ones take longer, the
-# worker's and the widgets' threads taking turns at the GIL (in JupyterLab on the dashboard's MLP
-# they took 0.37-0.47 ms against the calibration's 0.24-0.30 ms; sampling then took 1.7% of
+# worker's and the widgets' threads taking turns at the GIL. In JupyterLab on the dashboard's MLP
+# they took 0.37-0.47 ms against the calibration's 0.24-0.30 ms in one run, 0.39-0.49 ms against
+# 0.17 ms in another; at 1.5 x the calibration every=50 was chosen, sampling took 1.5-1.7% of
 # training time where a quarter of the budget is 1.25%, and the panels' analyses, paced from
-# what was left, came every 2.7 s instead of 1.4 s)
-LATER = 1.5
+# what was left, came every 2.7-3.4 s instead of 1.4 s
+LATER = 2.5
 RECENT = 16                 # samples whose median time says what the sampling costs now
 
 RUNGS = 30                  # of the ladder, as far as processes agree on it (up to 5e9)
@@ -114,6 +122,7 @@ class Cadence:
         self._quick_count = 0            # ... and how many are quick
         self._last: float | None = None  # when the previous step's call began
         self._start: int | None = None   # the step whose sample starts the recorded series
+        self._sampled_at = 1             # the step of the calibration's last sample
 
     @property
     def calibrated_share(self) -> float:
@@ -144,7 +153,7 @@ class Cadence:
         if not self.fixed:
             self._calibrate(step, overhead, self._clock() if now is None else now)
         if not self.fixed:
-            return SAMPLE if step <= CALIBRATION_SAMPLES else None
+            return SAMPLE if step % STRIDE == 1 % STRIDE else None
         start = self._start or 0
         if step < start or (step - start) % self.every:
             return None
@@ -163,18 +172,22 @@ class Cadence:
     def sampled(self, step: int, seconds: float, events: tuple | None = None) -> None:
         """The sample of ``step`` took ``seconds`` on the training thread; on CUDA ``events``,
         the (start, end) events around it on the training stream."""
-        if not self.fixed and 1 < step <= CALIBRATION_SAMPLES:
+        if not self.fixed and step > 1:
             self._samples.append((seconds, events))
+            self._sampled_at = step
         elif self.fixed:
             self._recent.append(seconds)
 
-    def _enough(self, step: int) -> bool:
-        """Whether the steps timed so far give the bare step."""
-        if step < CALIBRATION_SAMPLES + CALIBRATION_STEPS + 1:
-            return False
-        if self._agree is not None or self._stepped >= CALIBRATION_MAX_SECONDS:
-            return True
-        return self._stepped >= CALIBRATION_SECONDS and self._quick_count >= CALIBRATION_STEPS
+    def _enough(self) -> bool:
+        """Whether the samples and steps timed so far give the sample's and the bare step's
+        times."""
+        timed = len(self._samples)
+        if self._agree is not None:        # a count of steps alone: the same on every process
+            return timed >= CALIBRATION_SAMPLES
+        if self._stepped >= CALIBRATION_MAX_SECONDS:
+            return timed >= MIN_SAMPLES
+        return (timed >= CALIBRATION_SAMPLES and self._stepped >= CALIBRATION_SECONDS
+                and self._quick_count >= CALIBRATION_STEPS)
 
     def _add_step(self, seconds: float) -> None:
         """Time one more step, counting the quick ones as they come (all of them again only
@@ -192,12 +205,12 @@ class Cadence:
         return steps[steps <= QUICK * self._fastest]
 
     def _calibrate(self, step: int, overhead: float, now: float) -> None:
-        if self._last is not None and step > CALIBRATION_SAMPLES + 1:
-            # the step that ended, which sampled nothing (the first one after the samples is
-            # left out: their memory traffic may still slow it)
+        if self._last is not None and (step - 1) % STRIDE != 1 % STRIDE:
+            # the step that ended, less the monitor's time in it (the one right after a sample
+            # is left out: its memory traffic may still slow it)
             self._add_step(max(0.0, now - self._last - overhead))
         self._last = now
-        if not self._enough(step):
+        if not self._enough():
             return
         if not all(e is None or e[1].query() for _, e in self._samples):
             if self._agree is None:
@@ -215,7 +228,8 @@ class Cadence:
             if self._agree is not None:
                 self.every = self._agree(self.every)
         finally:
-            reaches = CALIBRATION_SAMPLES + self.every > step     # past the calibration
-            self._start = CALIBRATION_SAMPLES if reaches else (step // self.every + 1) * self.every
+            last = self._sampled_at
+            reaches = last + self.every > step                  # past the calibration
+            self._start = last if reaches else (step // self.every + 1) * self.every
             if self._on_fixed is not None:
                 self._on_fixed()
