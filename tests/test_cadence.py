@@ -281,7 +281,7 @@ def test_steps_slowed_while_calibrating_do_not_pass_for_the_bare_step():
 def test_steps_that_never_settle_end_the_calibration_after_its_longest():
     # no 16 quick steps (one step in 40 is quick, the first timed one among them): chosen
     # after CALIBRATION_MAX_SECONDS of timed steps
-    c, k, clock = calibrate_until_fixed(lambda k: 0.001 if k % 40 == 3 else 0.020)
+    c, _, _ = calibrate_until_fixed(lambda k: 0.001 if k % 40 == 3 else 0.020)
     assert cadence.CALIBRATION_MAX_SECONDS <= c._stepped <= cadence.CALIBRATION_MAX_SECONDS + 0.03
     assert c.step_seconds == pytest.approx(0.001) and c.every == 10
 

@@ -193,8 +193,8 @@ def test_a_panels_run_overdue_for_its_refresh_borrows_at_most_one_targets_credit
     assert paid <= 0.005 * 60 + 0.005 * target + 1e-9
     assert paid >= 0.005 * 60 - 0.01 - 1e-9            # (less one run still saving up)
     # the clusters refresh no panel: they never borrow, their account never below zero
-    assert [t - start for name, t in started if name == "clusters"][0] == pytest.approx(
-        10.0, abs=0.011)
+    first_clusters = next(t for name, t in started if name == "clusters")
+    assert first_clusters - start == pytest.approx(10.0, abs=0.011)
     assert min(c for a, c in lowest if a == "clusters") >= -1e-9
     monitor.detach()
 
