@@ -214,6 +214,12 @@ class Pacer:
             held[1] = now
             return held[0]
 
+    def held(self, account: str) -> float:
+        """``account``'s credit as of its last ``credit`` or ``spend`` (nothing accrued since;
+        0 before either)."""
+        with self._lock:
+            return self._accounts.get(account, (0.0,))[0]
+
     def spend(self, seconds: float, account: str = "runs") -> None:
         """A run cost training ``seconds`` (``cost``): taken off ``account``'s credit (which may
         go below zero: its next run waits until it has accrued back)."""
