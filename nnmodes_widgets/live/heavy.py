@@ -12,7 +12,8 @@ cost is taken off when it ends: c x its worker seconds plus the refresh of the c
 on the training thread. The panels' analyses share one account, each of the others (which only add
 to a panel or sum up) has its own, so that a costly run saving up holds no other run. A panel's
 run overdue for its refresh target may borrow from its account's next accrual, one target's
-worth at most (``DUE``): a run that cost more than usual no longer delays the round. The
+worth at most (``DUE``): while the account has that slack, a run that cost more than usual does
+not delay the round. The
 libraries the analyses import are imported when the monitor is made, before training, so that
 no step pays for them.
 
@@ -288,9 +289,8 @@ class HeavyAnalyses:
             return 0.0
         # the accounts' shares (``_rate``): the others ready weighed by their runs' seconds,
         # those whose account holds their next run's cost already left out: saved up, they
-        # wait for their turn, and what they would accrue meanwhile goes to the panels (it was
-        # lost at their cap: on a small MLP in JupyterLab the measured slowdown stayed at
-        # 3.6-3.9% against a pace aimed at 4.5%, the panels' round every 1.8-2.1 s)
+        # wait for their turn, and what they would accrue meanwhile (lost at their cap) goes to
+        # the panels
         self._panels_ready = sum(_account(n) == PANELS for n in ready)
         self._others_ready = {n: max(self._seconds(n), 1e-4) for n in ready
                               if _account(n) != PANELS
