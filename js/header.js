@@ -105,6 +105,16 @@ export async function countFrames(model, name, header) {
   return () => mark.off("change:y", onData);
 }
 
+const widths = new WeakMap(); // element -> the last width it read
+
+// The width a canvas panel draws at: its element's, else the last it had. While the theme
+// changes the element reads no width, and a drawing at a guessed 700 px was shrunk to fit a
+// 474 px panel, its labels tiny.
+export function panelWidth(el) {
+  if (el.clientWidth > 0) widths.set(el, el.clientWidth);
+  return Math.max(200, Math.min(900, widths.get(el) ?? 700));
+}
+
 // Redraw a canvas panel when its width changes (a wider or narrower notebook, the dashboard's
 // grid going to one or two columns) or the theme does (its text takes the theme's colour when
 // drawn: after a switch to dark, a finished run's labels stayed dark grey on the dark page);

@@ -1,6 +1,6 @@
 import { COLORMAPS, colorize } from "./colormap.js";
 import { unpack } from "./decode.js";
-import { panelHeader, redrawOnResizeOrTheme } from "./header.js";
+import { panelHeader, panelWidth, redrawOnResizeOrTheme } from "./header.js";
 import { reportView } from "./presence.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
 
@@ -96,7 +96,7 @@ export default {
       const selected = model.get("selected");
       el.closest(".nnmodes-neurons")?.setAttribute("data-selected", selected);
       if (!frame) return;
-      const width = Math.max(200, Math.min(900, el.clientWidth || 700));
+      const width = panelWidth(el);
       const shown = classLayer(frame.layers, selected);
       const [classes, neurons] = shown ? shown.classes.shape : [0, 0];
       const mapH = shown ? LABEL_H + classes * CLASS_ROW_H + GAP : 0;

@@ -1,7 +1,7 @@
 import { COLORMAPS, colorize, valueRange } from "./colormap.js";
 import { formatNumber } from "./ticks.js";
 import { unpack } from "./decode.js";
-import { panelHeader, redrawOnResizeOrTheme } from "./header.js";
+import { panelHeader, panelWidth, redrawOnResizeOrTheme } from "./header.js";
 import { reportView } from "./presence.js";
 import { RingBuffer } from "./ringbuffer.js";
 import { choose, inSelection, layerPicker } from "./selection.js";
@@ -121,7 +121,7 @@ export default {
     function draw() {
       const frame = shown < 0 ? history.latest : history.get(shown);
       if (!frame) return;
-      const width = Math.max(200, Math.min(900, el.clientWidth || 700));
+      const width = panelWidth(el);
       const layouts = frame.bands.map((b) => (b.empty ? emptyLayout() : bandLayout(b, frame.inputShape, width)));
       canvas.width = width;
       canvas.height = layouts.reduce((s, l) => s + l.height + LABEL_H + BAND_GAP, 0);

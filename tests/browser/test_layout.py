@@ -273,6 +273,12 @@ def test_dashboards_read_at_a_glance_at_both_widths_and_themes(page, lab_server,
         label = roots["mlp"].locator(".nnmodes-neurons canvas").evaluate(CANVAS_TEXT_JS)
         dark = theme.endswith("Dark")
         assert label is not None and ((label > 384) if dark else (label < 384)), (theme, label)
+        # ... and is drawn at its panel's width, not wider and shrunk to fit (at a theme change
+        # the panel read no width: drawn at 700 px in a 474 px panel, the labels were tiny)
+        over = page.evaluate("() => [...document.querySelectorAll('.nnmodes-neurons canvas, "
+                             ".nnmodes-radiograph canvas')].filter(c => c.clientWidth)"
+                             ".map(c => c.width - c.parentElement.clientWidth)")
+        assert over and max(over) <= 0, (theme, over)
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 1000})
             _settle(page, list(roots.values()))
