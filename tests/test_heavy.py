@@ -199,6 +199,37 @@ def test_a_panels_run_overdue_for_its_refresh_borrows_at_most_one_targets_credit
     monitor.detach()
 
 
+def test_a_run_computes_no_estimate_of_the_pace_its_own_job_renews_it(monkeypatch):
+    # An estimate over a full window takes 1-3 ms. Renewed at the end of a run whenever half a
+    # second old, it took a quarter of the worker's time on a small MLP in JupyterLab, and the
+    # panels moved at most 3.4 s apart against a target of 2.5 s. A run prices itself from the
+    # last estimate; the pace's own job renews a stale one (``heavy.STALE``).
+    from nnmodes_widgets.live import heavy, pacing
+
+    computed = []
+    real = pacing._estimate
+
+    def estimate(*args):
+        computed.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(pacing, "_estimate", estimate)
+    monkeypatch.setattr(jobs, "spectrum", lambda job: {"spectrum": {"w": np.ones(3)}})
+    monitor = nm.Monitor(mlp(), budget=0.05, run=False, analyses=("spectrum",))
+    scheduler = monitor._heavy
+    scheduler._sizes["spectrum"] = 0.5              # sized: the run's end resizes it
+    before = len(computed)
+    scheduler._start("spectrum", 1)
+    monitor.flush()
+    assert monitor.history.count("spectrum") == 1 and "spectrum" in scheduler._sizes
+    assert computed[before:] == []                  # neither its price nor its next size
+    # the pace's job (offered when the last estimate is over STALE old) computes one
+    scheduler.offer(2)
+    monitor.flush()
+    assert len(computed) == before + 1 and computed[-1] != threading.current_thread().name
+    monitor.detach()
+
+
 def test_while_the_worker_is_busy_steps_start_nothing_and_nothing_is_dropped(monkeypatch):
     release = threading.Event()
 

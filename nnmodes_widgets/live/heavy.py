@@ -433,7 +433,12 @@ class HeavyAnalyses:
             self._runs[name] = self._runs.get(name, 0) + 1
             self._last[name] = (job.size, seconds)
             pacer = self.monitor.pacer
-            pacer.spend(pacer.cost(seconds), _account(name))
+            # the last estimate, renewed by its own job when stale (``_renew_pace``): renewed at
+            # the end of a run whenever half a second old, its 1-3 ms took a quarter of the
+            # worker's time on a small MLP in JupyterLab, and the panels moved every 1.7 s, at
+            # most 3.4 s apart (1.1-1.4 s, at most 1.7 s, without)
+            e, _ = pacer.latest()
+            pacer.spend(pacer.cost(seconds, e=e), _account(name))
             period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
             # (a run above the smallest size is made smaller first: ``_resize``)
             smallest = job.size <= MIN_SIZE or not entry(name).sized
@@ -454,12 +459,13 @@ class HeavyAnalyses:
         if not self.paced or not entry(name).sized:
             return True
         pacer = self.monitor.pacer
+        e, _ = pacer.latest()
         copying = self._copy_seconds if entry(name).needs_model else 0.0
         account = _account(name)
         shared = self._panels_ready if account == PANELS else 1   # a round of the panels'
-        share = (ROUND_AIM * self.target / _weight(name) * self._rate(account, pacer.rate())
+        share = (ROUND_AIM * self.target / _weight(name) * self._rate(account, pacer.rate(e))
                  / max(shared, 1))
-        allowed = (share - copying) / max(pacer.cost(1.0), 1e-9)    # worker seconds
+        allowed = (share - copying) / max(pacer.cost(1.0, e=e), 1e-9)    # worker seconds
         new = size
         if seconds > allowed and size > MIN_SIZE:
             new = size / 2
