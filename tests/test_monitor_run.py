@@ -201,3 +201,29 @@ def test_a_full_disk_stops_the_recording_with_a_notice_and_training_goes_on(smal
     with nm.open_run("full.nnmodes") as run:               # what was written before stays
         assert run.info["status"] == "interrupted" and "full" in run.info["write_error"]
         assert 0 < run.history.count("rwc") < 300
+
+
+@pytest.mark.parametrize("disk", ["roomy", "full"])
+def test_the_runs_commits_are_background_work_within_the_budget(request, disk):
+    # Nothing is exempt from the budget (SPEC 5, wave 3): the writer's commits, on its own
+    # thread, slow training like any background work; unseen, the steps they overlap counted as
+    # quiet ones. Each commit, a failed one too, is one stretch of the pacer's background work.
+    if disk == "full":
+        request.getfixturevalue("small_disk")
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, every=1, analyses=("rwc",),
+                         run=f"commits-{disk}.nnmodes")
+    pacer = monitor.pacer
+    for step in range(3):
+        _train(model, optimizer, 100)
+        if disk == "full" and step == 2:    # more than the small disk holds: this commit fails
+            monitor.history.record("spectrum", step, 0.0, {"big": np.ones(1 << 14)})
+        monitor._writer.flush(10)     # a commit now
+    if disk == "full":
+        assert any("recording to" in n.message for n in monitor.notices)
+    with pacer._lock:
+        stretches = [(start, end) for start, end, worker in pacer._busy if not worker]
+        assert not pacer._running                  # every stretch begun has ended
+    assert len(stretches) >= 3 and all(end >= start for start, end in stretches)
+    monitor.detach()

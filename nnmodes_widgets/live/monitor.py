@@ -229,6 +229,12 @@ class Monitor:
         monitor is whole)."""
         model, optimizer, resources = self.model, self.optimizer, self._resources
         resources.callback(self._let_listeners_go)            # released last
+        # A background second stalls a CPU training loop's parallel regions on a busy core (each
+        # waits for its slowest thread): the prior contention is one per intra-op thread, until
+        # the steps themselves have measured it. (Before the run's writer, whose commits count.)
+        self._cuda_device = next((p.device for p in model.parameters() if p.is_cuda), None)
+        self._on_cuda = on_cuda = self._cuda_device is not None
+        self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
         self._writer = self._open_run(run, weights)    # last of the checks: it creates a file
         if self._writer is not None:
             resources.push(self._close_run)
@@ -240,12 +246,6 @@ class Monitor:
         self._tracker = RwcTracker(_local(weights), kind=self.rwc_kind,
                                    reduce=distributed.sum_across_processes() if sharded else None)
         self._identity = {name: id(p) for name, p in weights.items()}
-        # A background second stalls a CPU training loop's parallel regions on a busy core (each
-        # waits for its slowest thread): the prior contention is one per intra-op thread, until
-        # the steps themselves have measured it.
-        self._cuda_device = next((p.device for p in model.parameters() if p.is_cuda), None)
-        self._on_cuda = on_cuda = self._cuda_device is not None
-        self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
         self._heavy = HeavyAnalyses(self, heavy, optional=() if chosen else heavy)
         resources.callback(self._close_worker)
         if optimizer is not None:
@@ -708,15 +708,17 @@ class Monitor:
                 "weights": list(weights), "layers": self.layers,
                 "settings": self._settings()}
         on_error = self._recording_failed
+        # its commits are background work like the widgets' updates: within the budget
+        busy = dict(begin=lambda: self.pacer.begin("widgets"), end=self.pacer.end)
         if run is not None:     # a path chosen: refused with a clear error if it cannot be
-            return RunWriter(os.fspath(run), info, on_error=on_error)
+            return RunWriter(os.fspath(run), info, on_error=on_error, **busy)
         stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{_file_name(self.name) or name}")
         for attempt in range(1, 100):    # two monitors started in one second
             path = stem + ("" if attempt == 1 else f"-{attempt}") + SUFFIX
             if os.path.exists(path):
                 continue
             try:
-                return RunWriter(path, info, on_error=on_error)
+                return RunWriter(path, info, on_error=on_error, **busy)
             except RunFileError as exc:
                 if not os.path.exists(path):   # not taken meanwhile: it cannot be written
                     self.report_notice("run", None, f"not recorded to disk: {exc}")

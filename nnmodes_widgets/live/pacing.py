@@ -117,7 +117,8 @@ class Pacer:
         return n / total if n >= 2 and total > 0 else math.nan
 
     def begin(self, kind: str) -> int:
-        """Background work (``kind``: "worker" or "widgets") starts now; returns its token for
+        """Background work (``kind``: "worker", the analyses' runs, or "widgets", the rest: the
+        widgets' updates, the run file's commits) starts now; returns its token for
         ``end``. Counted up to now while it runs: a 10 s analysis must not make its steps look
         quiet until it ends."""
         with self._lock:

@@ -165,13 +165,18 @@ class RunWriter:
     an unknown analysis name is refused at once (ValueError), as ``History.record`` does. Keys of
     ``info`` that the store keeps itself (``started``, ``status``, ...) are ignored.
 
+    ``begin()`` and ``end(token)`` bracket each commit on the writer thread (a monitor's pacer:
+    its commits are background work, within the training's budget).
+
     At interpreter exit a writer still open is closed: "finished", or "interrupted" when a
     script ends with an uncaught exception.
     """
 
     def __init__(self, path, info: dict | None = None, *,
                  on_error: Callable[[BaseException], None] | None = None,
-                 commit_every: float = COMMIT_EVERY, heartbeat: float = HEARTBEAT):
+                 commit_every: float = COMMIT_EVERY, heartbeat: float = HEARTBEAT,
+                 begin: Callable[[], object] = lambda: None,
+                 end: Callable[[object], None] = lambda token: None):
         if info is not None and not isinstance(info, dict):
             raise TypeError(f"info must be a dict, got {type(info).__name__}")
         if on_error is not None and not callable(on_error):
@@ -181,6 +186,7 @@ class RunWriter:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self.path = os.fspath(Path(path).expanduser().absolute())
         self._on_error = on_error
+        self._begin, self._end = begin, end
         self._commit_every = float(commit_every)
         self._heartbeat_every = float(heartbeat)
         self._pid = os.getpid()
@@ -396,11 +402,14 @@ class RunWriter:
             items = []
             while self._queue:
                 items.append(self._queue.popleft())
+            token = self._begin()
             try:
                 self._write(items, closing)
             except Exception as exc:   # noqa: BLE001 - any write fault stops the recording, quietly
                 self._fail(exc)
                 return
+            finally:
+                self._end(token)
             with self._cond:
                 self._flushed = wanted
                 if closing is not None:
