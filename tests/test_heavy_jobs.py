@@ -416,6 +416,50 @@ def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
         np.testing.assert_allclose(fractions, expected[layer].class_active_fraction.numpy())
 
 
+@pytest.mark.parametrize("absent", [False, True])
+def test_characteristic_maps_predict_only_as_many_samples_as_their_classes_need(absent,
+                                                                                 monkeypatch):
+    # The prediction of a whole probe was half of a 10M CNN's characteristic maps run at the
+    # smallest size (one sample of each class): the passes stop once every class has its
+    # samples, in chunks of classes x samples, doubling; the samples taken are the same. A
+    # class never predicted needs every sample predicted.
+    # predicts argmax(x[:4]): relu(x) - relu(-x) = x (a random net predicts mostly one class)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.cat([torch.eye(8), -torch.eye(8)]))
+        model[2].weight.copy_(torch.cat([torch.eye(8), -torch.eye(8)], 1)[:4])
+        model[0].bias.zero_()
+        model[2].bias.zero_()
+        if absent:
+            model[2].bias[3] = -1e3                  # class 3: never predicted
+    torch.manual_seed(0)
+    probe = torch.randn(200, 8)
+    probe[torch.arange(200), torch.arange(200) % 4] = 10.0     # sample i predicts i % 4
+    predicted, call_model = [], jobs.call_model
+
+    def predicting(model, x):                        # the runner's own passes: its predictions
+        predicted.append(x.batch)
+        return call_model(model, x)
+    monkeypatch.setattr(jobs, "call_model", predicting)
+    out = jobs.characteristic_maps(job(model, probe))
+    with torch.no_grad():
+        y = model(probe).argmax(1)
+    per_class = jobs.CLASS_SAMPLES
+    seen = torch.stack([(y[:n + 1, None] == torch.arange(4)).sum(0) for n in range(200)])
+    needed = 200 if absent else int((seen >= per_class).all(1).nonzero()[0]) + 1
+    assert needed == (200 if absent else 4 * per_class)
+    chunks, total, size = [], 0, 4 * per_class
+    while total < needed:
+        chunks.append(min(size, 200 - total))
+        total, size = total + chunks[-1], 2 * size
+    assert predicted == chunks
+    index = torch.cat([(y == c).nonzero().flatten()[:per_class] for c in range(4)])
+    np.testing.assert_allclose(out["characteristic_maps"]["2"],
+                               characteristic_maps(model, probe[index], "2", y=y[index],
+                                                   num_classes=4).flatten(2).numpy(),
+                               rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 # -- whose turn it is ---------------------------------------------------------------------------------
 
 def test_the_turn_is_of_the_analysis_that_waited_longest(monkeypatch):

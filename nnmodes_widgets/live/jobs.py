@@ -338,11 +338,9 @@ def characteristic_maps(job: Job) -> dict:
                                "[B, T, V]")
     else:
         if prep.labels is not None:
-            y = prep.labels[:x.batch]
+            y = prep.labels[:x.batch].to(torch.int64)
         else:
-            with torch.no_grad():
-                y = first_tensor(call_model(model, x)).argmax(1)
-        y = y.to(torch.int64)
+            y = _predicted(model, x, n_classes, per_class)
         index = torch.cat([(y == c).nonzero().flatten()[:per_class] for c in range(n_classes)])
         maps = pathways.characteristic_maps(model, x.take(index), layer, y=y[index],
                                             num_classes=n_classes, units=RADIOGRAPH_UNITS,
@@ -350,6 +348,24 @@ def characteristic_maps(job: Job) -> dict:
         note = (f"live: class averages over at most {per_class} probe "
                 f"sample{'s' if per_class > 1 else ''} of each class{reduced}")
     return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
+
+
+def _predicted(model: nn.Module, x: ModelInputs, n_classes: int, per_class: int) -> torch.Tensor:
+    """The model's predicted classes of the first samples of ``x``, as far as it takes to find
+    ``per_class`` of every class (all of ``x`` when some class has fewer): the same samples are
+    then taken as from every prediction. Predicted in passes of ``n_classes`` x ``per_class``
+    samples, doubling: a 10M-parameter CNN's prediction of a whole probe was half of its
+    characteristic maps' run at the smallest size, which takes one sample of each class."""
+    parts, done, chunk = [], 0, n_classes * per_class
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    with torch.no_grad():
+        while done < x.batch and bool((counts < per_class).any()):
+            stop = min(x.batch, done + chunk)
+            y = first_tensor(call_model(model, x.rows(done, stop))).argmax(1).to(torch.int64)
+            counts += torch.bincount(y.cpu(), minlength=n_classes)[:n_classes]
+            parts.append(y)
+            done, chunk = stop, 2 * chunk
+    return torch.cat(parts)
 
 
 def _split(probe):
