@@ -708,8 +708,9 @@ class Monitor:
                 "weights": list(weights), "layers": self.layers,
                 "settings": self._settings()}
         on_error = self._recording_failed
-        # its commits are background work like the widgets' updates: within the budget
-        busy = dict(begin=lambda: self.pacer.begin("widgets"), end=self.pacer.end)
+        # its commits are background work: within the budget (in neither the worker's share
+        # nor the widgets')
+        busy = dict(begin=lambda: self.pacer.begin("run"), end=self.pacer.end)
         if run is not None:     # a path chosen: refused with a clear error if it cannot be
             return RunWriter(os.fspath(run), info, on_error=on_error, **busy)
         stem = os.path.join(RUNS_FOLDER, f"{time.strftime('%Y%m%d-%H%M%S')}-{_file_name(self.name) or name}")

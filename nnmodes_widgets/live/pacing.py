@@ -71,7 +71,7 @@ class Pacer:
         self._steps = np.zeros((WINDOW_STEPS, 5))
         self._busy: collections.deque = collections.deque(maxlen=BUSY_KEPT)
         self._tokens = itertools.count()
-        self._running: dict[int, tuple[float, bool]] = {}   # stretches under way: id -> start
+        self._running: dict[int, tuple[float, int]] = {}   # stretches under way: id -> start, kind
         self._last_start: float | None = None
         self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior,
                                     widget_contention=self.prior)
@@ -117,25 +117,25 @@ class Pacer:
         return n / total if n >= 2 and total > 0 else math.nan
 
     def begin(self, kind: str) -> int:
-        """Background work (``kind``: "worker", the analyses' runs, or "widgets", the rest: the
-        widgets' updates, the run file's commits) starts now; returns its token for
+        """Background work (``kind``: "worker", the analyses' runs; "widgets", the widgets'
+        updates; "run", the run file's commits) starts now; returns its token for
         ``end``. Counted up to now while it runs: a 10 s analysis must not make its steps look
         quiet until it ends."""
         with self._lock:
             token = next(self._tokens)
-            self._running[token] = (time.perf_counter(), kind == "worker")
+            self._running[token] = (time.perf_counter(), _KINDS[kind])
         return token
 
     def end(self, token: int) -> None:
         end = time.perf_counter()
         with self._lock:
-            start, worker = self._running.pop(token)
-        self.record(start, end, "worker" if worker else "widgets")
+            start, code = self._running.pop(token)
+            self._busy.append((start, end, code))
 
     def record(self, start: float, end: float, kind: str) -> None:
         """Background work of ``kind`` ran from ``start`` to ``end`` (perf_counter seconds)."""
         with self._lock:
-            self._busy.append((start, end, kind == "worker"))
+            self._busy.append((start, end, _KINDS[kind]))
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class Pacer:
                 return self._estimate
             self._estimated_count = self._counted
             steps = self._steps[:min(self._counted, WINDOW_STEPS)].copy()
-            busy = np.array([*self._busy, *((start, now, worker) for start, worker
+            busy = np.array([*self._busy, *((start, now, code) for start, code
                                             in self._running.values())],
                             dtype=np.float64).reshape(-1, 3)
         estimate = _estimate(steps, busy, now, self.prior)
@@ -240,6 +240,11 @@ def every_within(every: int, own_share: float, budget: float) -> int | None:
     return every * math.ceil(own_share / (budget / 2))    # a multiple of every: 20, not 19
 
 
+# The kinds of background work: the worker's analyses, the widgets' updates, and the run file's
+# commits, which count in the quiet steps and the slowdown but in neither share (a headless run
+# builds no frames: its widget share is 0)
+_KINDS = {"widgets": 0, "worker": 1, "run": 2}
+
 _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
                 "widget_contention": math.nan,
                 "worker_share": 0.0, "widget_share": 0.0, "own_share": math.nan, "job_share": 0.0,
@@ -258,17 +263,20 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     end = start + duration
     wall = duration.sum()
     any_busy = _overlap(busy, start, end)
-    worker = _overlap(busy[busy[:, 2] == 1], start, end)
+    worker = _overlap(busy[busy[:, 2] == _KINDS["worker"]], start, end)
+    widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)
+    # the widgets' share: their updates that no run of the worker overlapped
+    shown = busy[:, 2] != _KINDS["run"]
+    either = any_busy if shown.all() else _overlap(busy[shown], start, end)
     share = any_busy / duration
     out.update(steps=len(start), own_share=float(overhead.sum() / wall),
                job_share=float(for_jobs.sum() / wall),
                worker_share=float(worker.sum() / wall),
-               widget_share=float((any_busy - worker).clip(min=0).sum() / wall))
+               widget_share=float((either - worker).clip(min=0).sum() / wall))
     quiet = (share < QUIET) & (sampled == 0)
     if quiet.sum() < MIN_QUIET:
         return out
     bare = float(duration[quiet].mean())
-    widgets = _overlap(busy[busy[:, 2] == 0], start, end)   # not any_busy - worker: both ran
     out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
                contention=_contention(duration, bare, worker, widgets, sampled, prior),
                widget_contention=_contention(duration, bare, widgets, worker, sampled, prior))
