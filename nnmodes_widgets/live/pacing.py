@@ -264,7 +264,6 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     wall = duration.sum()
     any_busy = _overlap(busy, start, end)
     worker = _overlap(busy[busy[:, 2] == _KINDS["worker"]], start, end)
-    widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)
     # the widgets' share: their updates that no run of the worker overlapped
     shown = busy[:, 2] != _KINDS["run"]
     either = any_busy if shown.all() else _overlap(busy[shown], start, end)
@@ -277,6 +276,7 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     if quiet.sum() < MIN_QUIET:
         return out
     bare = float(duration[quiet].mean())
+    widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)   # not either - worker
     out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
                contention=_contention(duration, bare, worker, widgets, sampled, prior),
                widget_contention=_contention(duration, bare, widgets, worker, sampled, prior))
