@@ -163,6 +163,7 @@ def test_a_panels_run_overdue_for_its_refresh_borrows_at_most_one_targets_credit
     monkeypatch.setattr(pacer, "rate", lambda e=None: 0.01)
     monkeypatch.setattr(pacer, "cost", lambda w, own=0.0, e=None: w + own)
     monkeypatch.setattr(heavy, "OTHERS_SHARE", 0.5)
+    monkeypatch.setattr(heavy, "OTHERS_BEHIND", 0.5)    # overdue or not: half the rate each
     monkeypatch.setattr(jobs, "clusters_ready", lambda monitor: True)
     target, start = s.target, clock.now
     s._last = {n: (s._size(n), c) for n, c in costs.items()}
@@ -535,7 +536,8 @@ def test_a_costly_run_saving_up_for_its_credit_holds_no_other_run(monkeypatch):
     s._last = {"spectrum": (s._size("spectrum"), 0.01), "basins": (s._size("basins"), 0.5),
                "sharpness": (1.0, 0.01)}                      # worker seconds at that size
     now = time.perf_counter()
-    s._started = {"spectrum": now - 2.0, "basins": now - 600.0, "sharpness": now - 500.0}
+    # (the spectrum not overdue: 1.2 s after its start, its due 1.5 s: ``OTHERS_SHARE``)
+    s._started = {"spectrum": now - 1.2, "basins": now - 600.0, "sharpness": now - 500.0}
 
     def offer(step):
         s.not_before = 0.0
@@ -564,6 +566,48 @@ def test_a_costly_run_saving_up_for_its_credit_holds_no_other_run(monkeypatch):
     s._started["spectrum"] = now - 600.0
     offer(13)
     assert started[-1] == "spectrum" and rates == {heavy.PANELS: pytest.approx(0.04)}
+    monitor.detach()
+
+
+def test_while_a_panels_run_is_overdue_the_others_get_a_smaller_share(monkeypatch):
+    # A panel's refresh is the promise (SPEC 5); the others only add to a panel or sum up. On a
+    # small MLP in JupyterLab on a slow host a round of the panels at their smallest size cost
+    # more than three quarters of the rate paid for in the refresh target: the panels moved
+    # every 2.5 s on average, at most 4.4-8.7 s apart.
+    from nnmodes_widgets.live import heavy
+
+    model = mlp()
+    monitor = nm.Monitor(model, torch.optim.SGD(model.parameters(), lr=0.1), budget=0.05,
+                         run=False, analyses=("spectrum", "clusters"))
+    s, pacer = monitor._heavy, monitor.pacer
+    e = dict(pacer.estimate(), contention=1.0)
+    monkeypatch.setattr(pacer, "latest", lambda: (e, 0.0))
+    monkeypatch.setattr(pacer, "rate", lambda e=None: 0.04)
+    monkeypatch.setattr(jobs, "clusters_ready", lambda monitor: True)
+    monkeypatch.setattr(s, "_start", lambda name, step, fresh=False: 0.0)   # nothing runs
+    s._last = {"spectrum": (s._size("spectrum"), 0.01), "clusters": (s._size("clusters"), 0.05)}
+    pacer.spend(0.049, "clusters")                  # the clusters save up for their run
+    pacer.spend(1.0, heavy.PANELS)                  # the panels' account is spent
+
+    def rates(spectrum_started):
+        now = time.perf_counter()
+        s._started = {"spectrum": now - spectrum_started, "clusters": now - 0.5}
+        s.not_before = 0.0
+        s.offer(1)
+        return s._rate(heavy.PANELS, 0.04), s._rate("clusters", 0.04)
+
+    assert heavy.OTHERS_BEHIND < heavy.OTHERS_SHARE
+    # the spectrum started 1 s ago: not overdue (0.6 x 2.5 s after its start), a quarter
+    assert rates(1.0) == pytest.approx((0.04 * (1 - heavy.OTHERS_SHARE),
+                                        0.04 * heavy.OTHERS_SHARE))
+    # 2 s ago: overdue, the others' share shrinks, and the panels get the rest
+    assert rates(2.0) == pytest.approx((0.04 * (1 - heavy.OTHERS_BEHIND),
+                                        0.04 * heavy.OTHERS_BEHIND))
+    # never run: overdue too
+    s._started = {}
+    s.not_before = 0.0
+    s.offer(1)
+    assert s._rate("clusters", 0.04) == pytest.approx(0.04 * heavy.OTHERS_BEHIND)
     monitor.detach()
 
 

@@ -70,6 +70,11 @@ MAX_BACKOFF = 32             # turns skipped at most after consecutive faults of
 # debt held the clusters and findings for 20-40 s.)
 PANELS = "panels"
 OTHERS_SHARE = 0.25
+# ... and this share while a panel's run is overdue (``DUE``): a panel's refresh is the promise
+# (SPEC 5), the others only add to a panel or sum up. (At a quarter, on a small MLP in
+# JupyterLab on a slow host, a round of the panels at their smallest size cost more than three
+# quarters of the rate paid for in the refresh target: every 2.5 s on average, at most 4.4-8.7 s.)
+OTHERS_BEHIND = 0.1
 # A costly analysis (the registry's ``costly``: many passes a run) is on by default only where
 # it fits the budget: where its account's credit for a run comes at least once in this many
 # seconds. Its first run is a trial, stopped when it takes longer than that allows (a 10M CNN's
@@ -164,6 +169,7 @@ class HeavyAnalyses:
         self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
         self._panels_ready = 0       # the panels' analyses ready at the last look
+        self._panels_behind = False  # ... one of them overdue then (``_due_in``)
         self._others_ready: dict[str, float] = {}   # the others ready then -> next run's s
         self._abandoned = False    # closed with a run still going: its results are not wanted
         self.not_before = 0.0      # perf_counter time before which offers are not looked at (the
@@ -198,12 +204,14 @@ class HeavyAnalyses:
 
     def _rate(self, account: str, rate: float) -> float:
         """``account``'s part of ``rate`` (``Pacer.rate``): ``OTHERS_SHARE`` to the others ready
-        and still saving up for their next run while the panels have one ready too (else all of
-        it to the kind that has), shared in proportion to their last runs' seconds: each comes
+        and still saving up for their next run while the panels have one ready too
+        (``OTHERS_BEHIND`` while one of the panels' is overdue; else all of it to the kind that
+        has), shared in proportion to their last runs' seconds: each comes
         round once in the same time, as in a round of turns, and a costly one's debt delays only
         itself."""
         others = self._others_ready
-        share = (OTHERS_SHARE if self._panels_ready else 1.0) if others else 0.0
+        share = (0.0 if not others else 1.0 if not self._panels_ready
+                 else OTHERS_BEHIND if self._panels_behind else OTHERS_SHARE)
         if account == PANELS:
             return rate * (1 - share)
         return rate * share * others.get(account, 0.0) / (sum(others.values()) or 1.0)
@@ -292,6 +300,7 @@ class HeavyAnalyses:
         # wait for their turn, and what they would accrue meanwhile (lost at their cap) goes to
         # the panels
         self._panels_ready = sum(_account(n) == PANELS for n in ready)
+        self._panels_behind = any(self._due_in(n, now) <= 0 for n in ready)
         self._others_ready = {n: max(self._seconds(n), 1e-4) for n in ready
                               if _account(n) != PANELS
                               and pacer.held(_account(n)) < self._need(n, e)}
