@@ -569,13 +569,9 @@ def test_a_costly_run_saving_up_for_its_credit_holds_no_other_run(monkeypatch):
     monitor.detach()
 
 
-def test_while_a_panels_run_is_overdue_the_others_get_a_smaller_share(monkeypatch):
-    # A panel's refresh is the promise (SPEC 5); the others only add to a panel or sum up. On a
-    # small MLP in JupyterLab on a slow host a round of the panels at their smallest size cost
-    # more than three quarters of the rate paid for in the refresh target: the panels moved
-    # every 2.5 s on average, at most 4.4-8.7 s apart.
-    from nnmodes_widgets.live import heavy
-
+def _spectrum_and_clusters(monkeypatch):
+    """A paced monitor offering the spectrum (0.01 s a run) and the clusters (0.05 s), at a rate
+    of 0.04 and a contention of 1, whose runs never start: its scheduler and pacer."""
     model = mlp()
     monitor = nm.Monitor(model, torch.optim.SGD(model.parameters(), lr=0.1), budget=0.05,
                          run=False, analyses=("spectrum", "clusters"))
@@ -586,6 +582,17 @@ def test_while_a_panels_run_is_overdue_the_others_get_a_smaller_share(monkeypatc
     monkeypatch.setattr(jobs, "clusters_ready", lambda monitor: True)
     monkeypatch.setattr(s, "_start", lambda name, step, fresh=False: 0.0)   # nothing runs
     s._last = {"spectrum": (s._size("spectrum"), 0.01), "clusters": (s._size("clusters"), 0.05)}
+    return monitor, s, pacer
+
+
+def test_while_a_panels_run_is_overdue_the_others_get_a_smaller_share(monkeypatch):
+    # A panel's refresh is the promise (SPEC 5); the others only add to a panel or sum up. On a
+    # small MLP in JupyterLab on a slow host a round of the panels at their smallest size cost
+    # more than three quarters of the rate paid for in the refresh target: the panels moved
+    # every 2.5 s on average, at most 4.4-8.7 s apart.
+    from nnmodes_widgets.live import heavy
+
+    monitor, s, pacer = _spectrum_and_clusters(monkeypatch)
     pacer.spend(0.049, "clusters")                  # the clusters save up for their run
     pacer.spend(1.0, heavy.PANELS)                  # the panels' account is spent
 
@@ -617,16 +624,7 @@ def test_an_account_that_holds_its_next_runs_cost_leaves_its_share_to_the_panels
     # while the panels' account, at three quarters of the rate, was always spent.
     from nnmodes_widgets.live import heavy
 
-    model = mlp()
-    monitor = nm.Monitor(model, torch.optim.SGD(model.parameters(), lr=0.1), budget=0.05,
-                         run=False, analyses=("spectrum", "clusters"))
-    s, pacer = monitor._heavy, monitor.pacer
-    e = dict(pacer.estimate(), contention=1.0)
-    monkeypatch.setattr(pacer, "latest", lambda: (e, 0.0))
-    monkeypatch.setattr(pacer, "rate", lambda e=None: 0.04)
-    monkeypatch.setattr(jobs, "clusters_ready", lambda monitor: True)
-    monkeypatch.setattr(s, "_start", lambda name, step, fresh=False: 0.0)   # nothing runs
-    s._last = {"spectrum": (s._size("spectrum"), 0.01), "clusters": (s._size("clusters"), 0.05)}
+    monitor, s, pacer = _spectrum_and_clusters(monkeypatch)
     now = time.perf_counter()
     s._started = {"spectrum": now - 0.5, "clusters": now - 0.5}   # neither's turn yet
 
