@@ -271,6 +271,22 @@ def test_sharpness_quadratic(values, expected):
     assert model.w.grad is None
 
 
+def test_sharpness_at_non_finite_weights_says_so_without_a_warning():
+    """NaN weights give a NaN loss: NonFiniteValues, naming it, and no warning of PyTorch's
+    (a float() of the loss in the graph warned in the user's notebook)."""
+    import warnings
+
+    from nnmodes_widgets.analysis.errors import NonFiniteValues
+
+    model = Quadratic(4)
+    with torch.no_grad():
+        model.w[0] = math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NonFiniteValues, match="the loss at the model's weights is nan"):
+            sharpness(model, lambda w, y: 0.5 * w @ w, (torch.zeros(3, 1), None))
+
+
 # -- weight alignment --------------------------------------------------------------------------------
 
 def brute_alignment(rows: torch.Tensor) -> float:

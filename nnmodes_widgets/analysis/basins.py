@@ -479,7 +479,7 @@ def sharpness(model: nn.Module, loss_fn: Callable, batch, *, iters: int = 20,
     with evaluating(model), torch.inference_mode(False), torch.enable_grad():
         loss = _call_loss(model, loss_fn, inputs, y, leaves)
         if not torch.isfinite(loss).all():
-            raise NonFiniteValues(f"the loss at the model's weights is {float(loss)}")
+            raise NonFiniteValues(f"the loss at the model's weights is {float(loss.detach())}")
         if not loss.requires_grad:
             return 0.0
         tensors = list(leaves.values())
