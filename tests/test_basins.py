@@ -152,6 +152,47 @@ def test_sample_basins_numpy_input_and_single_logit():
 
 # -- weight basins -----------------------------------------------------------------------------------
 
+class _Attention(nn.Module):
+    """Two heads of causal attention through ``F.scaled_dot_product_attention`` (4-D, as GPTs
+    call it), which has no batching rule on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(8, 24), nn.Linear(8, 4)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (z.view(b, t, 2, 4).transpose(1, 2) for z in self.qkv(x).split(8, dim=-1))
+        heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(heads.transpose(1, 2).reshape(b, t, d)).mean(1)
+
+
+def test_weight_basins_of_attention_give_no_pytorch_warning(monkeypatch):
+    # Under vmap PyTorch ran the attention one by one and warned "There is a performance drop
+    # because we have not yet implemented the batching rule ..." in the user's notebook (the
+    # architectures notebook's GPT): the losses are taken in a loop instead, and the same
+    import warnings
+
+    from nnmodes_widgets.analysis import basins
+
+    torch.manual_seed(0)
+    model, x, y = _Attention(), torch.randn(6, 5, 8), torch.randint(0, 4, (6,))
+    with warnings.catch_warnings(record=True) as caught:   # (as errors, vmap would fail)
+        warnings.simplefilter("always")
+        got = weight_basins(model, F.cross_entropy, (x, y), directions=4, seed=1)
+    assert not [str(w.message) for w in caught], [str(w.message) for w in caught]
+    monkeypatch.setattr(basins._Losses, "__init__", _looping(basins._Losses.__init__))
+    assert weight_basins(model, F.cross_entropy, (x, y), directions=4, seed=1) == got
+    assert 0 < got["*"] < math.inf
+
+
+def _looping(init):
+    def looping(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.vmap = False
+    return looping
+
+
 def test_weight_basins_invariant_to_relu_rescaling_and_model_untouched():
     model, x, y = trained_mlp()
     scaled = copy.deepcopy(model)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -367,6 +368,9 @@ class _Directions:
         return torch.stack(out)
 
 
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented the batching rule"
+
+
 class _Losses:
     """The loss under perturbed weights, for a stack of k perturbations at once."""
 
@@ -390,7 +394,13 @@ class _Losses:
     def __call__(self, perturbed: dict, k: int) -> torch.Tensor:
         if self.vmap:
             try:
-                return torch.func.vmap(self.one)(perturbed).reshape(k)
+                # an op with no batching rule (an attention's SDPA on the CPU) runs one by one
+                # inside vmap, and PyTorch warned of it in the user's notebook: raised here
+                # instead, the loop below does the same without it (a run's first call only)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("error", message=_NO_BATCHING_RULE,
+                                            category=UserWarning)
+                    return torch.func.vmap(self.one)(perturbed).reshape(k)
             except Exception:   # a forward vmap cannot batch (.item(), data-dependent flow, ...)
                 self.vmap = False
         return torch.stack([self.one({n: t[j] for n, t in perturbed.items()}) for j in range(k)])
