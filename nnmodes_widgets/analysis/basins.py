@@ -396,7 +396,8 @@ class _Losses:
             try:
                 # an op with no batching rule (an attention's SDPA on the CPU) runs one by one
                 # inside vmap, and PyTorch warned of it in the user's notebook: raised here
-                # instead, the loop below does the same without it (a run's first call only)
+                # instead, the loop below does the same without it (each batched call while
+                # vmap works; after one falls back, the rest of the run loops)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("error", message=_NO_BATCHING_RULE,
                                             category=UserWarning)
