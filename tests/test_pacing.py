@@ -2,6 +2,7 @@
 training steps and background work: exact answers, no timing."""
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -26,22 +27,37 @@ def test_overlap_with_the_union_of_busy_stretches_matches_brute_force():
     rng = np.random.default_rng(0)
     lo = rng.uniform(0, 10, 30)
     busy = np.stack([lo, lo + rng.uniform(0, 1.5, 30), rng.integers(0, 2, 30)], axis=1)
-    start = np.sort(rng.uniform(-1, 11, 40))
-    end = start + rng.uniform(0, 1, 40)
+    # steps as training makes them: in order, each ending where the next begins, but for a
+    # few gaps (breaks left out); from before the first stretch to after the last
+    bounds = np.sort(rng.uniform(-1, 12, 41))
+    start, end = bounds[:-1], bounds[1:]
+    kept = rng.random(40) > 0.15
+    start, end = start[kept], end[kept]
     np.testing.assert_allclose(_overlap(busy, start, end), brute_overlap(busy, start, end), atol=2e-4)
     assert (_overlap(busy[:0], start, end) == 0).all()
+    # one stretch over every step, and one inside a single step
+    whole = np.array([[-5.0, 20.0, 1]])
+    np.testing.assert_allclose(_overlap(whole, start, end), end - start)
+    inside = np.array([[start[3] + 0.25 * (end[3] - start[3]), start[3] + 0.5 * (end[3] - start[3]), 0]])
+    np.testing.assert_allclose(_overlap(inside, start, end),
+                               np.where(np.arange(len(start)) == 3, 0.25 * (end[3] - start[3]), 0))
+    # a clock that did not tick: an empty stretch at an empty step's instant covers nothing
+    instant = np.array([[start[3], start[3], 1]])
+    np.testing.assert_array_equal(_overlap(instant, np.r_[start[3], start[3]], np.r_[start[3], end[3]]),
+                                  [0, 0])
 
 
 def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, base=None,
-              widgets=(), widget_contention=None):
+              widgets=(), widget_contention=None, job_cpu=1.0):
     """Feed ``pacer`` a loop of ``steps`` steps of ``bare`` seconds, slowed by ``contention``
     while background jobs (``jobs``: (start offset, length) pairs) run, and by
     ``widget_contention`` while widget updates (``widgets``, likewise) do, plus ``rwc`` seconds
-    on every ``every``-th step; returns the wall time."""
+    on every ``every``-th step; the jobs take ``job_cpu`` of their time on the CPU; returns the
+    wall time."""
     t = base = time.perf_counter() - 30 if base is None else base
     slowed = {(base + a, base + a + n): contention for a, n in jobs}
     for lo, hi in slowed:
-        pacer.record(lo, hi, "worker")
+        pacer.record(lo, hi, "worker", cpu=job_cpu * (hi - lo))
     for a, n in widgets:
         slowed[(base + a, base + a + n)] = widget_contention
         pacer.record(base + a, base + a + n, "widgets")
@@ -87,6 +103,39 @@ def test_the_slowdown_and_the_contention_are_measured_from_the_steps(monkeypatch
     # prior of 2, which counts as 5 bare steps (5 ms) of background time
     assert 0.6 < e["contention"] < 0.6 + 1.4 * 0.005 / 0.15   # sampled steps are left out
     assert e["worker_share"] == pytest.approx(9 * 0.02 / wall, rel=1e-6)
+
+
+def test_the_worker_is_counted_by_its_cpu_time_not_its_wall_time(monkeypatch):
+    # the same jobs as above, slowing training as much, but spending half their time waiting
+    # (for the GIL, for a core): the training lost 0.6 s per second of a job, so 1.2 s per
+    # second of its CPU time; a run that waited 30 ms for 3 ms of work was charged for 30 and
+    # held the panels for 2.5 s
+    monkeypatch.setattr(pacing, "WINDOW_SECONDS", 1e9)
+    pacer = Pacer(0.05, prior_contention=2)
+    jobs = [(0.05 + 0.5 * j, 0.02) for j in range(9)]
+    wall = synthetic(pacer, bare=1e-3, contention=1.5, jobs=jobs, steps=4000, base=1.0,
+                     job_cpu=0.5)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    assert e["worker_share"] == pytest.approx(9 * 0.01 / wall, rel=1e-6)
+    assert 1.2 < e["contention"] < 1.2 + 0.8 * 0.005 / 0.075
+    # so what a job costs is the same, priced by its CPU seconds
+    assert pacer.cost(0.01) == pytest.approx(e["contention"] * 0.01)
+
+
+def test_a_stretch_of_work_keeps_its_threads_cpu_time():
+    pacer = Pacer(0.05, prior_contention=1)
+    token = pacer.begin("worker")
+    threading.Event().wait(0.05)            # the work waited: 50 ms, next to no CPU time
+    pacer.end(token)
+    token = pacer.begin("worker")
+    spun = time.perf_counter() + 0.05
+    while time.perf_counter() < spun:       # the work ran: 50 ms of CPU
+        pass
+    pacer.end(token)
+    (start, end, _, waited), (start2, end2, _, ran) = pacer._busy[:2]
+    assert end - start >= 0.05 and waited < 0.01
+    assert end2 - start2 >= 0.05 and ran > 0.5 * (end2 - start2)
 
 
 def test_the_widgets_contention_is_measured_apart_from_the_workers():
@@ -222,7 +271,7 @@ def test_work_under_way_counts_up_to_now():
     e = pacer.estimate()
     assert 0 < e["worker_share"] < 0.2   # the steps since it began overlap the running job
     pacer.end(token)
-    assert not pacer._running and len(pacer._busy) == 1
+    assert not pacer._running and pacer._busy_count == 1
 
 
 def test_every_within_budget_brings_sampling_to_half_the_budget():

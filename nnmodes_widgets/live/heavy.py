@@ -8,7 +8,8 @@ analysis that has waited longest, in rounds of those the panels refresh from, th
 (clusters, basins, phases, findings) every ten rounds. Nothing is exempt from the budget (SPEC
 5, wave 3): a run starts only when its account's credit (``pacing.Pacer.credit``, accruing at
 its part of the rate the measured slowdown leaves) covers its estimated cost, and what it really
-cost is taken off when it ends: c x its worker seconds plus the refresh of the copy, which runs
+cost is taken off when it ends: c x its worker seconds (on the worker's clock: its CPU time, or
+on CUDA its wall time) plus the refresh of the copy, which runs
 on the training thread. The panels' analyses share one account, each of the others (which only add
 to a panel or sum up) has its own, so that a costly run saving up holds no other run. A panel's
 run overdue for its refresh target may borrow from its account's next accrual, one target's
@@ -151,11 +152,19 @@ class HeavyAnalyses:
         self.monitor = monitor
         self.names = list(names)
         self.optional = {name for name in optional if entry(name).costly}
+        device = next((p.device for p in monitor.model.parameters() if p.is_cuda), None)
+        self._stream = None if device is None else torch.cuda.Stream(device)
+        # What a run costs is timed by the worker thread's CPU clock: waiting for the GIL or a
+        # core costs training nothing (on a small MLP in JupyterLab a run waited 30 ms for 3 ms
+        # of work, and its wall time held the panels 5-7 s); on CUDA by the wall clock, as the
+        # device's work is what competes with training there, and no CPU clock sees it.
+        self.clock = time.thread_time if self._stream is None else time.perf_counter
         # One intra-op thread for the worker (a per-thread setting): a second thread team
         # spinning beside the training loop's made both several times slower on few cores.
         self.worker = Worker(on_error=lambda name, exc: monitor.report(name, exc),
                              on_start=lambda: torch.set_num_threads(1),
-                             begin=lambda: monitor.pacer.begin("worker"), end=monitor.pacer.end)
+                             begin=lambda: monitor.pacer.begin("worker", self.clock),
+                             end=monitor.pacer.end)
         self.target = refresh_target(sum(p.numel() for p in monitor.model.parameters()))
         self.deferred = 0          # looks at which a run was due but the credit did not cover it
         self._runs: dict[str, int] = {}
@@ -166,7 +175,7 @@ class HeavyAnalyses:
         self._analysed: dict[str, int] = {}   # name -> the step of its newest run
         self._sample_step: int | None = None  # unpaced: the newest RWC sample's step
         self._sizes: dict[str, float] = {}    # name -> its live size (paced)
-        self._last: dict[str, tuple[float, float]] = {}   # name -> (size, worker s) of its last run
+        self._last: dict[str, tuple[float, float]] = {}   # name -> (size, its s on the clock)
         self._copy_seconds = 0.0   # the copy's last refresh, on the training thread
         self._panels_ready = 0       # the panels' analyses ready at the last look
         self._panels_behind = False  # ... one of them overdue then (``_due_in``)
@@ -177,8 +186,6 @@ class HeavyAnalyses:
         self._copy: nn.Module | None = None
         self._pairs: tuple[list, list] | None = None   # (copy's tensors, model's tensors)
         self._copied: tuple[float, int, object] | None = None   # when, the step, CUDA event
-        device = next((p.device for p in monitor.model.parameters() if p.is_cuda), None)
-        self._stream = None if device is None else torch.cuda.Stream(device)
         self._released = None      # CUDA: the event after the last run on the worker's stream
         self._import_ahead()
 
@@ -241,7 +248,8 @@ class HeavyAnalyses:
         return pacer.cost(seconds, copy_seconds, e) / rate
 
     def _trial_limit(self, name: str) -> float | None:
-        """The worker seconds a costly analysis's first run may take (the longest that fits
+        """The worker seconds a costly analysis's first run may take, as wall time (at least its
+        seconds on the worker's clock; the longest that fits
         ``OPTIONAL_MAX_PERIOD``, copy's refresh excluded); None for any other run."""
         if not self.paced or name not in self.optional or self._runs.get(name):
             return None
@@ -350,10 +358,10 @@ class HeavyAnalyses:
 
     def _renew_pace(self) -> None:
         """On the worker: a fresh estimate of the pace, its time paid from the credit."""
-        begun = time.perf_counter()
+        begun = self.clock()
         pacer = self.monitor.pacer
         e = pacer.estimate()
-        pacer.spend(pacer.cost(time.perf_counter() - begun, e=e), PANELS)
+        pacer.spend(pacer.cost(self.clock() - begun, e=e), PANELS)
 
     def _start(self, name: str, step: int, fresh: bool = False) -> float:
         """Hand ``name``'s run at ``step`` to the worker, on the model's copy: refreshed now
@@ -407,6 +415,7 @@ class HeavyAnalyses:
         """``name``'s run of ``job`` on the worker; a trial (``limit``: ``_trial_limit``) is
         stopped after that many seconds."""
         start = self._started[name] = time.perf_counter()
+        begun = self.clock()
         settled, cut = True, False
         try:
             with self.worker.cuttable(limit), self._on_stream(copied):   # abandoned: stopped
@@ -418,7 +427,7 @@ class HeavyAnalyses:
             for analysis, values in results.items():
                 self.monitor.history.record(analysis, step, when, values)
             self._faults.pop(name, None)
-            settled = self._resize(name, job.size, time.perf_counter() - start)
+            settled = self._resize(name, job.size, self.clock() - begun)
             for layer, message in notes.items() if settled else ():
                 if (name, layer, message) not in self._noted:
                     self._noted.add((name, layer, message))
@@ -438,17 +447,19 @@ class HeavyAnalyses:
             if not cut:
                 raise
         finally:
-            seconds = time.perf_counter() - start
+            seconds, spent = time.perf_counter() - start, self.clock() - begun
             self._runs[name] = self._runs.get(name, 0) + 1
-            self._last[name] = (job.size, seconds)
+            self._last[name] = (job.size, spent)
             pacer = self.monitor.pacer
             # the last estimate, renewed by its own job when stale (``_renew_pace``): renewed at
             # the end of a run whenever half a second old, its 1-3 ms took a quarter of the
             # worker's time on a small MLP in JupyterLab, and the panels moved every 1.7 s, at
             # most 3.4 s apart (1.1-1.4 s, at most 1.7 s, without)
             e, _ = pacer.latest()
-            pacer.spend(pacer.cost(seconds, e=e), _account(name))
-            period = self._period(seconds, self._copy_seconds if job.model is not None else 0.0)
+            pacer.spend(pacer.cost(spent, e=e), _account(name))
+            # (a trial stopped at its limit, wall time, is priced by that: it did not end)
+            period = self._period(seconds if cut else spent,
+                                  self._copy_seconds if job.model is not None else 0.0)
             # (a run above the smallest size is made smaller first: ``_resize``)
             smallest = job.size <= MIN_SIZE or not entry(name).sized
             if (self.paced and name in self.optional and (cut or smallest)

@@ -516,7 +516,8 @@ class Monitor:
         - 1, NaN until enough steps are seen; what ``budget`` bounds; from an estimate at most
         ``heavy.STALE`` seconds old); ``overhead`` (the same
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
-        (inside the training steps), ``worker_share`` (background analyses), ``widget_share``
+        (inside the training steps), ``worker_share`` (background analyses: their CPU time on
+        the CPU, their wall time on CUDA), ``widget_share``
         (widget updates); ``contention`` and ``widget_contention`` (how much a second of the
         worker's analyses, of the widgets' updates, slows training);
         ``every``, ``every_chosen`` (True: chosen by the monitor, None: still being chosen,

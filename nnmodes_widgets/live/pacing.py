@@ -11,7 +11,8 @@ measured from the training steps themselves:
 - *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
   step time b; the slowdown is mean(step) / b - 1 over the recent window;
 - the contention c, the training seconds lost per second of background work: the extra time
-  (d - b) of the steps background work overlapped over the background time inside them, one
+  (d - b) of the steps background work overlapped over the background time inside them (for
+  the worker, the CPU time its thread spent there, as its clock times it: ``begin``), one
   for the worker's analyses and one for the widgets' updates (whose frames the browser then
   draws on the same cores: a widget second cost a small ResNet's training 3-6 s in JupyterLab,
   a worker second 0.8-1.9). On two cores it was measured above 1, which is why the prior is
@@ -19,8 +20,9 @@ measured from the training steps themselves:
 
 The worker's runs may then cost training what the rest of the measured slowdown leaves of the
 budget (``Pacer.rate``: training seconds per second of wall time; nothing when the rest takes
-it all). A run costs training c x its worker seconds, plus the seconds it takes on the training
-thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``). The worker spends
+it all). A run costs training c x its seconds on the worker's clock, plus the seconds it takes
+on the training thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``).
+The worker spends
 credits that accrue at parts of that rate from the monitor's start (``credit``, ``spend``; one
 account per kind of run, whose rates add up to it): no minute of training, the first included,
 pays for more than the budget allows, give or take one run.
@@ -69,9 +71,14 @@ class Pacer:
         # part of that time spent for the worker's runs; a NumPy array so that an estimate
         # reads it without converting 32k tuples
         self._steps = np.zeros((WINDOW_STEPS, 5))
-        self._busy: collections.deque = collections.deque(maxlen=BUSY_KEPT)
+        # ring buffer of the stretches of background work: start, end, kind, CPU seconds; an estimate
+        # reads the few that reach into its window (building an array of all of them from
+        # tuples took a third of an estimate, which the worker renews every 2 s)
+        self._busy = np.zeros((BUSY_KEPT, 4))
+        self._busy_count = 0
         self._tokens = itertools.count()
-        self._running: dict[int, tuple[float, int]] = {}   # stretches under way: id -> start, kind
+        # stretches under way: id -> start, its clock then, the clock, kind
+        self._running: dict[int, tuple] = {}
         self._last_start: float | None = None
         self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior,
                                     widget_contention=self.prior)
@@ -116,26 +123,34 @@ class Pacer:
             total = self._steps[rows, 1].sum()
         return n / total if n >= 2 and total > 0 else math.nan
 
-    def begin(self, kind: str) -> int:
+    def begin(self, kind: str, clock=None) -> int:
         """Background work (``kind``: "worker", the analyses' runs; "widgets", the widgets'
-        updates; "run", the run file's commits) starts now; returns its token for
-        ``end``. Counted up to now while it runs: a 10 s analysis must not make its steps look
-        quiet until it ends."""
+        updates; "run", the run file's commits) starts now, on this thread, which calls
+        ``end`` with the token returned; its cost is timed by ``clock`` (default: the thread's
+        CPU time: time spent waiting, for the GIL or for a core, costs training nothing).
+        Counted up to now while it runs: a 10 s analysis must not make its steps look quiet
+        until it ends."""
+        clock = clock or time.thread_time
         with self._lock:
             token = next(self._tokens)
-            self._running[token] = (time.perf_counter(), _KINDS[kind])
+            self._running[token] = (time.perf_counter(), clock(), clock, _KINDS[kind])
         return token
 
     def end(self, token: int) -> None:
         end = time.perf_counter()
         with self._lock:
-            start, code = self._running.pop(token)
-            self._busy.append((start, end, code))
+            start, begun, clock, code = self._running.pop(token)
+            self._keep(start, end, code, clock() - begun)
 
-    def record(self, start: float, end: float, kind: str) -> None:
-        """Background work of ``kind`` ran from ``start`` to ``end`` (perf_counter seconds)."""
+    def record(self, start: float, end: float, kind: str, cpu: float | None = None) -> None:
+        """Background work of ``kind`` ran from ``start`` to ``end`` (perf_counter seconds),
+        taking ``cpu`` seconds of its thread's CPU time (default: all of it)."""
         with self._lock:
-            self._busy.append((start, end, _KINDS[kind]))
+            self._keep(start, end, _KINDS[kind], end - start if cpu is None else cpu)
+
+    def _keep(self, start: float, end: float, code: int, cpu: float) -> None:
+        self._busy[self._busy_count % BUSY_KEPT] = start, end, code, cpu
+        self._busy_count += 1
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -159,10 +174,14 @@ class Pacer:
             if now - self._estimated_at < REFRESH and new_steps <= max(4, self._counted // 8):
                 return self._estimate
             self._estimated_count = self._counted
-            steps = self._steps[:min(self._counted, WINDOW_STEPS)].copy()
-            busy = np.array([*self._busy, *((start, now, code) for start, code
-                                            in self._running.values())],
-                            dtype=np.float64).reshape(-1, 3)
+            n = min(self._counted, WINDOW_STEPS)
+            steps = self._steps[(self._counted - n + np.arange(n)) % WINDOW_STEPS]  # in order
+            kept = self._busy[:min(self._busy_count, BUSY_KEPT)]
+            oldest = steps[:, 0].min(initial=now)
+            # (work under way: all of its time so far, its thread's CPU time unknown here)
+            busy = np.concatenate([kept[kept[:, 1] > oldest],
+                                   np.array([(start, now, code, now - start) for start, _, _, code
+                                             in self._running.values()]).reshape(-1, 4)])
         estimate = _estimate(steps, busy, now, self.prior)
         with self._lock:
             self._estimate, self._estimated_at = estimate, now
@@ -263,14 +282,16 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     end = start + duration
     wall = duration.sum()
     any_busy = _overlap(busy, start, end)
-    worker = _overlap(busy[busy[:, 2] == _KINDS["worker"]], start, end)
+    runs = busy[busy[:, 2] == _KINDS["worker"]]
+    worker = _overlap(runs, start, end)
+    worker_cpu = _cpu(runs, start, end)
     # the widgets' share: their updates that no run of the worker overlapped
     shown = busy[:, 2] != _KINDS["run"]
     either = any_busy if shown.all() else _overlap(busy[shown], start, end)
     share = any_busy / duration
     out.update(steps=len(start), own_share=float(overhead.sum() / wall),
                job_share=float(for_jobs.sum() / wall),
-               worker_share=float(worker.sum() / wall),
+               worker_share=float(worker_cpu.sum() / wall),
                widget_share=float((either - worker).clip(min=0).sum() / wall))
     quiet = (share < QUIET) & (sampled == 0)
     if quiet.sum() < MIN_QUIET:
@@ -278,12 +299,13 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     bare = float(duration[quiet].mean())
     widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)   # not either - worker
     out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
-               contention=_contention(duration, bare, worker, widgets, sampled, prior),
+               contention=_contention(duration, bare, worker, widgets, sampled, prior,
+                                      counted=worker_cpu),
                widget_contention=_contention(duration, bare, widgets, worker, sampled, prior))
     return out
 
 
-def _contention(duration, bare, mine, others, sampled, prior) -> float:
+def _contention(duration, bare, mine, others, sampled, prior, counted=None) -> float:
     """Training seconds lost per second of one kind of background work (``mine``, its seconds
     inside each step), from the steps it overlapped and the other kind did not: the extra time of
     those steps over the background time inside them, pulled towards ``prior`` (as if
@@ -294,11 +316,13 @@ def _contention(duration, bare, mine, others, sampled, prior) -> float:
     steps = (sampled == 0) & (mine >= QUIET * duration) & (others < QUIET * duration)
     lost = (duration[steps] - bare).sum()
     weight = PRIOR_WEIGHT * bare
-    return float(max(0.0, (lost + prior * weight) / (mine[steps].sum() + weight)))
+    counted = mine if counted is None else counted
+    return float(max(0.0, (lost + prior * weight) / (counted[steps].sum() + weight)))
 
 
 def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Seconds of each [start, end) covered by the union of the busy stretches."""
+    """Seconds of each step [start, end) covered by the union of the busy stretches; the steps
+    in time order, none overlapping the next (as training makes them)."""
     if not len(busy):
         return np.zeros(len(start))
     order = np.argsort(busy[:, 0])
@@ -310,12 +334,27 @@ def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
     run_lo = lo[new]
     run_hi = np.zeros(run[-1] + 1)
     np.maximum.at(run_hi, run, hi)
-    covered = np.concatenate(([0.0], np.cumsum(run_hi - run_lo)))   # busy time before each run
+    return _spread(run_lo, run_hi, np.ones(len(run_lo)), start, end)
 
-    def busy_until(t):
-        i = np.searchsorted(run_lo, t, side="right")      # runs starting at or before t
-        inside = np.clip(t - run_lo[np.maximum(i - 1, 0)], 0,
-                         (run_hi - run_lo)[np.maximum(i - 1, 0)])
-        return covered[np.maximum(i - 1, 0)] + np.where(i > 0, inside, 0.0)
 
-    return busy_until(end) - busy_until(start)
+def _cpu(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """CPU seconds of the busy stretches inside each step (each stretch's CPU time spread evenly
+    over its wall time; stretches side by side add up)."""
+    lo, hi, cpu = busy[:, 0], busy[:, 1], busy[:, 3]
+    density = np.divide(cpu, hi - lo, out=np.zeros(len(lo)), where=hi > lo).clip(0, 1)
+    return _spread(lo, hi, density, start, end)
+
+
+def _spread(lo, hi, weight, start, end) -> np.ndarray:
+    """Sum over the stretches [lo, hi) of their overlap with each step times their ``weight``;
+    the steps in time order, none overlapping the next."""
+    # each stretch's steps (each overlaps it), from the first that ends after it begins to the
+    # last that begins before it ends: a few hundred pairs, where every step against every
+    # stretch took a third of an estimate
+    first = np.searchsorted(end, lo, side="right")
+    # (-1 where an empty stretch meets an empty step: a clock that did not tick between them)
+    count = np.maximum(np.searchsorted(start, hi, side="left") - first, 0)
+    of = np.repeat(np.arange(len(lo)), count)
+    step = np.arange(count.sum()) + np.repeat(first - (np.cumsum(count) - count), count)
+    seconds = np.minimum(end[step], hi[of]) - np.maximum(start[step], lo[of])
+    return np.bincount(step, weights=seconds * weight[of], minlength=len(start))
