@@ -83,14 +83,12 @@ def test_dashboard_panels_selection_reload_and_export(page, lab_server, console_
     for name, between in gaps.items():
         print(f"{name}: a frame every {between.mean():.2f} s (at most {between.max():.2f} s)")
     print(dashboard.locator(".nnmodes-status").inner_text())    # the slowdown, every
-    # Measured (issue 21, open): every 0.7-1.3 s on average and at most 1.5-1.9 s in 8 runs on
-    # two cores with Chromium drawing the frames on the same cores; but every 1.5-1.6 s, at most
-    # 2.8-4.5 s, in a fresh-clone CI run, and every 1.7 s, at most 3.7 s, in a local run whose
-    # other background work (sampling, frames) took 3.3% of the 4.5% the pace aims at. The mean
-    # keeps to the target; the longest gap, within twice it
+    # Each panel's longest gap within the target. Measured (issue 21): at most 1.6-1.7 s, every
+    # 1.2-1.3 s on average, in 2 runs on two cores with Chromium drawing on the same cores (at
+    # most 2.9-3.1 s while the worker's runs were priced by their wall time, which waiting for
+    # the GIL or a core stretched up to tenfold)
     longest = {name: round(float(between.max()), 2) for name, between in gaps.items()}
-    assert all(between.mean() <= REFRESH_TARGET for between in gaps.values()), longest
-    assert max(longest.values()) <= 2 * REFRESH_TARGET, longest
+    assert max(longest.values()) <= REFRESH_TARGET, longest
 
     # A layer chosen in one panel is selected in the others (jslink, in the browser).
     linked = {n: panels[n] for n in ("trend", "spectra", "neurons", "basins", "radiographs")}
