@@ -262,6 +262,25 @@ def test_latest_is_the_newest_record_of_a_layer_without_the_rest():
         h.latest("radiograph", "c")
 
 
+def test_recent_is_the_newest_records_of_a_layer_oldest_first():
+    h = History()
+    for step in (5, 9, 12, 20):
+        values = {"a": np.full((1, 2), float(step))}
+        if step != 12:                            # "b" skips step 12: its rows have a gap
+            values["b"] = np.full((2, 1, 1), float(step))
+        h.record("radiograph", step, 0.0, values)
+    steps, values = h.recent("radiograph", "a", 2)
+    assert steps.tolist() == [12, 20] and values[:, 0, 0].tolist() == [12.0, 20.0]
+    steps, values = h.recent("radiograph", "b", 2)
+    assert steps.tolist() == [9, 20] and values[:, 0, 0, 0].tolist() == [9.0, 20.0]
+    assert h.recent("radiograph", "a", 10)[0].tolist() == [5, 9, 12, 20]   # all there are
+    assert h.recent("radiograph", "a", 0)[1].shape == (0, 1, 2)
+    values[:] = 0                                  # a copy: the history keeps its own
+    assert h.recent("radiograph", "b", 1)[1][0, 0, 0, 0] == 20.0
+    with pytest.raises(KeyError, match="'c'"):
+        h.recent("radiograph", "c", 1)
+
+
 def test_count_is_the_number_of_events():
     h = History()
     assert h.count("rwc") == 0

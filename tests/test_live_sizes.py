@@ -130,6 +130,41 @@ def test_characteristic_maps_and_basins_take_fewer_samples_and_directions_at_a_s
         f"{dynamics_jobs.WEIGHT_DIRECTIONS // 4} per layer in weight space ({REDUCED})")
 
 
+def test_characteristic_maps_below_one_sample_a_class_take_the_classes_in_turns():
+    # a 10M-parameter CNN's run took 1.7 s at one sample of each of its 10 classes: below that,
+    # the classes in turns, the others NaN in the record (the panel shows each class's newest)
+    from nnmodes_widgets.analysis import characteristic_maps
+
+    model = mlp(8, 16, 5)
+    x, y = torch.randn(60, 8), torch.arange(60) % 5
+    y[y == 3] = 4                                     # no probe sample of class 3
+    whole = characteristic_maps(model, x[:4], "2", y=y[:4], num_classes=5,   # the first of each
+                                units=jobs.RADIOGRAPH_UNITS).flatten(2).numpy()
+    # the first run takes every class (the panel has each one's map from the start)
+    first = jobs.characteristic_maps(job(model, (x, y), size=1 / 16))
+    np.testing.assert_allclose(first["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
+    taken = []
+    for _ in range(3):      # size 1/16: a quarter of a sample of each class, 1 class of 4 a run
+        out = jobs.characteristic_maps(job(model, (x, y), size=1 / 16))
+        maps = out["characteristic_maps"]["2"]
+        finite = [c for c in range(5) if np.isfinite(maps[c]).any()]
+        assert len(finite) == 1
+        np.testing.assert_allclose(maps[finite], whole[finite], rtol=1e-5, atol=1e-7)
+        taken += finite
+        assert out[jobs.NOTES][""] == (
+            "live: class averages over at most 1 probe sample of each class, 1 of the 4 classes "
+            f"in the probe a run, in turns ({REDUCED})")
+    assert taken == [0, 1, 2]
+    again = jobs.characteristic_maps(job(model, (x, y), size=1 / 8))   # 2 a run: 4, then 0
+    maps = again["characteristic_maps"]["2"]
+    assert [c for c in range(5) if np.isfinite(maps[c]).any()] == [0, 4]
+    # the final round takes every class in the probe
+    final = jobs.characteristic_maps(
+        jobs.Job(model=model, probe=(x, y), history=None, step=1, report=lambda *a: None,
+                 size=1 / 16, final=True))
+    np.testing.assert_allclose(final["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
+
+
 # -- the scheduler's sizes ---------------------------------------------------------------------------
 
 

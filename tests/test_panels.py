@@ -109,6 +109,40 @@ def test_characteristic_maps_panel_shows_one_band_per_class_as_tiles():
         monitor.detach()
 
 
+def test_characteristic_maps_panel_shows_each_classs_newest_map_when_runs_take_turns():
+    # live, a large model's runs take the classes in turns: each record has the classes of its
+    # run, NaN for the others, and the panel shows each class's newest
+    x, y = torch.randn(30, 4, 4), torch.arange(30) % 3
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("characteristic_maps",))
+    panel = LiveCharacteristicMaps(monitor)
+    try:
+        def maps(**classes):
+            out = np.full((3, 3, 16), np.nan)
+            for c, value in classes.items():
+                out[int(c[1:])] = value
+            return out
+        monitor.history.record("characteristic_maps", 2, 0.0, {"5": maps(c0=1, c1=1, c2=1)})
+        monitor.history.record("characteristic_maps", 4, 0.0, {"5": maps(c0=2)})
+        monitor.history.record("characteristic_maps", 6, 0.0, {"5": maps(c1=3)})
+        panel.push_now()
+        shown_step, bands, _ = panel._latest
+        assert shown_step == 6
+        assert {band: float(np.unique(m)[0]) for band, m in bands.items()} == {
+            "class 0": 2.0, "class 1": 3.0, "class 2": 1.0}
+        # the panel looks back C records at most (turns of at least one class cover every class
+        # in C runs, the first run takes them all): a class none of them has is empty
+        monitor.history.record("characteristic_maps", 8, 0.0, {"5": maps(c0=4)})
+        monitor.history.record("characteristic_maps", 10, 0.0, {"5": maps(c1=5)})
+        monitor.history.record("characteristic_maps", 12, 0.0, {"5": maps(c0=6)})
+        panel.push_now()
+        shown_step, bands, _ = panel._latest
+        assert shown_step == 12 and np.isnan(bands["class 2"]).all()
+        assert float(np.unique(bands["class 1"])[0]) == 5.0
+    finally:
+        panel.close()
+        monitor.detach()
+
+
 def test_dashboard_links_one_layer_selection_across_panels():
     model, optimizer, monitor = _trained()
     dashboard = Dashboard(monitor)

@@ -29,7 +29,8 @@ __all__ = ["History", "ANALYSES"]
 
 # Every name a value is recorded under: the records of the analyses (``runs.analyses``).
 # "neuron_classes": per-class active fractions [C, n] of each neuron-modes layer;
-# "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer;
+# "characteristic_maps": class-averaged maps [C, n_out, n_in] of the output layer (NaN for a class
+# no probe sample has, and live, for one a run left to the next in turn);
 # "power_law": the piecewise power law fitted to each spectrum, its value at every rank;
 # "rwc_clusters": each layer's cluster label, from its RWC trend;
 # "weight_alignment", "weight_basins": per weight layer ("*": all of them), "sample_basins": the
@@ -471,6 +472,19 @@ class History:
             if known is None:
                 raise KeyError(f"no {analysis!r} values recorded for layer {layer!r}")
             return int(table.steps.view()[known.last_row()]), known.values.view()[-1].copy()
+
+    def recent(self, analysis: str, layer: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of the newest ``count`` records of one layer (fewer when fewer
+        were made), oldest first, without copying the rest."""
+        _check_analysis(analysis)
+        with self._lock:
+            table = self._tables.get(analysis)
+            known = table.layers.get(layer) if table is not None else None
+            if known is None:
+                raise KeyError(f"no {analysis!r} values recorded for layer {layer!r}")
+            first = max(known.size - max(count, 0), 0)
+            return (table.steps.view()[known.index()][first:].copy(),
+                    known.values.view()[first:].copy())
 
     def times(self, analysis: str, layer: str) -> np.ndarray:
         """Wall-clock times (``time.time()`` seconds) of the values ``get`` returns."""

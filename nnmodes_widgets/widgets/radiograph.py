@@ -322,7 +322,22 @@ class LiveCharacteristicMaps(_LiveMaps):
             if not self.title.startswith("Position map"):
                 self.title = "Position map: what each input position adds to the next token"
             return step, {"predicted next token (rows: positions, columns: input positions)": maps[0]}
-        return step, {f"class {c}": m for c, m in enumerate(maps)}
+        return step, {f"class {c}": m for c, m in enumerate(_newest_of_each_class(
+            history, layers[-1], maps))}
+
+
+def _newest_of_each_class(history, layer: str, maps: np.ndarray) -> np.ndarray:
+    """The newest record's class maps ``maps`` [C, ...], a class it left out (live, the classes
+    in turns: NaN) taken from the newest of the last C records that has it."""
+    missing = ~np.isfinite(maps).reshape(len(maps), -1).any(axis=1)
+    if not missing.any():
+        return maps
+    _, records = history.recent("characteristic_maps", layer, len(maps))
+    for older in records[-2::-1]:
+        found = missing & np.isfinite(older).reshape(len(older), -1).any(axis=1)
+        maps[found] = older[found]
+        missing &= ~found
+    return maps
 
 
 def _image_bands(facts: ProbeFacts | None, bands: dict) -> tuple[dict, tuple[int, int] | None]:
