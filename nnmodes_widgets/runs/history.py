@@ -465,13 +465,8 @@ class History:
 
     def latest(self, analysis: str, layer: str) -> tuple[int, np.ndarray]:
         """``(step, value)`` of the newest record of one layer, without copying the rest."""
-        _check_analysis(analysis)
-        with self._lock:
-            table = self._tables.get(analysis)
-            known = table.layers.get(layer) if table is not None else None
-            if known is None:
-                raise KeyError(f"no {analysis!r} values recorded for layer {layer!r}")
-            return int(table.steps.view()[known.last_row()]), known.values.view()[-1].copy()
+        steps, values = self.recent(analysis, layer, 1)
+        return int(steps[0]), values[0]
 
     def recent(self, analysis: str, layer: str, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of the newest ``count`` records of one layer (fewer when fewer
