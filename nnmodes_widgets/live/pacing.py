@@ -21,11 +21,10 @@ measured from the training steps themselves:
 The worker's runs may then cost training what the rest of the measured slowdown leaves of the
 budget (``Pacer.rate``: training seconds per second of wall time; nothing when the rest takes
 it all). A run costs training c x its seconds on the worker's clock, plus the seconds it takes
-on the training thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``).
-The worker spends
-credits that accrue at parts of that rate from the monitor's start (``credit``, ``spend``; one
-account per kind of run, whose rates add up to it): no minute of training, the first included,
-pays for more than the budget allows, give or take one run.
+on the training thread itself (the refresh of the model's copy: ``step(..., for_jobs=)``). The
+worker spends credits that accrue at parts of that rate from the monitor's start (``credit``,
+``spend``; one account per kind of run, whose rates add up to it): no minute of training, the
+first included, pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
 not a training step: left out.
@@ -71,9 +70,9 @@ class Pacer:
         # part of that time spent for the worker's runs; a NumPy array so that an estimate
         # reads it without converting 32k tuples
         self._steps = np.zeros((WINDOW_STEPS, 5))
-        # ring buffer of the stretches of background work: start, end, kind, CPU seconds; an estimate
-        # reads the few that reach into its window (building an array of all of them from
-        # tuples took a third of an estimate, which the worker renews every 2 s)
+        # ring buffer of the stretches of background work: start, end, kind, seconds on their
+        # clock; an estimate reads the few that reach into its window (an array of all of them
+        # built from tuples took a third of an estimate, which the worker renews every 2 s)
         self._busy = np.zeros((BUSY_KEPT, 4))
         self._busy_count = 0
         self._tokens = itertools.count()

@@ -478,8 +478,9 @@ class History:
             if known is None:
                 raise KeyError(f"no {analysis!r} values recorded for layer {layer!r}")
             first = max(known.size - max(count, 0), 0)
-            return (table.steps.view()[known.index()][first:].copy(),
-                    known.values.view()[first:].copy())
+            rows = known.index()       # only the rows asked for: a gapped layer's are an array
+            rows = slice(rows.start + first, rows.stop) if isinstance(rows, slice) else rows[first:]
+            return table.steps.view()[rows].copy(), known.values.view()[first:].copy()
 
     def times(self, analysis: str, layer: str) -> np.ndarray:
         """Wall-clock times (``time.time()`` seconds) of the values ``get`` returns."""
