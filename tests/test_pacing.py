@@ -183,14 +183,13 @@ def test_the_worker_gets_what_the_rest_of_the_slowdown_leaves():
     assert pacer.cost(0.01, 0.002) == pytest.approx(e["contention"] * 0.01 + 0.002)
 
 
-def test_over_budget_without_the_worker_leaves_it_a_quarter_of_the_budget():
-    # the floor: sampling alone over the budget still leaves the worker a quarter of it (with
-    # none, small models in the browser tests got no analysis at all)
+def test_over_budget_without_the_worker_leaves_it_nothing():
+    # no floor (SPEC 5): sampling alone over the budget leaves the worker no time at all
     pacer = Pacer(0.05, prior_contention=2)
     synthetic(pacer, bare=1e-3, contention=1.0, jobs=[(1.0, 0.01)], steps=3000, rwc=1e-3)
     pacer._estimated_at = -math.inf
     assert pacer.estimate()["slowdown"] > 0.05
-    assert pacer.rate() == pytest.approx(AIM * 0.05 / 4 / (1 + AIM * 0.05))
+    assert pacer.rate() == 0.0
 
 
 def test_the_training_threads_time_for_the_runs_is_theirs_not_the_rest():

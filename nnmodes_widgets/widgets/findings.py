@@ -63,8 +63,7 @@ class Findings(LivePanel, anywidget.AnyWidget):
                  **kwargs):
         check_view(run, "Findings")
         super().__init__(layers=run.layers, **kwargs)
-        # sentences: two updates a second read as live
-        self._bind(run, name="findings", max_rate=min(max_rate, 2.0), delivery=delivery)
+        self._bind(run, name="findings", max_rate=max_rate, delivery=delivery)
 
     @property
     def selector(self) -> Findings:

@@ -10,6 +10,12 @@ from .empty import empty_reason
 from .presence import ShownOnDisplay, presence_of
 from .tree import close_parts
 
+# frames a second at most of a panel drawn from the samples (the trend, the status line, the
+# findings): their news comes with every sample, far more often than the refresh target needs,
+# and on a small MLP a trend drawn every 0.7 s took from the budget what the worker's runs needed
+# for the other panels (whose gaps then reached 2.5 s)
+SAMPLED_RATE = 1.0
+
 
 def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen,
               prompt: bool) -> Feed:
@@ -55,9 +61,11 @@ class LivePanel(ShownOnDisplay):
         presence = presence_of(self.front)
         # a panel of background analyses only is spaced by their runs: a frame waiting for the
         # delivery's gap after its run made the dashboard's MLP panels' longest gaps
+        prompt = from_background(self.analyses)
+        rate = max_rate if prompt else min(max_rate, SAMPLED_RATE)
         self._feed = self._delivery.add(_run_feed(
-            self._update, run, name=name, max_rate=max_rate,
-            on_screen=lambda: presence.on_screen, prompt=from_background(self.analyses)))
+            self._update, run, name=name, max_rate=rate, on_screen=lambda: presence.on_screen,
+            prompt=prompt))
         presence.watch(self._screen_changed)
         self._delivery.follow(run)
         self._feed.deliver()

@@ -38,8 +38,7 @@ class StatusLine(LivePanel, anywidget.AnyWidget):
                  **kwargs):
         check_view(run, "StatusLine")
         super().__init__(budget=run.budget, every=run.every, **kwargs)
-        # a line of text: four updates a second read as live, and each reads the stats
-        self._bind(run, name="status", max_rate=min(max_rate, 4.0), delivery=delivery)
+        self._bind(run, name="status", max_rate=max_rate, delivery=delivery)
 
     @property
     def front(self) -> StatusLine:
