@@ -57,6 +57,27 @@ def test_a_smaller_radiograph_computes_the_first_units_and_leaves_the_others_as_
     assert jobs.NOTES not in full
 
 
+def test_a_radiograph_below_its_fewest_units_takes_the_layers_in_turns():
+    # a ResNet-18's run at 4 units took 0.67 s, each of its 21 layers' pull-back about the same:
+    # below the size that leaves 4 units, the layers in turns, the rest of the size of them a run
+    model, probe = mlp(8, 96, 64, 32, 4), torch.randn(4, 8)       # layers "0", "2", "4", "6"
+    full = jobs.radiograph(job(model, probe, size=jobs.MIN_UNITS / jobs.RADIOGRAPH_UNITS))
+    assert list(full["radiograph"]) == ["0", "2", "4", "6"]      # at 4 units: every layer
+    half = jobs.MIN_UNITS / jobs.RADIOGRAPH_UNITS / 2
+    runs = [jobs.radiograph(job(model, probe, size=half)) for _ in range(3)]
+    assert [list(r["radiograph"]) for r in runs] == [["0", "2"], ["4", "6"], ["0", "2"]]
+    for r in runs[:2]:
+        for layer, value in r["radiograph"].items():     # as the run of every layer has them
+            np.testing.assert_allclose(value, full["radiograph"][layer], rtol=1e-5, atol=1e-7)
+    assert runs[0][jobs.NOTES][""] == (f"live: the first {jobs.MIN_UNITS} units of each layer, "
+                                       f"the layers in turns, about 1/2 of them a run ({REDUCED})")
+    quarter = jobs.radiograph(job(model, probe, size=half / 2))   # one layer: "4", the next
+    assert list(quarter["radiograph"]) == ["4"]
+    final = jobs.radiograph(jobs.Job(model=model, probe=probe, history=None, step=1,
+                                     report=lambda *a: None, size=half, final=True))
+    assert list(final["radiograph"]) == ["0", "2", "4", "6"]    # the final round: every layer
+
+
 def test_a_smaller_spectrum_lists_fewer_leading_values_in_a_record_of_the_same_length():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)).eval()
@@ -140,11 +161,9 @@ def test_characteristic_maps_below_one_sample_a_class_take_the_classes_in_turns(
     y[y == 3] = 4                                     # no probe sample of class 3
     whole = characteristic_maps(model, x[:4], "2", y=y[:4], num_classes=5,   # the first of each
                                 units=jobs.RADIOGRAPH_UNITS).flatten(2).numpy()
-    # the first run takes every class (the panel has each one's map from the start)
-    first = jobs.characteristic_maps(job(model, (x, y), size=1 / 16))
-    np.testing.assert_allclose(first["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
     taken = []
-    for _ in range(3):      # size 1/16: a quarter of a sample of each class, 1 class of 4 a run
+    for _ in range(3):      # size 1/16: a quarter of a sample of each class, 1 class of 4 a run,
+                            # the first run too (the panel says the others wait for their turn)
         out = jobs.characteristic_maps(job(model, (x, y), size=1 / 16))
         maps = out["characteristic_maps"]["2"]
         finite = [c for c in range(5) if np.isfinite(maps[c]).any()]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import nnmodes_widgets as nm
-from nnmodes_widgets.widgets import Dashboard, LiveCharacteristicMaps, Neurons
+from nnmodes_widgets.widgets import Dashboard, LiveCharacteristicMaps, LiveRadiograph, Neurons
 from nnmodes_widgets.widgets.neurons import mode_shares
 
 
@@ -104,6 +104,27 @@ def test_characteristic_maps_panel_shows_one_band_per_class_as_tiles():
         for c in range(3):
             np.testing.assert_array_equal(bands[f"class {c}"], maps[c])
         assert "nnmodes-characteristic-maps" in panel._dom_classes and panel.layers == []
+    finally:
+        panel.close()
+        monitor.detach()
+
+
+def test_radiograph_panel_shows_each_layers_newest_when_runs_take_the_layers_in_turns():
+    # live, a large model's runs take the layers in turns: a record has the layers of its run
+    model, optimizer, monitor = _trained(probe=torch.randn(6, 4, 4), analyses=("radiograph",))
+    panel = LiveRadiograph(monitor)
+    try:
+        def rows(value, units):
+            return np.full((units, 16), float(value))
+        monitor.history.record("radiograph", 2, 0.0, {"1": rows(1, 12), "3": rows(1, 8),
+                                                      "5": rows(1, 3)})
+        monitor.history.record("radiograph", 4, 0.0, {"1": rows(2, 12), "3": rows(2, 8)})
+        monitor.history.record("radiograph", 6, 0.0, {"5": rows(3, 3)})
+        panel.push_now()
+        shown_step, bands, _ = panel._latest
+        assert shown_step == 6 and list(bands) == ["1", "3", "5"]
+        assert {band: float(np.unique(m)[0]) for band, m in bands.items()} == {
+            "1": 2.0, "3": 2.0, "5": 3.0}
     finally:
         panel.close()
         monitor.detach()
@@ -267,6 +288,30 @@ def test_characteristic_maps_say_which_class_has_no_probe_sample():
         panel.push_now()
         bands = {meta["layer"]: meta["empty"] for meta in panel.frame_meta["bands"]}
         assert bands == {"class 0": "", "class 1": "no probe sample of class 1", "class 2": ""}
+    finally:
+        panel.close()
+        monitor.detach()
+
+
+def test_characteristic_maps_say_a_class_waits_for_its_turn_until_every_class_had_one():
+    # the first runs take the classes in turns: until there are as many records as classes, a
+    # class with no map may be one whose turn has not come, not one the probe lacks
+    x, y = torch.randn(30, 4, 4), torch.arange(30) % 3
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("characteristic_maps",))
+    panel = LiveCharacteristicMaps(monitor)
+    try:
+        def record(step, c):
+            maps = np.full((3, 3, 16), np.nan)
+            maps[c] = 1.0
+            monitor.history.record("characteristic_maps", step, 0.0, {"5": maps})
+            panel.push_now()
+            return {meta["layer"]: meta["empty"] for meta in panel.frame_meta["bands"]}
+
+        waits = "class 2: its turn has not come yet (the classes take turns)"
+        assert record(2, 0) == {"class 0": "", "class 1": waits.replace("2", "1"),
+                                "class 2": waits}
+        assert record(4, 1)["class 2"] == waits
+        assert record(6, 0) == {"class 0": "", "class 1": "", "class 2": "no probe sample of class 2"}
     finally:
         panel.close()
         monitor.detach()

@@ -227,6 +227,24 @@ def test_one_costly_update_spreads_its_cost_over_the_next_gaps():
     assert gaps[2] > gaps[3] > gaps[4] > gaps[5] > 0.1, gaps
 
 
+def test_a_moment_of_high_measured_contention_spreads_over_the_next_gaps():
+    # the run's widget contention, fitted over its last seconds, jumps for one update: 10 ms
+    # updates within 10% at a contention of 1, 0.1 s apart; at 5 for one, a fifth of the excess
+    contention = iter([1.0, 1.0, 5.0, 1.0])
+    delivery = Delivery()
+    feed = delivery.add(Feed(lambda: spend(0.01), max_rate=100, max_share=0.1,
+                             on_error=pytest.fail,
+                             training_cost=lambda seconds: next(contention) * seconds))
+    gaps = [feed.gap]
+    for _ in range(3):
+        feed.deliver()
+        gaps.append(feed.gap)
+    delivery.close()
+    assert gaps[1] == pytest.approx(0.1, rel=0.2), gaps
+    assert gaps[2] == pytest.approx(0.18, rel=0.15), gaps
+    assert gaps[2] > gaps[3] > 0.1, gaps
+
+
 def test_the_feeds_of_one_widget_share_its_share_of_wall_time():
     # four panels of one dashboard, each allowed a 4% share: together 4%, so a round of their
     # 10 ms updates (40 ms) spaces each panel's next one by 40 ms / 4% = 1 s, not 0.25 s; one

@@ -128,17 +128,20 @@ def static_radiographs(model: nn.Module, x, *, signed: bool = True, units=None) 
     return static_radiographs_from(model, cap, units=units)
 
 
-def static_radiographs_from(model: nn.Module, cap: Capture, *, units=None) -> dict:
+def static_radiographs_from(model: nn.Module, cap: Capture, *, units=None,
+                            layers=None) -> dict:
     """``static_radiographs`` from a static pass already made: ``cap = capture(model, inputs,
     static=True, signed=...)`` (every layer kept). For a caller that needs the pass itself too
-    (the monitor checks on it what is frozen): the model is not run again."""
+    (the monitor checks on it what is frozen): the model is not run again. ``layers``: of the
+    weight layers, only these (default: all)."""
     if not cap.static:
         raise ValueError("static_radiographs_from needs a static pass: capture(..., static=True)")
     modules = dict(model.named_modules())
     image = _image_input(modules, cap)
     out = {}
     with torch.inference_mode(False), torch.enable_grad():
-        for layer in [name for name, _ in weight_layers(model) if name in cap.outputs]:
+        for layer in [name for name, _ in weight_layers(model)
+                      if name in cap.outputs and (layers is None or name in layers)]:
             out[layer] = _averaged(_rows(model, cap, layer, units, False, None, modules, image),
                                    cap.frozen_at[layer])
     return out

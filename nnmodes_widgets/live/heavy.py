@@ -86,7 +86,10 @@ OPTIONAL_MAX_PERIOD = 30.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
-MIN_SIZE = 1 / 16            # the smallest live size, and the first
+# the smallest live size, and the first: a ResNet-18's round at 1/16 took 2 s of CPU (its
+# radiographs 0.67 s, its maps 1.1 s), 60 s of its budget; a size below the first took a run or
+# two of each to reach, a minute there
+MIN_SIZE = 1 / 64
 # Turns go round by weight: 1 for the analysis a panel refreshes from (the first of its panel
 # in the registry: a spectrum, a radiograph, ...), this much for those that add to a panel or
 # sum up the others (clusters, basins, phases, findings, sharpness), which so run every ten

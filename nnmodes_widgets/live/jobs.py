@@ -65,7 +65,7 @@ class Job:
     a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on;
     ``optimizer``: the optimizer's class and hyperparameters (``Monitor.optimizer_settings``),
     None without one; ``size``: the share of its full live work the run does (1, or down to
-    1/16 so that every panel refreshes within the budget: the scheduler's; the runner's notes
+    1/64 so that every panel refreshes within the budget: the scheduler's; the runner's notes
     say what it left out); ``final``: a run of the round that ends the run (``detach``): every
     layer at once, none left to a later turn."""
     model: nn.Module | None
@@ -90,6 +90,7 @@ def live(full: int, size: float, least: int = 1) -> int:
 # takes up the layers.
 _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RADIOGRAPH_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the radiographs'
 _CLASS_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the maps' next class
 
 
@@ -148,16 +149,24 @@ def _turn(model: nn.Module, size: float) -> list[str] | None:
     if size >= 1:
         return None
     weights = [(n, p.numel()) for n, p in model.named_parameters() if p.ndim >= 2]
-    total = sum(n for _, n in weights)
-    start = _TURNS.get(model, 0) % len(weights)
+    return _in_turns(_TURNS, model, weights, size)
+
+
+def _in_turns(turns: weakref.WeakKeyDictionary, model: nn.Module,
+              items: list[tuple[str, float]], share: float) -> list[str] | None:
+    """Of ``items`` (name, weight), in order, those a run taking ``share`` of their weight takes:
+    from where the last run stopped (kept in ``turns`` for ``model``) until they hold that share
+    (at least one); None when that is all of them."""
+    total = sum(weight for _, weight in items)
+    start = turns.get(model, 0) % len(items)
     taken, held = [], 0
-    for name, elements in weights[start:] + weights[:start]:
-        if taken and held + elements > size * total:
+    for name, weight in items[start:] + items[:start]:
+        if taken and held + weight > share * total:
             break
         taken.append(name)
-        held += elements
-    _TURNS[model] = start + len(taken)
-    return None if len(taken) == len(weights) else taken
+        held += weight
+    turns[model] = start + len(taken)
+    return None if len(taken) == len(items) else taken
 
 
 def _share(size: float) -> str:
@@ -250,7 +259,10 @@ def radiograph(job: Job) -> dict:
     ``FROZEN_SAMPLES`` when the last run froze factors; a second only when a pass of one sample
     finds factors frozen (the first run of such a model). A smaller ``size`` computes fewer of
     the first units (at least ``MIN_UNITS``); the rows of the others are NaN (gaps), so that
-    every record of a layer has the rows its full size gives."""
+    every record of a layer has the rows its full size gives. Below the size that leaves
+    ``MIN_UNITS`` (not in the ``final`` round) it takes the layers in turns, as many as the rest
+    of the size leaves (at least one; each layer's pull-back costs about the same): a record
+    holds the layers of its run only."""
     model = job.model
     rows = FROZEN_SAMPLES if _FROZEN.get(model) else 1
     prep = _prepare(job, static=True, rows=rows)
@@ -260,7 +272,11 @@ def radiograph(job: Job) -> dict:
             cap = capture(model, prep.inputs.rows(0, FROZEN_SAMPLES), static=True)
     _FROZEN[model] = bool(cap.frozen)
     units = live(RADIOGRAPH_UNITS, job.size, MIN_UNITS)
-    maps = static_radiographs_from(model, cap, units=units)
+    share = job.size * RADIOGRAPH_UNITS / units     # of the layers: 1 until units is the least
+    layers = None
+    if share < 1 and not job.final:
+        layers = _in_turns(_RADIOGRAPH_TURNS, model, [(layer, 1) for layer in cap.called], share)
+    maps = static_radiographs_from(model, cap, units=units, layers=layers)
     modules = dict(model.named_modules())
     out, notes = {"radiograph": {}}, {}
     for layer, r in maps.items():
@@ -270,7 +286,8 @@ def radiograph(job: Job) -> dict:
         out["radiograph"][layer] = np.pad(values, ((0, rows - len(values)), (0, 0)),
                                           constant_values=np.nan)
     if units < RADIOGRAPH_UNITS:
-        notes[""] = f"live: the first {units} units of each layer ({REDUCED})"
+        turns = f", the layers in turns, about {_share(share)} of them a run" if layers else ""
+        notes[""] = f"live: the first {units} units of each layer{turns} ({REDUCED})"
     frozen = list(dict.fromkeys(f for r in maps.values() for f in r.frozen))
     if frozen:
         notes[""] = " · ".join(filter(None, (notes.get(""), f"{FROZEN_NOTE}{', '.join(frozen)}")))
@@ -320,7 +337,8 @@ def characteristic_maps(job: Job) -> dict:
     input positions averaged over the first ``SEQUENCE_SAMPLES`` sequences, [1, T, T]. The
     passes are sized from the prepared one (no sizing pass of their own). A smaller ``size``
     takes fewer samples of each class (of sequences), at least one; below one a class, the
-    classes in turns (not in the first run, nor in the ``final`` round, which take them all):
+    classes in turns (not in the ``final`` round, which takes them all; a first run of every
+    class took a ResNet-18 0.94 s, 35 s of its budget):
     from where the last run stopped, as many of those in the probe as ``size`` leaves (at least
     one); the others are NaN in this run's record, as a class no probe sample has is in every
     record (a 10M-parameter CNN's run took 1.7 s at one sample of each of its 10 classes)."""
@@ -348,10 +366,9 @@ def characteristic_maps(job: Job) -> dict:
         else:
             y = _predicted(model, x, n_classes, per_class)
         present = torch.unique(y).tolist()
-        whole = job.final or share >= 1 or model not in _CLASS_TURNS
+        whole = job.final or share >= 1
         classes = present if whole else _class_turn(model, present,
                                                     max(1, round(share * n_classes)))
-        _CLASS_TURNS.setdefault(model, 0)
         index = torch.cat([(y == c).nonzero().flatten()[:per_class] for c in classes])
         maps = pathways.characteristic_maps(model, x.take(index), layer, y=y[index],
                                             num_classes=n_classes, units=RADIOGRAPH_UNITS,

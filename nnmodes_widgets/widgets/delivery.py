@@ -34,9 +34,11 @@ from collections.abc import Callable
 
 THREAD_NAME = "nnmodes-delivery"
 IDLE_AFTER = 2.0      # seconds without news before the thread ends
-# of an update's CPU time in its feed's average cost, which spaces the updates: one costly update
-# (a collection, a busy core) spreads its cost over the next gaps instead of holding every other
-# feed back by all of it in one
+# of an update's cost in its feed's average, which spaces the updates: one costly update (a
+# collection, a busy core) or a moment of high measured contention spreads over the next gaps
+# instead of holding every other feed back by all of it in one (a small MLP's widget contention,
+# fitted over its last 3 s of steps, read 4.75 for one frame between 1.15 and 2.45, and its
+# trend waited 4.5 s where it came every second)
 COST_WEIGHT = 0.2
 _JOIN = 1.0           # seconds detach waits for the thread to end (it is between two updates)
 # seconds at most between two looks while a prompt feed is on screen: news arriving while the
@@ -71,9 +73,10 @@ class Feed:
         self.training_cost = training_cost
         self.prompt = prompt
         self.cost = 0.0                # CPU seconds of an update built, averaged (COST_WEIGHT)
+        self.price = 0.0               # ... and what they cost training, averaged likewise
         self._costed = False           # an update was built: ``cost`` is measured
-        # CPU seconds of a round of the updates that share max_share (``Delivery.add``)
-        self.round_cost: Callable[[], float] = lambda: self.cost
+        # training seconds of a round of the updates that share max_share (``Delivery.add``)
+        self.round_cost: Callable[[], float] = lambda: self.price
         self.gap = self.interval       # before the next update: interval, or longer if costly
         self.last = float("-inf")
         self.wanted = False            # news not delivered yet
@@ -103,10 +106,12 @@ class Feed:
             if built:
                 self.last = start
                 cost = time.thread_time() - cpu
-                self.cost += (COST_WEIGHT if self._costed else 1.0) * (cost - self.cost)
+                weight = COST_WEIGHT if self._costed else 1.0
+                self.cost += weight * (cost - self.cost)
+                self.price += weight * (self.training_cost(cost) - self.price)
                 self._costed = True
                 self.gap = self.interval if self.prompt else max(
-                    self.interval, self.training_cost(self.round_cost()) / self.max_share)
+                    self.interval, self.round_cost() / self.max_share)
 
 
 class Delivery:
@@ -146,9 +151,9 @@ class Delivery:
         self._visible = any(f.on_screen() for f in self.feeds)
 
     def _round_cost(self) -> float:
-        """CPU seconds of a round of every feed's last update (a headless grokking run's eight
+        """Training seconds of a round of every feed's update (a headless grokking run's eight
         panels, each spaced by its own cost, took 1.1% of wall time together)."""
-        return sum(feed.cost for feed in self.feeds)
+        return sum(feed.price for feed in self.feeds)
 
     def follow(self, run) -> None:
         """Update the feeds when ``run`` has news (once per run), finally when it detaches."""

@@ -279,9 +279,9 @@ class LiveRadiograph(_LiveMaps):
         layers = history.layers("radiograph")
         if not layers:
             return None
+        # each layer's newest: a run at the smallest live sizes takes the layers in turns
         newest = {layer: history.latest("radiograph", layer) for layer in layers}
-        step = max(s for s, _ in newest.values())
-        return step, {layer: value for layer, (s, value) in newest.items() if s == step}
+        return max(s for s, _ in newest.values()), {layer: v for layer, (_, v) in newest.items()}
 
 
 class LiveCharacteristicMaps(_LiveMaps):
@@ -307,6 +307,11 @@ class LiveCharacteristicMaps(_LiveMaps):
         self.add_class("nnmodes-characteristic-maps")
 
     def _empty_bands(self, bands) -> dict[str, str]:
+        # live, the runs take the classes in turns, which cover every class in C runs: before
+        # that, a class with no map may be one whose turn has not come
+        if self.run.history.count("characteristic_maps") < len(bands):
+            return {band: f"{band}: its turn has not come yet (the classes take turns)"
+                    for band in bands}
         facts = self.run.probe_facts
         labelled = facts is not None and facts.labelled
         return {band: (f"no probe sample of {band}" if labelled
