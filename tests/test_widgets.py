@@ -335,7 +335,7 @@ def test_waiting_for_the_gil_is_not_an_updates_cost():
     delivery, feed = _feed(lambda: time.sleep(0.05) or True, max_rate=100, max_share=0.01)
     feed.deliver()
     delivery.close()
-    assert feed.cost < 0.01 and feed.gap < 1.0, (feed.cost, feed.gap)
+    assert feed.price < 0.01 and feed.gap < 1.0, (feed.price, feed.gap)
 
 
 def test_feeds_refuse_a_share_outside_0_1():

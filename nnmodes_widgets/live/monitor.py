@@ -289,9 +289,8 @@ class Monitor:
             copied = (self._guarded("schedule", self._heavy.offer, step, due == RECORD) or 0.0
                       if self._cadence.fixed else 0.0)
             self._next_due = self._guarded("rwc", self._cadence.next_due, step) or step + 1
-            self._notified = t0
-            self.notify()
-        elif t0 - self._notified >= NEWS_INTERVAL:     # the step count: news now and then
+        # news with what the step did, else of the step count now and then
+        if due is not None or copied or t0 - self._notified >= NEWS_INTERVAL:
             self._notified = t0
             self.notify()
         overhead = time.perf_counter() - t0     # inside the step that begins at t0

@@ -72,9 +72,10 @@ class Feed:
         self.max_share = max_share     # of training time, shared with the other feeds of its delivery
         self.training_cost = training_cost
         self.prompt = prompt
-        self.cost = 0.0                # CPU seconds of an update built, averaged (COST_WEIGHT)
-        self.price = 0.0               # ... and what they cost training, averaged likewise
-        self._costed = False           # an update was built: ``cost`` is measured
+        # training seconds an update costs (``training_cost`` of its CPU time), averaged over the
+        # last ones (COST_WEIGHT)
+        self.price = 0.0
+        self._priced = False           # an update was built: ``price`` is measured
         # training seconds of a round of the updates that share max_share (``Delivery.add``)
         self.round_cost: Callable[[], float] = lambda: self.price
         self.gap = self.interval       # before the next update: interval, or longer if costly
@@ -105,11 +106,9 @@ class Feed:
                 self._end(token)
             if built:
                 self.last = start
-                cost = time.thread_time() - cpu
-                weight = COST_WEIGHT if self._costed else 1.0
-                self.cost += weight * (cost - self.cost)
-                self.price += weight * (self.training_cost(cost) - self.price)
-                self._costed = True
+                price = self.training_cost(time.thread_time() - cpu)
+                self.price += (COST_WEIGHT if self._priced else 1.0) * (price - self.price)
+                self._priced = True
                 self.gap = self.interval if self.prompt else max(
                     self.interval, self.round_cost() / self.max_share)
 
