@@ -27,7 +27,10 @@ worker spends credits that accrue at parts of that rate from the monitor's start
 first included, pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
-not a training step: left out.
+not a training step: left out. The window is the last ``WINDOW_STEPS`` steps, one by one, within
+``WINDOW_SECONDS``, and at least the last ``SPAN`` seconds: the steps that leave the ring before
+then count by their sums (``_sums``), taken as they leave, when every stretch of work that
+overlapped them has been seen.
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ import time
 
 import numpy as np
 
-WINDOW_STEPS = 1 << 13      # steps kept for the estimate (about 8 s of a 1 ms step: an estimate
-                            # over 32k steps took 15 ms of the worker's credit every 2 s)
+WINDOW_STEPS = 1 << 13      # steps kept one by one for the estimate (about 8 s of a 1 ms step:
+                            # an estimate over 32k steps took 15 ms of the worker's credit every 2 s)
 WINDOW_SECONDS = 60.0       # ... and at most this far back
+# An estimate covers at least this long: older steps than the ring holds count by their sums,
+# taken once as they leave it. Over the ring alone, 2.3 s of a small MLP's 0.27 ms steps, the
+# slowdown read 3.5-5.1% from one estimate to the next at a steady pace, and each reading over
+# the aim left the worker nothing (panels 3.5 s apart in a CI run, reading 5.5% at its end)
+SPAN = 10.0
 BUSY_KEPT = 1 << 12         # stretches of background work kept
 BREAK = 20.0                # a step over this many typical steps is a break
 QUIET = 0.01                # a step with less of it overlapped is quiet
@@ -87,6 +95,9 @@ class Pacer:
         # NumPy row write, and a deque's append needs no lock; the readers move them in
         self._fresh: collections.deque = collections.deque(maxlen=WINDOW_STEPS)
         self._estimated_count = 0      # ... when the estimate was made
+        # the sums of the steps that left the ring (``_sums``), with the end of the newest: the
+        # window's older part, where the ring spans less than SPAN
+        self._retired: collections.deque = collections.deque()
         # account -> [training seconds its runs may still cost, when last credited]
         self._accounts: dict[str, list] = {}
 
@@ -109,9 +120,34 @@ class Pacer:
         taken = [fresh.popleft() for _ in range(len(fresh))]
         if not taken:
             return
+        held = min(self._counted, WINDOW_STEPS)     # in the ring: those overwritten leave it
+        self._retire(min(held, held + len(taken) - WINDOW_STEPS))
         rows = (self._counted + np.arange(len(taken))) % WINDOW_STEPS
         self._steps[rows] = np.array(taken, dtype=np.float64)
         self._counted += len(taken)
+
+    def _retire(self, count: int) -> None:
+        """The ``count`` oldest steps of the ring are about to be overwritten: their sums join the
+        window's older part (the ring's median step sets what is a break, as in an estimate)."""
+        if count <= 0:
+            return
+        n = min(self._counted, WINDOW_STEPS)
+        ring = self._steps[(self._counted - n + np.arange(n)) % WINDOW_STEPS]
+        leaving = ring[:count]
+        now = time.perf_counter()
+        end = float((leaving[:, 0] + leaving[:, 1]).max())
+        self._retired.append((end, _sums(leaving, self._busy_since(leaving[:, 0].min(), now),
+                                         np.median(ring[:, 1]))))
+        while self._retired and self._retired[0][0] < now - SPAN:
+            self._retired.popleft()
+
+    def _busy_since(self, oldest: float, now: float) -> np.ndarray:
+        """The stretches of background work that end after ``oldest``, those under way up to now
+        (their thread's CPU time unknown here: all of it). Under the lock."""
+        kept = self._busy[:min(self._busy_count, BUSY_KEPT)]
+        return np.concatenate([kept[kept[:, 1] > oldest],
+                               np.array([(start, now, code, now - start) for start, _, _, code
+                                         in self._running.values()]).reshape(-1, 4)])
 
     def steps_per_second(self, steps: int = 200) -> float:
         """Over the last ``steps`` steps (NaN before two)."""
@@ -175,13 +211,11 @@ class Pacer:
             self._estimated_count = self._counted
             n = min(self._counted, WINDOW_STEPS)
             steps = self._steps[(self._counted - n + np.arange(n)) % WINDOW_STEPS]  # in order
-            kept = self._busy[:min(self._busy_count, BUSY_KEPT)]
-            oldest = steps[:, 0].min(initial=now)
-            # (work under way: all of its time so far, its thread's CPU time unknown here)
-            busy = np.concatenate([kept[kept[:, 1] > oldest],
-                                   np.array([(start, now, code, now - start) for start, _, _, code
-                                             in self._running.values()]).reshape(-1, 4)])
-        estimate = _estimate(steps, busy, now, self.prior)
+            busy = self._busy_since(steps[:, 0].min(initial=now), now)
+            # the older part: steps that left the ring within SPAN (none where the ring spans it)
+            retired = sum((sums for end, sums in self._retired if end >= now - SPAN),
+                          np.zeros(len(_SUMS)))
+        estimate = _estimate(steps, busy, now, self.prior, retired)
         with self._lock:
             self._estimate, self._estimated_at = estimate, now
         return estimate
@@ -269,17 +303,33 @@ _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
                 "steps": 0}
 
 
-def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> dict:
-    out = dict(_NO_ESTIMATE, contention=prior, widget_contention=prior)
+# What an estimate adds up over its steps (``_sums``): the steps, their seconds, the monitor's
+# seconds in them and its part for the runs, the worker's CPU seconds and the widgets' seconds
+# (those no run overlapped) inside them; the quiet steps and their seconds; for each kind's
+# contention (the worker's, the widgets'), the steps it alone overlapped, their seconds, and its
+# seconds inside them
+_SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall",
+         "worker_steps", "worker_wall", "worker_in", "widget_steps", "widget_wall", "widget_in")
+
+
+def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float,
+              retired: np.ndarray | None = None) -> dict:
+    """The estimate over ``steps`` (rows of the ring, in order) within the window, plus the
+    ``retired`` sums of older ones."""
     steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
-    if len(steps) < 2:
+    sums = _sums(steps, busy, np.median(steps[:, 1]) if len(steps) else math.nan)
+    return _from_sums(sums if retired is None else sums + retired, prior)
+
+
+def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
+    """``_SUMS`` over ``steps`` (in order) against the stretches of ``busy`` work; a step over
+    ``BREAK`` x ``typical`` seconds is a break, left out."""
+    steps = steps[steps[:, 1] <= BREAK * typical]
+    out = np.zeros(len(_SUMS))
+    if not len(steps):
         return out
-    steps = steps[steps[:, 1] <= BREAK * np.median(steps[:, 1])]
     start, duration, overhead, sampled, for_jobs = steps.T
-    if not len(start):
-        return out
     end = start + duration
-    wall = duration.sum()
     any_busy = _overlap(busy, start, end)
     runs = busy[busy[:, 2] == _KINDS["worker"]]
     worker = _overlap(runs, start, end)
@@ -287,36 +337,48 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float) -> 
     # the widgets' share: their updates that no run of the worker overlapped
     shown = busy[:, 2] != _KINDS["run"]
     either = any_busy if shown.all() else _overlap(busy[shown], start, end)
-    share = any_busy / duration
-    out.update(steps=len(start), own_share=float(overhead.sum() / wall),
-               job_share=float(for_jobs.sum() / wall),
-               worker_share=float(worker_cpu.sum() / wall),
-               widget_share=float((either - worker).clip(min=0).sum() / wall))
-    quiet = (share < QUIET) & (sampled == 0)
-    if quiet.sum() < MIN_QUIET:
-        return out
-    bare = float(duration[quiet].mean())
     widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)   # not either - worker
-    out.update(bare=bare, slowdown=float(duration.mean() / bare - 1),
-               contention=_contention(duration, bare, worker, widgets, sampled, prior,
-                                      counted=worker_cpu),
-               widget_contention=_contention(duration, bare, widgets, worker, sampled, prior))
+    quiet = (any_busy < QUIET * duration) & (sampled == 0)
+    # the steps one kind alone overlapped (for its contention), not sampled
+    alone = (sampled == 0) & (worker >= QUIET * duration) & (widgets < QUIET * duration)
+    shown_alone = (sampled == 0) & (widgets >= QUIET * duration) & (worker < QUIET * duration)
+    out[:] = (len(start), duration.sum(), overhead.sum(), for_jobs.sum(), worker_cpu.sum(),
+              (either - worker).clip(min=0).sum(), quiet.sum(), duration[quiet].sum(),
+              alone.sum(), duration[alone].sum(), worker_cpu[alone].sum(),
+              shown_alone.sum(), duration[shown_alone].sum(), widgets[shown_alone].sum())
     return out
 
 
-def _contention(duration, bare, mine, others, sampled, prior, counted=None) -> float:
-    """Training seconds lost per second of one kind of background work (``mine``, its seconds
-    inside each step), from the steps it overlapped and the other kind did not: the extra time of
-    those steps over the background time inside them, pulled towards ``prior`` (as if
-    ``PRIOR_WEIGHT`` bare steps' worth of background had shown it). Fitted per kind: a widget
-    frame also costs the browser's drawing and the server's relay, on the same cores, which the
-    kernel cannot time (a status line's update took Chromium 17 ms on two cores, the kernel 1 ms),
-    and one contention for both charged the worker for the frames."""
-    steps = (sampled == 0) & (mine >= QUIET * duration) & (others < QUIET * duration)
-    lost = (duration[steps] - bare).sum()
+def _from_sums(sums: np.ndarray, prior: float) -> dict:
+    s = dict(zip(_SUMS, sums))
+    out = dict(_NO_ESTIMATE, contention=prior, widget_contention=prior)
+    if s["steps"] < 1 or s["wall"] <= 0:
+        return out
+    wall = s["wall"]
+    out.update(steps=int(s["steps"]), own_share=float(s["own"] / wall),
+               job_share=float(s["jobs"] / wall), worker_share=float(s["worker"] / wall),
+               widget_share=float(s["widgets"] / wall))
+    if s["quiet"] < MIN_QUIET:
+        return out
+    bare = float(s["quiet_wall"] / s["quiet"])
+    out.update(bare=bare, slowdown=float(wall / s["steps"] / bare - 1),
+               contention=_contention(s["worker_steps"], s["worker_wall"], s["worker_in"], bare,
+                                      prior),
+               widget_contention=_contention(s["widget_steps"], s["widget_wall"],
+                                             s["widget_in"], bare, prior))
+    return out
+
+
+def _contention(steps: float, seconds: float, inside: float, bare: float, prior: float) -> float:
+    """Training seconds lost per second of one kind of background work, from the ``steps`` it
+    overlapped and the other kind did not (``seconds`` long, ``inside`` of them its own): their
+    extra time over its time inside them, pulled towards ``prior`` (as if ``PRIOR_WEIGHT`` bare
+    steps' worth of background had shown it). Fitted per kind: a widget frame also costs the
+    browser's drawing and the server's relay, on the same cores, which the kernel cannot time (a
+    status line's update took Chromium 17 ms on two cores, the kernel 1 ms), and one contention
+    for both charged the worker for the frames."""
     weight = PRIOR_WEIGHT * bare
-    counted = mine if counted is None else counted
-    return float(max(0.0, (lost + prior * weight) / (counted[steps].sum() + weight)))
+    return float(max(0.0, (seconds - steps * bare + prior * weight) / (inside + weight)))
 
 
 def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
