@@ -2,11 +2,9 @@
 chosen in the first steps from the measured cost of a sample (SPEC 5, wave 3).
 
 Chosen (``every=None``): in the first steps every ``STRIDE``-th step takes a sample (step 1,
-the first, a warm-up: it computes the snapshot's norms once), the others timed, until
-``CALIBRATION_SAMPLES`` are timed; then a sample at twice the step of the last, so that a long
-calibration samples little more than a short one. The steps in between, less the monitor's time
-in them, give the bare step (the one right after a sample is left out: its memory traffic may
-still slow it). A sample is the median of
+the first, a warm-up: it computes the snapshot's norms once), the others timed, and the steps in
+between, less the monitor's time in them, give the bare step (the one right after a sample is
+left out: its memory traffic may still slow it). A sample is the median of
 ``CALIBRATION_SAMPLES`` timed ones spread over the calibration: three in a row at its start took
 0.17 ms in one JupyterLab run and 0.62 ms in the next (the dashboard's first frames were being
 sent), and every=50 or 500 was chosen for the same MLP. The bare step is the median of the quick
@@ -47,12 +45,8 @@ CALIBRATION_SAMPLES = 8     # samples timed (after the warm-up), their median th
 MIN_SAMPLES = 3             # ... at least, after CALIBRATION_MAX_SECONDS of steps
 CALIBRATION_STEPS = 16      # quick steps without a sample: the bare step time
 QUICK = 1.5                 # x the quickest step: a quick one (a step that waited is longer)
-# ... and as many more as fill this long: a dashboard's first frames, drawn while training
-# starts, slowed a burst of 16 short steps; on a loaded machine (two other processes busy on its
-# two cores) every step of a small MLP took 13-24 ms for the first 0.5-2.2 s, its training thread
-# and its intra-op thread sharing a core, then 0.3 ms: over 0.5 s, 2 calibrations in 3 chose
-# every=5 for its 0.27 ms steps, and sampling took 6% of training time, the slowdown 22%
-CALIBRATION_SECONDS = 3.0
+CALIBRATION_SECONDS = 0.5   # ... and as many more as fill this long (a dashboard's first frames,
+                            # drawn while training starts, slowed a burst of 16 short steps)
 CALIBRATION_MAX_SECONDS = 5.0   # ... at most, quick ones or not
 PROVISIONAL = 10            # what ``every`` reads until it is fixed
 SAMPLING_SHARE = 0.25       # of the budget, at most, for the sampling
@@ -129,7 +123,6 @@ class Cadence:
         self._last: float | None = None  # when the previous step's call began
         self._start: int | None = None   # the step whose sample starts the recorded series
         self._sampled_at = 1             # the step of the calibration's last sample
-        self._after_sample = False       # the step under way follows a calibration sample
 
     @property
     def calibrated_share(self) -> float:
@@ -160,10 +153,7 @@ class Cadence:
         if not self.fixed:
             self._calibrate(step, overhead, self._clock() if now is None else now)
         if not self.fixed:
-            strided = len(self._samples) < CALIBRATION_SAMPLES
-            self._after_sample = (step % STRIDE == 1 % STRIDE if strided
-                                  else step >= 2 * self._sampled_at)
-            return SAMPLE if self._after_sample else None
+            return SAMPLE if step % STRIDE == 1 % STRIDE else None
         start = self._start or 0
         if step < start or (step - start) % self.every:
             return None
@@ -215,7 +205,7 @@ class Cadence:
         return steps[steps <= QUICK * self._fastest]
 
     def _calibrate(self, step: int, overhead: float, now: float) -> None:
-        if self._last is not None and not self._after_sample:
+        if self._last is not None and (step - 1) % STRIDE != 1 % STRIDE:
             # the step that ended, less the monitor's time in it (the one right after a sample
             # is left out: its memory traffic may still slow it)
             self._add_step(max(0.0, now - self._last - overhead))
