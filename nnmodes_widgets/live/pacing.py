@@ -121,23 +121,22 @@ class Pacer:
         if not taken:
             return
         held = min(self._counted, WINDOW_STEPS)     # in the ring: those overwritten leave it
-        self._retire(min(held, held + len(taken) - WINDOW_STEPS))
+        self._retire(held, min(held, held + len(taken) - WINDOW_STEPS))
         rows = (self._counted + np.arange(len(taken))) % WINDOW_STEPS
         self._steps[rows] = np.array(taken, dtype=np.float64)
         self._counted += len(taken)
 
-    def _retire(self, count: int) -> None:
-        """The ``count`` oldest steps of the ring are about to be overwritten: their sums join the
-        window's older part (the ring's median step sets what is a break, as in an estimate)."""
+    def _retire(self, held: int, count: int) -> None:
+        """The ``count`` oldest of the ``held`` steps in the ring are about to be overwritten:
+        their sums join the window's older part (the ring's median step sets what is a break, as
+        in an estimate; the held steps are its first rows, in whatever order)."""
         if count <= 0:
             return
-        n = min(self._counted, WINDOW_STEPS)
-        ring = self._steps[(self._counted - n + np.arange(n)) % WINDOW_STEPS]
-        leaving = ring[:count]
+        leaving = self._steps[(self._counted - held + np.arange(count)) % WINDOW_STEPS]
         now = time.perf_counter()
         end = float((leaving[:, 0] + leaving[:, 1]).max())
         self._retired.append((end, _sums(leaving, self._busy_since(leaving[:, 0].min(), now),
-                                         np.median(ring[:, 1]))))
+                                         np.median(self._steps[:held, 1]))))
         while self._retired and self._retired[0][0] < now - SPAN:
             self._retired.popleft()
 
@@ -313,12 +312,12 @@ _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wa
 
 
 def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float,
-              retired: np.ndarray | None = None) -> dict:
+              retired: np.ndarray) -> dict:
     """The estimate over ``steps`` (rows of the ring, in order) within the window, plus the
     ``retired`` sums of older ones."""
     steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
     sums = _sums(steps, busy, np.median(steps[:, 1]) if len(steps) else math.nan)
-    return _from_sums(sums if retired is None else sums + retired, prior)
+    return _from_sums(sums + retired, prior)
 
 
 def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
