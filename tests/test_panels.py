@@ -130,6 +130,52 @@ def test_radiograph_panel_shows_each_layers_newest_when_runs_take_the_layers_in_
         monitor.detach()
 
 
+def _unbroken(x, y, labels, own):
+    """Each of ``labels``' rows of a Lines mark (x, y) [L, P] runs through exactly ``own[label]``
+    (steps, values), with no NaN between its first and last point: one line, not dots."""
+    x, y = np.atleast_2d(x), np.atleast_2d(y)
+    for row, label in enumerate(labels):
+        finite = np.flatnonzero(np.isfinite(y[row]))
+        assert np.isfinite(y[row, finite[0]: finite[-1] + 1]).all(), label
+        steps, values = own[label]
+        points = sorted(set(zip(x[row, finite].tolist(), y[row, finite].tolist())))
+        assert points == sorted(zip(np.asarray(steps, float).tolist(),
+                                    np.asarray(values, np.float32).astype(float).tolist())), label
+
+
+def test_rank_and_alignment_lines_join_each_layers_records_when_runs_take_turns():
+    # live, a large model's spectrum runs take the layers in turns: a layer's records lie
+    # between the others'. On all layers' steps together each was cut into lone points.
+    from nnmodes_widgets.widgets import Basins, Spectra
+
+    model, optimizer, monitor = _trained(analyses=("spectrum", "alignment"))
+    spectra, basins = Spectra(monitor), Basins(monitor)
+    try:
+        own = {"a": ([2, 8, 14], [3.0, 2.5, 2.0]), "b": ([4, 10, 16], [5.0, 4.0, 4.5]),
+               "c": ([6, 12], [1.5, 1.25])}
+        for step in range(2, 17, 2):
+            layers = {k: v[list(s).index(step)] for k, (s, v) in own.items() if step in s}
+            monitor.history.record("spectrum", step, 0.0, {k: np.array([v, 1.0, 0.5])
+                                                           for k, v in layers.items()})
+            monitor.history.record("stable_rank", step, 0.0, layers)
+            monitor.history.record("effective_rank", step, 0.0, layers)
+            monitor.history.record("weight_alignment", step, 0.0,
+                                   {f"{k}!": v / 10 for k, v in layers.items()})
+        spectra.push_now()
+        basins.push_now()
+        for mark in (spectra._stable, spectra._effective):
+            assert list(mark.labels) == ["a", "b", "c"]
+            _unbroken(mark.x, mark.y, mark.labels, own)
+        alignment = basins._marks["weight_alignment"]
+        assert list(alignment.labels) == ["a!", "b!", "c!"]
+        _unbroken(alignment.x, alignment.y, alignment.labels,
+                  {f"{k}!": (s, np.array(v) / 10) for k, (s, v) in own.items()})
+    finally:
+        spectra.close()
+        basins.close()
+        monitor.detach()
+
+
 def test_characteristic_maps_panel_shows_each_classs_newest_map_when_runs_take_turns():
     # live, a large model's runs take the classes in turns: each record has the classes of its
     # run, NaN for the others, and the panel shows each class's newest

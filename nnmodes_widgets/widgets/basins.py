@@ -16,7 +16,7 @@ from ..colors import class_colors, layer_colors, line_color
 from ..runs.run_view import RunView, check_view
 from ..ticks import readable_axes
 from .axes import margin, x_axis, y_axis
-from .decimate import end_at_last_value, minmax_decimate
+from .decimate import decimate_each, end_at_last_value
 from .delivery import Delivery
 from .exportable import Exportable
 from .empty import plot_reason
@@ -114,12 +114,8 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             if not series:
                 missing[analysis] = name
                 continue
-            steps = np.unique(np.concatenate([s for s, _ in series.values()]))
-            newest = max(newest, int(steps[-1]))
-            values = np.full((len(series), len(steps)), np.nan)
-            for i, (s, v) in enumerate(series.values()):
-                values[i, np.searchsorted(steps, s)] = v
-            x, y = minmax_decimate(steps.astype(np.float64), values, self.max_points)
+            newest = max([newest, *(int(s[-1]) for s, _ in series.values() if len(s))])
+            x, y = decimate_each(series.values(), self.max_points)
             x, y, points, keep = as_lines(*end_at_last_value(x, y))
             if not keep.any():
                 continue

@@ -51,3 +51,18 @@ def end_at_last_value(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     x = np.where(tail, x[rows, last][:, None], x)
     return x, y
 
+
+
+def decimate_each(series, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``series`` (steps [T_i], values [T_i]) decimated on its own steps
+    (``minmax_decimate``), the rows padded at the end with NaN to one length: ``(x, y)`` [L, P].
+
+    A series recorded at other steps than the rest (an analysis taking its layers in turns) is
+    then a line through its own points; on the steps of all series together it would be points
+    cut apart by the others' steps, each drawn as nothing or a dot."""
+    rows = [minmax_decimate(np.asarray(steps, dtype=float), np.asarray(values, dtype=float)[None],
+                            max_points) for steps, values in series]
+    out = np.full((2, len(rows), max((x.shape[1] for x, _ in rows), default=0)), np.nan)
+    for i, (x, y) in enumerate(rows):
+        out[0, i, : x.shape[1]], out[1, i, : y.shape[1]] = x[0], y[0]
+    return out[0], out[1]

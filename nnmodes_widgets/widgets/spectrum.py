@@ -14,7 +14,7 @@ from ..colors import layer_colors, line_color
 from ..runs.run_view import RunView, check_view
 from ._bundle import bundle
 from .axes import margin, x_axis, y_axis
-from .decimate import end_at_last_value, minmax_decimate
+from .decimate import decimate_each, end_at_last_value
 from .delivery import Delivery
 from ..ticks import readable_axes
 from .exportable import Exportable
@@ -117,19 +117,21 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         return list(series), series
 
     def _ranks(self, layers, step: int | None = None):
-        """The steps of the rank trends and the effective and stable ranks [L, T] there, as the
-        analysis recorded them (NaN where a layer has none: a partial spectrum's effective rank)."""
+        """The steps of the rank trends (all layers' together) and each layer's effective and
+        stable rank on its own steps, as the analysis recorded them (NaN where a layer has none:
+        a partial spectrum's effective rank), decimated: ``(steps, (x, y), (x, y))``, [L, P]."""
         effective = self._data(step, "effective_rank", layers)[1]
         stable = self._data(step, "stable_rank", layers)[1]
         steps = np.unique(np.concatenate([s for s, _ in (*effective.values(), *stable.values())]))
-        return steps, _aligned(steps, effective), _aligned(steps, stable)
+        return (steps, decimate_each(effective.values(), self.max_points),
+                decimate_each(stable.values(), self.max_points))
 
     def _draw_live(self) -> None:
         layers, series = self._data()
-        steps, effective, stable = self._ranks(layers) if layers else ([], None, None)
-        self._explain(bool(len(steps)))   # the ranks are recorded with the spectra
-        if not len(steps):
+        self._explain(bool(layers))   # the ranks are recorded with the spectra
+        if not layers:
             return
+        steps, (ex, ey), (sx, sy) = self._ranks(layers)
         _, fit_series = self._data(None, "power_law", layers)
         width = max(v.shape[1] for _, v in series.values())
         newest, fits = np.full((2, len(layers), width), np.nan)
@@ -140,8 +142,6 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
                 fits[i, : fit.shape[1]] = fit[-1]
         newest[~(newest > 0)] = np.nan        # a log axis places no singular value <= 0
         ranks = np.broadcast_to(np.arange(1, width + 1, dtype=np.float64), newest.shape)
-        ex, ey = minmax_decimate(steps.astype(np.float64), effective, self.max_points)
-        sx, sy = minmax_decimate(steps.astype(np.float64), stable, self.max_points)
         # first: the browser labels the frame with it
         with self._header.hold_sync():
             self._header.step = int(max(steps[-1], *(s[-1] for s, _ in series.values())))
@@ -211,15 +211,6 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         else:
             export.layer_legend(right, len(layers))
         fig.suptitle(self.title, x=0.01, ha="left", fontsize="medium", fontweight="bold")
-
-
-def _aligned(steps: np.ndarray, series: dict) -> np.ndarray:
-    """Each layer's (steps, values) on the common ``steps`` (which hold them all), NaN where a
-    layer has no value: [L, T]."""
-    out = np.full((len(series), len(steps)), np.nan)
-    for i, (layer_steps, values) in enumerate(series.values()):
-        out[i, np.searchsorted(steps, layer_steps)] = values
-    return out
 
 
 def _figure(marks, x_scale, y_scale, x_label, y_label, height="300px"):
