@@ -103,6 +103,7 @@ def test_no_run_starts_outside_the_pace_not_even_a_first_one(monkeypatch):
 
     monkeypatch.setattr(jobs, "spectrum", costs(0.2, "spectrum"))
     monkeypatch.setattr(jobs, "radiograph", costs(0.1, "radiograph"))
+    monkeypatch.setattr(heavy, "MIN_SIZE", heavy.FIRST_SIZE)     # the credit, not the sizes
     monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
                          analyses=("spectrum", "radiograph"))
     pacer, scheduler = monitor.pacer, monitor._heavy
@@ -161,6 +162,7 @@ def test_a_panels_run_overdue_for_its_refresh_borrows_at_most_one_targets_credit
 
     for name in ("spectrum", "radiograph", "clusters"):
         monkeypatch.setattr(jobs, name, runner(name))
+    monkeypatch.setattr(heavy, "MIN_SIZE", heavy.FIRST_SIZE)     # the credit, not the sizes
     monitor = nm.Monitor(mlp(), budget=0.05, run=False, probe=torch.randn(8, 8),
                          analyses=("spectrum", "radiograph", "clusters"))
     pacer, s = monitor.pacer, monitor._heavy

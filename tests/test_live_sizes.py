@@ -184,6 +184,38 @@ def test_characteristic_maps_below_one_sample_a_class_take_the_classes_in_turns(
     np.testing.assert_allclose(final["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
 
 
+def test_characteristic_maps_below_one_class_a_run_take_its_output_units_in_turns_too():
+    # a ResNet-18's run at one sample of one class took 0.37 s, one pull-back through the
+    # network for each of its 10 output units: below a class's worth, the units in turns too
+    from nnmodes_widgets.analysis import characteristic_maps
+
+    model = mlp(8, 16, 5)
+    x, y = torch.randn(60, 8), torch.arange(60) % 5
+    y[y == 3] = 4                                     # no probe sample of class 3
+    whole = characteristic_maps(model, x[:4], "2", y=y[:4], num_classes=5,
+                                units=jobs.RADIOGRAPH_UNITS).flatten(2).numpy()
+    # size 1/32: 1/8 of a sample of each of 5 classes, 0.625 of a class: 3 of its 5 units a run
+    taken = []
+    for _ in range(9):
+        out = jobs.characteristic_maps(job(model, (x, y), size=1 / 32))
+        maps = out["characteristic_maps"]["2"]
+        assert maps.shape == whole.shape
+        cells = [(c, u) for c in range(5) for u in range(5) if np.isfinite(maps[c, u]).any()]
+        for c, u in cells:
+            np.testing.assert_allclose(maps[c, u], whole[c, u], rtol=1e-5, atol=1e-7)
+        taken.append(cells)
+        assert out[jobs.NOTES][""] == (
+            "live: class averages over at most 1 probe sample of each class, 1 of the 4 classes "
+            f"in the probe and {len(cells)} of its 5 output units a run, in turns ({REDUCED})")
+    assert taken == [[(c, u) for u in units] for c in (0, 1, 2, 4) for units in
+                     ((0, 1, 2), (3, 4))] + [[(0, 0), (0, 1), (0, 2)]]
+    # the final round takes every class and unit
+    final = jobs.characteristic_maps(
+        jobs.Job(model=model, probe=(x, y), history=None, step=1, report=lambda *a: None,
+                 size=1 / 32, final=True))
+    np.testing.assert_allclose(final["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
+
+
 # -- the scheduler's sizes ---------------------------------------------------------------------------
 
 
@@ -200,7 +232,7 @@ def test_a_size_halves_when_its_run_did_not_fit_its_share_of_a_round_and_doubles
     monitor, s = scheduler(monkeypatch, rate=0.04)
     s.target, s._ready_weight = 2.5, 2.0     # two analyses of weight 1
     # a round: 2.5 s x 0.04 = 0.1 training seconds, 0.05 for each of the two
-    assert s._size("spectrum") == heavy.MIN_SIZE              # the first run: the smallest
+    assert s._size("spectrum") == heavy.FIRST_SIZE            # the first run
     assert not s._resize("spectrum", 0.25, 0.02) and s._sizes["spectrum"] == 0.5   # 2 x fits
     assert not s._resize("spectrum", 0.5, 0.06) and s._sizes["spectrum"] == 0.25   # over
     assert s._resize("spectrum", 0.25, 0.03) and s._sizes["spectrum"] == 0.25      # settled

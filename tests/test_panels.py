@@ -210,6 +210,42 @@ def test_characteristic_maps_panel_shows_each_classs_newest_map_when_runs_take_t
         monitor.detach()
 
 
+def test_characteristic_maps_panel_fills_each_classs_units_from_the_runs_that_took_them():
+    # below a class's worth a run takes one class and part of its output units: the panel
+    # shows each (class, unit) from the newest record that has it, and says a class waits for
+    # its turn until the records could cover every class and unit
+    x, y = torch.randn(30, 4, 4), torch.arange(30) % 3
+    model, optimizer, monitor = _trained(probe=(x, y), analyses=("characteristic_maps",))
+    panel = LiveCharacteristicMaps(monitor)
+    try:
+        def maps(c, units, value):
+            out = np.full((3, 3, 16), np.nan)
+            out[c, units] = value
+            return out
+        # two parts a class: units 0-1, then unit 2
+        for step, (c, units) in enumerate([(0, [0, 1]), (0, [2]), (1, [0, 1])], start=1):
+            monitor.history.record("characteristic_maps", 2 * step, 0.0,
+                                   {"5": maps(c, units, float(step))})
+        panel.push_now()
+        shown_step, bands, _ = panel._latest
+        assert shown_step == 6
+        np.testing.assert_array_equal(bands["class 0"][:, 0], [1.0, 1.0, 2.0])
+        np.testing.assert_array_equal(bands["class 1"][:, 0], [3.0, 3.0, np.nan])
+        assert np.isnan(bands["class 2"]).all()
+        assert panel._empty["class 2"].startswith("class 2: its turn has not come yet")
+        for step, (c, units) in enumerate([(1, [2]), (2, [0, 1]), (2, [2]), (0, [0, 1])], start=4):
+            monitor.history.record("characteristic_maps", 2 * step, 0.0,
+                                   {"5": maps(c, units, float(step))})
+        panel.push_now()
+        shown_step, bands, _ = panel._latest
+        assert shown_step == 14
+        np.testing.assert_array_equal(np.stack([bands[f"class {c}"][:, 0] for c in range(3)]),
+                                      [[7.0, 7.0, 2.0], [3.0, 3.0, 4.0], [5.0, 5.0, 6.0]])
+    finally:
+        panel.close()
+        monitor.detach()
+
+
 def test_dashboard_links_one_layer_selection_across_panels():
     model, optimizer, monitor = _trained()
     dashboard = Dashboard(monitor)

@@ -23,8 +23,8 @@ phases and findings do not, and always run whole) runs at a size, a fraction (1,
 ``MIN_SIZE``) of its full live work (units, samples, directions, leading values: each runner
 says what; ``Job.size``), so that one round of every analysis fits the refresh target
 (``refresh_target``: 2.5 s for a small model, 10 s for a 10M-parameter one) within the budget:
-it starts at the smallest and is doubled while twice its last run's cost fits its share of a
-round, halved when a run does not fit it. A runner's notes (what it reduced) are kept once its
+it starts at ``FIRST_SIZE`` and is doubled while twice its last run's cost fits its share of a
+round, halved (down to ``MIN_SIZE``) when a run does not fit it. A runner's notes (what it reduced) are kept once its
 size has settled. With a budget of 1 (no pace) every run is at full size.
 
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
@@ -86,10 +86,14 @@ OPTIONAL_MAX_PERIOD = 30.0
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
-# the smallest live size, and the first: a ResNet-18's round at 1/16 took 2 s of CPU (its
-# radiographs 0.67 s, its maps 1.1 s), 60 s of its budget; a size below the first took a run or
-# two of each to reach, a minute there
-MIN_SIZE = 1 / 64
+# the first live size: a ResNet-18's round at 1/16 took 2 s of CPU (its radiographs 0.67 s,
+# its maps 1.1 s), 60 s of its budget; a size below the first took a run or two of each to
+# reach, a minute there
+FIRST_SIZE = 1 / 64
+# ... and the smallest: at 1/64 a ResNet-18's round still took 0.63 s on the worker, its
+# panels moved every 20-30 s against 10 (below it the maps take their units in turns, the
+# radiographs and spectra fewer layers a run)
+MIN_SIZE = 1 / 256
 # Turns go round by weight: 1 for the analysis a panel refreshes from (the first of its panel
 # in the registry: a spectrum, a radiograph, ...), this much for those that add to a panel or
 # sum up the others (clusters, basins, phases, findings, sharpness), which so run every ten
@@ -280,7 +284,7 @@ class HeavyAnalyses:
     def _size(self, name: str) -> float:
         """The live size of ``name``'s next run: 1 unpaced, or for a runner that does not scale
         its work (the registry's ``sized``)."""
-        return self._sizes.get(name, MIN_SIZE) if self.paced and entry(name).sized else 1.0
+        return self._sizes.get(name, FIRST_SIZE) if self.paced and entry(name).sized else 1.0
 
     def offer(self, step: int, sampled: bool = False) -> float:
         """Start the run whose turn it is at training step ``step`` (``sampled``: one that

@@ -65,7 +65,7 @@ class Job:
     a fault confined to one layer in ``monitor.errors`` at ``step`` while the run goes on;
     ``optimizer``: the optimizer's class and hyperparameters (``Monitor.optimizer_settings``),
     None without one; ``size``: the share of its full live work the run does (1, or down to
-    1/64 so that every panel refreshes within the budget: the scheduler's; the runner's notes
+    1/256 so that every panel refreshes within the budget: the scheduler's; the runner's notes
     say what it left out); ``final``: a run of the round that ends the run (``detach``): every
     layer at once, none left to a later turn."""
     model: nn.Module | None
@@ -92,6 +92,7 @@ _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _RADIOGRAPH_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the radiographs'
 _CLASS_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the maps' next class
+_UNIT_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # ... (class, units) last
 
 
 def spectrum(job: Job) -> dict:
@@ -181,16 +182,25 @@ def _spectrum_length(shape) -> int:
     return PARTIAL_TOP if partial else min(rows, cols)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What the runs take from one plain pass of the first probe samples, all of it structure:
+    the weight layers the forward runs (``called``), whether the input is tokens, the bytes of
+    layer output per sample, the shape of the model's output (None without one)."""
+    called: list[str]
+    tokens: bool
+    sample_bytes: int
+    output_shape: tuple[int, ...] | None
+
+
 @dataclass
 class _Prepared:
     """What one run takes from the model and the probe once: the probe's inputs (all of them),
     its class labels (``labels``: given with the probe, one integer per sample, else None) and
-    ``first``, one capture of the first probe sample (or samples): the weight layers the forward
-    runs (``called``), whether the input is tokens, the frozen factors (of a static pass), the
-    bytes of layer output per sample, the model's output."""
+    ``first``, the structure a pass of the first probe samples shows (``_Pass``)."""
     inputs: ModelInputs
     labels: torch.Tensor | None
-    first: Capture
+    first: _Pass
 
     def count(self, limit: int | None = None) -> int:
         """Probe samples to analyse: as many as fit in ``SAMPLE_BYTES`` of layer outputs (at
@@ -204,15 +214,15 @@ class _Prepared:
         so that every run has the same shape); None without classes."""
         if self.labels is not None:
             return int(self.labels.max()) + 1
-        out = self.first.output
-        if out is not None and out.ndim == 2 and out.shape[1] >= 2 and not self.language():
-            return int(out.shape[1])
+        shape = self.first.output_shape
+        if shape is not None and len(shape) == 2 and shape[1] >= 2 and not self.language():
+            return int(shape[1])
         return None
 
     def language(self) -> bool:
         """Token inputs and next-token logits [B, T, V]."""
-        out = self.first.output
-        return self.labels is None and self.first.tokens and out is not None and out.ndim == 3
+        shape = self.first.output_shape
+        return self.labels is None and self.first.tokens and shape is not None and len(shape) == 3
 
 
 def class_labels(y):
@@ -224,23 +234,27 @@ def class_labels(y):
     return y
 
 
-def _prepare(job: Job, *, static: bool = False, rows: int | None = None) -> _Prepared:
-    """One capture of the first probe samples, and the probe as the analyses take it. With
-    ``static`` a static pass of the first ``rows`` (default 1): its Jacobians and frozen factors
-    are the radiographs'. Otherwise a plain pass of the first two (a model that normalises with
-    batch statistics, which neuron modes take as they are, cannot run on one). Probe labels
-    count as classes when they are one integer per sample; others (next tokens, regression
-    targets) are not used."""
+def _prepare(job: Job) -> _Prepared:
+    """The probe as the analyses take it, and the structure of a plain pass of its first two
+    samples (a model that normalises with batch statistics, which neuron modes take as they
+    are, cannot run on one): that pass runs once per copy and probe, not in every run (it was
+    a third of a ResNet-18's neuron-modes run). Probe labels count as classes when they are one
+    integer per sample; others (next tokens, regression targets) are not used."""
     x, y = _split(job.probe)
     inputs = as_inputs(x, job.model)
-    if rows is None:
-        rows = 1 if static else 2
-    with torch.inference_mode(False), torch.enable_grad() if static else nullcontext():
-        first = capture(job.model, inputs.rows(0, min(rows, inputs.batch)), static=static)
-    if not first.called:
-        raise UnsupportedModel(f"no weight layer runs in {type(job.model).__name__}'s forward")
-    labels = class_labels(y)
-    return _Prepared(inputs, labels, first)
+    probe, first = _PASSES.get(job.model, (None, None))
+    if probe is not job.probe:
+        cap = capture(job.model, inputs.rows(0, min(2, inputs.batch)))
+        if not cap.called:
+            raise UnsupportedModel(f"no weight layer runs in {type(job.model).__name__}'s forward")
+        first = _Pass(cap.called, cap.tokens, cap.sample_bytes,
+                      None if cap.output is None else tuple(cap.output.shape))
+        _PASSES[job.model] = (job.probe, first)
+    return _Prepared(inputs, class_labels(y), first)
+
+
+# The plain pass's structure, per analysed copy: (the probe it ran on, its _Pass)
+_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # Whether the static pass of an analysed copy froze factors at its last radiograph run (then
@@ -265,11 +279,13 @@ def radiograph(job: Job) -> dict:
     holds the layers of its run only."""
     model = job.model
     rows = FROZEN_SAMPLES if _FROZEN.get(model) else 1
-    prep = _prepare(job, static=True, rows=rows)
-    cap = prep.first
-    if cap.frozen and rows == 1 and prep.inputs.batch > 1:
-        with torch.inference_mode(False), torch.enable_grad():
-            cap = capture(model, prep.inputs.rows(0, FROZEN_SAMPLES), static=True)
+    inputs = as_inputs(_split(job.probe)[0], model)
+    with torch.inference_mode(False), torch.enable_grad():
+        cap = capture(model, inputs.rows(0, min(rows, inputs.batch)), static=True)
+        if cap.frozen and rows == 1 and inputs.batch > 1:
+            cap = capture(model, inputs.rows(0, FROZEN_SAMPLES), static=True)
+    if not cap.called:
+        raise UnsupportedModel(f"no weight layer runs in {type(model).__name__}'s forward")
     _FROZEN[model] = bool(cap.frozen)
     units = live(RADIOGRAPH_UNITS, job.size, MIN_UNITS)
     share = job.size * RADIOGRAPH_UNITS / units     # of the layers: 1 until units is the least
@@ -341,7 +357,9 @@ def characteristic_maps(job: Job) -> dict:
     class took a ResNet-18 0.94 s, 35 s of its budget):
     from where the last run stopped, as many of those in the probe as ``size`` leaves (at least
     one); the others are NaN in this run's record, as a class no probe sample has is in every
-    record (a 10M-parameter CNN's run took 1.7 s at one sample of each of its 10 classes)."""
+    record (a 10M-parameter CNN's run took 1.7 s at one sample of each of its 10 classes).
+    Below one class's worth, one class a run and its output units in turns as well (a Linear's
+    or a convolution's): as many as the size leaves, the others NaN."""
     model = job.model
     per_class = live(CLASS_SAMPLES, job.size)
     share = CLASS_SAMPLES * job.size      # samples of each class a run may take
@@ -366,15 +384,32 @@ def characteristic_maps(job: Job) -> dict:
         else:
             y = _predicted(model, x, n_classes, per_class)
         present = torch.unique(y).tolist()
-        whole = job.final or share >= 1
-        classes = present if whole else _class_turn(model, present,
-                                                    max(1, round(share * n_classes)))
+        classes_share = share * n_classes         # classes' worth a run may take
+        width = _output_units(dict(model.named_modules())[layer])
+        units = RADIOGRAPH_UNITS if width is None else list(range(width))
+        if job.final or share >= 1:
+            classes = present
+        elif classes_share >= 1 or width is None:
+            classes = _class_turn(model, present, max(1, round(classes_share)))
+        else:
+            # below a class's worth, its output units in turns too: each costs a pull-back
+            # through the whole network (ten of them were a ResNet-18's 0.37 s run at 1/64)
+            per_run = max(1, round(classes_share * width))
+            c, part = _unit_turn(model, present, math.ceil(width / per_run))
+            classes, units = [c], units[part * per_run: (part + 1) * per_run]
         index = torch.cat([(y == c).nonzero().flatten()[:per_class] for c in classes])
         maps = pathways.characteristic_maps(model, x.take(index), layer, y=y[index],
-                                            num_classes=n_classes, units=RADIOGRAPH_UNITS,
+                                            num_classes=n_classes, units=units,
                                             chunk_size=chunk)
-        turns = (f", {len(classes)} of the {len(present)} classes in the probe a run, in turns"
-                 if len(classes) < len(present) else "")
+        some = width is not None and len(units) < width
+        if some:                           # the other units NaN, as the other classes are
+            whole = torch.full((maps.shape[0], width, *maps.shape[2:]), math.nan,
+                               dtype=maps.dtype, device=maps.device)
+            whole[:, units] = maps
+            maps = whole
+        turns = (f", {len(classes)} of the {len(present)} classes in the probe"
+                 f"{f' and {len(units)} of its {width} output units' if some else ''} a run, "
+                 "in turns" if len(classes) < len(present) or some else "")
         note = (f"live: class averages over at most {per_class} probe "
                 f"sample{'s' if per_class > 1 else ''} of each class{turns}{reduced}")
     return {"characteristic_maps": {layer: maps.flatten(2).float().cpu().numpy()}, NOTES: {"": note}}
@@ -386,6 +421,25 @@ def _class_turn(model: nn.Module, present: list[int], count: int) -> list[int]:
     taken = ([c for c in present if c >= start] + [c for c in present if c < start])[:count]
     _CLASS_TURNS[model] = taken[-1] + 1
     return taken
+
+
+def _unit_turn(model: nn.Module, present: list[int], parts: int) -> tuple[int, int]:
+    """The (class, part of its output units) after the last run's: a class's ``parts`` in order,
+    then the next class ``present`` (sorted)."""
+    c, part = _UNIT_TURNS.get(model, (-1, parts))
+    if part + 1 < parts and c in present:
+        taken = (c, part + 1)
+    else:
+        taken = (next((k for k in present if k > c), present[0]), 0)
+    _UNIT_TURNS[model] = taken
+    return taken
+
+
+def _output_units(module: nn.Module) -> int | None:
+    """Units of the output layer the maps show (at most ``RADIOGRAPH_UNITS``): a Linear's
+    outputs, a convolution's channels; None for other layers (all their units every run)."""
+    units = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
+    return None if units is None else min(RADIOGRAPH_UNITS, int(units))
 
 
 def _predicted(model: nn.Module, x: ModelInputs, n_classes: int, per_class: int) -> torch.Tensor:

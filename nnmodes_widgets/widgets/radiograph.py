@@ -303,13 +303,14 @@ class LiveCharacteristicMaps(_LiveMaps):
                           "where the network looks for that class.")
         kwargs.setdefault("reference", "Feng, Zhang, Wang, Zhao (arXiv 2202.13829)")
         kwargs.setdefault("reference_url", "https://arxiv.org/abs/2202.13829")
+        self._cover = 0     # records that cover every class (and unit) in turns
         super().__init__(run, **kwargs)
         self.add_class("nnmodes-characteristic-maps")
 
     def _empty_bands(self, bands) -> dict[str, str]:
-        # live, the runs take the classes in turns, which cover every class in C runs: before
-        # that, a class with no map may be one whose turn has not come
-        if self.run.history.count("characteristic_maps") < len(bands):
+        # live, the runs take the classes (and their units) in turns, which cover every class in
+        # ``_cover`` runs: before that, a class with no map may be one whose turn has not come
+        if self.run.history.count("characteristic_maps") < self._cover:
             return {band: f"{band}: its turn has not come yet (the classes take turns)"
                     for band in bands}
         facts = self.run.probe_facts
@@ -327,19 +328,23 @@ class LiveCharacteristicMaps(_LiveMaps):
             if not self.title.startswith("Position map"):
                 self.title = "Position map: what each input position adds to the next token"
             return step, {"predicted next token (rows: positions, columns: input positions)": maps[0]}
+        # the newest record's units of a class: all of them, or the part a run takes in turns
+        units = np.isfinite(maps.reshape(*maps.shape[:2], -1)).any(axis=2).sum(axis=1).max()
+        self._cover = len(maps) * -(-maps.shape[1] // max(1, units))
         return step, {f"class {c}": m for c, m in enumerate(_newest_of_each_class(
-            history, layers[-1], maps))}
+            history, layers[-1], maps, self._cover))}
 
 
-def _newest_of_each_class(history, layer: str, maps: np.ndarray) -> np.ndarray:
-    """The newest record's class maps ``maps`` [C, ...], a class it left out (live, the classes
-    in turns: NaN) taken from the newest of the last C records that has it."""
-    missing = ~np.isfinite(maps).reshape(len(maps), -1).any(axis=1)
+def _newest_of_each_class(history, layer: str, maps: np.ndarray, cover: int) -> np.ndarray:
+    """The newest record's class maps ``maps`` [C, U, ...], each class's unit it left out (live,
+    the classes and their units in turns: NaN) taken from the newest of the last ``cover``
+    records (those that cover every class and unit once) that has it."""
+    missing = ~np.isfinite(maps.reshape(*maps.shape[:2], -1)).any(axis=2)
     if not missing.any():
         return maps
-    _, records = history.recent("characteristic_maps", layer, len(maps))
+    _, records = history.recent("characteristic_maps", layer, cover)
     for older in records[-2::-1]:
-        found = missing & np.isfinite(older).reshape(len(older), -1).any(axis=1)
+        found = missing & np.isfinite(older.reshape(*missing.shape, -1)).any(axis=2)
         maps[found] = older[found]
         missing &= ~found
     return maps
