@@ -216,6 +216,30 @@ def test_characteristic_maps_below_one_class_a_run_take_its_output_units_in_turn
     np.testing.assert_allclose(final["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
 
 
+def test_characteristic_maps_in_turns_predict_an_unlabelled_probes_classes_every_tenth_run(
+        monkeypatch):
+    # predicting the whole probe each run was 70% of a ResNet-18's run at the smallest size
+    model = mlp(8, 16, 5)
+    x = torch.randn(60, 8)
+    predicting, call_model = [], jobs.call_model
+
+    def counting(model, inputs):
+        predicting.append(run)
+        return call_model(model, inputs)
+    monkeypatch.setattr(jobs, "call_model", counting)
+    for run in range(1, 23):
+        out = jobs.characteristic_maps(job(model, x, size=1 / 32))
+    assert sorted(set(predicting)) == [1, 1 + jobs.PREDICTION_RUNS, 1 + 2 * jobs.PREDICTION_RUNS]
+    assert out[jobs.NOTES][""].endswith(
+        f"; the classes as predicted at most {jobs.PREDICTION_RUNS - 1} runs before ({REDUCED})")
+    predicting.clear()
+    run = "another probe"
+    jobs.characteristic_maps(job(model, x.clone(), size=1 / 32))
+    run = "not in turns"
+    jobs.characteristic_maps(job(model, x, size=1))
+    assert set(predicting) == {"another probe", "not in turns"}
+
+
 # -- the scheduler's sizes ---------------------------------------------------------------------------
 
 
