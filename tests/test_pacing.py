@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nnmodes_widgets.live import pacing
-from nnmodes_widgets.live.pacing import AIM, Pacer, _overlap
+from nnmodes_widgets.live.pacing import AIM, MIN_WINDOW_STEPS, Pacer, _overlap
 
 
 def brute_overlap(busy, start, end):
@@ -45,6 +45,13 @@ def test_overlap_with_the_union_of_busy_stretches_matches_brute_force():
     instant = np.array([[start[3], start[3], 1]])
     np.testing.assert_array_equal(_overlap(instant, np.r_[start[3], start[3]], np.r_[start[3], end[3]]),
                                   [0, 0])
+
+
+@pytest.fixture(autouse=True)
+def every_step_in_the_window(monkeypatch):
+    """The synthetic loops end seconds before their estimates: their window is all of their
+    steps (within WINDOW_SECONDS), not only the newest MIN_WINDOW_STEPS."""
+    monkeypatch.setattr(pacing, "MIN_WINDOW_STEPS", 1 << 30)
 
 
 def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, base=None,
@@ -292,6 +299,24 @@ def test_steps_nobody_reads_for_a_whole_window_keep_the_newest_window():
         pacer.step(base + 1e-3 * i + 1e-3 * max(0, i - (n - 300)))
     assert pacer.steps_per_second(200) == pytest.approx(500)
     assert pacer.estimate()["steps"] == pacing.WINDOW_STEPS
+
+
+def test_slow_steps_are_read_over_their_last_min_window_steps_not_the_whole_minute(monkeypatch):
+    # 10 ms steps filled a minute's window: the first round's cost (its warm-up) held the
+    # reading over the aim for that minute, and a small ResNet's panels stood still in JupyterLab
+    monkeypatch.setattr(pacing, "MIN_WINDOW_STEPS", MIN_WINDOW_STEPS)
+    pacer = Pacer(0.05, prior_contention=2)
+    wall = synthetic(pacer, bare=1e-2, contention=2.0, jobs=[(3.0, 0.3)], steps=4000,
+                     base=time.perf_counter() - 45)
+    assert 40 < wall < 45                     # the steps ended seconds ago: SPAN holds fewer
+    e = pacer.estimate()
+    assert e["steps"] == MIN_WINDOW_STEPS and e["worker_share"] == 0.0
+    assert e["slowdown"] == pytest.approx(0.0, abs=1e-9)
+    # ... where the whole minute held the job
+    monkeypatch.setattr(pacing, "MIN_WINDOW_STEPS", 1 << 30)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    assert e["steps"] == 4000 and e["worker_share"] == pytest.approx(0.3 / wall, rel=1e-6)
 
 
 class _ReadNowAndThen(Pacer):

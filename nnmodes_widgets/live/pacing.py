@@ -27,10 +27,11 @@ worker spends credits that accrue at parts of that rate from the monitor's start
 first included, pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
-not a training step: left out. The window is the last ``WINDOW_STEPS`` steps, one by one, within
-``WINDOW_SECONDS``, and at least the last ``SPAN`` seconds: the steps that leave the ring before
-then count by their sums (``_sums``), taken as they leave, when every stretch of work that
-overlapped them has been seen.
+not a training step: left out. The window is the last ``SPAN`` seconds or the last
+``MIN_WINDOW_STEPS`` steps, whichever reach further back, at most ``WINDOW_SECONDS``; the ring
+keeps the last ``WINDOW_STEPS`` steps one by one, and those that leave it within SPAN count by
+their sums (``_sums``), taken as they leave, when every stretch of work that overlapped them
+has been seen.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ import numpy as np
 WINDOW_STEPS = 1 << 13      # steps kept one by one for the estimate (about 8 s of a 1 ms step:
                             # an estimate over 32k steps took 15 ms of the worker's credit every 2 s)
 WINDOW_SECONDS = 60.0       # ... and at most this far back
+# ... and no further back than the last SPAN seconds or this many steps, whichever reach further:
+# a 10 ms step's window was the whole minute, and the first round's cost (0.3 s of the worker,
+# a reading of 39% at 3 s, as every first run pays its warm-up) held the reading over the aim
+# for a minute: an architectures-notebook ResNet's panels stood still for 30 s in JupyterLab
+MIN_WINDOW_STEPS = 1 << 10
 # An estimate covers at least this long: older steps than the ring holds count by their sums,
 # taken once as they leave it. Over the ring alone, 2.3 s of a small MLP's 0.27 ms steps, the
 # slowdown read 3.5-5.1% from one estimate to the next at a steady pace, and each reading over
@@ -315,7 +321,10 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float,
               retired: np.ndarray) -> dict:
     """The estimate over ``steps`` (rows of the ring, in order) within the window, plus the
     ``retired`` sums of older ones."""
-    steps = steps[steps[:, 0] >= now - WINDOW_SECONDS]
+    since = now - SPAN
+    if len(steps):
+        since = min(since, steps[-min(len(steps), MIN_WINDOW_STEPS), 0])
+    steps = steps[steps[:, 0] >= max(since, now - WINDOW_SECONDS)]
     sums = _sums(steps, busy, np.median(steps[:, 1]) if len(steps) else math.nan)
     return _from_sums(sums + retired, prior)
 
