@@ -282,6 +282,12 @@ def test_notes_are_kept_once_the_size_has_settled(monkeypatch):
         s._start("spectrum", 1)
         monitor.flush()
     assert [n.message for n in monitor.notices] == ["live at 0.5"]   # not the passing 0.25
+    # the final round's notes are kept, its size settled or not (a short run's may still move)
+    sizes = iter([0.125])
+    s._sizes["spectrum"] = 0.25
+    s._start("spectrum", 2, fresh=True)
+    monitor.flush()
+    assert [n.message for n in monitor.notices] == ["live at 0.5", "live at 0.25"]
     monitor.detach()
 
 

@@ -24,8 +24,9 @@ phases and findings do not, and always run whole) runs at a size, a fraction (1,
 says what; ``Job.size``), so that one round of every analysis fits the refresh target
 (``refresh_target``: 2.5 s for a small model, 10 s for a 10M-parameter one) within the budget:
 it starts at ``FIRST_SIZE`` and is doubled while twice its last run's cost fits its share of a
-round, halved (down to ``MIN_SIZE``) when a run does not fit it. A runner's notes (what it reduced) are kept once its
-size has settled. With a budget of 1 (no pace) every run is at full size.
+round, halved (down to ``MIN_SIZE``) when a run does not fit it. A runner's notes (what it
+reduced) are kept once its size has settled, and from the final round. With a budget of 1 (no
+pace) every run is at full size.
 
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread) and analyses the copy, so training goes on changing
@@ -435,7 +436,9 @@ class HeavyAnalyses:
                 self.monitor.history.record(analysis, step, when, values)
             self._faults.pop(name, None)
             settled = self._resize(name, job.size, self.clock() - begun)
-            for layer, message in notes.items() if settled else ():
+            # (the final round's are the last word, settled or not: a short run's sizes may
+            # still be moving at its end, and its panels showed no note at all)
+            for layer, message in notes.items() if settled or job.final else ():
                 if (name, layer, message) not in self._noted:
                     self._noted.add((name, layer, message))
                     self.monitor.report_notice(name, layer or None, message)

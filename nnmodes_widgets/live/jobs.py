@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis.capture import Capture, capture
+from ..analysis.capture import capture
 from ..analysis.clustering import aligned_series, bucket_means, cluster_layers
 from ..analysis.errors import UnsupportedModel
 from ..analysis.inputs import ModelInputs, as_inputs, call_model, first_tensor
