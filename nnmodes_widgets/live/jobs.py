@@ -392,7 +392,7 @@ def characteristic_maps(job: Job) -> dict:
             y = _predicted(model, x, n_classes, per_class)
         present = torch.unique(y).tolist()
         classes_share = share * n_classes         # classes' worth a run may take
-        width = _output_units(dict(model.named_modules())[layer])
+        width = _output_units(model.get_submodule(layer))
         units = RADIOGRAPH_UNITS if width is None else list(range(width))
         if not in_turns:
             classes = present

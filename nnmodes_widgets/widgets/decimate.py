@@ -52,7 +52,6 @@ def end_at_last_value(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     return x, y
 
 
-
 def decimate_each(series, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``series`` (steps [T_i], values [T_i]) decimated on its own steps
     (``minmax_decimate``), the rows padded at the end with NaN to one length: ``(x, y)`` [L, P].
