@@ -32,13 +32,66 @@ export function guardRedraw(View, method, drawn) {
   return true;
 }
 
+const direct = new WeakSet();   // the Lines views whose update_line_xy was replaced
+
+// bqplot's Lines redraw their paths through d3 transitions even when nothing animates (a
+// figure's animation_duration 0, every figure here): each redraw builds a string interpolator
+// between every curve's old and new path (regular expressions over both strings) and lands a
+// frame later. A live trend's frame took Chromium ~35 ms on two cores and most of the page's
+// garbage, and its frames starved the worker's runs on a small ResNet in JupyterLab. Without a
+// duration the paths, areas and labels are set at once (a transition still under way, from an
+// animated redraw, is stopped first so it cannot overwrite them); an animated redraw is
+// bqplot's own. False if the method was replaced already.
+export function drawLinesAtOnce(Lines) {
+  const update = Lines?.prototype?.update_line_xy;
+  if (typeof update !== "function") throw new Error(`bqplot view ${Lines?.name} has no update_line_xy()`);
+  if (direct.has(Lines)) return false;
+  const atOnce = function (animate) {
+    if (animate === true && this.parent.model.get("animation_duration") > 0) {
+      return update.call(this, animate);
+    }
+    const { x, y } = this.scales;
+    const px = (d) => x.scale(d.x) + x.offset;
+    const py = (d) => y.scale(d.y) + y.offset;
+    this.line.x(px).y(py);
+    this.area.x(px).y1(py);
+    const fill = this.model.get("fill");
+    if (fill === "bottom") this.area.y0(this.parent.plotareaHeight);
+    else if (fill === "top") this.area.y0(0);
+    else if (fill === "between") this.area.y0((d) => y.scale(d.y0) + y.offset);
+    const curves = this.d3el.selectAll(".curve");
+    const set = (part, name, value) => {
+      const parts = curves.select(part);
+      parts.interrupt?.("update_line_xy");
+      parts.attr(name, value);
+    };
+    set(".line", "d", (d) => this.line(d.values) + this.path_closure());
+    set(".area", "d", (d) => this.area(d.values));
+    set(".curve_label", "transform", (d) => {
+      const last = d.values[d.values.length - 1];
+      return `translate(${x.scale(last.x)},${y.scale(last.y)})`;
+    });
+    this.update_dots_xy(animate);
+    const first = this.model.mark_data.length > 0 ? this.model.mark_data[0].values : [];
+    this.xPixels = first.map(px);
+    this.yPixels = first.map(py);
+    this.pixelCoords = first.map((d) => [px(d), py(d)]);
+    return undefined;
+  };
+  direct.add(Lines);
+  Lines.prototype.update_line_xy = atOnce;
+  return true;
+}
+
 // Guard the views of the bqplot that draws the model `model.get(ref)` refers to (a mark of the
-// panel's figures). Called when the panel's model is made, before any view of its figures.
+// panel's figures), and let its Lines redraw at once. Called when the panel's model is made,
+// before any view of its figures.
 export async function guardBqplotOf(model, ref) {
   const bqplotModel = await referencedModel(model, ref);
+  const load = (view) => model.widget_manager.loadViewClass(
+    view, bqplotModel.get("_view_module"), bqplotModel.get("_view_module_version"));
+  drawLinesAtOnce(await load("Lines"));     // first: the guard wraps what it replaced
   await Promise.all(REDRAWS.map(async ({ view, method, drawn }) => {
-    const View = await model.widget_manager.loadViewClass(
-      view, bqplotModel.get("_view_module"), bqplotModel.get("_view_module_version"));
-    guardRedraw(View, method, drawn);
+    guardRedraw(await load(view), method, drawn);
   }));
 }

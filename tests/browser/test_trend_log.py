@@ -33,3 +33,49 @@ def test_log_switch_with_a_frozen_layer(page, lab_server, console_errors):
     assert box.is_checked()
     assert not error_outputs(page), error_outputs(page)
     assert_no_console_errors(console_errors)
+
+
+POINTS_CELLS = ["""import numpy as np, torch
+from nnmodes_widgets import Monitor
+from nnmodes_widgets.widgets import Trend
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+monitor = Monitor(model, opt, every=1, analyses=("rwc",))
+trend = Trend(monitor)
+trend""", """for _ in range(30):
+    opt.zero_grad(); model(torch.randn(16, 8)).pow(2).mean().backward(); opt.step()
+monitor.detach()
+mark = trend._lines
+print("POINTS", [int(np.isfinite(y).sum()) for y in np.atleast_2d(mark.y)])"""]
+
+
+def test_the_lines_drawn_are_the_points_sent(page, lab_server, console_errors):
+    """The paths on screen hold each layer's points, in order, inside the plot (bqplot's line
+    redraw is replaced by one without transitions: js/bqplot_guard.js)."""
+    write_notebook(lab_server.root_dir / "trend_points.ipynb", POINTS_CELLS)
+    open_notebook(page, lab_server, "trend_points.ipynb")
+    run_all_cells(page)
+    wait_kernel_idle(page)
+    trend = page.locator(".nnmodes-trend")
+    page.wait_for_function("el => Number(el.getAttribute('data-step')) === 30",
+                           arg=trend.element_handle(), timeout=30_000)
+    out = next(o for o in page.locator(".jp-OutputArea-output").all_inner_texts() if "POINTS" in o)
+    sent = [int(n) for n in out.split("[", 1)[1].split("]", 1)[0].split(",")]
+    assert len(sent) == 2 and min(sent) >= 29, sent     # two weight layers, a sample a step
+    width = trend.locator("svg").first.evaluate("el => el.getBoundingClientRect().width")
+    paths = trend.locator("g.curve path.line:visible")
+    page.wait_for_function(
+        "([el, n]) => [...el.querySelectorAll('g.curve path.line')].filter("
+        "p => p.getAttribute('d')).length >= n", arg=[trend.element_handle(), len(sent)],
+        timeout=10_000)
+    drawn = []
+    for d in paths.evaluate_all("ps => ps.map(p => p.getAttribute('d'))"):
+        assert "NaN" not in d, d
+        xy = [tuple(map(float, pair.split(","))) for pair in d.replace("M", "L").split("L")[1:]]
+        xs = [x for x, _ in xy]
+        assert xs == sorted(xs) and 0 <= xs[0] and xs[-1] <= width, xs
+        drawn.append(len(xy))
+    assert drawn == sent, (drawn, sent)
+    assert not error_outputs(page), error_outputs(page)
+    assert_no_console_errors(console_errors)
