@@ -17,14 +17,20 @@ trend""", """for _ in range(30):
     opt.zero_grad(); model(torch.randn(16, 8)).pow(2).mean().backward(); opt.step()
 monitor.detach()"""]
 
-def test_log_switch_with_a_frozen_layer(page, lab_server, console_errors):
-    write_notebook(lab_server.root_dir / "trend_log.ipynb", CELLS)
-    open_notebook(page, lab_server, "trend_log.ipynb")
+def _trained_trend(page, lab_server, name, cells):
+    """Run ``cells`` (30 training steps) as notebook ``name``; the trend once it shows step 30."""
+    write_notebook(lab_server.root_dir / name, cells)
+    open_notebook(page, lab_server, name)
     run_all_cells(page)
     wait_kernel_idle(page)
     trend = page.locator(".nnmodes-trend")
     page.wait_for_function("el => Number(el.getAttribute('data-step')) === 30",
                            arg=trend.element_handle(), timeout=30_000)
+    return trend
+
+
+def test_log_switch_with_a_frozen_layer(page, lab_server, console_errors):
+    trend = _trained_trend(page, lab_server, "trend_log.ipynb", CELLS)
     box = trend.locator(".nnmodes-trend-header input[type=checkbox]")
     assert box.is_checked()
     for _ in range(2):        # log -> linear -> log
@@ -53,13 +59,7 @@ print("POINTS", [int(np.isfinite(y).sum()) for y in np.atleast_2d(mark.y)])"""]
 def test_the_lines_drawn_are_the_points_sent(page, lab_server, console_errors):
     """The paths on screen hold each layer's points, in order, inside the plot (bqplot's line
     redraw is replaced by one without transitions: js/bqplot_guard.js)."""
-    write_notebook(lab_server.root_dir / "trend_points.ipynb", POINTS_CELLS)
-    open_notebook(page, lab_server, "trend_points.ipynb")
-    run_all_cells(page)
-    wait_kernel_idle(page)
-    trend = page.locator(".nnmodes-trend")
-    page.wait_for_function("el => Number(el.getAttribute('data-step')) === 30",
-                           arg=trend.element_handle(), timeout=30_000)
+    trend = _trained_trend(page, lab_server, "trend_points.ipynb", POINTS_CELLS)
     out = next(o for o in page.locator(".jp-OutputArea-output").all_inner_texts() if "POINTS" in o)
     sent = [int(n) for n in out.split("[", 1)[1].split("]", 1)[0].split(",")]
     assert len(sent) == 2 and min(sent) >= 29, sent     # two weight layers, a sample a step
