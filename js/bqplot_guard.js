@@ -32,7 +32,7 @@ export function guardRedraw(View, method, drawn) {
   return true;
 }
 
-const direct = new WeakSet();   // the Lines views whose update_line_xy was replaced
+const drawnAtOnce = new WeakSet();   // the Lines views whose update_line_xy was replaced
 
 // bqplot's Lines redraw their paths through d3 transitions even when nothing animates (a
 // figure's animation_duration 0, every figure here): each redraw builds a string interpolator
@@ -45,7 +45,7 @@ const direct = new WeakSet();   // the Lines views whose update_line_xy was repl
 export function drawLinesAtOnce(Lines) {
   const update = Lines?.prototype?.update_line_xy;
   if (typeof update !== "function") throw new Error(`bqplot view ${Lines?.name} has no update_line_xy()`);
-  if (direct.has(Lines)) return false;
+  if (drawnAtOnce.has(Lines)) return false;
   const atOnce = function (animate) {
     if (animate === true && this.parent.model.get("animation_duration") > 0) {
       return update.call(this, animate);
@@ -76,9 +76,8 @@ export function drawLinesAtOnce(Lines) {
     this.xPixels = first.map(px);
     this.yPixels = first.map(py);
     this.pixelCoords = first.map((d) => [px(d), py(d)]);
-    return undefined;
   };
-  direct.add(Lines);
+  drawnAtOnce.add(Lines);
   Lines.prototype.update_line_xy = atOnce;
   return true;
 }
