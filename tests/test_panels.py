@@ -308,6 +308,37 @@ def test_basins_panel_draws_the_recorded_radii_alignment_and_phase_changes():
         monitor.detach()
 
 
+def test_basins_panel_sends_its_step_before_the_lines_the_browser_labels_with_it(monkeypatch):
+    # the browser counts a frame when the alignment's lines get new data and labels it with the
+    # step the header holds then: sent after the data, the label kept the step before (an
+    # architectures GPT's panel read "step 1" under lines reaching step 1006)
+    from nnmodes_widgets.widgets import Basins
+
+    model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
+    panel = Basins(monitor)
+    sent = []
+    send_state = ipywidgets.Widget.send_state
+
+    def logged(widget, key=None):
+        keys = [key] if isinstance(key, str) else list(key or widget.keys)
+        sent.extend((widget, k) for k in keys)
+        return send_state(widget, key)
+
+    try:
+        monitor.history.record("weight_alignment", 1000, 0.0,
+                               {layer: 0.5 for layer in monitor.layers})
+        monkeypatch.setattr(ipywidgets.Widget, "send_state", logged)
+        panel.push_now()
+        header, lines = panel._header, panel._marks["weight_alignment"]
+        assert header.step == 1000
+        order = [i for i, (w, k) in enumerate(sent)
+                 if (w is header and k == "step") or (w is lines and k == "y")]
+        assert [sent[i][0] for i in order] == [header, lines], [(type(w).__name__, k) for w, k in sent]
+    finally:
+        panel.close()
+        monitor.detach()
+
+
 def test_the_findings_strip_says_what_the_analyses_see_and_where_and_the_export_prints_it(tmp_path):
     model, optimizer, monitor = _trained(analyses=("rwc", "findings"))
     model[3].weight.requires_grad_(False)       # frozen: its RWC is exactly 0

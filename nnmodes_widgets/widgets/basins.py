@@ -108,35 +108,38 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
         return out
 
     def _draw_live(self) -> None:
-        newest, missing = 0, {}     # history name -> the analysis that records it
-        for analysis, _, kind, name in PLOTS:
-            series = self._series(analysis)
-            if not series:
-                missing[analysis] = name
+        series = {analysis: self._series(analysis) for analysis, _, _, _ in PLOTS}
+        # history name -> the analysis that records it, for those with nothing yet
+        missing = {analysis: name for analysis, _, _, name in PLOTS if not series[analysis]}
+        newest = max([0, *(int(s[-1]) for per_key in series.values()
+                           for s, _ in per_key.values() if len(s))])
+        self._explain(bool(newest))
+        if not newest:
+            return
+        # the step goes first: the browser labels a frame, when the alignment's lines get their
+        # data, with the step it already has (after the data, the last frame kept the step before)
+        with self._header.hold_sync():
+            self._header.step = newest
+            self._header.palette = palette_of(self.run.history, cluster_labels(self.run.history))
+        for analysis, _, _, _ in PLOTS:
+            if analysis in missing:
                 continue
-            newest = max([newest, *(int(s[-1]) for s, _ in series.values() if len(s))])
-            x, y = decimate_each(series.values(), self.max_points)
+            x, y = decimate_each(series[analysis].values(), self.max_points)
             x, y, points, keep = as_lines(*end_at_last_value(x, y))
             if not keep.any():
                 continue
-            keys = [k for k, kept in zip(series, keep) if kept]
+            keys = [k for k, kept in zip(series[analysis], keep) if kept]
             mark = self._marks[analysis]
             with mark.hold_sync():
                 mark.labels = keys
                 mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 mark.x, mark.y = x, y.astype(np.float32)
             settle_range(mark.scales["y"], y)
-        self._explain(bool(newest))
-        if not newest:
-            return
         # the plots with nothing to show are left out (hidden, bqplot would lay them out at size
         # 0), and the note says why
         shown = tuple(self._figures[a] for a, _, _, _ in PLOTS if a not in missing)
         if self._row.children != shown:
             self._row.children = shown
-        with self._header.hold_sync():   # before the data: the browser labels the frame
-            self._header.step = newest
-            self._header.palette = palette_of(self.run.history, cluster_labels(self.run.history))
         history = self.run.history
         settle_range(self._step_x, np.concatenate([history.steps(a) for a, _, _, _ in PLOTS]),
                      pad=self.run.every)
