@@ -635,6 +635,29 @@ def test_a_widget_is_on_screen_from_its_display_until_the_front_end_says_its_vie
     widget.close()
 
 
+def test_the_views_reports_are_heard_on_the_front_ends_subshell_while_a_cell_runs():
+    # ipykernel 7 routes a comm's incoming messages to the shell its kernel side last sent from:
+    # the main shell, busy with the training cell, for a panel made and drawn there; JupyterLab
+    # sends them on a subshell, which the reports of the views (and only they) now reach
+    from ipykernel.comm.comm import BaseComm
+
+    from nnmodes_widgets.widgets.presence import presence_of
+
+    widget = ipywidgets.HTML()
+    own = widget.comm                               # (no kernel here: a stand-in comm)
+    widget.comm = BaseComm(target_name="jupyter.widget", primary=False)
+    widget.comm._reply_subshell_id = None           # its kernel side last sent from the main shell
+    presence_of(widget)
+    route = widget.comm._reply_subshell_for
+    report = {"method": "custom", "content": {"event": "nnmodes-views", "change": -1}}
+    assert route(report, "subshell-1") == "subshell-1"
+    assert route({"method": "update", "state": {"value": "x"}}, "subshell-1") is None
+    assert route({"method": "custom", "content": {"event": "other"}}, "subshell-1") is None
+    assert route(None, "subshell-1") is None
+    widget.comm = own
+    widget.close()
+
+
 def test_a_dashboard_never_displayed_builds_no_frames_while_its_monitor_trains():
     model = _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -1,10 +1,18 @@
 """Whether a widget has a view on screen, so that a panel nobody sees builds no frames.
 
 The front end reports each view of a model as it comes (render) and goes (its cleanup: output
-cleared, cell run again, notebook closed; js/presence.js). While a training cell runs the kernel
-may not hear the browser, so a widget counts as on screen from the moment the kernel displays
-it — itself, or a container holding it — until its front end reports a view of its own; from
-then on the front end's count decides. A widget never displayed is never on screen.
+cleared, cell run again, notebook closed; js/presence.js). A widget counts as on screen from the
+moment the kernel displays it — itself, or a container holding it — until its front end reports
+a view of its own; from then on the front end's count decides. A widget never displayed is never
+on screen.
+
+The reports are heard while a training cell runs. JupyterLab (4.4 and later) sends comm messages
+on a subshell, but ipykernel (7) routes a comm's incoming messages to the shell its kernel side
+last sent from: the main shell, busy with the training cell, for a panel made and drawn there
+(JupyterLab 4.6.6, ipykernel 7.4.0: no message from a dashboard's views reached the kernel in
+20 s of training, and a dashboard whose output was cleared kept its frames until the cell
+ended). The reports alone go to the subshell the front end chose
+(``_hear_reports_on_subshells``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ class Presence:
         self._lock = threading.Lock()   # a message handler and a display may race
         self._watchers: list[Callable[[bool], None]] = []
         model.on_msg(self._on_msg)
+        _hear_reports_on_subshells(model.comm)
 
     @property
     def on_screen(self) -> bool:
@@ -63,6 +72,24 @@ class Presence:
         if after != before or views > 0:
             for callback in list(self._watchers):
                 callback(after)
+
+
+def _hear_reports_on_subshells(comm) -> None:
+    """Let the views' reports on ``comm`` reach the kernel on the subshell the front end sent
+    them on (heard while a cell runs); its other messages go where ipykernel routes them (its
+    private ``_reply_subshell_for``; without it, or without a comm, nothing changes)."""
+    route = getattr(comm, "_reply_subshell_for", None)
+    if route is None:
+        return
+
+    def reply_subshell_for(data, default):
+        content = data.get("content") if isinstance(data, dict) else None
+        if isinstance(content, dict) and data.get("method") == "custom" and \
+                content.get("event") == EVENT:
+            return default
+        return route(data, default)
+
+    comm._reply_subshell_for = reply_subshell_for
 
 
 def presence_of(model: ipywidgets.Widget) -> Presence:
