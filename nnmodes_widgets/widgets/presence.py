@@ -54,7 +54,7 @@ class Presence:
         self._change(displayed=True)
 
     def _on_msg(self, widget, content, buffers) -> None:
-        if not isinstance(content, dict) or content.get("event") != EVENT:
+        if not _is_report(content):
             return
         change = content.get("change")
         if change in (1, -1):
@@ -83,13 +83,17 @@ def _hear_reports_on_subshells(comm) -> None:
         return
 
     def reply_subshell_for(data, default):
-        content = data.get("content") if isinstance(data, dict) else None
-        if isinstance(content, dict) and data.get("method") == "custom" and \
-                content.get("event") == EVENT:
+        if isinstance(data, dict) and data.get("method") == "custom" and \
+                _is_report(data.get("content")):
             return default
         return route(data, default)
 
     comm._reply_subshell_for = reply_subshell_for
+
+
+def _is_report(content) -> bool:
+    """Whether a custom message's ``content`` is a view's report (js/presence.js)."""
+    return isinstance(content, dict) and content.get("event") == EVENT
 
 
 def presence_of(model: ipywidgets.Widget) -> Presence:
