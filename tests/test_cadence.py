@@ -196,6 +196,42 @@ def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_r
     monitor.detach()
 
 
+def test_the_calibration_times_a_sample_with_what_recording_it_costs(monkeypatch):
+    # recording a sample (its values, the history's append) is part of what each later sample
+    # costs: a slow record (4 ms more) must be in the calibration's sample time, though the
+    # calibration's samples are not recorded in the monitor's history
+    from nnmodes_widgets.runs.history import History
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, run=False, analyses=("rwc",))
+    real = History.record
+    recorded = []
+
+    def slow_record(self, analysis, *args):
+        recorded.append((self is monitor.history, analysis))
+        time.sleep(0.004)
+        return real(self, analysis, *args)
+
+    monkeypatch.setattr(History, "record", slow_record)
+    for _ in range(END):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+    c = monitor._cadence
+    assert c.fixed and c.sample_seconds >= 0.004, c.sample_seconds
+    assert monitor.history.count("rwc") == 0
+    assert recorded and set(recorded) == {(False, "rwc")}
+    # once every is fixed, the scratch history is dropped and samples are recorded for real
+    assert monitor._rehearsal is None
+    for _ in range(2 * monitor.every + 1):
+        optimizer.zero_grad()
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+    assert monitor.history.count("rwc") >= 1 and (False, "rwc") in recorded
+    assert recorded[-1] == (True, "rwc")
+    monitor.detach()
+
+
 @pytest.mark.parametrize("sample", [0.0001, 0.002, 0.03])     # every 1, 20, 500
 def test_next_due_is_the_first_later_step_that_samples(sample):
     """The monitor skips its per-step look until ``next_due``: it must not pass a sample."""
