@@ -213,11 +213,14 @@ def test_the_calibration_times_a_sample_with_what_recording_it_costs(monkeypatch
         return real(self, analysis, *args)
 
     monkeypatch.setattr(History, "record", slow_record)
-    for _ in range(END):
+    c = monitor._cadence
+    # (until it is fixed: on a loaded host short steps may need more than END to settle)
+    for _ in range(5000):
         optimizer.zero_grad()
         model(torch.randn(4, 8)).sum().backward()
         optimizer.step()
-    c = monitor._cadence
+        if c.fixed:
+            break
     assert c.fixed and c.sample_seconds >= 0.004, c.sample_seconds
     assert monitor.history.count("rwc") == 0
     assert recorded and set(recorded) == {(False, "rwc")}
