@@ -48,7 +48,7 @@ function keyOf(f) {
 
 export default {
   render({ model, el }) {
-    const gone = reportView(model);
+    const gone = reportView(model, el);
     el.classList.add("nnmodes-findings");
     const list = document.createElement("div");
     list.className = "nnmodes-findings-list";

@@ -68,7 +68,7 @@ export function stripsHeight(layers) {
 
 export default {
   render({ model, el }) {
-    const gone = reportView(model);
+    const gone = reportView(model, el);
     el.classList.add("nnmodes-neurons");
     const MODE_COLORS = model.get("mode_colors"); // linear, nonlinear, dead: the kernel's, as exported
     const legend = Object.assign(document.createElement("span"), { className: "nnmodes-mode-legend" });

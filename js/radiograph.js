@@ -93,7 +93,7 @@ function select(options, current, onChange) {
 
 export default {
   render({ model, el }) {
-    const gone = reportView(model);
+    const gone = reportView(model, el);
     el.classList.add("nnmodes-radiograph");
     const history = new RingBuffer(Math.max(1, model.get("history_size")));
     const options = { view: model.get("view"), colormap: "auto", scale: "linear" };

@@ -14,7 +14,7 @@ export default {
     return initializeFigures(model);
   },
   async render({ model, el }) {
-    const gone = reportView(model);
+    const gone = reportView(model, el, model.get("root"));
     let lines = null;
     const root = model.get("root");
     const highlight = () => {

@@ -37,7 +37,7 @@ export default {
     return initializeFigures(model);
   },
   async render({ model, el }) {
-    const gone = reportView(model);
+    const gone = reportView(model, el, "nnmodes-trend");
     const toggle = document.createElement("label");
     toggle.className = "nnmodes-switch";
     const box = document.createElement("input");

@@ -1,10 +1,11 @@
 """Whether a widget has a view on screen, so that a panel nobody sees builds no frames.
 
-The front end reports each view of a model as it comes (render) and goes (its cleanup: output
-cleared, cell run again, notebook closed; js/presence.js). A widget counts as on screen from the
-moment the kernel displays it — itself, or a container holding it — until its front end reports
-a view of its own; from then on the front end's count decides. A widget never displayed is never
-on screen.
+The front end reports each view of a model as it comes into sight (rendered, scrolled into the
+viewport, its tab shown) and as it goes out of it (scrolled away, its tab hidden, its cleanup:
+output cleared, cell run again, notebook closed; js/presence.js). A widget counts as on screen
+from the moment the kernel displays it — itself, or a container holding it — until its front
+end reports a view of its own; from then on the front end's count decides. A widget never
+displayed is never on screen.
 
 The reports are heard while a training cell runs. JupyterLab (4.4 and later) sends comm messages
 on a subshell, but ipykernel (7) routes a comm's incoming messages to the shell its kernel side

@@ -21,7 +21,7 @@ from .harness import (  # noqa: F401  (re-exported for the tests)
     CHROMIUM, CHROMIUM_ARGS, NOTEBOOK, POLL, REPO, LabError, LabServer, _stacks,
     assert_no_console_errors, error_outputs, frame_times, kernel_busy, launch_chromium,
     open_notebook, record_frames, run_all_cells, start_lab, stderr_outputs, stop_lab,
-    wait_kernel_idle, write_notebook)
+    look_at, wait_kernel_idle, wait_looking, write_notebook)
 
 
 def pytest_configure(config):

@@ -378,6 +378,29 @@ def frame_times(page, since: float) -> tuple[list[list[float]], float]:
     return [[(t - since) / 1000 for t in drawn] for drawn in times], (now - since) / 1000
 
 
+def look_at(locator, block: str = "nearest") -> None:
+    """Scroll ``locator``'s element into view, as a person looks at it: a panel out of sight
+    builds no frames (js/presence.js)."""
+    locator.evaluate(f"e => e.scrollIntoView({{block: '{block}'}})")
+
+
+def wait_looking(page, looked_at, condition: str, element=None, timeout: float = 60.0,
+                 block: str = "nearest") -> None:
+    """Wait until ``condition`` (a JavaScript function of ``element``'s DOM element, default
+    ``looked_at``'s) holds, keeping ``looked_at`` in view meanwhile as a person watching it does
+    (``look_at``): a panel out of sight builds no frames, and JupyterLab moves the notebook as
+    cells run and outputs grow. Looks every ``POLL`` s."""
+    element = looked_at if element is None else element
+    deadline = time.monotonic() + timeout
+    while True:
+        look_at(looked_at, block)
+        if element.evaluate(condition):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {condition}")
+        time.sleep(POLL)
+
+
 # IPython errors (tracebacks, SyntaxError, UsageError) arrive as stderr output,
 # like warnings do; tell them apart by an `...Error`/`...Exception` line.
 _ERROR_LINE = re.compile(r"^(\w+\.)*\w*(Error|Exception)\b|Traceback \(most recent call last\)", re.M)

@@ -8,7 +8,7 @@ import re
 import time
 
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells, write_notebook)
+                       run_all_cells, wait_looking, write_notebook)
 
 TRAIN_SECONDS = 40
 CELLS = [
@@ -55,14 +55,17 @@ def test_a_finding_clicked_while_training_selects_its_layer_and_shows_its_panel(
     dashboard = page.locator(".nnmodes-dashboard")
     dashboard.wait_for(timeout=180_000)
     finding = dashboard.locator('.nnmodes-finding[data-kind="not_learning"][data-layer="2.weight"]')
-    finding.wait_for(timeout=120_000)
+    # the dashboard's top looked at (the status line, the findings, the trend): a panel out of
+    # sight builds no frames
+    wait_looking(page, dashboard, "el => el.querySelector('.nnmodes-finding[data-kind=\"not_learning\"]"
+                 "[data-layer=\"2.weight\"]') !== null", timeout=120, block="start")
     assert kernel_busy(page), "the finding must show while training runs"
     text = finding.inner_text()
     assert re.search(r"warning\s+2\.weight: weights have not changed since step \d+", text, re.I), text
     # the status header says how fresh each panel is, in plain words, while training runs
     status = dashboard.locator(".nnmodes-status")
-    page.wait_for_function(r"el => /updated trend \d+(\.\d)? s ago/.test(el.textContent)",
-                           arg=status.element_handle(), timeout=30_000)
+    wait_looking(page, dashboard, r"el => /updated trend \d+(\.\d)? s ago/.test(el.textContent)",
+                 element=status, timeout=30, block="start")
     assert not re.search(r"dropped|deferred", status.inner_text()), status.inner_text()
     # the only finding of a healthy rest of the network
     assert dashboard.locator(".nnmodes-finding").count() == 1, dashboard.locator(".nnmodes-findings").inner_text()

@@ -11,7 +11,8 @@ import re
 import time
 from pathlib import Path
 
-from .conftest import assert_no_console_errors, error_outputs, open_notebook, run_all_cells, write_notebook
+from .conftest import (assert_no_console_errors, error_outputs, open_notebook, run_all_cells,
+                       wait_looking, write_notebook)
 from .test_architectures import MODELS
 
 TRAIN_SECONDS = 18
@@ -258,11 +259,11 @@ def test_dashboards_read_at_a_glance_at_both_widths_and_themes(page, lab_server,
     dashboards = page.locator(".nnmodes-dashboard")
     roots = {"mlp": dashboards.nth(0), "resnet": dashboards.nth(1), "compare": page.locator(".nnmodes-compare")}
     for name in ("mlp", "resnet"):   # the panels have drawn what the run recorded
-        for panel in ("nnmodes-trend", "nnmodes-spectrum", "nnmodes-neurons"):
-            page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                                   arg=roots[name].locator(f".{panel}").element_handle(), timeout=60_000)
-    page.wait_for_function("el => el.querySelectorAll('.nnmodes-legend-item').length >= 10",
-                           arg=roots["resnet"].locator(".nnmodes-trend").element_handle(), timeout=30_000)
+        for panel in ("nnmodes-trend", "nnmodes-spectrum", "nnmodes-neurons"):   # once looked at
+            wait_looking(page, roots[name].locator(f".{panel}"),
+                         "el => Number(el.getAttribute('data-frames')) >= 1")
+    wait_looking(page, roots["resnet"].locator(".nnmodes-trend"),
+                 "el => el.querySelectorAll('.nnmodes-legend-item').length >= 10", timeout=30)
 
     seen = {}
     for theme in ("JupyterLab Light", "JupyterLab Dark"):

@@ -9,7 +9,7 @@ import re
 import time
 
 from .conftest import (NOTEBOOK, assert_no_console_errors, error_outputs, kernel_busy,
-                       open_notebook, wait_kernel_idle, write_notebook)
+                       open_notebook, wait_kernel_idle, wait_looking, write_notebook)
 
 TRAIN_SECONDS = 12
 CLEARED_TRAIN_SECONDS = 20
@@ -104,8 +104,8 @@ def test_dashboards_made_again_and_cleared_cost_nothing(page, lab_server, consol
     trend = current.locator(".nnmodes-trend")
     start = {root: _frames(root) for root in (current, trend)}
     for root, first in start.items():     # the newest dashboard moves (status line and trend)
-        page.wait_for_function(f"el => Number(el.getAttribute('data-frames')) > {first + 2}",
-                               arg=root.element_handle(), timeout=60_000)
+        wait_looking(page, current, f"el => Number(el.getAttribute('data-frames')) > {first + 2}",
+                     element=root, block="start")
     assert kernel_busy(page), "training ended before the dashboard was seen moving"
     wait_kernel_idle(page, timeout=TRAIN_SECONDS + 120)
     assert _frames(earlier) == still, "the replaced monitor's dashboard was drawn again"
@@ -118,8 +118,8 @@ def test_dashboards_made_again_and_cleared_cost_nothing(page, lab_server, consol
     # them its frames, at once (the page's word is heard while the cell runs, on a subshell)
     _run(page, TRAIN_AGAIN)
     moving = _frames(current)
-    page.wait_for_function(f"el => Number(el.getAttribute('data-frames')) > {moving + 2}",
-                           arg=current.element_handle(), timeout=60_000)
+    wait_looking(page, current, f"el => Number(el.getAttribute('data-frames')) > {moving + 2}",
+                 block="start")
     _cell(page, WATCH).locator(".jp-InputPrompt").click()
     _cell(page, WATCH).locator(".jp-InputPrompt").click(button="right")
     page.locator('.lm-Menu-item[data-command="notebook:clear-cell-output"]').click()

@@ -8,7 +8,7 @@ import re
 import time
 
 from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells, write_notebook)
+                       run_all_cells, wait_looking, write_notebook)
 
 EVERY = 5
 CELLS = [
@@ -153,10 +153,9 @@ def test_one_sample_of_every_analysis_draws(page, lab_server, console_errors):
     radiograph = page.locator(".nnmodes-radiograph:not(.nnmodes-characteristic-maps)").last
     maps = page.locator(".nnmodes-characteristic-maps").last
     deep = page.locator(".nnmodes-trend").last
-    for panel in (spectrum, trend, neurons, radiograph, maps, deep):
+    for panel in (spectrum, trend, neurons, radiograph, maps, deep):   # each drawn once looked at
         panel.wait_for(timeout=60_000)
-        page.wait_for_function(f"el => el.getAttribute('data-step') === '{EVERY}'",
-                               arg=panel.element_handle(), timeout=60_000)
+        wait_looking(page, panel, f"el => el.getAttribute('data-step') === '{EVERY}'")
     # the spectra: 3 lines of the one spectrum, 3 fits; the rank trends: a dot per layer
     page.wait_for_function(f"root => ({SHOWN_LINES_JS})(root) === 12",
                            arg=spectrum.element_handle(), timeout=30_000)
@@ -211,8 +210,7 @@ def test_one_sample_of_every_analysis_draws(page, lab_server, console_errors):
     counts = _wait_file(lab_server, "second_sample.json")
     assert counts["spectrum"] == {"rwc": 2, "spectrum": 2} and counts["deep"] == 2, counts
     for panel in (spectrum, trend, deep):
-        page.wait_for_function(f"el => el.getAttribute('data-step') === '{2 * EVERY}'",
-                               arg=panel.element_handle(), timeout=60_000)
+        wait_looking(page, panel, f"el => el.getAttribute('data-step') === '{2 * EVERY}'")
     deadline = time.monotonic() + 30
     while True:
         figures = {what: figure for panel, names in (

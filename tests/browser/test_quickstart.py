@@ -4,8 +4,9 @@ import math
 import re
 import time
 
-from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, open_notebook,
-                       run_all_cells, stderr_outputs, wait_kernel_idle)
+from .conftest import (assert_no_console_errors, error_outputs, kernel_busy, look_at,
+                       open_notebook, run_all_cells, stderr_outputs, wait_kernel_idle,
+                       wait_looking)
 
 DASHBOARD_TIMEOUT = 180  # s from Run All until the dashboard shows (torch import on 2 cores)
 LIVE_TIMEOUT = 90  # s to see the dashboard advance while training runs
@@ -76,12 +77,12 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     status = dashboard.locator(".nnmodes-status")
     trend.wait_for(timeout=30_000)  # strict locators: exactly one of each in the dashboard
     status.wait_for(timeout=30_000)
-    trend.scroll_into_view_if_needed()  # drawing may pause while off screen
     # The widgets exist before the first sample: wait for each root's first frame (data-step is
-    # written with it).
+    # written with it), the status line and trend at the dashboard's top looked at (a panel out
+    # of sight builds no frames)
     for root in (dashboard, trend):
-        page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                               arg=root.element_handle(), timeout=60_000)
+        wait_looking(page, dashboard, "el => Number(el.getAttribute('data-frames')) >= 1",
+                     element=root, block="start")
         for name in ("data-frames", "data-step"):
             _int_attr(root, name)
 
@@ -104,6 +105,7 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
         assert time.monotonic() < deadline, (
             f"dashboard did not advance within {LIVE_TIMEOUT} s while training "
             f"(need data-frames of .nnmodes-trend and the status step to grow); {_fmt(samples)}")
+        look_at(dashboard, "start")    # kept in view: JupyterLab moves the notebook
         time.sleep(0.25)
 
     print(f"dashboard advanced while training: {first} -> {s}")
@@ -111,16 +113,15 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
 
     # Spectra come from the background worker, paced by the budget: a new frame within seconds.
     spectrum = dashboard.locator(".nnmodes-spectrum")
-    page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                           arg=spectrum.element_handle(), timeout=60_000)
+    wait_looking(page, spectrum, "el => Number(el.getAttribute('data-frames')) >= 1")
     spectrum_frames = _int_attr(spectrum, "data-frames")
-    page.wait_for_function(f"el => Number(el.getAttribute('data-frames')) > {spectrum_frames}",
-                           arg=spectrum.element_handle(), timeout=30_000)
+    wait_looking(page, spectrum, f"el => Number(el.getAttribute('data-frames')) > {spectrum_frames}",
+                 timeout=30)
     assert kernel_busy(page), "training ended before the spectrum panel was seen updating"
     # Radiographs too come from the worker, drawn on the package's canvas.
-    page.wait_for_function("el => Number(el.getAttribute('data-frames')) >= 1",
-                           arg=dashboard.locator(".nnmodes-radiograph:not(.nnmodes-characteristic-maps)").element_handle(),
-                           timeout=60_000)
+    wait_looking(page, dashboard.locator(".nnmodes-radiograph:not(.nnmodes-characteristic-maps)"),
+                 "el => Number(el.getAttribute('data-frames')) >= 1")
+    look_at(dashboard, "start")
 
     # The log-scale switch works in the browser while the kernel is busy training.
     assert _y_axis(trend)["label"] == "RWC", _y_axis(trend)
@@ -144,9 +145,8 @@ def test_quickstart_dashboard_updates_while_training(page, lab_server, console_e
     # (the first read may come before two steps were timed)
     assert re.search(r"[\d.,]+\s*steps/s", s["status"]), f"status line {s['status']!r} lacks 'N steps/s'"
     # the slowdown shows once the monitor has measured it (enough quiet steps), while training
-    page.wait_for_function(
-        "el => /slowdown -?[\\d.]+% \\(budget 5%\\)/.test(el.textContent)",
-        arg=status.element_handle(), timeout=30_000)
+    wait_looking(page, status, "el => /slowdown -?[\\d.]+% \\(budget 5%\\)/.test(el.textContent)",
+                 timeout=30)
     assert kernel_busy(page), "training ended before the measured slowdown was shown"
 
     wait_kernel_idle(page, timeout=IDLE_TIMEOUT)
