@@ -469,3 +469,43 @@ def test_the_basins_panel_leaves_out_a_plot_switched_off_and_says_why():
     finally:
         dashboard.close()
         monitor.detach()
+
+
+def test_a_panels_note_follows_the_notices_and_the_runs_end_without_news_in_its_history():
+    model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
+    dashboard = Dashboard(monitor)
+    basins = dashboard.basins
+    try:
+        monitor.analyses = (*monitor.analyses, "basins")      # asked for, never run here
+        _train(model, optimizer, monitor, 4)
+        basins.push_now()
+        assert basins._note.value.startswith("basins: waiting for the first result"), basins._note.value
+        frames = basins.frames
+        # switched off (as live/heavy.py does): no record, a notice
+        monitor.report_notice("basins", None, "off by default for this model: one run was stopped "
+                                              "after 0.2 s, so within the budget it could run once in 30 s")
+        basins.push_now()
+        assert basins._note.value.startswith("basins off: one run was stopped after 0.2 s"), basins._note.value
+        assert basins.frames == frames + 1
+        basins.push_now()                          # nothing new: no frame
+        assert basins.frames == frames + 1
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
+def test_a_panel_waiting_for_a_result_stops_waiting_when_the_run_ends():
+    model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
+    dashboard = Dashboard(monitor)
+    basins = dashboard.basins
+    try:
+        monitor.analyses = (*monitor.analyses, "basins")
+        _train(model, optimizer, monitor, 4)
+        basins.push_now()
+        assert "waiting" in basins._note.value
+        monitor.detach()
+        basins.push_now()                          # (a view on screen is updated at the end)
+        assert "waiting" not in basins._note.value, basins._note.value
+    finally:
+        dashboard.close()
+        monitor.detach()

@@ -78,7 +78,12 @@ class LivePanel(ShownOnDisplay):
     def _update(self) -> bool:
         """Draw if the data changed; whether it did."""
         if self.analyses:
-            version = self.run.history.version_of(*self.analyses)
+            # a notice (an analysis switched off, a live size reduced) and the run's end change
+            # what the panel says with no news in its history: an architectures GPT's basins
+            # said "basins: waiting for the first result" after the run had switched them off
+            # and ended
+            version = (self.run.history.version_of(*self.analyses), len(self.run.notices),
+                       self.run.detached)
             if version == self._version:
                 if getattr(self.front, "empty", ""):
                     self._explain(False)    # notices and the probe come without history news
