@@ -471,15 +471,24 @@ def test_the_basins_panel_leaves_out_a_plot_switched_off_and_says_why():
         monitor.detach()
 
 
-def test_a_panels_note_follows_the_notices_and_the_runs_end_without_news_in_its_history():
+
+def _basins_waiting():
+    """A dashboard whose basins panel waits for a result that never comes (asked for, never run
+    here), its alignment drawn."""
     model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
     dashboard = Dashboard(monitor)
+    monitor.analyses = (*monitor.analyses, "basins")
+    _train(model, optimizer, monitor, 4)
+    dashboard.basins.push_now()
+    assert dashboard.basins._note.value.startswith("basins: waiting for the first result"), \
+        dashboard.basins._note.value
+    return monitor, dashboard
+
+
+def test_a_panels_note_follows_the_notices_and_the_runs_end_without_news_in_its_history():
+    monitor, dashboard = _basins_waiting()
     basins = dashboard.basins
     try:
-        monitor.analyses = (*monitor.analyses, "basins")      # asked for, never run here
-        _train(model, optimizer, monitor, 4)
-        basins.push_now()
-        assert basins._note.value.startswith("basins: waiting for the first result"), basins._note.value
         frames = basins.frames
         # switched off (as live/heavy.py does): no record, a notice
         monitor.report_notice("basins", None, "off by default for this model: one run was stopped "
@@ -489,23 +498,20 @@ def test_a_panels_note_follows_the_notices_and_the_runs_end_without_news_in_its_
         assert basins.frames == frames + 1
         basins.push_now()                          # nothing new: no frame
         assert basins.frames == frames + 1
+        monitor.detach()                           # the run's end: no longer waiting
+        basins.push_now()
+        assert basins._note.value.startswith("basins off"), basins._note.value
     finally:
         dashboard.close()
         monitor.detach()
 
 
 def test_a_panel_waiting_for_a_result_stops_waiting_when_the_run_ends():
-    model, optimizer, monitor = _trained(analyses=("rwc", "alignment"))
-    dashboard = Dashboard(monitor)
-    basins = dashboard.basins
+    monitor, dashboard = _basins_waiting()
     try:
-        monitor.analyses = (*monitor.analyses, "basins")
-        _train(model, optimizer, monitor, 4)
-        basins.push_now()
-        assert "waiting" in basins._note.value
         monitor.detach()
-        basins.push_now()                          # (a view on screen is updated at the end)
-        assert "waiting" not in basins._note.value, basins._note.value
+        dashboard.basins.push_now()                # (a view on screen is updated at the end)
+        assert "waiting" not in dashboard.basins._note.value, dashboard.basins._note.value
     finally:
         dashboard.close()
         monitor.detach()
