@@ -65,8 +65,9 @@ export function linearTicks(lo, hi, count = 5, integer = false) {
 }
 
 // Ticks of a log axis over [lo, hi] (both > 0): 1, 2 and 5 times each power of ten, thinned to
-// the powers of ten, then to every n-th power, to stay within `count`. A range inside one decade
-// that holds fewer than two of those gets round linear ticks instead (no axis of one label).
+// the powers of ten, then to every n-th power, to stay within `count`. A range that holds fewer
+// than two of those (0.12-0.13; 0.075-0.15, across 0.1) gets round linear ticks instead (no axis
+// of one label).
 export function logTicks(lo, hi, count = 6) {
   if (!(lo > 0 && hi >= lo && Number.isFinite(hi))) return [];
   const inside = (v) => v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9);
