@@ -13,6 +13,12 @@ import torch.nn.functional as F
 
 import nnmodes_widgets as nm
 
+# Each test starts a 2-process torchrun job: beside another test worker on the 2-core machines,
+# rank 1 aborted at its end in 2 fresh-clone runs of one day ("terminate called without an
+# active exception", exit code -6; each test passed alone every time), so they run alone
+# (scripts/test's second stage). The abort itself is not understood yet.
+pytestmark = pytest.mark.alone
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "train_ddp.py"
 STEPS, EVERY = 40, 5
