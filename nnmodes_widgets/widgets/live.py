@@ -86,7 +86,7 @@ class LivePanel(ShownOnDisplay):
                        self.run.detached)
             if version == self._version:
                 if getattr(self.front, "empty", ""):
-                    self._explain(False)    # notices and the probe come without history news
+                    self._explain(False)    # the probe comes without history news
                 return False
             self._version = version
         self._draw_live()
