@@ -79,11 +79,21 @@ OTHERS_SHARE = 0.25
 OTHERS_BEHIND = 0.1
 # A costly analysis (the registry's ``costly``: many passes a run) is on by default only where
 # it fits the budget: where its account's credit for a run comes at least once in this many
-# seconds. Its first run is a trial, stopped when it takes longer than that allows (a 10M CNN's
-# sharpness took 8.7 s a run); each later run is checked by what it took. (Estimates made before
+# seconds. It is tried first: switched off when a trial is stopped at what that allows (a 10M
+# CNN's sharpness took 8.7 s a run); each later run is checked by what it took. (Estimates made before
 # a first run from the other analyses' costs were tens of times too high on a small MLP, whose
 # passes cost mostly their overhead, and switched basins off there.)
 OPTIONAL_MAX_PERIOD = 30.0
+# A trial waits for its credit as any run does (nothing is exempt from the budget, SPEC 5): it
+# may take what its account holds, the first time what any other analysis's run takes, then
+# TRIAL_GROWTH times more after each trial stopped short of the whole allowance, until it ends
+# or is stopped there. (A trial that took the whole allowance at once, 0.2 s of basins on a
+# digits ResNet 2 s into training, held the measured slowdown at 10-16% for the next 10 s in
+# JupyterLab, its panels still; a 10M CNN's first 10 s ran 1.13x slower, the basins' and
+# sharpness's trials in them.) A trial stopped short costs what it took, a third of the last
+# one's at most in all.
+TRIAL_GROWTH = 4.0
+FIRST_TRIAL = 0.02           # s at least for a first trial (before any other run is known)
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
@@ -175,7 +185,8 @@ class HeavyAnalyses:
                              end=monitor.pacer.end)
         self.target = refresh_target(sum(p.numel() for p in monitor.model.parameters()))
         self.deferred = 0          # looks at which a run was due but the credit did not cover it
-        self._runs: dict[str, int] = {}
+        self._tried: set[str] = set()    # optional costly analyses whose trial ended
+        self._allowance: dict[str, float] = {}   # ... else the worker s their next trial may take
         self._started: dict[str, float] = {}  # name -> perf_counter time of its last start
         self._faults: dict[str, int] = {}   # name -> consecutive faults (reset by a run that works)
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
@@ -232,15 +243,22 @@ class HeavyAnalyses:
         return rate * share * others.get(account, 0.0) / (sum(others.values()) or 1.0)
 
     def _seconds(self, name: str) -> float:
-        """The worker seconds ``name``'s next run will take: its last run's, scaled to its size;
-        before its first, the median of the last runs of every analysis that is not costly (0
-        before any run; a costly one's trial, 0.2 s of basins on a ResNet, held every panel's
-        first run for 8 s). So first runs wait for credit as the others do: with nothing asked
-        of them, each account's first run went at once, and a ResNet's first 18 s took 6% of
-        training for the worker alone."""
+        """The worker seconds ``name``'s next run will take: a trial's, what it may take
+        (``_trial_limit``); its last run's, scaled to its size; before its first, the median of
+        the last runs of every analysis that is not costly (0 before any run). So first runs wait
+        for credit as the others do: with nothing asked of them, each account's first run went
+        at once, and a ResNet's first 18 s took 6% of training for the worker alone."""
+        limit = self._trial_limit(name)
+        if limit is not None:
+            return limit
         if name in self._last:
             size, took = self._last[name]
             return took * self._size(name) / size
+        return self._first_seconds()
+
+    def _first_seconds(self) -> float:
+        """An analysis's first run, guessed: the median of the last runs of every analysis that
+        is not costly, scaled to their sizes (0 before any run)."""
         known = [took * self._size(n) / size for n, (size, took) in self._last.items()
                  if not entry(n).costly]
         return statistics.median(known) if known else 0.0
@@ -256,11 +274,21 @@ class HeavyAnalyses:
         return pacer.cost(seconds, copy_seconds, e) / rate
 
     def _trial_limit(self, name: str) -> float | None:
-        """The worker seconds a costly analysis's first run may take, as wall time (at least its
-        seconds on the worker's clock; the longest that fits
-        ``OPTIONAL_MAX_PERIOD``, copy's refresh excluded); None for any other run."""
-        if not self.paced or name not in self.optional or self._runs.get(name):
+        """The worker seconds a costly analysis's trial may take, as wall time (at least its
+        seconds on the worker's clock): its allowance (``TRIAL_GROWTH``), at most the longest
+        run that fits ``OPTIONAL_MAX_PERIOD`` (``_whole_trial``); None once a trial has ended,
+        and for any other run."""
+        if not self.paced or name not in self.optional or name in self._tried:
             return None
+        whole = self._whole_trial()
+        allowance = self._allowance.get(name)
+        if allowance is None:      # the first: a run's worth, as its turn's first look saw
+            allowance = self._allowance[name] = max(self._first_seconds(), FIRST_TRIAL)
+        return min(allowance, whole)
+
+    def _whole_trial(self) -> float:
+        """The longest run of a costly analysis that fits ``OPTIONAL_MAX_PERIOD`` (worker
+        seconds, the copy's refresh excluded)."""
         return OPTIONAL_MAX_PERIOD / self._period(1.0)
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
@@ -458,7 +486,12 @@ class HeavyAnalyses:
                 raise
         finally:
             seconds, spent = time.perf_counter() - start, self.clock() - begun
-            self._runs[name] = self._runs.get(name, 0) + 1
+            # a trial stopped short of the whole allowance is tried again with more
+            short = cut and limit is not None and limit < self._whole_trial()
+            if limit is not None and not cut:
+                self._tried.add(name)
+            elif short:
+                self._allowance[name] = limit * TRIAL_GROWTH
             self._last[name] = (job.size, spent)
             pacer = self.monitor.pacer
             # the last estimate, renewed by its own job when stale (``_renew_pace``): renewed at
@@ -472,7 +505,7 @@ class HeavyAnalyses:
                                   self._copy_seconds if job.model is not None else 0.0)
             # (a run above the smallest size is made smaller first: ``_resize``)
             smallest = job.size <= MIN_SIZE or not entry(name).sized
-            if (self.paced and name in self.optional and (cut or smallest)
+            if (self.paced and name in self.optional and (cut or smallest) and not short
                     and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
                 self._switch_off_optional(name, seconds, period,
                                           "was stopped after" if cut else "took")
