@@ -55,19 +55,19 @@ def every_step_in_the_window(monkeypatch):
 
 
 def synthetic(pacer, *, bare, contention, jobs, steps=4000, every=10, rwc=0.0, base=None,
-              widgets=(), widget_contention=None, job_cpu=1.0):
+              widgets=(), widget_contention=None, job_cpu=1.0, widget_cpu=1.0):
     """Feed ``pacer`` a loop of ``steps`` steps of ``bare`` seconds, slowed by ``contention``
     while background jobs (``jobs``: (start offset, length) pairs) run, and by
     ``widget_contention`` while widget updates (``widgets``, likewise) do, plus ``rwc`` seconds
-    on every ``every``-th step; the jobs take ``job_cpu`` of their time on the CPU; returns the
-    wall time."""
+    on every ``every``-th step; the jobs take ``job_cpu`` of their time on the CPU, the updates
+    ``widget_cpu``; returns the wall time."""
     t = base = time.perf_counter() - 30 if base is None else base
     slowed = {(base + a, base + a + n): contention for a, n in jobs}
     for lo, hi in slowed:
         pacer.record(lo, hi, "worker", cpu=job_cpu * (hi - lo))
     for a, n in widgets:
         slowed[(base + a, base + a + n)] = widget_contention
-        pacer.record(base + a, base + a + n, "widgets")
+        pacer.record(base + a, base + a + n, "widgets", cpu=widget_cpu * n)
     busy = list(slowed)
     previous = (0.0, False)          # the monitor's time in the step that ends, and sampled
     for i in range(steps):
@@ -160,11 +160,31 @@ def test_the_widgets_contention_is_measured_apart_from_the_workers():
     # a step progresses 1 + k times slower while one runs: a second of it costs k / (1 + k),
     # here pulled up a little by the prior of 2 (as 5 bare steps' worth of background time,
     # against the 160 ms of the worker's and 128 ms of the widgets' alone, less the sampled
-    # steps'; the widget shares counts the updates that no job overlapped)
+    # steps'; the widgets' share counts every update, those inside jobs too: CPU seconds add up)
     assert 0.5 / 1.5 < e["contention"] < 0.5 / 1.5 + (2 - 0.5 / 1.5) * 0.005 / 0.1
     assert 4 / 5 < e["widget_contention"] < 4 / 5 + (2 - 4 / 5) * 0.005 / 0.08
     assert e["worker_share"] == pytest.approx(0.16 / wall, rel=1e-6)
-    assert e["widget_share"] == pytest.approx(0.128 / wall, rel=1e-6)
+    assert e["widget_share"] == pytest.approx(0.144 / wall, rel=1e-6)
+
+
+def test_the_widgets_are_counted_by_their_cpu_time_as_the_delivery_prices_them():
+    # the updates of the test above slowing training as much, but spending a fifth of their time
+    # on the CPU (the rest waiting for the GIL while training runs): a second of their CPU time
+    # costs training five times what a second of their wall time does. The delivery prices an
+    # update by its CPU time; fitted per wall second, the contention priced a digits ResNet's
+    # frames in JupyterLab at a fifth of their cost, and they took 3% of training, not 1%
+    pacer = Pacer(0.05, prior_contention=2)
+    widgets = [(0.2 + 0.25 * j, 0.008) for j in range(16)]
+    wall = synthetic(pacer, bare=1e-3, contention=0.5, jobs=[], widgets=widgets,
+                     widget_contention=4.0, steps=4500, widget_cpu=0.2)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    # (pulled towards the prior of 2, as 5 bare steps' worth against their 26 ms of CPU)
+    assert 4 - (4 - 2) * 0.005 / 0.02 < e["widget_contention"] < 4
+    assert e["widget_share"] == pytest.approx(0.2 * 0.128 / wall, rel=1e-6)
+    # an update, priced as the delivery prices it (its CPU seconds x the contention), costs what
+    # it cost training: 8 ms of wall time at 0.8 (per wall second fitted: a fifth of that)
+    assert 0.2 * 0.008 * e["widget_contention"] == pytest.approx(0.008 * 0.8, rel=0.1)
 
 
 def allowed(budget, c, slowdown, worker_share, job_share=0.0):

@@ -11,8 +11,8 @@ measured from the training steps themselves:
 - *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
   step time b; the slowdown is mean(step) / b - 1 over the recent window;
 - the contention c, the training seconds lost per second of background work: the extra time
-  (d - b) of the steps background work overlapped over the background time inside them (for
-  the worker, the CPU time its thread spent there, as its clock times it: ``begin``), one
+  (d - b) of the steps background work overlapped over the background time inside them (the
+  CPU time its thread spent there, as its clock times it: ``begin``), one
   for the worker's analyses and one for the widgets' updates (whose frames the browser then
   draws on the same cores: a widget second cost a small ResNet's training 3-6 s in JupyterLab,
   a worker second 0.8-1.9). On two cores it was measured above 1, which is why the prior is
@@ -203,7 +203,8 @@ class Pacer:
     def estimate(self) -> dict:
         """``slowdown`` (monitored / bare step time - 1, NaN until measured), ``bare`` (s per
         quiet step), ``contention`` (c, of the worker's runs), ``widget_contention`` (of the
-        widgets' updates), ``worker_share`` and ``widget_share`` (of wall time),
+        widgets' updates), ``worker_share`` and ``widget_share`` (their CPU seconds, or their
+        clock's, over the wall time),
         ``own_share`` (the monitor's time inside the steps over their total), ``job_share``
         (the part of it spent for the worker's runs), ``steps`` (in the window)."""
         now = time.perf_counter()
@@ -309,10 +310,9 @@ _NO_ESTIMATE = {"slowdown": math.nan, "bare": math.nan, "contention": math.nan,
 
 
 # What an estimate adds up over its steps (``_sums``): the steps, their seconds, the monitor's
-# seconds in them and its part for the runs, the worker's CPU seconds and the widgets' seconds
-# (those no run overlapped) inside them; the quiet steps and their seconds; for each kind's
-# contention (the worker's, the widgets'), the steps it alone overlapped, their seconds, and its
-# seconds inside them
+# seconds in them and its part for the runs, the worker's and the widgets' CPU seconds inside
+# them; the quiet steps and their seconds; for each kind's contention (the worker's, the
+# widgets'), the steps it alone overlapped, their seconds, and its CPU seconds inside them
 _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall",
          "worker_steps", "worker_wall", "worker_in", "widget_steps", "widget_wall", "widget_in")
 
@@ -342,18 +342,22 @@ def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
     runs = busy[busy[:, 2] == _KINDS["worker"]]
     worker = _overlap(runs, start, end)
     worker_cpu = _cpu(runs, start, end)
-    # the widgets' share: their updates that no run of the worker overlapped
-    shown = busy[:, 2] != _KINDS["run"]
-    either = any_busy if shown.all() else _overlap(busy[shown], start, end)
-    widgets = _overlap(busy[busy[:, 2] == _KINDS["widgets"]], start, end)   # not either - worker
+    # the widgets' updates, by their CPU time as the worker's runs: what the delivery prices an
+    # update by (``widgets.delivery``). Fitted per second of wall time, their contention priced
+    # a CPU second at a fifth of its cost where updates waited for the GIL: a digits ResNet's
+    # frames in JupyterLab took 3% of training against the 1% the delivery allows them, and the
+    # worker was left nothing for 10 s
+    updates = busy[busy[:, 2] == _KINDS["widgets"]]
+    widgets = _overlap(updates, start, end)
+    widgets_cpu = _cpu(updates, start, end)
     quiet = (any_busy < QUIET * duration) & (sampled == 0)
     # the steps one kind alone overlapped (for its contention), not sampled
     alone = (sampled == 0) & (worker >= QUIET * duration) & (widgets < QUIET * duration)
     shown_alone = (sampled == 0) & (widgets >= QUIET * duration) & (worker < QUIET * duration)
     out[:] = (len(start), duration.sum(), overhead.sum(), for_jobs.sum(), worker_cpu.sum(),
-              (either - worker).clip(min=0).sum(), quiet.sum(), duration[quiet].sum(),
+              widgets_cpu.sum(), quiet.sum(), duration[quiet].sum(),
               alone.sum(), duration[alone].sum(), worker_cpu[alone].sum(),
-              shown_alone.sum(), duration[shown_alone].sum(), widgets[shown_alone].sum())
+              shown_alone.sum(), duration[shown_alone].sum(), widgets_cpu[shown_alone].sum())
     return out
 
 
