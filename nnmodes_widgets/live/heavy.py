@@ -186,7 +186,8 @@ class HeavyAnalyses:
         self.target = refresh_target(sum(p.numel() for p in monitor.model.parameters()))
         self.deferred = 0          # looks at which a run was due but the credit did not cover it
         self._tried: set[str] = set()    # optional costly analyses whose trial ended
-        self._allowance: dict[str, float] = {}   # ... else the worker s their next trial may take
+        self._allowance: dict[str, float] = {}   # ... the worker s of the next trial, once one
+                                                 # was stopped short
         self._started: dict[str, float] = {}  # name -> perf_counter time of its last start
         self._faults: dict[str, int] = {}   # name -> consecutive faults (reset by a run that works)
         self._skips: dict[str, int] = {}    # name -> its turns still to skip (backoff)
@@ -280,11 +281,9 @@ class HeavyAnalyses:
         and for any other run."""
         if not self.paced or name not in self.optional or name in self._tried:
             return None
-        whole = self._whole_trial()
-        allowance = self._allowance.get(name)
-        if allowance is None:      # the first: a run's worth, as its turn's first look saw
-            allowance = self._allowance[name] = max(self._first_seconds(), FIRST_TRIAL)
-        return min(allowance, whole)
+        # the first: a run's worth; after a trial stopped short, what ``_run`` grew it to
+        allowance = self._allowance.get(name) or max(self._first_seconds(), FIRST_TRIAL)
+        return min(allowance, self._whole_trial())
 
     def _whole_trial(self) -> float:
         """The longest run of a costly analysis that fits ``OPTIONAL_MAX_PERIOD`` (worker

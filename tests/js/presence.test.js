@@ -33,21 +33,31 @@ describe("reportView", () => {
   });
 });
 
-// A stand-in for the browser's IntersectionObserver: the test says when the observed element
-// comes into the viewport or leaves it.
-class FakeObserver {
-  static made = [];
+// Stand-ins for the browser's observers, each kind keeping those made: the test says when the
+// observed element comes into the viewport or leaves it (IntersectionObserver), or when an
+// observed attribute changed (MutationObserver).
+class FakeWatcher {
   constructor(callback) {
     this.callback = callback;
     this.observed = [];
     this.connected = true;
-    FakeObserver.made.push(this);
+    this.constructor.made.push(this);
   }
-  observe(target) { this.observed.push(target); }
   disconnect() { this.connected = false; }
+}
+
+class FakeObserver extends FakeWatcher {
+  static made = [];
+  observe(target) { this.observed.push(target); }
   show(isIntersecting) {
     this.callback(this.observed.map((target) => ({ target, isIntersecting })));
   }
+}
+
+class FakeMutations extends FakeWatcher {
+  static made = [];
+  observe(target, options) { this.observed.push([target, options.attributeFilter]); }
+  changed() { this.callback([]); }
 }
 
 function element(parent = null) {
@@ -59,20 +69,6 @@ function element(parent = null) {
     hasAttribute: (k) => k in attrs,
     closest: (selector) => (selector === ".nnmodes-spectrum" ? parent : null),
   };
-}
-
-// ... and for MutationObserver: the test says when an observed attribute changed.
-class FakeMutations {
-  static made = [];
-  constructor(callback) {
-    this.callback = callback;
-    this.observed = [];
-    this.connected = true;
-    FakeMutations.made.push(this);
-  }
-  observe(target, options) { this.observed.push([target, options.attributeFilter]); }
-  disconnect() { this.connected = false; }
-  changed() { this.callback([]); }
 }
 
 describe("reportView in a browser", () => {
