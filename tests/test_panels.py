@@ -176,6 +176,61 @@ def test_rank_and_alignment_lines_join_each_layers_records_when_runs_take_turns(
         monitor.detach()
 
 
+def test_a_layer_of_one_record_among_lines_is_a_dot_until_its_second():
+    # live, a GPT's spectra took its layers in turns: one layer's rank trend was a line and the
+    # others, one record each, were drawn with the line's stroke, specks 1.5 px wide
+    from nnmodes_widgets.widgets import Basins, Spectra
+    from nnmodes_widgets.widgets.trend import POINT_WIDTH
+
+    model, optimizer, monitor = _trained(analyses=("spectrum", "alignment"))
+    spectra, basins = Spectra(monitor), Basins(monitor)
+    try:
+        def record(step, layers):
+            monitor.history.record("spectrum", step, 0.0, {k: np.array([v, 1.0, 0.5])
+                                                           for k, v in layers.items()})
+            monitor.history.record("stable_rank", step, 0.0, layers)
+            monitor.history.record("effective_rank", step, 0.0, layers)
+            monitor.history.record("weight_alignment", step, 0.0,
+                                   {f"{k}!": v / 10 for k, v in layers.items()})
+
+        record(2, {"a": 3.0})
+        record(4, {"a": 2.5, "b": 5.0})
+        record(6, {"c": 1.5})
+        spectra.push_now()
+        basins.push_now()
+        alignment = basins._marks["weight_alignment"]
+        pairs = ((spectra._stable, spectra._dots[spectra._stable], ""),
+                 (spectra._effective, spectra._dots[spectra._effective], ""),
+                 (alignment, basins._dots["weight_alignment"], "!"))
+        for lines, dots, suffix in pairs:
+            scale = 10 if suffix else 1
+            assert list(lines.labels) == ["a" + suffix] and lines.stroke_width < POINT_WIDTH
+            np.testing.assert_allclose(np.atleast_2d(lines.y)[0] * scale, [3.0, 2.5], rtol=1e-6)
+            assert dots.visible and dots.stroke_width == POINT_WIDTH
+            assert list(dots.labels) == ["b" + suffix, "c" + suffix]
+            np.testing.assert_array_equal(dots.x, [[4, 4], [6, 6]])
+            np.testing.assert_allclose(dots.y * scale, [[5.0, 5.0], [1.5, 1.5]], rtol=1e-6)
+            # on the same scales, coloured and highlighted per layer as the lines
+            assert dots.scales == lines.scales
+        for panel in (spectra, basins):
+            kinds = dict(zip(panel._header.marks, panel._header.mark_kinds))
+            assert all(kinds[dots] == "layers" for _, dots, _ in pairs if dots in kinds)
+            assert sum(dots in kinds for _, dots, _ in pairs) == (2 if panel is spectra else 1)
+        # the y range holds the dots too
+        assert spectra._stable.scales["y"].min is None
+
+        record(8, {"b": 4.0, "c": 1.25})      # every layer has a line now: no dots
+        spectra.push_now()
+        basins.push_now()
+        for lines, dots, suffix in pairs:
+            assert list(lines.labels) == ["a" + suffix, "b" + suffix, "c" + suffix]
+            assert not dots.visible
+    finally:
+        spectra.close()
+        basins.close()
+        monitor.detach()
+
+
 def test_characteristic_maps_panel_shows_each_classs_newest_map_when_runs_take_turns():
     # live, a large model's runs take the classes in turns: each record has the classes of its
     # run, NaN for the others, and the panel shows each class's newest

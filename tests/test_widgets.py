@@ -1089,6 +1089,8 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
             assert list(mark.labels) == layers and mark.x.shape == mark.y.shape == (3, 2)
             assert (mark.x == 5).all() and (mark.y[:, 0] == mark.y[:, 1]).all()
             assert mark.stroke_width == POINT_WIDTH                     # a round dot
+        # every layer has one point: the lines' own marks draw the dots
+        assert not any(dots.visible for dots in spectra._dots.values())
         _, rwc = monitor.history.get("rwc", "2.weight")
         np.testing.assert_allclose(trend._lines.y[1], rwc[0], rtol=1e-6)
         # the one spectrum is a line of every rank

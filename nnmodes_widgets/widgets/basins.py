@@ -25,7 +25,8 @@ from .live import LivePanel
 from .notes import panel_note
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .spectrum import PanelHeader
-from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, cluster_labels, settle_range
+from .trend import (LINE_WIDTH, POINT_WIDTH, as_lines, cluster_labels, dots_for, send_lines,
+                    settle_range)
 
 # (history name, y label, colours by key: per class or per layer, the analysis that records it)
 PLOTS = (("sample_basins", "sample basin radius", "classes", "basins"),
@@ -55,26 +56,32 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
         self.title = "Attraction basins and weight alignment"
         self._step_x = bqplot.LinearScale()
         self._marks, self._figures, self._rules, evidence, figures = {}, {}, [], [], []
-        for analysis, label, _, _ in PLOTS:
+        self._dots = {}
+        for analysis, label, kind, _ in PLOTS:
             mark = bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)), stroke_width=LINE_WIDTH,
                                 scales={"x": self._step_x, "y": bqplot.LinearScale()},
                                 tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
+            if kind == "layers":     # a layer of one record so far: a dot among the lines
+                self._dots[analysis] = dots_for(mark)
             rules, band = phase_rules(self._step_x), evidence_band(self._step_x)
             axes = [x_axis(self._step_x, ticks=4), y_axis(mark.scales["y"], label, ticks=4)]
             figures.append(bqplot.Figure(
-                marks=[band, rules, mark], axes=axes, animation_duration=0, fig_margin=margin(),
+                marks=[band, rules, mark, *([self._dots[analysis]] if kind == "layers" else [])],
+                axes=axes, animation_duration=0, fig_margin=margin(),
                 layout=ipywidgets.Layout(flex="1 1 200px", min_width="190px", height="220px")))
             self._marks[analysis] = mark
             self._figures[analysis] = figures[-1]
             self._rules.append(rules)
             evidence.append(band)
-        marks = list(self._marks.values())
+        marks = [*self._marks.values(), *self._dots.values()]
+        kinds = {analysis: kind for analysis, _, kind, _ in PLOTS}
         self._header = PanelHeader(
             root="nnmodes-basins", title=self.title, layers=run.layers, help=HELP,
             reference="Lin, Feng, Zhang, Zhao (arXiv 2501.02436), as defined here",
             reference_url="https://arxiv.org/abs/2501.02436",
             mark=self._marks["weight_alignment"], marks=marks,
-            mark_kinds=[kind for _, _, kind, _ in PLOTS], evidence=evidence,
+            mark_kinds=[*(kinds[a] for a in self._marks), *(kinds[a] for a in self._dots)],
+            evidence=evidence,
             axes=[a for f in figures for a in f.axes])
         self._note = ipywidgets.HTML()
         self._note.add_class("nnmodes-note")
@@ -125,11 +132,16 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             if analysis in missing:
                 continue
             x, y = decimate_each(series[analysis].values(), self.max_points)
+            mark = self._marks[analysis]
+            if analysis in self._dots:
+                y = send_lines(mark, self._dots[analysis], x, y, list(series[analysis]))
+                if y is not None:
+                    settle_range(mark.scales["y"], y)
+                continue
             x, y, points, keep = as_lines(*end_at_last_value(x, y))
             if not keep.any():
                 continue
             keys = [k for k, kept in zip(series[analysis], keep) if kept]
-            mark = self._marks[analysis]
             with mark.hold_sync():
                 mark.labels = keys
                 mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH

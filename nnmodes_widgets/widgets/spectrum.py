@@ -22,7 +22,7 @@ from .front import FigureFront, palette_of
 from .live import LivePanel
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .scales import provisional_log_scale
-from .trend import POINT_WIDTH, as_lines, cluster_labels, settle_range
+from .trend import POINT_WIDTH, as_lines, cluster_labels, dots_for, send_lines, settle_range
 
 
 class PanelHeader(FigureFront, anywidget.AnyWidget):
@@ -70,16 +70,19 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         self._effective, self._stable = (bqplot.Lines(
             x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales={"x": step_x, "y": bqplot.LinearScale()},
             tooltip=bqplot.Tooltip(fields=["name"], show_labels=False)) for _ in range(2))
+        # each rank trend's layers of one record so far, as dots among the others' lines
+        self._dots = {mark: dots_for(mark) for mark in (self._effective, self._stable)}
         self._rules = [phase_rules(step_x), phase_rules(step_x)]
         evidence = [evidence_band(step_x), evidence_band(step_x)]
         self._effective_fig, self._stable_fig = (
-            _figure([band, rules, mark], step_x, mark.scales["y"], "step", label, height="150px")
+            _figure([band, rules, mark, self._dots[mark]], step_x, mark.scales["y"], "step",
+                    label, height="150px")
             for band, rules, mark, label in (
                 (evidence[0], self._rules[0], self._effective, "effective rank"),
                 (evidence[1], self._rules[1], self._stable, "stable rank")))
         self._widths = {mark: mark.stroke_width for mark in
                         (self._spectra, self._fits, self._effective, self._stable)}
-        marks = [self._spectra, self._fits, self._effective, self._stable]
+        marks = [self._spectra, self._fits, self._effective, self._stable, *self._dots.values()]
         self._header = PanelHeader(
             title=self.title, mark=self._spectra, layers=run.layers, help=HELP,
             reference="Li & Huang (arXiv 2208.09859)",
@@ -147,11 +150,12 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             self._header.step = int(max(steps[-1], *(s[-1] for s, _ in series.values())))
             self._header.palette = palette_of(self.run.history, cluster_labels(self.run.history),
                                               layers)
+        # each rank trend's layers on their own steps: lines, and dots for one record so far
+        ranks_sent = {mark: send_lines(mark, self._dots[mark], x, y, layers, self._widths[mark])
+                      for mark, x, y in ((self._effective, ex, ey), (self._stable, sx, sy))}
         # the spectra last: the browser counts a frame when they get their data
-        marks = ((self._fits, ranks, fits), (self._effective, ex, ey), (self._stable, sx, sy),
-                 (self._spectra, ranks, newest))
         sent = {}
-        for mark, x, y in marks:
+        for mark, x, y in ((self._fits, ranks, fits), (self._spectra, ranks, newest)):
             x, y, points, keep = as_lines(*end_at_last_value(x, y))
             if not keep.any():    # nothing to draw (no fit yet): keep what is shown
                 continue
@@ -164,17 +168,15 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
             sent[mark] = (x, y)
         # the scales after the marks, so that a range set from new data never meets the old
         x_scale, y_scale = self._spectra.scales["x"], self._spectra.scales["y"]
-        log_x = [xy[0] for mark, xy in sent.items() if mark in (self._spectra, self._fits)]
-        log_y = [xy[1] for mark, xy in sent.items() if mark in (self._spectra, self._fits)]
-        if log_y:
-            settle_range(x_scale, np.concatenate([v.ravel() for v in log_x]), log=True)
-            settle_range(y_scale, np.concatenate([v.ravel() for v in log_y]), log=True)
+        if sent:
+            settle_range(x_scale, np.concatenate([x.ravel() for x, _ in sent.values()]), log=True)
+            settle_range(y_scale, np.concatenate([y.ravel() for _, y in sent.values()]), log=True)
         settle_range(self._step_x, steps, pad=self.run.every)
         for rules in self._rules:
             show_phases(rules, phase_marks(self.run.history))
-        for mark in (self._effective, self._stable):
-            if mark in sent:
-                settle_range(mark.scales["y"], sent[mark][1])
+        for mark, y in ranks_sent.items():
+            if y is not None:
+                settle_range(mark.scales["y"], y)
 
     figsize = (9, 3.6)
 

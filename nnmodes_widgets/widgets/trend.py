@@ -53,6 +53,54 @@ def as_lines(x: np.ndarray, y: np.ndarray):
     return np.stack([px, px], axis=1), np.stack([py, py], axis=1), True, keep
 
 
+def dots_for(mark: bqplot.Lines) -> bqplot.Lines:
+    """A hidden Lines mark on ``mark``'s scales for its rows of one point (``send_lines``)."""
+    return bqplot.Lines(x=np.zeros((1, 0)), y=np.zeros((1, 0)), scales=mark.scales,
+                        stroke_width=POINT_WIDTH, visible=False,
+                        tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
+
+
+def send_lines(mark: bqplot.Lines, dots: bqplot.Lines, x: np.ndarray, y: np.ndarray,
+               labels: list[str], width: float = LINE_WIDTH) -> np.ndarray | None:
+    """Send rows ``x``, ``y`` [L, P] (each on its own steps, NaN-padded at the end; one of
+    ``labels`` each) to ``mark`` and ``dots`` (``dots_for(mark)``); the y values sent, None when
+    no row has a point (both marks keep what they show).
+
+    The rows of two points or more go to ``mark`` as lines ``width`` wide, each ending at its last
+    value (``end_at_last_value``); those of one point to ``dots``, round dots ``POINT_WIDTH``
+    wide: among lines, on one stroke width for all, a row of one point was a speck 1.5 px wide (a
+    GPT's rank trends, its spectra taking the layers in turns, showed one layer's line and specks
+    for the others). While no row has two points, ``mark`` draws the dots itself (``as_lines``)
+    and ``dots`` is hidden."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    counts = (np.isfinite(x) & np.isfinite(y)).sum(axis=1)
+    many, one = counts >= 2, counts == 1
+    if many.any():
+        mx, my = end_at_last_value(x[many], y[many])
+        kept, stroke = many, width
+    elif one.any():              # no line yet: ``mark`` draws the dots
+        mx, my, _, kept = as_lines(x, y)
+        stroke, one = POINT_WIDTH, np.zeros_like(one)
+    else:
+        return None
+    with mark.hold_sync():
+        names = [label for label, k in zip(labels, kept) if k]
+        if list(mark.labels) != names:
+            mark.labels = names
+        mark.stroke_width = stroke
+        mark.x, mark.y = mx, my.astype(np.float32)
+    if not one.any():
+        if dots.visible:
+            dots.visible = False
+        return my.ravel()
+    dx, dy, _, _ = as_lines(x[one], y[one])
+    with dots.hold_sync():
+        dots.labels = [label for label, k in zip(labels, one) if k]
+        dots.x, dots.y = dx, dy.astype(np.float32)
+        dots.visible = True
+    return np.concatenate([my.ravel(), dy.ravel()])
+
+
 def settle_range(scale, values, *, log: bool = False, pad: float | None = None) -> None:
     """Let ``scale`` follow its data, unless the data span no range: then fix it around them.
 
