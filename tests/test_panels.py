@@ -143,6 +143,17 @@ def _unbroken(x, y, labels, own):
                                     np.asarray(values, np.float32).astype(float).tolist())), label
 
 
+def _record_ranks(monitor, step, layers):
+    """Records of the layers ``layers`` (layer -> rank) at ``step``, as a run of the spectra that
+    took them (their spectrum, stable and effective rank) and one of the alignment ("<layer>!",
+    a tenth of the rank)."""
+    history = monitor.history
+    history.record("spectrum", step, 0.0, {k: np.array([v, 1.0, 0.5]) for k, v in layers.items()})
+    history.record("stable_rank", step, 0.0, layers)
+    history.record("effective_rank", step, 0.0, layers)
+    history.record("weight_alignment", step, 0.0, {f"{k}!": v / 10 for k, v in layers.items()})
+
+
 def test_rank_and_alignment_lines_join_each_layers_records_when_runs_take_turns():
     # live, a large model's spectrum runs take the layers in turns: a layer's records lie
     # between the others'. On all layers' steps together each was cut into lone points.
@@ -154,13 +165,8 @@ def test_rank_and_alignment_lines_join_each_layers_records_when_runs_take_turns(
         own = {"a": ([2, 8, 14], [3.0, 2.5, 2.0]), "b": ([4, 10, 16], [5.0, 4.0, 4.5]),
                "c": ([6, 12], [1.5, 1.25])}
         for step in range(2, 17, 2):
-            layers = {k: v[list(s).index(step)] for k, (s, v) in own.items() if step in s}
-            monitor.history.record("spectrum", step, 0.0, {k: np.array([v, 1.0, 0.5])
-                                                           for k, v in layers.items()})
-            monitor.history.record("stable_rank", step, 0.0, layers)
-            monitor.history.record("effective_rank", step, 0.0, layers)
-            monitor.history.record("weight_alignment", step, 0.0,
-                                   {f"{k}!": v / 10 for k, v in layers.items()})
+            _record_ranks(monitor, step,
+                          {k: v[list(s).index(step)] for k, (s, v) in own.items() if step in s})
         spectra.push_now()
         basins.push_now()
         for mark in (spectra._stable, spectra._effective):
@@ -185,17 +191,9 @@ def test_a_layer_of_one_record_among_lines_is_a_dot_until_its_second():
     model, optimizer, monitor = _trained(analyses=("spectrum", "alignment"))
     spectra, basins = Spectra(monitor), Basins(monitor)
     try:
-        def record(step, layers):
-            monitor.history.record("spectrum", step, 0.0, {k: np.array([v, 1.0, 0.5])
-                                                           for k, v in layers.items()})
-            monitor.history.record("stable_rank", step, 0.0, layers)
-            monitor.history.record("effective_rank", step, 0.0, layers)
-            monitor.history.record("weight_alignment", step, 0.0,
-                                   {f"{k}!": v / 10 for k, v in layers.items()})
-
-        record(2, {"a": 3.0})
-        record(4, {"a": 2.5, "b": 5.0})
-        record(6, {"c": 1.5})
+        _record_ranks(monitor, 2, {"a": 3.0})
+        _record_ranks(monitor, 4, {"a": 2.5, "b": 5.0})
+        _record_ranks(monitor, 6, {"c": 1.5})
         spectra.push_now()
         basins.push_now()
         alignment = basins._marks["weight_alignment"]
@@ -219,7 +217,7 @@ def test_a_layer_of_one_record_among_lines_is_a_dot_until_its_second():
         # the y range holds the dots too
         assert spectra._stable.scales["y"].min is None
 
-        record(8, {"b": 4.0, "c": 1.25})      # every layer has a line now: no dots
+        _record_ranks(monitor, 8, {"b": 4.0, "c": 1.25})     # every layer has a line now: no dots
         spectra.push_now()
         basins.push_now()
         for lines, dots, suffix in pairs:
