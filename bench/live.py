@@ -243,8 +243,8 @@ def section(f: dict) -> list[str]:
         "nowhere; see `bench/live.py` for the models. Slowdown: each monitored segment's "
         "seconds per step over those of the bare segments beside it (the one before and the one "
         "after, averaged: the host's speed drifts over minutes, and they cancel a steady drift), "
-        f"over whole segments and over their first {FIRST:.0f} s; the mean of these ratios. Refresh: seconds between "
-        "consecutive records of the analyses behind each panel (mean over the monitored time / "
+        f"over whole segments and over their first {FIRST:.0f} s; the mean of these ratios. "
+        "Refresh: seconds between consecutive records of the analyses behind each panel (mean over the monitored time / "
         "longest, the wait for the first included). Load average (1 min) before the segments, "
         "this process's own included: "
         + ", ".join(f"{m['name']} {m['load'][0]:.1f}-{m['load'][1]:.1f}" for m in f["models"])

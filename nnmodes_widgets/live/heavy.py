@@ -80,9 +80,9 @@ OTHERS_BEHIND = 0.1
 # A costly analysis (the registry's ``costly``: many passes a run) is on by default only where
 # it fits the budget: where its account's credit for a run comes at least once in this many
 # seconds. It is tried first: switched off when a trial is stopped at what that allows (a 10M
-# CNN's sharpness took 8.7 s a run); each later run is checked by what it took. (Estimates made before
-# a first run from the other analyses' costs were tens of times too high on a small MLP, whose
-# passes cost mostly their overhead, and switched basins off there.)
+# CNN's sharpness took 8.7 s a run); each later run is checked by what it took. (Estimates made
+# before a first run from the other analyses' costs were tens of times too high on a small MLP,
+# whose passes cost mostly their overhead, and switched basins off there.)
 OPTIONAL_MAX_PERIOD = 30.0
 # A trial waits for its credit as any run does (nothing is exempt from the budget, SPEC 5): it
 # may take what its account holds, the first time what any other analysis's run takes, then

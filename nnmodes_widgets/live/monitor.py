@@ -528,8 +528,8 @@ class Monitor:
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses: their CPU time on
         the CPU, their wall time on CUDA), ``widget_share``
-        (widget updates: their CPU time); ``contention`` and ``widget_contention`` (how much a second of the
-        worker's analyses, of the widgets' updates, slows training);
+        (widget updates: their CPU time); ``contention`` and ``widget_contention`` (how much a
+        second of the worker's analyses, of the widgets' updates, slows training);
         ``every``, ``every_chosen`` (True: chosen by the monitor, None: still being chosen,
         False: given) and ``sampling_share`` (the share of training time the sampling takes:
         the median time of the last samples over ``every`` bare steps, NaN before a sample);

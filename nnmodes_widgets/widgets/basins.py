@@ -16,7 +16,7 @@ from ..colors import class_colors, layer_colors, line_color
 from ..runs.run_view import RunView, check_view
 from ..ticks import readable_axes
 from .axes import margin, x_axis, y_axis
-from .decimate import decimate_each, end_at_last_value
+from .decimate import decimate_each
 from .delivery import Delivery
 from .exportable import Exportable
 from .empty import plot_reason
@@ -25,8 +25,7 @@ from .live import LivePanel
 from .notes import panel_note
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .spectrum import PanelHeader
-from .trend import (LINE_WIDTH, POINT_WIDTH, as_lines, cluster_labels, dots_for, send_lines,
-                    settle_range)
+from .trend import LINE_WIDTH, cluster_labels, dots_for, send_lines, settle_range
 
 # (history name, y label, colours by key: per class or per layer, the analysis that records it)
 PLOTS = (("sample_basins", "sample basin radius", "classes", "basins"),
@@ -80,7 +79,7 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             reference="Lin, Feng, Zhang, Zhao (arXiv 2501.02436), as defined here",
             reference_url="https://arxiv.org/abs/2501.02436",
             mark=self._marks["weight_alignment"], marks=marks,
-            mark_kinds=[*(kinds[a] for a in self._marks), *(kinds[a] for a in self._dots)],
+            mark_kinds=[*(kinds[a] for a in self._marks), *("layers" for _ in self._dots)],
             evidence=evidence,
             axes=[a for f in figures for a in f.axes])
         self._note = ipywidgets.HTML()
@@ -133,20 +132,9 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
                 continue
             x, y = decimate_each(series[analysis].values(), self.max_points)
             mark = self._marks[analysis]
-            if analysis in self._dots:
-                y = send_lines(mark, self._dots[analysis], x, y, list(series[analysis]))
-                if y is not None:
-                    settle_range(mark.scales["y"], y)
-                continue
-            x, y, points, keep = as_lines(*end_at_last_value(x, y))
-            if not keep.any():
-                continue
-            keys = [k for k, kept in zip(series[analysis], keep) if kept]
-            with mark.hold_sync():
-                mark.labels = keys
-                mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
-                mark.x, mark.y = x, y.astype(np.float32)
-            settle_range(mark.scales["y"], y)
+            y = send_lines(mark, self._dots.get(analysis), x, y, list(series[analysis]))
+            if y is not None:
+                settle_range(mark.scales["y"], y)
         # the plots with nothing to show are left out (hidden, bqplot would lay them out at size
         # 0), and the note says why
         shown = tuple(self._figures[a] for a, _, _, _ in PLOTS if a not in missing)

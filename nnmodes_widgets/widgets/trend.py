@@ -60,7 +60,7 @@ def dots_for(mark: bqplot.Lines) -> bqplot.Lines:
                         tooltip=bqplot.Tooltip(fields=["name"], show_labels=False))
 
 
-def send_lines(mark: bqplot.Lines, dots: bqplot.Lines, x: np.ndarray, y: np.ndarray,
+def send_lines(mark: bqplot.Lines, dots: bqplot.Lines | None, x: np.ndarray, y: np.ndarray,
                labels: list[str], width: float = LINE_WIDTH) -> np.ndarray | None:
     """Send rows ``x``, ``y`` [L, P] (each on its own steps, NaN-padded at the end; one of
     ``labels`` each) to ``mark`` and ``dots`` (``dots_for(mark)``); the y values sent, None when
@@ -71,13 +71,15 @@ def send_lines(mark: bqplot.Lines, dots: bqplot.Lines, x: np.ndarray, y: np.ndar
     wide: among lines, on one stroke width for all, a row of one point was a speck 1.5 px wide (a
     GPT's rank trends, its spectra taking the layers in turns, showed one layer's line and specks
     for the others). While no row has two points, ``mark`` draws the dots itself (``as_lines``)
-    and ``dots`` is hidden."""
+    and ``dots`` is hidden. With no ``dots`` (a mark coloured by its rows' order, whose dots could
+    not take their rows' colours), the rows of one point stay among the lines."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     counts = (np.isfinite(x) & np.isfinite(y)).sum(axis=1)
-    many, one = counts >= 2, counts == 1
-    if many.any():
-        mx, my = end_at_last_value(x[many], y[many])
-        kept, stroke = many, width
+    one = counts == 1
+    if (counts >= 2).any():
+        kept, stroke = counts >= (1 if dots is None else 2), width
+        mx, my = end_at_last_value(x[kept], y[kept])
+        one &= ~kept
     elif one.any():              # no line yet: ``mark`` draws the dots
         mx, my, _, kept = as_lines(x, y)
         stroke, one = POINT_WIDTH, np.zeros_like(one)
@@ -90,7 +92,7 @@ def send_lines(mark: bqplot.Lines, dots: bqplot.Lines, x: np.ndarray, y: np.ndar
         mark.stroke_width = stroke
         mark.x, mark.y = mx, my.astype(np.float32)
     if not one.any():
-        if dots.visible:
+        if dots is not None and dots.visible:
             dots.visible = False
         return my.ravel()
     dx, dy, _, _ = as_lines(x[one], y[one])
