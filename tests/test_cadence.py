@@ -53,11 +53,15 @@ class Clock:
         return self.now
 
 
-def calibrate(c: Cadence, clock: Clock, *, step: float, sample: float, until: int) -> list:
+def calibrate(c: Cadence, clock: Clock, *, step: float, sample: float,
+              until: int | None = None) -> list:
     """Drive ``c`` as the monitor does: steps of ``step`` seconds, the monitor's own time in a
-    step (sampling) added to it; returns what each step did."""
+    step (sampling) added to it, up to step ``until`` (None: the step that fixes ``every``);
+    returns what each step did."""
     did, overhead = [], 0.0
-    for k in range(1, until + 1):
+    for k in itertools.count(1) if until is None else range(1, until + 1):
+        if until is None and c.fixed:
+            break
         clock.now += step + overhead
         due = c.due(k, overhead)
         overhead = 0.0
@@ -93,13 +97,37 @@ def test_calibration_samples_among_timed_steps_then_fixes_every_and_starts_a_ser
 
 def test_the_sample_is_the_median_of_those_spread_over_the_calibration():
     # the first timed samples slow (the dashboard's first frames sent meanwhile), the rest not
+    # (the slow ones space the next samples out: the calibration takes longer)
     clock = Clock()
     c = Cadence(None, 0.05, clock=clock)
-    for k in range(1, END + 1):
+    for k in range(1, 10 * END):
         clock.now += 0.010
         if c.due(k, 0.0) is not None:
             c.sampled(k, 0.004 if k <= 1 + 3 * STRIDE else 0.0004)
     assert c.fixed and c.sample_seconds == pytest.approx(0.0004)
+
+
+@pytest.mark.parametrize("sample", [0.002, 0.03])
+def test_costly_samples_are_spread_out_within_their_share_of_the_budget(sample):
+    # nothing is exempt from the budget, the calibration included: 2 ms samples on 10 ms steps
+    # at every fourth step would take 5% of its training time, 30 ms ones 75%
+    clock = Clock()
+    c = Cadence(None, 0.05, clock=clock)
+    did = calibrate(c, clock, step=0.010, sample=sample)
+    sampled = [k + 1 for k, d in enumerate(did) if d is not None]
+    assert c.fixed and c.sample_seconds == pytest.approx(sample)
+    assert len(sampled) >= cadence.MIN_SAMPLES + 1 and sampled[:2] == [1, 1 + STRIDE]
+    # from the first timed sample on (before it nothing says what one costs), the samples
+    # take at most their share of the steps between them
+    allowed = cadence.CALIBRATION_SHARE * 0.05
+    for a, b in itertools.pairwise(sampled[1:]):
+        assert sample <= allowed * (b - a) * 0.010 * (1 + 1e-9), (a, b)
+    assert sample > allowed * (sampled[2] - sampled[1] - 1) * 0.010   # ... and no fewer
+    # processes that agree sample at the same steps on each: every STRIDE-th, whatever it costs
+    agreed = Cadence(None, 0.05, clock=Clock(), agree=lambda every: every)
+    did = calibrate(agreed, agreed._clock, step=0.010, sample=sample, until=END)
+    agreed_samples = [k + 1 for k, d in enumerate(did) if d is not None]
+    assert agreed.fixed and agreed_samples[:CALIBRATION_SAMPLES + 1] == list(range(1, END, STRIDE))
 
 
 def test_a_short_every_starts_its_series_with_a_sample_at_a_multiple_of_it():
@@ -175,12 +203,14 @@ def test_a_slow_sample_against_its_step_chooses_the_expected_every_and_the_run_r
     monkeypatch.setattr(monitor._tracker, "update", slow_update)
     assert monitor.every == PROVISIONAL and monitor.stats()["every_chosen"] is None
     assert "every being chosen in the first steps" in monitor.summary()
-    for _ in range(END):
+    c = monitor._cadence
+    for _ in range(3 * END):           # (the samples spread out to take their share: 2.5%)
+        if c.fixed:
+            break
         optimizer.zero_grad()
         model(torch.randn(4, 8)).sum().backward()
         optimizer.step()
         time.sleep(0.04)
-    c = monitor._cadence
     assert c.fixed and c.sample_seconds >= 0.004 and c.step_seconds >= 0.04
     assert monitor.every == choose_every(c.sample_seconds, c.step_seconds, 0.05) in (20, 50)
     assert monitor.history.count("rwc") == 0          # the calibration's samples are not recorded
@@ -214,8 +244,9 @@ def test_the_calibration_times_a_sample_with_what_recording_it_costs(monkeypatch
 
     monkeypatch.setattr(History, "record", slow_record)
     c = monitor._cadence
-    # (until it is fixed: on a loaded host short steps may need more than END to settle)
-    for _ in range(5000):
+    # (until it is fixed: its 4 ms samples against steps of a fraction of a millisecond are
+    # spread out, some thousands of steps apart, to take their share of the budget)
+    for _ in range(100_000):
         optimizer.zero_grad()
         model(torch.randn(4, 8)).sum().backward()
         optimizer.step()
@@ -240,8 +271,7 @@ def test_next_due_is_the_first_later_step_that_samples(sample):
     """The monitor skips its per-step look until ``next_due``: it must not pass a sample."""
     clock = Clock()
     chosen = Cadence(None, 0.05, clock=clock)
-    until = END
-    calibrate(chosen, clock, step=0.010, sample=sample, until=until)
+    until = len(calibrate(chosen, clock, step=0.010, sample=sample))   # the step that fixed it
     assert chosen.fixed
     for c, first in ((chosen, until), (Cadence(7, 0.05), 0)):
         due = [k for k in range(first, first + 3 * c.every + 40) if c.due(k) is not None]

@@ -2,9 +2,12 @@
 chosen in the first steps from the measured cost of a sample (SPEC 5, wave 3).
 
 Chosen (``every=None``): in the first steps every ``STRIDE``-th step takes a sample (step 1,
-the first, a warm-up: it computes the snapshot's norms once), the others timed, and the steps in
-between, less the monitor's time in them, give the bare step (the one right after a sample is
-left out: its memory traffic may still slow it). A sample is the median of
+the first, a warm-up: it computes the snapshot's norms once), or fewer when the samples timed so
+far would take more than ``CALIBRATION_SHARE`` of the budget at that stride (nothing is exempt
+from the budget, the calibration included: on a 10M-parameter CNN a sample took 6-28 ms against
+108 ms steps, 1.5-6.5% of the first 4 s of training at every fourth step); the others timed, and
+the steps in between, less the monitor's time in them, give the bare step (the one right after
+a sample is left out: its memory traffic may still slow it). A sample is the median of
 ``CALIBRATION_SAMPLES`` timed ones spread over the calibration: three in a row at its start took
 0.17 ms in one JupyterLab run and 0.62 ms in the next (the dashboard's first frames were being
 sent), and every=50 or 500 was chosen for the same MLP. The bare step is the median of the quick
@@ -15,7 +18,8 @@ frames, nine in ten steps of the first second waited 10-40 ms for the GIL agains
 their lower quartile chose every=5 where 50 was right, and sampling took 10% of training time.
 A step that is truly longer now and then (a data loader) only makes ``every`` larger than
 needed: sampling takes less than its share, never more. Processes that agree on the choice
-(``agree``) decide at a step count alone, the same on each. ``every`` is then the smallest of 1,
+(``agree``) sample at every ``STRIDE``-th step and decide at a step count alone, the same on
+each (their sampling is a collective call). ``every`` is then the smallest of 1,
 2, 5, 10, 20, 50, ... whose sampling takes at most a quarter of the budget (``LATER`` x sample /
 (every x step) <= budget / 4: a sample later takes longer than in the calibration), fixed for
 the run.
@@ -40,7 +44,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-STRIDE = 4                  # calibrating, every STRIDE-th step samples (from step 1)
+STRIDE = 4                  # calibrating, every STRIDE-th step samples (from step 1) ...
+CALIBRATION_SHARE = 0.5     # ... or fewer, so that they take at most this share of the budget
 CALIBRATION_SAMPLES = 8     # samples timed (after the warm-up), their median the sample's time
 MIN_SAMPLES = 3             # ... at least, after CALIBRATION_MAX_SECONDS of steps
 CALIBRATION_STEPS = 16      # quick steps without a sample: the bare step time
@@ -123,6 +128,7 @@ class Cadence:
         self._last: float | None = None  # when the previous step's call began
         self._start: int | None = None   # the step whose sample starts the recorded series
         self._sampled_at = 1             # the step of the calibration's last sample
+        self._next_sample = 1            # ... and of its next
 
     @property
     def calibrated_share(self) -> float:
@@ -153,7 +159,11 @@ class Cadence:
         if not self.fixed:
             self._calibrate(step, overhead, self._clock() if now is None else now)
         if not self.fixed:
-            return SAMPLE if step % STRIDE == 1 % STRIDE else None
+            if step < self._next_sample:
+                return None
+            # the next one STRIDE steps on (``sampled`` may put it further)
+            self._sampled_at, self._next_sample = step, step + STRIDE
+            return SAMPLE
         start = self._start or 0
         if step < start or (step - start) % self.every:
             return None
@@ -174,9 +184,20 @@ class Cadence:
         the (start, end) events around it on the training stream."""
         if not self.fixed and step > 1:
             self._samples.append((seconds, events))
-            self._sampled_at = step
+            self._next_sample = step + self._stride()
         elif self.fixed:
             self._recent.append(seconds)
+
+    def _stride(self) -> int:
+        """Steps from one calibration sample to the next: ``STRIDE``, or as many more as keep the
+        samples timed so far (their median) within ``CALIBRATION_SHARE`` of the budget on the
+        quick steps; ``STRIDE`` where processes agree (they must sample at the same steps)."""
+        quick = self._quick()
+        if self._agree is not None or not len(quick):
+            return STRIDE
+        share = statistics.median(s for s, _ in self._samples) / float(np.median(quick))
+        allowed = CALIBRATION_SHARE * self.budget
+        return max(STRIDE, math.ceil(share / allowed)) if allowed > 0 else STRIDE
 
     def _enough(self) -> bool:
         """Whether the samples and steps timed so far give the sample's and the bare step's
@@ -205,7 +226,7 @@ class Cadence:
         return steps[steps <= QUICK * self._fastest]
 
     def _calibrate(self, step: int, overhead: float, now: float) -> None:
-        if self._last is not None and (step - 1) % STRIDE != 1 % STRIDE:
+        if self._last is not None and step - 1 != self._sampled_at:
             # the step that ended, less the monitor's time in it (the one right after a sample
             # is left out: its memory traffic may still slow it)
             self._add_step(max(0.0, now - self._last - overhead))
