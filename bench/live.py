@@ -199,8 +199,11 @@ def _noise(segments: list[tuple]) -> float:
 
 
 # seconds a segment, pairs of segments: shorter segments, more often alternated, follow the host's
-# drift more closely (each holds the first FIRST seconds, which weigh more in a shorter one)
-MODELS = {"mlp": (mlp_setup, 15, 6), "conv": (conv_setup, 15, 6), "cnn": (cnn_setup, 40, 4),
+# drift more closely (each holds the first FIRST seconds, which weigh more in a shorter one). This
+# host switches between two speeds, 0.80 and 1.00 ms a step of the digits conv net, for 10-30 s
+# at a time: 6 pairs of 15 s read it 1.116 (each monitored segment 1.04-1.17), 23 pairs of 3 s
+# 1.015 the same hour. The slow models' panels need 40 s to show their refresh
+MODELS = {"mlp": (mlp_setup, 10, 10), "conv": (conv_setup, 10, 10), "cnn": (cnn_setup, 40, 4),
           "resnet": (resnet_setup, 40, 4)}
 
 
