@@ -18,10 +18,10 @@ one before and the one after, averaged, over the same part of theirs), minus 1, 
 ``FIRST`` seconds (attaching, calibrating ``every``, the first runs: nothing is exempt) and over
 the rest, the run as it goes on; the mean of these ratios. Every segment trains ``FIRST`` s and
 then the segment's seconds: with 10 s segments the figure for the run as it goes on was the
-first 10 s, whose own target is 1.10. The host's speed drifts by up to a tenth over minutes on this machine (bare
-segments of the digits MLP at 0.63-1.15 ms a step in one run), and the bare segments on either
-side of a monitored one cancel a steady drift, which a ratio of the means over the whole run
-does not. Refresh: the intervals between consecutive records of the analyses
+first 10 s, whose own target is 1.10. The host's speed drifts by up to a tenth over minutes on
+this machine (bare segments of the digits MLP at 0.63-1.15 ms a step in one run), and the bare
+segments on either side of a monitored one cancel a steady drift, which a ratio of the means
+over the whole run does not. Refresh: the intervals between consecutive records of the analyses
 behind each panel (the panel draws each within a tenth of a second when on screen), from the
 start of the segment, so the wait for the first frame counts as an interval: their mean (the
 segment's time over the records in it) and the longest. Widget share: the panels' share of
@@ -108,10 +108,10 @@ def _train(s, seconds: float) -> np.ndarray:
     return np.array(ends)
 
 
-def _per_step(ends: np.ndarray, until: float | None = None, since: float = 0.0) -> float:
-    """Seconds per step: of the steps that ended after ``since`` (and by ``until``)."""
+def _per_step(ends: np.ndarray, until: float = math.inf, since: float = 0.0) -> float:
+    """Seconds per step: of the steps that ended after ``since`` and by ``until``."""
     before = ends[ends <= since]
-    ends = ends[(ends > since) & (ends <= (math.inf if until is None else until))]
+    ends = ends[(ends > since) & (ends <= until)]
     return (ends[-1] - (before[-1] if len(before) else 0.0)) / len(ends)
 
 

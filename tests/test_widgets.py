@@ -219,7 +219,7 @@ def test_a_sampled_panel_waits_at_most_its_longest_gap_whatever_a_round_costs():
     # cost is in the measured slowdown all the same (the pace leaves the worker less)
     delivery, feed = _feed(lambda: spend(0.05), max_rate=100, max_share=0.01)
     bounded = delivery.add(Feed(lambda: spend(0.05), max_rate=100, max_share=0.01,
-                                on_error=lambda exc: None, longest=SAMPLED_LONGEST))
+                                on_error=pytest.fail, longest=SAMPLED_LONGEST))
     feed.deliver()
     bounded.deliver()
     delivery.close()
