@@ -50,10 +50,10 @@ def unpaced(monitor, monkeypatch):
     return monitor
 
 
-def job(model, probe=None, history=None, step=1, reports=None):
+def job(model, probe=None, history=None, step=1, reports=None, size=1.0):
     return jobs.Job(model=model, probe=probe, history=history, step=step,
                      report=lambda layer, exc: (reports if reports is not None else []).append(
-                         (layer, exc)))
+                         (layer, exc)), size=size)
 
 
 # -- power-law fits recorded with the spectra ------------------------------------------------------
@@ -394,6 +394,25 @@ def test_a_radiograph_with_frozen_factors_is_averaged_and_needs_a_second_pass_on
         assert "1:layer_norm (scale)" in out[jobs.NOTES][""]
 
 
+def test_a_radiograph_run_in_turns_averages_only_where_its_layers_have_factors_frozen(passes):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 12), nn.LayerNorm(12),
+                          nn.ReLU(), nn.Linear(12, 3)).eval()           # layers "0", "2", "5"
+    probe = torch.randn(32, 8)
+    one_layer = jobs.MIN_UNITS / jobs.RADIOGRAPH_UNITS / 3
+    runs = [jobs.radiograph(job(model, probe, size=one_layer)) for _ in range(4)]
+    assert [list(r["radiograph"]) for r in runs] == [["0"], ["2"], ["5"], ["0"]]
+    # the first run's whole pass found the LayerNorm frozen: a second of FROZEN_SAMPLES; then
+    # only the turn of "5", after it, averages
+    assert passes == [(1, True), (jobs.FROZEN_SAMPLES, True), (1, True),
+                      (jobs.FROZEN_SAMPLES, True), (1, True)]
+    np.testing.assert_allclose(runs[1]["radiograph"]["2"][:jobs.MIN_UNITS],
+                               static_radiograph(model, "2")[:jobs.MIN_UNITS].numpy(),
+                               rtol=1e-5, atol=1e-7)
+    expected = static_radiograph(model, "5", x=probe[:jobs.FROZEN_SAMPLES])
+    np.testing.assert_allclose(runs[2]["radiograph"]["5"], expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_characteristic_maps_and_neuron_modes_share_their_prepared_pass(passes):
     model = mlp(8, 16, 16, 4)
     probe = torch.randn(40, 8)
@@ -632,7 +651,7 @@ def test_an_optional_analysis_above_its_smallest_size_is_made_smaller_not_switch
         h._run("basins", job, time.time(), None)
         assert ("basins" in h.names) == kept, size
         if kept:
-            assert h._size("basins") == 0.25      # halved: it did not fit its share
+            assert h._size("basins") < 0.5        # smaller: it did not fit its share
     monitor.detach()
 
 

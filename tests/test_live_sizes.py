@@ -41,6 +41,46 @@ def test_neuron_modes_at_a_quarter_size_take_a_quarter_of_the_samples_and_say_so
                                            "samples:")
 
 
+def test_neuron_modes_below_their_fewest_samples_take_the_activations_in_turns(monkeypatch):
+    model, probe = mlp(8, 32, 32, 32, 4), torch.randn(40, 8)     # layers "0", "2", "4", "6"
+    n = jobs.MIN_NEURON_SAMPLES
+    x = probe[:n]
+    predicted = model(x).argmax(1)
+    whole = neuron_modes(model, x, y=predicted, num_classes=4)
+    ran, predicting, call_model = [], [], jobs.call_model
+    model[6].register_forward_hook(lambda *a: ran.append("6"))
+    monkeypatch.setattr(jobs, "call_model",
+                        lambda m, inputs: predicting.append(inputs.batch) or call_model(m, inputs))
+    half = n / jobs.NEURON_SAMPLES / 2
+    runs = []
+    for _ in range(4):
+        ran.clear()
+        runs.append((jobs.neuron_modes(job(model, probe, size=half)), list(ran)))
+    # the first run: a whole pass (after the prepared one), which shows the activations follow
+    # "0", "2" and "4" (keyed by them); then those after one of them a run, the pass ending at
+    # the next weight layer ("6" after "4"; at the first of them a prediction ran it too)
+    assert [(list(r["neuron_modes"]), seen) for r, seen in runs] == [
+        (["0", "2", "4"], ["6", "6"]), (["0"], ["6"]), (["2"], []), (["4"], ["6"])]
+    assert predicting == [n]       # the first pass that ended early predicted them, then kept
+    for r, _ in runs:
+        for layer, active in r["neuron_modes"].items():
+            np.testing.assert_array_equal(active, whole[layer].active_fraction.numpy())
+            np.testing.assert_array_equal(r["neuron_classes"][layer],
+                                          whole[layer].class_active_fraction.numpy())
+    note = "; the activations in turns, those of about 1/2 of the layers a run"
+    assert note not in runs[0][0][jobs.NOTES][""]
+    for r, _ in runs[1:]:
+        assert r[jobs.NOTES][""].endswith(
+            f"{note}; the classes as predicted at most {jobs.PREDICTION_RUNS - 1} runs before")
+    final = jobs.neuron_modes(jobs.Job(model=model, probe=probe, history=None, step=1,
+                                       report=lambda *a: None, size=half, final=True))
+    assert list(final["neuron_modes"]) == ["0", "2", "4"]   # the final round: every activation
+    for _ in range(20):
+        jobs.neuron_modes(job(model, probe, size=half))
+    # predicted anew every PREDICTION_RUNS passes that end early: at the 1st, 11th and 21st
+    assert predicting == [n] * 3
+
+
 def test_a_smaller_radiograph_computes_the_first_units_and_leaves_the_others_as_gaps():
     model, probe = mlp(8, 96, 4), torch.randn(4, 8)
     small = jobs.radiograph(job(model, probe, size=1 / 8))
@@ -64,8 +104,17 @@ def test_a_radiograph_below_its_fewest_units_takes_the_layers_in_turns():
     full = jobs.radiograph(job(model, probe, size=jobs.MIN_UNITS / jobs.RADIOGRAPH_UNITS))
     assert list(full["radiograph"]) == ["0", "2", "4", "6"]      # at 4 units: every layer
     half = jobs.MIN_UNITS / jobs.RADIOGRAPH_UNITS / 2
-    runs = [jobs.radiograph(job(model, probe, size=half)) for _ in range(3)]
+    ran = []
+    for name in ("2", "6"):
+        model.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: ran.append(name))
+    runs = []
+    for _ in range(3):
+        ran.clear()
+        runs.append(jobs.radiograph(job(model, probe, size=half)))
+        runs[-1]["ran"] = list(ran)
     assert [list(r["radiograph"]) for r in runs] == [["0", "2"], ["4", "6"], ["0", "2"]]
+    # each pass ends at the deepest layer of its run (the run of every layer gave their order)
+    assert [r.pop("ran") for r in runs] == [["2"], ["2", "6"], ["2"]]
     for r in runs[:2]:
         for layer, value in r["radiograph"].items():     # as the run of every layer has them
             np.testing.assert_allclose(value, full["radiograph"][layer], rtol=1e-5, atol=1e-7)
@@ -254,7 +303,7 @@ def scheduler(monkeypatch, rate: float):
     return monitor, monitor._heavy
 
 
-def test_a_size_halves_when_its_run_did_not_fit_its_share_of_a_round_and_doubles_when_twice_would(
+def test_a_size_halves_until_its_run_would_fit_its_share_of_a_round_and_doubles_when_twice_would(
         monkeypatch):
     monitor, s = scheduler(monkeypatch, rate=0.04)
     s.target, s._ready_weight = 2.5, 2.0     # two analyses of weight 1
@@ -263,7 +312,12 @@ def test_a_size_halves_when_its_run_did_not_fit_its_share_of_a_round_and_doubles
     assert not s._resize("spectrum", 0.25, 0.02) and s._sizes["spectrum"] == 0.5   # 2 x fits
     assert not s._resize("spectrum", 0.5, 0.06) and s._sizes["spectrum"] == 0.25   # over
     assert s._resize("spectrum", 0.25, 0.03) and s._sizes["spectrum"] == 0.25      # settled
+    # 7 x over: at once to the size at which it would have fitted (an eighth: 0.044 s)
+    assert not s._resize("spectrum", 0.25, 0.35) and s._sizes["spectrum"] == 0.25 / 8
+    assert not s._resize("spectrum", 0.5, 99.0) and s._sizes["spectrum"] == heavy.MIN_SIZE
     assert s._resize("spectrum", heavy.MIN_SIZE, 0.2)          # over, but already the smallest
+    # 45 x under (within 0.9 of the share): up, but by two doublings at most
+    assert not s._resize("spectrum", 1 / 64, 0.001) and s._sizes["spectrum"] == 1 / 16
     assert s._resize("spectrum", 1.0, 0.001)                   # cheap, and already full
     # the copy's refresh is part of the share: with 0.03 s of it, 0.02 s are left to the run
     s._copy_seconds = 0.03

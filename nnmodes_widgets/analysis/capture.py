@@ -162,13 +162,15 @@ class Site:
 
     ``z``: its input, detached [B, ...]; ``fn``: the activation as called (other arguments bound),
     a function of one tensor; ``axis``: the neuron axis of z; ``parametric``: fn holds tensors
-    (per-neuron parameters); ``label``: the activation module's name, or ``module:function#i``."""
+    (per-neuron parameters); ``label``: the activation module's name, or ``module:function#i``;
+    ``after``: how many weight layers the pass had run before it (``Capture.called``)."""
     key: str
     label: str
     z: torch.Tensor
     fn: object
     axis: int
     parametric: bool = False    # fn holds per-neuron tensors (PReLU's slopes)
+    after: int = 0              # weight layers the pass had run before it
 
 
 @dataclass
@@ -345,13 +347,13 @@ class _Watcher:
             # (``out += shortcut`` right after a residual block's last convolution)
             self.cap.outputs[name] = output.clone()
             self.cap.frozen_at[name] = tuple(self.cap.frozen)
-            if self.keep is not None and self.keep <= set(self.cap.outputs):
-                self.complete = True     # what comes later cannot reach these layers
-                if self.stop:
-                    raise _Stop
         if name not in self.cap.called:
             self.cap.called.append(name)
         self.origin[id(output)] = (name, output)
+        if self.keep is not None and not self.complete and self.keep <= set(self.cap.called):
+            self.complete = True     # what comes later cannot reach these layers
+            if self.stop:
+                raise _Stop
 
     def _custom_activation(self, module, args) -> bool:
         """A parameter-free leaf module of the user's own that acts elementwise on its input."""
@@ -388,7 +390,7 @@ class _Watcher:
                 key = f"{caller}#{index}" if own_module else label
             axis = self._axis(z, layer)
             self.cap.sites.append(Site(key, label, seen.detach().clone() if seen is z else seen,
-                                       fn, axis, parametric))
+                                       fn, axis, parametric, len(self.cap.called)))
         if self.static:
             gate = z.view_as(z)
             self.gates[id(gate)] = gate

@@ -23,10 +23,10 @@ phases and findings do not, and always run whole) runs at a size, a fraction (1,
 ``MIN_SIZE``) of its full live work (units, samples, directions, leading values: each runner
 says what; ``Job.size``), so that one round of every analysis fits the refresh target
 (``refresh_target``: 2.5 s for a small model, 10 s for a 10M-parameter one) within the budget:
-it starts at ``FIRST_SIZE`` and is doubled while twice its last run's cost fits its share of a
-round, halved (down to ``MIN_SIZE``) when a run does not fit it. A runner's notes (what it
-reduced) are kept once its size has settled, and from the final round. With a budget of 1 (no
-pace) every run is at full size.
+it starts at the smallest (``FIRST_SIZE``) and is doubled while twice its last run's cost fits
+its share of a round (``GROWTH`` times at most), halved as often as a run that did not fit it
+needs (down to ``MIN_SIZE``). A runner's notes (what it reduced) are kept once its size has
+settled, and from the final round. With a budget of 1 (no pace) every run is at full size.
 
 The model is copied once; each run refreshes the copy's tensors in place (a memcpy on the
 weights' device, on the training thread) and analyses the copy, so training goes on changing
@@ -97,14 +97,16 @@ FIRST_TRIAL = 0.02           # s at least for a first trial (before any other ru
 # Paced, an analysis runs at most once in this many seconds: a cheap one (weight alignment takes
 # a millisecond) would otherwise fill the history with samples no panel can show apart
 MIN_INTERVAL = 1.0
-# the first live size: a ResNet-18's round at 1/16 took 2 s of CPU (its radiographs 0.67 s,
-# its maps 1.1 s), 60 s of its budget; a size below the first took a run or two of each to
-# reach, a minute there
-FIRST_SIZE = 1 / 64
-# ... and the smallest: at 1/64 a ResNet-18's round still took 0.63 s on the worker, its
+# The smallest live size: at 1/64 a ResNet-18's round still took 0.63 s on the worker, its
 # panels moved every 20-30 s against 10 (below it the maps take their units in turns, the
-# radiographs and spectra fewer layers a run)
+# radiographs and spectra fewer layers a run) ...
 MIN_SIZE = 1 / 256
+# ... and the first, from which a size grows (a first round at 1/64 took a ResNet-18's worker
+# 0.6 s, the panels' credit for 20 s after it: its radiograph came 15 s after its spectrum);
+# at most this many doublings a run, so that a cost growing faster than the size is seen
+# before it overshoots far
+FIRST_SIZE = MIN_SIZE
+GROWTH = 2
 # Turns go round by weight: 1 for the analysis a panel refreshes from (the first of its panel
 # in the registry: a spectrum, a radiograph, ...), this much for those that add to a panel or
 # sum up the others (clusters, basins, phases, findings, sharpness), which so run every ten
@@ -514,10 +516,11 @@ class HeavyAnalyses:
 
     def _resize(self, name: str, size: float, seconds: float) -> bool:
         """After a run of ``name`` at ``size`` that took ``seconds`` on the worker: its next size,
-        halved when the run did not fit its share of a round (its account's rate over a round,
-        ``ROUND_AIM`` x ``target`` for the panels' and ten times that for the others', shared by
-        the analyses ready in it, less the copy's refresh), doubled while twice it would fit;
-        whether it stays (settled)."""
+        halved as often as it takes to fit (at least once) when the run did not fit its share of
+        a round (its account's rate over a round, ``ROUND_AIM`` x ``target`` for the panels' and
+        ten times that for the others', shared by the analyses ready in it, less the copy's
+        refresh), doubled while twice it would fit (as often as it would, ``GROWTH`` times at
+        most); whether it stays (settled)."""
         if not self.paced or not entry(name).sized:
             return True
         pacer = self.monitor.pacer
@@ -530,9 +533,13 @@ class HeavyAnalyses:
         allowed = (share - copying) / max(pacer.cost(1.0, e=e), 1e-9)    # worker seconds
         new = size
         if seconds > allowed and size > MIN_SIZE:
-            new = size / 2
+            # at once to the size that would have fitted: halving run by run took a ResNet-18's
+            # panels from the first size to the smallest in two rounds, 16 s of its first 25
+            over = math.ceil(math.log2(seconds / allowed)) if allowed > 0 else math.inf
+            new = max(MIN_SIZE, size / 2 ** min(over, 64))
         elif 2 * seconds <= 0.9 * allowed and size < 1:
-            new = size * 2
+            fits = math.floor(math.log2(0.9 * allowed / seconds)) if seconds > 0 else GROWTH
+            new = min(1.0, size * 2 ** min(fits, GROWTH))
         self._sizes[name] = new
         return new == size
 
