@@ -350,8 +350,7 @@ def neuron_modes(job: Job) -> dict:
     samples = live(NEURON_SAMPLES, job.size, MIN_NEURON_SAMPLES)
     x = prep.inputs.rows(0, prep.count(samples))
     share = job.size * NEURON_SAMPLES / samples     # of the layers: 1 until samples is the least
-    order = prep.first.called                       # the weight layers, as the forward runs them
-    owners = _OWNERS.get(model)
+    order, owners = _OWNERS.get(model, (None, None))
     turn = None if share >= 1 or job.final or owners is None else \
         _in_turns(_NEURON_TURNS, model, [(order[i], 1) for i in owners], share)
     what = f"the probe x ({x.describe()})"
@@ -365,7 +364,7 @@ def neuron_modes(job: Job) -> dict:
         cap.sites = [site for site in cap.sites if _owner(site) in indices]
     if cap is None or not cap.sites:      # (none: a forward that branches on values)
         turn, cap = None, capture(model, x, sites=True, what=what)
-        _OWNERS[model] = sorted({_owner(site) for site in cap.sites})
+        _OWNERS[model] = (cap.called, sorted({_owner(site) for site in cap.sites}))
     n_classes = prep.n_classes()
     if prep.labels is not None:
         y = prep.labels[:x.batch]
@@ -393,9 +392,9 @@ def neuron_modes(job: Job) -> dict:
     return out
 
 
-# Per analysed copy: the weight layers activations follow (indices in the forward's order, from
-# a whole pass), where the next neuron-modes run in turns takes them up, and the predicted
-# classes its passes take: (probe, samples, classes, runs since predicted)
+# Per analysed copy: from a whole pass, the weight layers in the order the forward runs them and
+# (their indices) those activations follow; where the next neuron-modes run in turns takes those
+# up; and the predicted classes its passes take: (probe, samples, classes, runs since predicted)
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEURON_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEURON_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
