@@ -205,9 +205,11 @@ def _noise(segments: list[tuple]) -> float:
 # alternated, follow the host's drift more closely. This host switches between two speeds, 0.80
 # and 1.00 ms a step of the digits conv net, for 10-30 s at a time: 6 pairs of 15 s read it
 # 1.116 (each monitored segment 1.04-1.17), 23 pairs of 3 s 1.015 the same hour. The slow
-# models' panels need 40 s in all to show their refresh
-MODELS = {"mlp": (mlp_setup, 10, 8), "conv": (conv_setup, 10, 8), "cnn": (cnn_setup, 30, 4),
-          "resnet": (resnet_setup, 30, 4)}
+# models' panels need a minute in all to show their refresh: a ResNet-18 calibrates for 7-8 s,
+# and its first runs (each analysis's first costs 2-4 times a later one) leave the panels'
+# credit short until 25-30 s; in segments of 40 s that start was half of the refresh measured
+MODELS = {"mlp": (mlp_setup, 10, 8), "conv": (conv_setup, 10, 8), "cnn": (cnn_setup, 50, 4),
+          "resnet": (resnet_setup, 50, 4)}
 
 
 def run() -> dict:
