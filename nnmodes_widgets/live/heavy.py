@@ -533,9 +533,11 @@ class HeavyAnalyses:
         allowed = (share - copying) / max(pacer.cost(1.0, e=e), 1e-9)    # worker seconds
         new = size
         if seconds > allowed and size > MIN_SIZE:
-            # at once to the size that would have fitted: halving run by run took a ResNet-18's
-            # panels from the first size to the smallest in two rounds, 16 s of its first 25
-            over = math.ceil(math.log2(seconds / allowed)) if allowed > 0 else math.inf
+            # at once to the size that would have fitted (halving run by run took a ResNet-18's
+            # panels from 1/64 to the smallest in two rounds, 16 s of its first 25); halved once
+            # while the pace leaves nothing, which says nothing of the size that fits (a run
+            # that ended at one reading over the aim would go to the smallest)
+            over = math.ceil(math.log2(seconds / allowed)) if allowed > 0 else 1
             new = max(MIN_SIZE, size / 2 ** min(over, 64))
         elif 2 * seconds <= 0.9 * allowed and size < 1:
             fits = math.floor(math.log2(0.9 * allowed / seconds)) if seconds > 0 else GROWTH
