@@ -644,14 +644,15 @@ def test_an_optional_analysis_above_its_smallest_size_is_made_smaller_not_switch
     monitor = nm.Monitor(mlp(8, 16, 4), None, budget=0.05, run=False)
     h = monitor._heavy
     assert "basins" in h.optional
-    for size, kept in ((0.5, True), (heavy.MIN_SIZE, False)):
+    # a first run, at the smallest (every first run is), is not judged: it costs a warm-up more
+    for size, kept in ((heavy.MIN_SIZE, True), (0.5, True), (heavy.MIN_SIZE, False)):
         job = jobs.Job(model=None, probe=None, history=monitor.history, step=3,
                        report=lambda layer, exc: None, size=size)
         h._started["basins"] = time.perf_counter()
         h._run("basins", job, time.time(), None)
         assert ("basins" in h.names) == kept, size
         if kept:
-            assert h._size("basins") < 0.5        # smaller: it did not fit its share
+            assert h._size("basins") < max(size, 2 * heavy.MIN_SIZE)   # smaller, or the smallest
     monitor.detach()
 
 

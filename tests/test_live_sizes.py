@@ -322,10 +322,12 @@ def test_a_size_halves_until_its_run_would_fit_its_share_of_a_round_and_doubles_
     # the copy's refresh is part of the share: with 0.03 s of it, 0.02 s are left to the run
     s._copy_seconds = 0.03
     assert not s._resize("spectrum", 0.5, 0.03) and s._sizes["spectrum"] == 0.25
-    # while the pace leaves nothing, halved once: that says nothing of the size that would fit
+    # while the pace leaves nothing, halved once: that says nothing of the size that would fit;
+    # and nothing grows then, not even a run that took no time
     s._copy_seconds = 0.0
     monkeypatch.setattr(monitor.pacer, "rate", lambda e=None: 0.0)
     assert not s._resize("spectrum", 0.5, 0.01) and s._sizes["spectrum"] == 0.25
+    assert s._resize("spectrum", 0.25, 0.0) and s._sizes["spectrum"] == 0.25
     monitor.detach()
 
 

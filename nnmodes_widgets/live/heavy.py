@@ -454,6 +454,7 @@ class HeavyAnalyses:
         start = self._started[name] = time.perf_counter()
         begun = self.clock()
         settled, cut = True, False
+        first = name not in self._last
         try:
             with self.worker.cuttable(limit), self._on_stream(copied):   # abandoned: stopped
                 results = resolve(entry(name).runner)(job)
@@ -504,8 +505,9 @@ class HeavyAnalyses:
             # (a trial stopped at its limit, wall time, is priced by that: it did not end)
             period = self._period(seconds if cut else spent,
                                   self._copy_seconds if job.model is not None else 0.0)
-            # (a run above the smallest size is made smaller first: ``_resize``)
-            smallest = job.size <= MIN_SIZE or not entry(name).sized
+            # (a run above the smallest size is made smaller first: ``_resize``; a first run,
+            # at the smallest as every first run is, costs a run or two's warm-up more)
+            smallest = not entry(name).sized or (job.size <= MIN_SIZE and not first)
             if (self.paced and name in self.optional and (cut or smallest) and not short
                     and period > OPTIONAL_MAX_PERIOD and not self._abandoned):
                 self._switch_off_optional(name, seconds, period,
@@ -539,7 +541,7 @@ class HeavyAnalyses:
             # that ended at one reading over the aim would go to the smallest)
             over = math.ceil(math.log2(seconds / allowed)) if allowed > 0 else 1
             new = max(MIN_SIZE, size / 2 ** min(over, 64))
-        elif 2 * seconds <= 0.9 * allowed and size < 1:
+        elif allowed > 0 and 2 * seconds <= 0.9 * allowed and size < 1:
             fits = math.floor(math.log2(0.9 * allowed / seconds)) if seconds > 0 else GROWTH
             new = min(1.0, size * 2 ** min(fits, GROWTH))
         self._sizes[name] = new
