@@ -96,7 +96,7 @@ _TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _RADIOGRAPH_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the radiographs'
 _CLASS_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... the maps' next class
 _UNIT_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # ... (class, units) last
-_PREDICTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... (probe, classes, runs)
+_PREDICTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # ... (``_kept``)
 
 
 def spectrum(job: Job) -> dict:
@@ -287,10 +287,13 @@ def radiograph(job: Job) -> dict:
     inputs = as_inputs(_split(job.probe)[0], model)
     units = live(RADIOGRAPH_UNITS, job.size, MIN_UNITS)
     share = job.size * RADIOGRAPH_UNITS / units     # of the layers: 1 until units is the least
+    in_turns = share < 1 and not job.final
+
+    def turn(order) -> list[str] | None:
+        return _in_turns(_RADIOGRAPH_TURNS, model, [(layer, 1) for layer in order], share)
+
     known = _STATIC.get(model)
-    layers = None
-    if known is not None and share < 1 and not job.final:
-        layers = _in_turns(_RADIOGRAPH_TURNS, model, [(layer, 1) for layer in known], share)
+    layers = turn(known) if known is not None and in_turns else None
     averaged = known is not None and any(known[layer] for layer in layers or known)
 
     def static_pass(rows: int) -> Capture:
@@ -307,9 +310,8 @@ def radiograph(job: Job) -> dict:
         raise UnsupportedModel(f"no weight layer runs in {type(model).__name__}'s forward")
     if layers is None:
         _STATIC[model] = {layer: bool(cap.frozen_at.get(layer)) for layer in cap.called}
-        if share < 1 and not job.final:     # the first run in turns: its pass ran them all
-            layers = _in_turns(_RADIOGRAPH_TURNS, model, [(layer, 1) for layer in cap.called],
-                               share)
+        if in_turns:                        # the first run in turns: its pass ran them all
+            layers = turn(cap.called)
     maps = static_radiographs_from(model, cap, units=units, layers=layers)
     modules = dict(model.named_modules())
     out, notes = {"radiograph": {}}, {}
@@ -394,7 +396,7 @@ def neuron_modes(job: Job) -> dict:
 
 # Per analysed copy: from a whole pass, the weight layers in the order the forward runs them and
 # (their indices) those activations follow; where the next neuron-modes run in turns takes those
-# up; and the predicted classes its passes take: (probe, samples, classes, runs since predicted)
+# up; and the predicted classes its passes take (``_kept``)
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEURON_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NEURON_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -408,15 +410,11 @@ def _owner(site) -> int:
 
 def _kept_classes(job: Job, x: ModelInputs) -> torch.Tensor:
     """The predicted classes of the samples ``x`` for a neuron-modes pass that ends before the
-    output: those of the last run that predicted them, predicted anew every
-    ``PREDICTION_RUNS`` runs (and for another probe or number of samples)."""
-    probe, batch, y, runs = _NEURON_CLASSES.get(job.model, (None, 0, None, 0))
-    if probe is not job.probe or batch != x.batch or runs >= PREDICTION_RUNS:
+    output (``_kept``; anew for another number of samples)."""
+    def predict():
         with torch.no_grad():
-            y = first_tensor(call_model(job.model, x)).argmax(1).to(torch.int64)
-        runs = 0
-    _NEURON_CLASSES[job.model] = (job.probe, x.batch, y, runs + 1)
-    return y
+            return first_tensor(call_model(job.model, x)).argmax(1).to(torch.int64)
+    return _kept(_NEURON_CLASSES, job, x.batch, predict)
 
 
 def characteristic_maps(job: Job) -> dict:
@@ -521,12 +519,19 @@ def _output_units(module: nn.Module) -> int | None:
 
 
 def _kept_prediction(job: Job, x: ModelInputs, n_classes: int, per_class: int) -> torch.Tensor:
-    """The predicted classes of a run in turns: those of the last run that predicted them, or
-    predicted anew every ``PREDICTION_RUNS`` runs (and for another probe)."""
-    probe, y, runs = _PREDICTIONS.get(job.model, (None, None, 0))
-    if probe is not job.probe or runs >= PREDICTION_RUNS:
-        y, runs = _predicted(job.model, x, n_classes, per_class), 0
-    _PREDICTIONS[job.model] = (job.probe, y, runs + 1)
+    """The predicted classes of a run in turns (``_kept``)."""
+    return _kept(_PREDICTIONS, job, None, lambda: _predicted(job.model, x, n_classes, per_class))
+
+
+def _kept(cache: weakref.WeakKeyDictionary, job: Job, key, predict: Callable[[], torch.Tensor]
+          ) -> torch.Tensor:
+    """Predicted classes kept in ``cache`` for ``job.model``: those of the last run that
+    predicted them, ``predict()``-ed anew every ``PREDICTION_RUNS`` runs (and for another probe,
+    or another ``key``: what else they depend on)."""
+    probe, kept, y, runs = cache.get(job.model, (None, None, None, 0))
+    if probe is not job.probe or kept != key or runs >= PREDICTION_RUNS:
+        y, runs = predict(), 0
+    cache[job.model] = (job.probe, key, y, runs + 1)
     return y
 
 
