@@ -49,8 +49,12 @@ def test_neuron_modes_below_their_fewest_samples_take_the_activations_in_turns(m
     whole = neuron_modes(model, x, y=predicted, num_classes=4)
     ran, predicting, call_model = [], [], jobs.call_model
     model[6].register_forward_hook(lambda *a: ran.append("6"))
-    monkeypatch.setattr(jobs, "call_model",
-                        lambda m, inputs: predicting.append(inputs.batch) or call_model(m, inputs))
+
+    def counting(m, inputs):                       # the probe rows each prediction takes
+        rows = [i for i in range(n) for row in inputs.args[0] if torch.equal(row, x[i])]
+        predicting.append((len(runs), rows))
+        return call_model(m, inputs)
+    monkeypatch.setattr(jobs, "call_model", counting)
     half = n / jobs.NEURON_SAMPLES / 2
     runs = []
     for _ in range(4):
@@ -58,10 +62,11 @@ def test_neuron_modes_below_their_fewest_samples_take_the_activations_in_turns(m
         runs.append((jobs.neuron_modes(job(model, probe, size=half)), list(ran)))
     # the first run: a whole pass (after the prepared one), which shows the activations follow
     # "0", "2" and "4" (keyed by them); then those after one of them a run, the pass ending at
-    # the next weight layer ("6" after "4"; at the first of them a prediction ran it too)
+    # the next weight layer ("6" after "4"); a sample's prediction runs "6" too
     assert [(list(r["neuron_modes"]), seen) for r, seen in runs] == [
-        (["0", "2", "4"], ["6", "6"]), (["0"], ["6"]), (["2"], []), (["4"], ["6"])]
-    assert predicting == [n]       # the first pass that ended early predicted them, then kept
+        (["0", "2", "4"], ["6", "6"]), (["0"], ["6"]), (["2"], []), (["4"], ["6", "6"])]
+    # the whole pass's own classes were kept: the runs after it predict one sample at most
+    assert predicting == [(1, [0]), (3, [1])]
     for r, _ in runs:
         for layer, active in r["neuron_modes"].items():
             np.testing.assert_array_equal(active, whole[layer].active_fraction.numpy())
@@ -75,10 +80,14 @@ def test_neuron_modes_below_their_fewest_samples_take_the_activations_in_turns(m
     final = jobs.neuron_modes(jobs.Job(model=model, probe=probe, history=None, step=1,
                                        report=lambda *a: None, size=half, final=True))
     assert list(final["neuron_modes"]) == ["0", "2", "4"]   # the final round: every activation
-    for _ in range(20):
+    predicting.clear()
+    for _ in range(3 * jobs.PREDICTION_RUNS):
+        runs.append(None)
         jobs.neuron_modes(job(model, probe, size=half))
-    # predicted anew every PREDICTION_RUNS passes that end early: at the 1st, 11th and 21st
-    assert predicting == [n] * 3
+    # every sample predicted anew once in PREDICTION_RUNS runs, one at a time
+    for start in range(5, 5 + 2 * jobs.PREDICTION_RUNS):
+        window = [rows for run, rows in predicting if start <= run < start + jobs.PREDICTION_RUNS]
+        assert sorted(sum(window, [])) == list(range(n)) and max(map(len, window)) == 1
 
 
 def test_a_smaller_radiograph_computes_the_first_units_and_leaves_the_others_as_gaps():
@@ -268,28 +277,56 @@ def test_characteristic_maps_below_one_class_a_run_take_its_output_units_in_turn
     np.testing.assert_allclose(final["characteristic_maps"]["2"], whole, rtol=1e-5, atol=1e-7)
 
 
-def test_characteristic_maps_in_turns_predict_an_unlabelled_probes_classes_every_tenth_run(
+def test_characteristic_maps_in_turns_predict_a_share_of_an_unlabelled_probe_each_run(
         monkeypatch):
-    # predicting the whole probe each run was 70% of a ResNet-18's run at the smallest size
+    # predicting the whole probe each run was 70% of a ResNet-18's run at the smallest size, and
+    # once in ten runs its first run cost 4 times a later one
+    from nnmodes_widgets.analysis import characteristic_maps
+
     model = mlp(8, 16, 5)
     x = torch.randn(60, 8)
+    classes = model(x).argmax(1)
     predicting, call_model = [], jobs.call_model
 
-    def counting(model, inputs):
-        predicting.append(run)
+    def counting(model, inputs):                   # the probe rows each prediction takes
+        predicting.append((run, [i for row in inputs.args[0] for i in range(60)
+                                 if torch.equal(row, x[i])]))
         return call_model(model, inputs)
     monkeypatch.setattr(jobs, "call_model", counting)
-    for run in range(1, 23):
+    shown = []
+    for run in range(3 * jobs.PREDICTION_RUNS):
         out = jobs.characteristic_maps(job(model, x, size=1 / 32))
-    assert sorted(set(predicting)) == [1, 1 + jobs.PREDICTION_RUNS, 1 + 2 * jobs.PREDICTION_RUNS]
-    assert out[jobs.NOTES][""].endswith(
-        f"; the classes as predicted at most {jobs.PREDICTION_RUNS - 1} runs before ({REDUCED})")
+        maps = out["characteristic_maps"]["2"]
+        shown += [c for c in range(5) if np.isfinite(maps[c]).any()]
+        known = sorted({i for r, rows in predicting for i in rows})
+        # a class's map: its first sample among those predicted so far
+        for c in range(5):
+            if np.isfinite(maps[c]).any():
+                first = next(i for i in known if classes[i] == c)
+                expected = characteristic_maps(model, x[first:first + 1], "2",
+                                               y=classes[first:first + 1], num_classes=5,
+                                               units=jobs.RADIOGRAPH_UNITS).flatten(2).numpy()
+                finite = np.isfinite(maps[c])
+                np.testing.assert_allclose(maps[c][finite], expected[c][finite], rtol=1e-5,
+                                           atol=1e-7)
+        so_far = f" ({len(known)} of 60 probe samples so far)" if len(known) < 60 else ""
+        assert out[jobs.NOTES][""].endswith(
+            f"; the classes as predicted at most {jobs.PREDICTION_RUNS - 1} runs before{so_far} "
+            f"({REDUCED})")
+    # the first run predicts a share of the probe, not all of it; every sample is predicted
+    # anew once in PREDICTION_RUNS runs
+    assert 0 < len(predicting[0][1]) < 60 and predicting[0][0] == 0
+    for start in range(2 * jobs.PREDICTION_RUNS + 1):
+        window = [rows for r, rows in predicting if start <= r < start + jobs.PREDICTION_RUNS]
+        assert sorted(sum(window, [])) == list(range(60))
+    assert set(shown) == set(classes.tolist())     # every predicted class had its turn
     predicting.clear()
-    run = "another probe"
-    jobs.characteristic_maps(job(model, x.clone(), size=1 / 32))
+    run = "another probe"                         # anew: nothing kept from the other
+    out = jobs.characteristic_maps(job(model, x.clone(), size=1 / 32))
+    assert f"(6 of 60 probe samples so far) ({REDUCED})" in out[jobs.NOTES][""]
     run = "not in turns"
     jobs.characteristic_maps(job(model, x, size=1))
-    assert set(predicting) == {"another probe", "not in turns"}
+    assert {r for r, _ in predicting} == {"another probe", "not in turns"}
 
 
 # -- the scheduler's sizes ---------------------------------------------------------------------------

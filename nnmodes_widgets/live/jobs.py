@@ -46,8 +46,9 @@ FROZEN_SAMPLES = 4           # probe samples a static radiograph with frozen fac
 MIN_NEURON_SAMPLES = 4       # the fewest a smaller size leaves to neuron modes
 MIN_UNITS = 4                # ... and units to a radiograph
 MIN_TOP = 8                  # ... and leading singular values to a partial spectrum
-# Runs in turns re-predict an unlabelled probe's classes every this many runs (predicting the
-# whole probe each run was 70% of a ResNet-18's characteristic-maps run at the smallest size)
+# Runs in turns predict an unlabelled probe's classes anew within this many runs, a share of the
+# samples each run (predicting the whole probe each run was 70% of a ResNet-18's characteristic-
+# maps run at the smallest size; once in ten runs, its first run cost 4 times a later one)
 PREDICTION_RUNS = 10
 REDUCED = "fewer to refresh within the budget"   # how a note says the size was reduced
 # Clusters of the RWC trends (SPEC 4.1), as the trend panel colours its lines:
@@ -344,7 +345,7 @@ def neuron_modes(job: Job) -> dict:
     weight layers that activations follow as the rest of the size leaves (from where the last
     run stopped, at least one), the pass ending at the next weight layer. A record then holds
     the activations of its run only, and a pass that ends before the output takes the
-    predicted classes from the last run that predicted them (``_kept_classes``). The first run
+    predicted classes kept from the last runs (``_kept``). The first run
     is a whole pass (which layers activations follow is learnt from it)."""
     model = job.model
     prep = _prepare(job)
@@ -371,7 +372,10 @@ def neuron_modes(job: Job) -> dict:
     if prep.labels is not None:
         y = prep.labels[:x.batch]
     elif n_classes is not None:
-        y = cap.output.argmax(1) if cap.output is not None else _kept_classes(job, x)
+        # a pass that ends before the output takes those kept (``_kept``: one sample's
+        # prediction a run); a whole pass's own are kept for them
+        y = _kept(_NEURON_CLASSES, job, x.batch, x, every=True,
+                  known=None if cap.output is None else cap.output.argmax(1))
     else:
         y = None
     modes = modes_from_capture(model, cap, x.batch, y=y, num_classes=n_classes if y is not None
@@ -406,15 +410,6 @@ def _owner(site) -> int:
     """The weight layer an activation follows: the last the pass ran before it (the first, for
     one before any), as its index in ``Capture.called``."""
     return max(site.after - 1, 0)
-
-
-def _kept_classes(job: Job, x: ModelInputs) -> torch.Tensor:
-    """The predicted classes of the samples ``x`` for a neuron-modes pass that ends before the
-    output (``_kept``; anew for another number of samples)."""
-    def predict():
-        with torch.no_grad():
-            return first_tensor(call_model(job.model, x)).argmax(1).to(torch.int64)
-    return _kept(_NEURON_CLASSES, job, x.batch, predict)
 
 
 def characteristic_maps(job: Job) -> dict:
@@ -454,10 +449,10 @@ def characteristic_maps(job: Job) -> dict:
         if prep.labels is not None:
             y = prep.labels[:x.batch].to(torch.int64)
         elif in_turns:
-            y = _kept_prediction(job, x, n_classes, per_class)
+            y = _kept(_PREDICTIONS, job, None, x)
         else:
             y = _predicted(model, x, n_classes, per_class)
-        present = torch.unique(y).tolist()
+        present = [c for c in torch.unique(y).tolist() if c >= 0]    # -1: not predicted yet
         classes_share = share * n_classes         # classes' worth a run may take
         width = _output_units(model.get_submodule(layer))
         units = RADIOGRAPH_UNITS if width is None else list(range(width))
@@ -484,7 +479,9 @@ def characteristic_maps(job: Job) -> dict:
         turns = (f", {len(classes)} of the {len(present)} classes in the probe"
                  f"{f' and {len(units)} of its {width} output units' if some else ''} a run, "
                  "in turns" if len(classes) < len(present) or some else "")
+        unknown = int((y < 0).sum())
         kept = (f"; the classes as predicted at most {PREDICTION_RUNS - 1} runs before"
+                f"{f' ({len(y) - unknown} of {len(y)} probe samples so far)' if unknown else ''}"
                 if in_turns and prep.labels is None else "")
         note = (f"live: class averages over at most {per_class} probe "
                 f"sample{'s' if per_class > 1 else ''} of each class{turns}{kept}{reduced}")
@@ -518,21 +515,40 @@ def _output_units(module: nn.Module) -> int | None:
     return None if units is None else min(RADIOGRAPH_UNITS, int(units))
 
 
-def _kept_prediction(job: Job, x: ModelInputs, n_classes: int, per_class: int) -> torch.Tensor:
-    """The predicted classes of a run in turns (``_kept``)."""
-    return _kept(_PREDICTIONS, job, None, lambda: _predicted(job.model, x, n_classes, per_class))
-
-
-def _kept(cache: weakref.WeakKeyDictionary, job: Job, key, predict: Callable[[], torch.Tensor]
-          ) -> torch.Tensor:
-    """Predicted classes kept in ``cache`` for ``job.model``: those of the last run that
-    predicted them, ``predict()``-ed anew every ``PREDICTION_RUNS`` runs (and for another probe,
-    or another ``key``: what else they depend on)."""
-    probe, kept, y, runs = cache.get(job.model, (None, None, None, 0))
-    if probe is not job.probe or kept != key or runs >= PREDICTION_RUNS:
-        y, runs = predict(), 0
-    cache[job.model] = (job.probe, key, y, runs + 1)
+def _kept(cache: weakref.WeakKeyDictionary, job: Job, key, x: ModelInputs, *,
+          known: torch.Tensor | None = None, every: bool = False) -> torch.Tensor:
+    """Predicted classes of the samples ``x``, kept in ``cache`` for ``job.model``: each
+    predicted anew once in ``PREDICTION_RUNS`` runs, a share of them a run, in turns (a run
+    predicting them all once in ten runs made a ResNet-18's first characteristic-maps run cost
+    4 times a later one, 183 of its 250 ms for the 16-sample probe, and its debt held the next
+    panels for 8 s). Those not predicted yet are -1; ``every``: none is (a run with none kept
+    predicts them all). ``known``: the classes of all of them from the run's own pass, kept
+    instead. Anew for another probe or another ``key`` (what else they depend on)."""
+    probe, kept, y, run = cache.get(job.model, (None, None, None, 0))
+    fresh = probe is job.probe and kept == key and y is not None and len(y) == x.batch
+    if known is not None:
+        y, run = known.to(torch.int64), 0
+    elif every and not fresh:
+        y, run = _classes_of(job.model, x), 0
+    else:
+        if not fresh:
+            run = 0
+        # the samples of run k (from 0): those i with floor(i x PREDICTION_RUNS / batch) = k
+        start, stop = (-(-k * x.batch // PREDICTION_RUNS) for k in (run, run + 1))
+        if stop > start:
+            part = _classes_of(job.model, x.rows(start, stop))
+            if not fresh:
+                y = torch.full((x.batch,), -1, dtype=torch.int64, device=part.device)
+            y[start:stop] = part
+        run = (run + 1) % PREDICTION_RUNS
+    cache[job.model] = (job.probe, key, y, run)
     return y
+
+
+def _classes_of(model: nn.Module, x: ModelInputs) -> torch.Tensor:
+    """The model's predicted classes of the samples ``x`` (its output's argmax)."""
+    with torch.no_grad():
+        return first_tensor(call_model(model, x)).argmax(1).to(torch.int64)
 
 
 def _predicted(model: nn.Module, x: ModelInputs, n_classes: int, per_class: int) -> torch.Tensor:
@@ -543,13 +559,12 @@ def _predicted(model: nn.Module, x: ModelInputs, n_classes: int, per_class: int)
     characteristic maps' run at the smallest size, which takes one sample of each class."""
     parts, done, chunk = [], 0, n_classes * per_class
     counts = torch.zeros(n_classes, dtype=torch.int64)
-    with torch.no_grad():
-        while done < x.batch and bool((counts < per_class).any()):
-            stop = min(x.batch, done + chunk)
-            y = first_tensor(call_model(model, x.rows(done, stop))).argmax(1).to(torch.int64)
-            counts += torch.bincount(y.cpu(), minlength=n_classes)[:n_classes]
-            parts.append(y)
-            done, chunk = stop, 2 * chunk
+    while done < x.batch and bool((counts < per_class).any()):
+        stop = min(x.batch, done + chunk)
+        y = _classes_of(model, x.rows(done, stop))
+        counts += torch.bincount(y.cpu(), minlength=n_classes)[:n_classes]
+        parts.append(y)
+        done, chunk = stop, 2 * chunk
     return torch.cat(parts)
 
 
