@@ -112,6 +112,28 @@ def test_the_slowdown_and_the_contention_are_measured_from_the_steps(monkeypatch
     assert e["worker_share"] == pytest.approx(9 * 0.02 / wall, rel=1e-6)
 
 
+def test_while_training_pauses_the_reading_is_that_of_its_last_seconds(monkeypatch):
+    # a pause (an evaluation, the cells after the loop) must not shrink the window to a tail of
+    # the last steps: a quickstart's status line went from 4.9% to 6.4% in the 4 s between its
+    # last step and the detach
+    monkeypatch.setattr(pacing, "MIN_WINDOW_STEPS", 64)
+    jobs = [(7.0 + 0.5 * j, 0.1) for j in range(8)]       # 7-11 s into 16 s of 2 ms steps
+
+    def read(paused: float) -> dict:
+        pacer = Pacer(0.05, prior_contention=2)
+        wall = synthetic(Pacer(0.05, prior_contention=2), bare=2e-3, contention=1.0, jobs=jobs,
+                         steps=8000, base=0.0)
+        # the same loop, ending ``paused`` seconds before the estimate
+        synthetic(pacer, bare=2e-3, contention=1.0, jobs=jobs, steps=8000,
+                  base=time.perf_counter() - wall - paused)
+        return pacer.estimate()
+
+    at_once, paused = read(0.0), read(5.0)
+    assert at_once["slowdown"] > 0.02               # the jobs are within the last 10 s
+    assert paused["slowdown"] == pytest.approx(at_once["slowdown"], rel=1e-6)
+    assert paused["steps"] == at_once["steps"]
+
+
 def test_the_worker_is_counted_by_its_cpu_time_not_its_wall_time(monkeypatch):
     # the same jobs as above, slowing training as much, but spending half their time waiting
     # (for the GIL, for a core): the training lost 0.6 s per second of a job, so 1.2 s per

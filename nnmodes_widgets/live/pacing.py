@@ -28,7 +28,8 @@ first included, pays for more than the budget allows, give or take one run.
 
 A step much longer than the typical one (a pause between cells, an evaluation loop) is a break,
 not a training step: left out. The window is the last ``SPAN`` seconds or the last
-``MIN_WINDOW_STEPS`` steps, whichever reach further back, at most ``WINDOW_SECONDS``; the ring
+``MIN_WINDOW_STEPS`` steps, whichever reach further back, at most ``WINDOW_SECONDS``, up to the
+last step (while training pauses, the reading stays that of its last seconds); the ring
 keeps the last ``WINDOW_STEPS`` steps one by one, and those that leave it within SPAN count by
 their sums (``_sums``), taken as they leave, when every stretch of work that overlapped them
 has been seen.
@@ -218,10 +219,15 @@ class Pacer:
             n = min(self._counted, WINDOW_STEPS)
             steps = self._steps[(self._counted - n + np.arange(n)) % WINDOW_STEPS]  # in order
             busy = self._busy_since(steps[:, 0].min(initial=now), now)
+            # the window ends where the last step did: while training pauses (a cell that
+            # evaluates, exports, or the end of the loop) it is the last seconds of training,
+            # not a shrinking tail of them (a quickstart's status line went from 4.9% to 6.4%
+            # in the 4 s between its last step and the detach)
+            end = now if self._last_start is None else min(now, self._last_start)
             # the older part: steps that left the ring within SPAN (none where the ring spans it)
-            retired = sum((sums for end, sums in self._retired if end >= now - SPAN),
+            retired = sum((sums for ended, sums in self._retired if ended >= end - SPAN),
                           np.zeros(len(_SUMS)))
-        estimate = _estimate(steps, busy, now, self.prior, retired)
+        estimate = _estimate(steps, busy, end, self.prior, retired)
         with self._lock:
             self._estimate, self._estimated_at = estimate, now
         return estimate
@@ -317,14 +323,14 @@ _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wa
          "worker_steps", "worker_wall", "worker_in", "widget_steps", "widget_wall", "widget_in")
 
 
-def _estimate(steps: np.ndarray, busy: np.ndarray, now: float, prior: float,
+def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, prior: float,
               retired: np.ndarray) -> dict:
-    """The estimate over ``steps`` (rows of the ring, in order) within the window, plus the
-    ``retired`` sums of older ones."""
-    since = now - SPAN
+    """The estimate over ``steps`` (rows of the ring, in order) within the window that ends at
+    ``end``, plus the ``retired`` sums of older ones."""
+    since = end - SPAN
     if len(steps):
         since = min(since, steps[-min(len(steps), MIN_WINDOW_STEPS), 0])
-    steps = steps[steps[:, 0] >= max(since, now - WINDOW_SECONDS)]
+    steps = steps[steps[:, 0] >= max(since, end - WINDOW_SECONDS)]
     sums = _sums(steps, busy, np.median(steps[:, 1]) if len(steps) else math.nan)
     return _from_sums(sums + retired, prior)
 
