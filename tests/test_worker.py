@@ -1,7 +1,9 @@
 """The background worker: one job at a time, drops while busy, flushes, survives faults."""
 
+import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -114,3 +116,44 @@ def test_close_ends_the_thread():
     worker.offer("a", lambda: None)
     thread = worker._thread
     assert worker.close(5) and not thread.is_alive()
+
+
+def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_printed(
+        monkeypatch):
+    # Python prints an exception raised in a weakref callback (or a __del__) and drops it: a cut
+    # landing there put "Exception ignored ... Abandoned" on stderr, and a basins trial ran on
+    # past its limit
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    worker = Worker(on_error=lambda name, exc: None)
+    events = []
+
+    class Thing:
+        pass
+
+    def callback(_):
+        try:                     # the cut arrives while the callback runs, and dies with it
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                pass
+        finally:
+            events.append("callback")
+
+    def job():
+        with worker.cuttable(limit=0.05):
+            thing = Thing()
+            ref = weakref.ref(thing, callback)        # noqa: F841 (its callback runs at the del)
+            del thing
+            events.append("after the callback")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                pass
+            events.append("ran to its end")
+
+    worker.offer("trial", job)
+    assert worker.flush(20), "the job was not cut a second time"
+    assert events == ["callback", "after the callback"]
+    assert unraisable == []          # nothing printed ("Exception ignored in ...")
+    assert worker.offer("next", lambda: events.append("next")) and worker.flush(5)
+    assert events[-1] == "next"      # the worker goes on
+    worker.close(5)

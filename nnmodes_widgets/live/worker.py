@@ -17,6 +17,7 @@ interpreter exits aborts the process: that is why an abandoned job is stopped, n
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import time
 import weakref
@@ -137,8 +138,20 @@ class Worker:
         thread = self._thread
         with self._gate:
             if self._cuttable and thread is not None and thread.is_alive():
+                _quiet_swallowed_cuts()
                 _raise_in(thread, Abandoned)
-                self._cuttable = False      # one is enough
+                self._cuttable = False      # one is enough, unless it is swallowed
+
+    def _swallowed(self) -> None:
+        """On the worker's thread, inside the job: a cut raised in a weakref callback or a
+        ``__del__``, where Python prints it and drops it (a basins trial ran on past its limit,
+        "Exception ignored ... Abandoned" on stderr). Cut again, from another thread: the job is
+        still inside ``cuttable()`` (whose exit, on this thread, clears ``_cuttable`` after)."""
+        with self._gate:
+            self._cuttable = True
+        again = threading.Timer(RECUT, self._cut)
+        again.daemon = True
+        again.start()
 
     def close(self, timeout: float | None = None, grace: float = 0.0) -> bool:
         """Finish the job in hand within ``timeout``, then stop the thread; a job still running
@@ -212,6 +225,29 @@ class Worker:
                 self.completed += 1
                 self._running = None
                 self._cv.notify_all()
+
+
+RECUT = 0.01    # s after a swallowed cut before the next
+
+
+def _quiet_swallowed_cuts() -> None:
+    """Put a hook before whatever ``sys.unraisablehook`` is now (once): it hands a cut that a
+    callback swallowed to its worker (``Worker._swallowed``) and passes on everything else."""
+    hook = sys.unraisablehook
+    if getattr(hook, "swallowed_cuts", False):
+        return
+
+    def on_unraisable(args) -> None:
+        if isinstance(args.exc_value, Abandoned) or (
+                isinstance(args.exc_type, type) and issubclass(args.exc_type, Abandoned)):
+            current = threading.current_thread()
+            for worker in list(_workers):
+                if worker._thread is current:
+                    worker._swallowed()
+            return
+        hook(args)
+    on_unraisable.swallowed_cuts = True
+    sys.unraisablehook = on_unraisable
 
 
 def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
