@@ -157,3 +157,40 @@ def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_pri
     assert worker.offer("next", lambda: events.append("next")) and worker.flush(5)
     assert events[-1] == "next"      # the worker goes on
     worker.close(5)
+
+
+def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(monkeypatch):
+    # the cut is sent again only while the job is inside the cuttable() entry it was meant for:
+    # a job that left it, swallowing the cut on its way out, must not pass it to the next job
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    worker = Worker(on_error=lambda name, exc: None)
+    events = []
+
+    class Thing:
+        pass
+
+    def callback(_):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:        # the cut arrives here, and dies with it
+            pass
+
+    def swallows_then_leaves():
+        with worker.cuttable(limit=0.05):
+            thing = Thing()
+            ref = weakref.ref(thing, callback)        # noqa: F841
+            del thing
+        events.append("left")
+
+    def next_job():
+        with worker.cuttable():
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                pass
+        events.append("next ran to its end")
+
+    worker.offer("trial", swallows_then_leaves)
+    assert worker.flush(20)
+    assert worker.offer("next", next_job) and worker.flush(20)
+    assert events == ["left", "next ran to its end"] and unraisable == []
+    worker.close(5)

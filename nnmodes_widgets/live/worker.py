@@ -64,7 +64,9 @@ class Worker:
         self._died = False                   # ... before it was closed
         self._thread: threading.Thread | None = None
         self._gate = threading.Lock()        # entering and leaving cuttable(), and cutting
-        self._cuttable = False
+        self._cuttable = False               # inside cuttable(), not cut yet
+        self._entries = 0                    # cuttable() entered so far
+        self._inside: int | None = None      # ... the one the job is inside
         self.busy_seconds = 0.0
         self.completed = 0
         self.dropped = 0
@@ -119,39 +121,51 @@ class Worker:
         ``limit`` seconds, is stopped (``Abandoned`` raised at its next Python instruction). Only
         around what may be cut anywhere: never around the recording of results."""
         with self._gate:
+            self._entries += 1
+            entry = self._inside = self._entries
             self._cuttable = True
         timer = None
         if limit is not None:
-            timer = threading.Timer(limit, self._cut)
+            timer = threading.Timer(limit, self._cut, (entry,))
             timer.daemon = True
             timer.start()
         try:
             yield
         finally:
-            if timer is not None:
-                timer.cancel()
             with self._gate:
                 self._cuttable = False
+                self._inside = None
+            if timer is not None:
+                timer.cancel()
 
-    def _cut(self) -> None:
-        """Stop the job in hand if it is inside ``cuttable()``."""
+    def _cut(self, entry: int | None = None, deadline: float | None = None) -> None:
+        """Stop the job in hand if it is inside ``cuttable()`` (its ``entry``, counted; None:
+        whichever): the cut is sent again, every ``RECUT`` seconds, while a weakref callback or
+        a ``__del__`` swallows it (``_swallowed``), until the job has left that entry or at
+        ``deadline`` (``time.monotonic``)."""
         thread = self._thread
         with self._gate:
-            if self._cuttable and thread is not None and thread.is_alive():
-                _quiet_swallowed_cuts()
-                _raise_in(thread, Abandoned)
-                self._cuttable = False      # one is enough, unless it is swallowed
+            entry = self._inside if entry is None else entry
+        while entry is not None and thread is not None and thread.is_alive():
+            with self._gate:
+                if self._inside != entry:
+                    return
+                if self._cuttable:
+                    _quiet_swallowed_cuts()
+                    _raise_in(thread, Abandoned)
+                    self._cuttable = False      # one is enough, unless it is swallowed
+            if time_left(deadline) == 0.0:
+                return
+            time.sleep(RECUT)                   # (a poll: the job may be inside torch)
 
     def _swallowed(self) -> None:
-        """On the worker's thread, inside the job: a cut raised in a weakref callback or a
-        ``__del__``, where Python prints it and drops it (a basins trial ran on past its limit,
-        "Exception ignored ... Abandoned" on stderr). Cut again, from another thread: the job is
-        still inside ``cuttable()`` (whose exit, on this thread, clears ``_cuttable`` after)."""
+        """On the worker's thread: a cut raised in a weakref callback or a ``__del__``, where
+        Python prints it and drops it (a basins trial ran on past its limit, "Exception ignored
+        ... Abandoned" on stderr). While the job is still inside the ``cuttable()`` entry it was
+        sent to, ``_cut`` sends it again."""
         with self._gate:
-            self._cuttable = True
-        again = threading.Timer(RECUT, self._cut)
-        again.daemon = True
-        again.start()
+            if self._inside is not None:
+                self._cuttable = True
 
     def close(self, timeout: float | None = None, grace: float = 0.0) -> bool:
         """Finish the job in hand within ``timeout``, then stop the thread; a job still running
@@ -167,7 +181,7 @@ class Worker:
             return True
         if thread is threading.current_thread():
             return False
-        self._cut()
+        self._cut(deadline=deadline)
         return self.join(time_left(deadline))
 
     def join(self, timeout: float | None = None) -> bool:
@@ -217,6 +231,9 @@ class Worker:
         except Abandoned:          # stopped at close: nobody wants its results
             pass
         finally:
+            with self._gate:      # (a cut landing in cuttable()'s own exit skips its clearing)
+                self._cuttable = False
+                self._inside = None
             cost = time.perf_counter() - start
             self._end(token)
             with self._cv:
@@ -227,7 +244,7 @@ class Worker:
                 self._cv.notify_all()
 
 
-RECUT = 0.01    # s after a swallowed cut before the next
+RECUT = 0.01    # s between looks at a job being cut (a swallowed cut is sent again)
 
 
 def _quiet_swallowed_cuts() -> None:
