@@ -647,3 +647,16 @@ def test_stats_and_summary_say_when_sampling_alone_takes_over_half_the_budget():
     assert monitor.stats()["every_within_budget"] is None
     assert "sampling takes 1.0% of training time)" in monitor.summary()
     monitor.detach()
+
+
+def test_the_stats_and_the_summary_give_the_slowdown_over_the_last_minute(monkeypatch):
+    # the budget is kept over any minute (SPEC 5): the status reads the minute's figure, the
+    # pace the last seconds' (a reading over 10 s is a point off either way)
+    model = mlp()
+    monitor = nm.Monitor(model, torch.optim.SGD(model.parameters(), lr=0.1), run=False,
+                         analyses=("rwc",))
+    measured = dict(monitor.pacer.latest()[0], slowdown=0.09, minute_slowdown=0.04, bare=1e-3)
+    monkeypatch.setattr(monitor.pacer, "latest", lambda: (measured, 0.0))
+    assert monitor.stats()["slowdown"] == 0.04
+    assert "slowdown 4.0% (budget 5%)" in monitor.summary()
+    monitor.detach()

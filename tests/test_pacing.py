@@ -134,6 +134,21 @@ def test_while_training_pauses_the_reading_is_that_of_its_last_seconds(monkeypat
     assert paused["steps"] == at_once["steps"]
 
 
+def test_the_status_reads_the_last_minute_while_the_pace_follows_the_last_seconds(monkeypatch):
+    # the budget is kept over any minute (SPEC 5); over 10 s the quickstart's status line read
+    # over its budget in a fifth of its readings while the minute ran under it
+    monkeypatch.setattr(pacing, "MIN_WINDOW_STEPS", 64)
+    pacer = Pacer(0.05, prior_contention=2)
+    # 40 s of 5 ms steps (all in the ring): jobs slow the first 25 s, none the last 15
+    jobs = [(0.5 * j, 0.1) for j in range(50)]
+    wall = synthetic(pacer, bare=5e-3, contention=1.0, jobs=jobs, steps=8000,
+                     base=time.perf_counter() - 45)
+    e = pacer.estimate()
+    assert e["slowdown"] == pytest.approx(0.0, abs=1e-9)     # the last 10 s: no job
+    assert e["minute_slowdown"] == pytest.approx(wall / (8000 * 5e-3) - 1, rel=1e-6)
+    assert e["minute_slowdown"] > 0.05
+
+
 def test_the_worker_is_counted_by_its_cpu_time_not_its_wall_time(monkeypatch):
     # the same jobs as above, slowing training as much, but spending half their time waiting
     # (for the GIL, for a core): the training lost 0.6 s per second of a job, so 1.2 s per
@@ -397,10 +412,17 @@ def test_steps_that_left_the_ring_count_by_their_sums_for_span_seconds(monkeypat
     monkeypatch.setattr(pacing, "SPAN", 0.0)
     ring._estimated_at = -math.inf
     assert ring.estimate()["steps"] == 512
-    # ... and from the last SPAN seconds only: a cut half way through the steps keeps about half
+    # ... and kept for a window that ends at the last step, however long ago it ran (a pause:
+    # here the steps are read, and leave the ring, over a minute and a half after they ran)
+    monkeypatch.setattr(pacing, "SPAN", 10.0)
+    paused = _ReadNowAndThen(0.05, prior_contention=2)
+    synthetic(paused, **dict(run, base=time.perf_counter() - 100))
+    assert paused.estimate()["steps"] == 4000
+    # ... and from the last SPAN seconds of training only: a cut half way through the steps
+    # keeps about half
     monkeypatch.setattr(pacing, "SPAN", 1e9)
     recent = _ReadNowAndThen(0.05, prior_contention=2)
     base = time.perf_counter() - 20
     wall = synthetic(recent, **dict(run, base=base))
-    monkeypatch.setattr(pacing, "SPAN", time.perf_counter() - (base + wall / 2))
+    monkeypatch.setattr(pacing, "SPAN", wall / 2)
     assert 1500 < recent.estimate()["steps"] < 2500

@@ -522,9 +522,10 @@ class Monitor:
 
     def stats(self) -> dict:
         """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
-        training runs than without the monitor, measured (``Pacer``: monitored / bare step time
-        - 1, NaN until enough steps are seen; what ``budget`` bounds; from an estimate at most
-        ``heavy.STALE`` seconds old); ``overhead`` (the same
+        training runs than without the monitor, measured over the last minute of training, the
+        first included (``Pacer``: monitored / bare step time - 1, NaN until enough steps are
+        seen; what ``budget`` bounds; from an estimate at most ``heavy.STALE`` seconds old; the
+        pace follows a shorter window); ``overhead`` (the same
         figure, under its older name); the monitor's own shares of wall time: ``own_share``
         (inside the training steps), ``worker_share`` (background analyses: their CPU time on
         the CPU, their wall time on CUDA), ``widget_share``
@@ -549,8 +550,8 @@ class Monitor:
         return {
             "step": step,
             "steps_per_second": rate,
-            "slowdown": measured["slowdown"],
-            "overhead": measured["slowdown"],
+            "slowdown": measured["minute_slowdown"],
+            "overhead": measured["minute_slowdown"],
             "own_share": measured["own_share"],
             "worker_share": measured["worker_share"],
             "widget_share": measured["widget_share"],
