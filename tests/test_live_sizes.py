@@ -322,11 +322,15 @@ def test_characteristic_maps_in_turns_predict_a_share_of_an_unlabelled_probe_eac
     assert set(shown) == set(classes.tolist())     # every predicted class had its turn
     predicting.clear()
     run = "another probe"                         # anew: nothing kept from the other
-    out = jobs.characteristic_maps(job(model, x.clone(), size=1 / 32))
+    other = x.clone()
+    out = jobs.characteristic_maps(job(model, other, size=1 / 32))
     assert f"(6 of 60 probe samples so far) ({REDUCED})" in out[jobs.NOTES][""]
     run = "not in turns"
-    jobs.characteristic_maps(job(model, x, size=1))
+    jobs.characteristic_maps(job(model, other, size=1))
     assert {r for r, _ in predicting} == {"another probe", "not in turns"}
+    # back in turns: none kept from before (they would be older than the note says)
+    out = jobs.characteristic_maps(job(model, other, size=1 / 32))
+    assert f"(6 of 60 probe samples so far) ({REDUCED})" in out[jobs.NOTES][""]
 
 
 # -- the scheduler's sizes ---------------------------------------------------------------------------

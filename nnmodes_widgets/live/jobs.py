@@ -452,6 +452,7 @@ def characteristic_maps(job: Job) -> dict:
             y = _kept(_PREDICTIONS, job, None, x)
         else:
             y = _predicted(model, x, n_classes, per_class)
+            _PREDICTIONS.pop(model, None)         # those kept would be older than they say
         present = [c for c in torch.unique(y).tolist() if c >= 0]    # -1: not predicted yet
         classes_share = share * n_classes         # classes' worth a run may take
         width = _output_units(model.get_submodule(layer))
