@@ -118,32 +118,36 @@ def test_close_ends_the_thread():
     assert worker.close(5) and not thread.is_alive()
 
 
-def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_printed(
-        monkeypatch):
-    # Python prints an exception raised in a weakref callback (or a __del__) and drops it: a cut
-    # landing there put "Exception ignored ... Abandoned" on stderr, and a basins trial ran on
-    # past its limit
-    unraisable = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    worker = Worker(on_error=lambda name, exc: None)
-    events = []
+class _Thing:
+    pass
 
-    class Thing:
-        pass
 
+def swallow_a_cut(events: list) -> None:
+    """Drop an object whose weakref callback spins until a cut arrives: the cut dies with the
+    callback, as Python drops any exception raised in one (printing it)."""
     def callback(_):
-        try:                     # the cut arrives while the callback runs, and dies with it
+        try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 pass
         finally:
             events.append("callback")
+    thing = _Thing()
+    ref = weakref.ref(thing, callback)        # noqa: F841 (its callback runs at the del)
+    del thing
+
+
+def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_printed(
+        monkeypatch):
+    # Python prints an exception raised in a weakref callback (or a __del__) and drops it: a cut
+    # landing there put "Exception ignored ... Abandoned" on stderr, and a basins trial ran on
+    # past its limit
+    worker, events, unraisable = Worker(on_error=lambda name, exc: None), [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)   # what Python would print
 
     def job():
         with worker.cuttable(limit=0.05):
-            thing = Thing()
-            ref = weakref.ref(thing, callback)        # noqa: F841 (its callback runs at the del)
-            del thing
+            swallow_a_cut(events)
             events.append("after the callback")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -162,24 +166,12 @@ def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_pri
 def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(monkeypatch):
     # the cut is sent again only while the job is inside the cuttable() entry it was meant for:
     # a job that left it, swallowing the cut on its way out, must not pass it to the next job
-    unraisable = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    worker = Worker(on_error=lambda name, exc: None)
-    events = []
-
-    class Thing:
-        pass
-
-    def callback(_):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:        # the cut arrives here, and dies with it
-            pass
+    worker, events, unraisable = Worker(on_error=lambda name, exc: None), [], []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)   # what Python would print
 
     def swallows_then_leaves():
         with worker.cuttable(limit=0.05):
-            thing = Thing()
-            ref = weakref.ref(thing, callback)        # noqa: F841
-            del thing
+            swallow_a_cut(events)
         events.append("left")
 
     def next_job():
@@ -192,5 +184,5 @@ def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(m
     worker.offer("trial", swallows_then_leaves)
     assert worker.flush(20)
     assert worker.offer("next", next_job) and worker.flush(20)
-    assert events == ["left", "next ran to its end"] and unraisable == []
+    assert events == ["callback", "left", "next ran to its end"] and unraisable == []
     worker.close(5)
