@@ -533,12 +533,12 @@ def _kept(cache: weakref.WeakKeyDictionary, job: Job, key, x: ModelInputs, *,
         y, run = _classes_of(job.model, x), 0
     else:
         if not fresh:
-            run = 0
+            y, run = None, 0
         # the samples of run k (from 0): those i with floor(i x PREDICTION_RUNS / batch) = k
         start, stop = (-(-k * x.batch // PREDICTION_RUNS) for k in (run, run + 1))
-        if stop > start:
+        if stop > start:          # (always at run 0)
             part = _classes_of(job.model, x.rows(start, stop))
-            if not fresh:
+            if y is None:
                 y = torch.full((x.batch,), -1, dtype=torch.int64, device=part.device)
             y[start:stop] = part
         run = (run + 1) % PREDICTION_RUNS

@@ -255,8 +255,7 @@ def _quiet_swallowed_cuts() -> None:
         return
 
     def on_unraisable(args) -> None:
-        if isinstance(args.exc_value, Abandoned) or (
-                isinstance(args.exc_type, type) and issubclass(args.exc_type, Abandoned)):
+        if isinstance(args.exc_type, type) and issubclass(args.exc_type, Abandoned):
             current = threading.current_thread()
             for worker in list(_workers):
                 if worker._thread is current:
