@@ -224,6 +224,23 @@ def test_the_widgets_are_counted_by_their_cpu_time_as_the_delivery_prices_them()
     assert 0.2 * 0.008 * e["widget_contention"] == pytest.approx(0.008 * 0.8, rel=0.1)
 
 
+def test_frames_light_on_the_kernel_but_costly_to_training_are_priced_within_seconds():
+    # an architectures GPT in JupyterLab: 13 ms steps, frames of 1-2 ms of the kernel's CPU that
+    # cost the step they landed in 40-55 ms. Weighed as 5 bare steps' worth of background time,
+    # the prior of 2 outweighed its 10 s of frames (41 steps at about 12): the frames were priced
+    # at a fifth of their cost and took 7.7% of training
+    pacer = Pacer(0.05, prior_contention=2)
+    frames = [(0.1 + 0.25 * j, 0.002) for j in range(40)]
+    synthetic(pacer, bare=13e-3, contention=1.0, jobs=[], widgets=frames,
+              widget_contention=20.0, steps=800, widget_cpu=0.1)
+    pacer._estimated_at = -math.inf
+    e = pacer.estimate()
+    # each 2 ms frame takes its step's work 20 / 21 of its time: per second of its CPU (a tenth
+    # of its time), training loses 9.5 s; pulled towards 2 as by 5 more such steps of 40
+    measured = 20 / 21 / 0.1
+    assert measured - (measured - 2) * 5 / 40 < e["widget_contention"] < measured
+
+
 def allowed(budget, c, slowdown, worker_share, job_share=0.0):
     """The training seconds per wall second the worker's runs may cost: what the rest of the
     slowdown leaves of the ``budget`` aimed at, c W (1 + S) + J (1 + S) being theirs at slowdown
