@@ -65,6 +65,9 @@ class RecordedRun:
     def work_cost(self, seconds, kind):
         return seconds
 
+    def has_room(self):
+        return True
+
 
 def _trained_monitor():
     torch.manual_seed(0)

@@ -520,6 +520,12 @@ class Monitor:
         measured, _ = self.pacer.latest()
         return seconds * measured["contention" if kind == "worker" else "widget_contention"]
 
+    def has_room(self) -> bool:
+        """Whether the last measured slowdown leaves the worker's runs anything of the budget
+        (``Pacer.rate``; no estimate is made here)."""
+        measured, _ = self.pacer.latest()
+        return self.pacer.rate(measured) > 0
+
     def stats(self) -> dict:
         """``step``; ``steps_per_second`` over the last steps; ``slowdown``, how much slower
         training runs than without the monitor, measured over the last minute of training, the

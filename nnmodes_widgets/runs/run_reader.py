@@ -628,6 +628,9 @@ class Run:
     def work_cost(self, seconds: float, kind: str) -> float:
         return seconds             # nothing trains here
 
+    def has_room(self) -> bool:
+        return True
+
     def subscribe(self, listener: Callable[[Run], None]) -> None:
         """Call ``listener(run)`` (on a polling thread) when new data arrives or the status
         changes. The first subscriber of a running run starts the thread; it stops when the last

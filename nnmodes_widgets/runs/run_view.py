@@ -49,7 +49,9 @@ class RunView(Protocol):
     ``detached``: no more data will come. ``subscribe(listener)``
     calls ``listener(view)`` when there is news (on whichever thread brings it: keep it cheap).
     ``report`` keeps a panel's own fault with the run's errors; ``begin_work``/``end_work``
-    bracket a panel's update, so that a live run counts it in its measured cost."""
+    bracket a panel's update, so that a live run counts it in its measured cost; ``work_cost``
+    prices it; ``has_room()`` says whether the budget leaves room for more than the work
+    already measured (a panel's refresh target is kept only then)."""
 
     history: History
     every: int
@@ -90,6 +92,8 @@ class RunView(Protocol):
     def end_work(self, token: object) -> None: ...
 
     def work_cost(self, seconds: float, kind: str) -> float: ...
+
+    def has_room(self) -> bool: ...
 
 
 def check_view(view, who: str) -> None:

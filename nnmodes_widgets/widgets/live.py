@@ -15,9 +15,10 @@ from .tree import close_parts
 # and on a small MLP a trend drawn every 0.7 s took from the budget what the worker's runs needed
 # for the other panels (whose gaps then reached 2.5 s)
 SAMPLED_RATE = 1.0
-# ... and at least every this many seconds: spaced by the cost of a round of every panel's frame
-# (a fifth of the budget for all of them), a small MLP's trend in JupyterLab came every 2.0 s
-# and at most 2.7 s apart in a CI run, against a refresh target of 2.5 s
+# ... and at least every this many seconds while the budget has room (``Feed``): spaced by the
+# cost of a round of every panel's frame (a fifth of the budget for all of them), a small MLP's
+# trend in JupyterLab came every 2.0 s and at most 2.7 s apart in a CI run, against a refresh
+# target of 2.5 s
 SAMPLED_LONGEST = 1.5
 
 
@@ -33,7 +34,7 @@ def _run_feed(draw, run: RunView, *, name: str, max_rate: float, on_screen,
                 on_error=lambda exc: run.report(f"widget:{name}", exc),
                 begin=lambda: run.begin_work("widgets"), end=run.end_work,
                 training_cost=lambda seconds: run.work_cost(seconds, "widgets"), prompt=prompt,
-                longest=SAMPLED_LONGEST)
+                longest=SAMPLED_LONGEST, room=run.has_room)
 
 
 class LivePanel(ShownOnDisplay):
