@@ -9,7 +9,9 @@ measured from the training steps themselves:
 - every step's duration (one ``Monitor.step`` to the next) and the monitor's time inside it;
 - every stretch of background work (the worker's analyses, the widgets' updates);
 - *quiet* steps, which no background work overlapped and no sampling ran in, give the bare
-  step time b; the slowdown is mean(step) / b - 1 over the recent window;
+  step time b (each step's own from the quiet steps around it: the bare step drifts, and a
+  run's first steps are slow with or without the monitor); the slowdown is the steps' time over
+  their bare time, less 1, over the recent window;
 - the contention c, the training seconds lost per second of background work: the extra time
   (d - b) of the steps background work overlapped over the background time inside them (the
   CPU time its thread spent there, as its clock times it: ``begin``), one
@@ -68,6 +70,7 @@ BREAK = 20.0                # a step over this many typical steps is a break
 QUIET = 0.01                # a step with less of it overlapped is quiet
 PRIOR_WEIGHT = 5.0          # the prior contention counts as this many overlapped steps
 MIN_QUIET = 20              # quiet steps needed before the slowdown is measured
+LOCAL_QUIET = 64            # quiet steps around a step give its bare time (``_local_bare``)
 REFRESH = 0.5               # s an estimate is reused (stats() is read ten times a second)
 # The pace aims under the budget: a slowdown measured over seconds of steps is off by a point or
 # so either way, and a pace aimed at the budget itself went over it in about half of the
@@ -333,7 +336,8 @@ _NO_ESTIMATE = {"slowdown": math.nan, "minute_slowdown": math.nan, "bare": math.
 # seconds in them and its part for the runs, the worker's and the widgets' CPU seconds inside
 # them; the quiet steps and their seconds; for each kind's contention (the worker's, the
 # widgets'), the steps it alone overlapped, their seconds, and its CPU seconds inside them
-_SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall",
+_SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall", "expected",
+         "unreferenced",
          "worker_steps", "worker_wall", "worker_in", "widget_steps", "widget_wall", "widget_in")
 
 
@@ -378,11 +382,13 @@ def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
     widgets = _overlap(updates, start, end)
     widgets_cpu = _cpu(updates, start, end)
     quiet = (any_busy < QUIET * duration) & (sampled == 0)
+    local = _local_bare(duration, quiet)
     # the steps one kind alone overlapped (for its contention), not sampled
     alone = (sampled == 0) & (worker >= QUIET * duration) & (widgets < QUIET * duration)
     shown_alone = (sampled == 0) & (widgets >= QUIET * duration) & (worker < QUIET * duration)
     out[:] = (len(start), duration.sum(), overhead.sum(), for_jobs.sum(), worker_cpu.sum(),
               widgets_cpu.sum(), quiet.sum(), duration[quiet].sum(),
+              np.nansum(local), np.isnan(local).sum(),
               alone.sum(), duration[alone].sum(), worker_cpu[alone].sum(),
               shown_alone.sum(), duration[shown_alone].sum(), widgets_cpu[shown_alone].sum())
     return out
@@ -400,12 +406,31 @@ def _from_sums(sums: np.ndarray, prior: float) -> dict:
     if s["quiet"] < MIN_QUIET:
         return out
     bare = float(s["quiet_wall"] / s["quiet"])
-    out.update(bare=bare, slowdown=float(wall / s["steps"] / bare - 1),
+    expected = s["expected"] + s["unreferenced"] * bare
+    out.update(bare=bare, slowdown=float(wall / expected - 1),
                contention=_contention(s["worker_steps"], s["worker_wall"], s["worker_in"], bare,
                                       prior),
                widget_contention=_contention(s["widget_steps"], s["widget_wall"],
                                              s["widget_in"], bare, prior))
     return out
+
+
+def _local_bare(duration: np.ndarray, quiet: np.ndarray) -> np.ndarray:
+    """Each step's bare time: the mean of the ``LOCAL_QUIET`` quiet steps nearest it in order
+    (NaN where there is none). The bare step drifts, and the first steps of a run are slow
+    whatever the monitor does (allocations, kernels chosen on their first call): measured
+    against the whole window's mean, the slow first steps that sampled (the calibration samples
+    every fourth) or met a frame were the monitor's, and an architectures GPT's first second
+    read as 3.8% of its 12 s run."""
+    times = duration[quiet]
+    if not len(times):
+        return np.full(len(duration), np.nan)
+    sums = np.concatenate(([0.0], np.cumsum(times)))
+    # the quiet steps before each step, and so the run of LOCAL_QUIET around it
+    before = np.cumsum(quiet) - quiet
+    lo = np.clip(before - LOCAL_QUIET // 2, 0, max(0, len(times) - LOCAL_QUIET))
+    hi = np.minimum(lo + LOCAL_QUIET, len(times))
+    return (sums[hi] - sums[lo]) / (hi - lo)
 
 
 def _contention(steps: float, seconds: float, inside: float, bare: float, prior: float) -> float:
