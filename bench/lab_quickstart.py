@@ -29,61 +29,80 @@ STEPS = re.compile(r"([\d.,]+)\s*steps/s")
 
 
 def run() -> dict:
+    return {"runs": [dashboards[0] for dashboards in lab_runs("quickstart.ipynb")],
+            "jupyterlab": _version("jupyterlab")}
+
+
+def lab_runs(notebook: str, runs: int = RUNS) -> list[list[dict]]:
+    """``run_notebook`` ``runs`` times on ``notebook`` of notebooks/, in one JupyterLab."""
     from playwright.sync_api import sync_playwright
 
     h = _harness()
-    runs = []
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, server = h.start_lab(REPO / "notebooks", tmp)
         try:
             with sync_playwright() as pw:
                 browser = h.launch_chromium(pw)
                 try:
-                    for _ in range(RUNS):
-                        runs.append(_one_run(h, server, browser))
+                    for _ in range(runs):
+                        out.append(run_notebook(h, server, browser, notebook))
                 finally:
                     browser.close()
         finally:
             h.stop_lab(proc, server)
-    return {"runs": runs, "jupyterlab": _version("jupyterlab")}
+    return out
 
 
-def _one_run(h, server, browser) -> dict:
-    """Quickstart, Run All, in a fresh kernel (the sessions of earlier runs shut down)."""
+def run_notebook(h, server, browser, notebook: str) -> list[dict]:
+    """``notebook`` (in the lab's root), Run All, in a fresh kernel (the sessions of earlier runs
+    shut down), the newest dashboard kept in view while the kernel is busy; for each dashboard,
+    in order, its final status line (the detach's frame) and its readings while it trained."""
     for session in server.api("GET", "/api/sessions") or []:
         server.api("DELETE", f"/api/sessions/{session['id']}")
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(30_000)
     try:
         page = context.new_page()
-        h.open_notebook(page, server, "quickstart.ipynb")
+        h.open_notebook(page, server, notebook)
         h.run_all_cells(page)
         begun = time.monotonic()
-        dashboard, readings = page.locator(".nnmodes-dashboard"), []
-        status = dashboard.locator(".nnmodes-status")
+        dashboards, readings = page.locator(".nnmodes-dashboard"), {}
         while h.kernel_busy(page):
-            assert time.monotonic() - begun < RUN_TIMEOUT, "the quickstart did not finish"
-            if dashboard.count():
-                h.look_at(dashboard, "start")
-                text = status.inner_text() if status.count() else ""
+            assert time.monotonic() - begun < RUN_TIMEOUT, f"{notebook} did not finish"
+            shown = dashboards.count()
+            if shown:
+                newest = dashboards.nth(shown - 1)
+                h.look_at(newest, "start")
+                status = newest.locator(".nnmodes-status")
+                text = status.first.inner_text() if status.count() else ""
                 if STATUS.search(text):
-                    readings.append((round(time.monotonic() - begun, 1), _slowdown(text)))
+                    readings.setdefault(shown - 1, []).append(
+                        (round(time.monotonic() - begun, 1), _slowdown(text)))
             time.sleep(h.POLL)
         h.wait_kernel_idle(page, timeout=60)
-        # the status line's last frame (the detach's), drawn once it is in view
-        h.wait_looking(page, dashboard, "el => el.textContent.includes('detached')",
-                       element=status, block="start", timeout=30)
-        final = status.inner_text().strip()
+        finals = []
+        for i in range(dashboards.count()):
+            # the status line's last frame (the detach's), drawn once it is in view
+            status = dashboards.nth(i).locator(".nnmodes-status").first
+            h.wait_looking(page, dashboards.nth(i), "el => el.textContent.includes('detached')",
+                           element=status, block="start", timeout=30)
+            finals.append(status.inner_text().strip())
         errors = h.error_outputs(page)
+        seconds = round(time.monotonic() - begun, 1)
     finally:
         context.close()
-    assert STATUS.search(final), f"the status line ends without a slowdown: {final!r}"
-    assert not errors, f"the quickstart's cells raised: {errors}"
-    steps = STEPS.search(final)
-    return {"status": final, "slowdown": _slowdown(final),
-            "budget": float(STATUS.search(final).group(2)),
-            "steps_per_s": float(steps.group(1).replace(",", "")) if steps else float("nan"),
-            "seconds": round(time.monotonic() - begun, 1), "readings": readings}
+    assert finals, f"{notebook} showed no dashboard"
+    assert not errors, f"{notebook}'s cells raised: {errors}"
+    out = []
+    for i, final in enumerate(finals):
+        assert STATUS.search(final), f"a status line ends without a slowdown: {final!r}"
+        steps = STEPS.search(final)
+        out.append({"status": final, "slowdown": _slowdown(final),
+                    "budget": float(STATUS.search(final).group(2)),
+                    "steps_per_s": float(steps.group(1).replace(",", "")) if steps else float("nan"),
+                    "seconds": seconds, "readings": readings.get(i, [])})
+    return out
 
 
 def _slowdown(text: str) -> float:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import nnmodes_widgets as nm  # noqa: E402
 
-MODULES = ["live", "lab_quickstart", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store", "basins",
+MODULES = ["live", "lab_quickstart", "lab_architectures", "overhead", "kernels", "alternatives", "frontend", "radiographs", "store", "basins",
            "listing"]
 
 
