@@ -334,11 +334,14 @@ _NO_ESTIMATE = {"slowdown": math.nan, "minute_slowdown": math.nan, "bare": math.
 
 # What an estimate adds up over its steps (``_sums``): the steps, their seconds, the monitor's
 # seconds in them and its part for the runs, the worker's and the widgets' CPU seconds inside
-# them; the quiet steps and their seconds; for each kind's contention (the worker's, the
-# widgets'), the steps it alone overlapped, their seconds, and its CPU seconds inside them
+# them; the quiet steps and their seconds; the steps' bare seconds (``_local_bare``) and the
+# steps with none (their chunk had too few quiet steps: the window's mean counts for them); for
+# each kind's contention (the worker's, the widgets'), the steps it alone overlapped, their
+# seconds, their bare seconds and those with none, and its CPU seconds inside them
 _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall", "expected",
          "unreferenced",
-         "worker_steps", "worker_wall", "worker_in", "widget_steps", "widget_wall", "widget_in")
+         "worker_steps", "worker_wall", "worker_expected", "worker_unreferenced", "worker_in",
+         "widget_steps", "widget_wall", "widget_expected", "widget_unreferenced", "widget_in")
 
 
 def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, prior: float,
@@ -389,8 +392,10 @@ def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
     out[:] = (len(start), duration.sum(), overhead.sum(), for_jobs.sum(), worker_cpu.sum(),
               widgets_cpu.sum(), quiet.sum(), duration[quiet].sum(),
               np.nansum(local), np.isnan(local).sum(),
-              alone.sum(), duration[alone].sum(), worker_cpu[alone].sum(),
-              shown_alone.sum(), duration[shown_alone].sum(), widgets_cpu[shown_alone].sum())
+              alone.sum(), duration[alone].sum(), np.nansum(local[alone]),
+              np.isnan(local[alone]).sum(), worker_cpu[alone].sum(),
+              shown_alone.sum(), duration[shown_alone].sum(), np.nansum(local[shown_alone]),
+              np.isnan(local[shown_alone]).sum(), widgets_cpu[shown_alone].sum())
     return out
 
 
@@ -406,12 +411,15 @@ def _from_sums(sums: np.ndarray, prior: float) -> dict:
     if s["quiet"] < MIN_QUIET:
         return out
     bare = float(s["quiet_wall"] / s["quiet"])
-    expected = s["expected"] + s["unreferenced"] * bare
-    out.update(bare=bare, slowdown=float(wall / expected - 1),
-               contention=_contention(s["worker_steps"], s["worker_wall"], s["worker_in"], bare,
-                                      prior),
+
+    def expected(kind: str) -> float:     # the steps' bare seconds
+        return s[kind + "expected"] + s[kind + "unreferenced"] * bare
+
+    out.update(bare=bare, slowdown=float(wall / expected("") - 1),
+               contention=_contention(s["worker_steps"], s["worker_wall"],
+                                      expected("worker_"), s["worker_in"], bare, prior),
                widget_contention=_contention(s["widget_steps"], s["widget_wall"],
-                                             s["widget_in"], bare, prior))
+                                             expected("widget_"), s["widget_in"], bare, prior))
     return out
 
 
@@ -421,9 +429,11 @@ def _local_bare(duration: np.ndarray, quiet: np.ndarray) -> np.ndarray:
     whatever the monitor does (allocations, kernels chosen on their first call): measured
     against the whole window's mean, the slow first steps that sampled (the calibration samples
     every fourth) or met a frame were the monitor's, and an architectures GPT's first second
-    read as 3.8% of its 12 s run."""
+    read as 3.8% of its 12 s run. NaN everywhere where fewer than ``MIN_QUIET`` steps are
+    quiet: a few quiet steps (at the tail of a worker's run, among the steps that left the ring
+    at one read) would set the bare time of all."""
     times = duration[quiet]
-    if not len(times):
+    if len(times) < MIN_QUIET:
         return np.full(len(duration), np.nan)
     sums = np.concatenate(([0.0], np.cumsum(times)))
     # the quiet steps before each step, and so the run of LOCAL_QUIET around it
@@ -433,14 +443,16 @@ def _local_bare(duration: np.ndarray, quiet: np.ndarray) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)
 
 
-def _contention(steps: float, seconds: float, inside: float, bare: float, prior: float) -> float:
+def _contention(steps: float, seconds: float, expected: float, inside: float, bare: float,
+                prior: float) -> float:
     """Training seconds lost per second of one kind of background work, from the ``steps`` it
-    overlapped and the other kind did not (``seconds`` long, ``inside`` of them its own): their
-    extra time over its time inside them, pulled towards ``prior`` as if ``PRIOR_WEIGHT`` more
-    such steps had shown it (each with at most a bare step's time of that work). Fitted per kind: a widget frame also costs the browser's drawing
-    and the server's relay, on the same cores, which the kernel cannot time (a status line's
-    update took Chromium 17 ms on two cores, the kernel 1 ms), and one contention for both
-    charged the worker for the frames.
+    overlapped and the other kind did not (``seconds`` long, ``expected`` of them bare,
+    ``inside`` of them its own): their extra time over its time inside them, pulled towards
+    ``prior`` as if ``PRIOR_WEIGHT`` more such steps had shown it (each with at most a bare
+    step, ``bare`` s, of that work). Fitted per kind: a widget frame also costs the browser's
+    drawing and the server's relay, on the same cores, which the kernel cannot time (a status
+    line's update took Chromium 17 ms on two cores, the kernel 1 ms), and one contention for
+    both charged the worker for the frames.
 
     The prior weighs as steps, not as a fixed time of background work: a frame takes the kernel
     a fraction of a step (an architectures GPT's took 1-2 ms of CPU in 13 ms steps and cost them
@@ -450,7 +462,7 @@ def _contention(steps: float, seconds: float, inside: float, bare: float, prior:
     if steps < 1 or inside <= 0:
         return float(prior)
     weight = PRIOR_WEIGHT * min(bare, inside / steps)
-    return float(max(0.0, (seconds - steps * bare + prior * weight) / (inside + weight)))
+    return float(max(0.0, (seconds - expected + prior * weight) / (inside + weight)))
 
 
 def _overlap(busy: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
