@@ -73,7 +73,7 @@ class Feed:
         if not 0 < max_share <= 1:
             raise ValueError(f"max_share must be a fraction in (0, 1], got {max_share!r}")
         self.interval = 1.0 / max_rate
-        self.longest = longest         # s at most between updates while ``room()``
+        self.longest = longest         # s at most between updates while ``room()`` (due_in)
         self.room = room
         self.max_share = max_share     # of training time, shared with the other feeds of its delivery
         self.training_cost = training_cost
@@ -94,8 +94,13 @@ class Feed:
         self._lock = threading.Lock()  # one update at a time, whichever thread asks
 
     def due_in(self, now: float) -> float:
-        """Seconds until the rate allows the next update (<= 0: now)."""
-        return self.last + self.gap - now
+        """Seconds until the rate allows the next update (<= 0: now): ``gap`` after the last,
+        at most ``longest`` while ``room()`` says the budget has room for it (asked now: a gap
+        priced while it had none is cut short as soon as it has)."""
+        gap = self.gap
+        if gap > self.longest and self.room():
+            gap = self.longest
+        return self.last + gap - now
 
     def deliver(self) -> None:
         """Update now on the calling thread, on screen or not."""
@@ -115,16 +120,12 @@ class Feed:
                 price = self.training_cost(time.thread_time() - cpu)
                 self.price += (COST_WEIGHT if self._priced else 1.0) * (price - self.price)
                 self._priced = True
-                self.gap = self.interval if self.prompt else self._spaced()
-
-    def _spaced(self) -> float:
-        """The gap after an update of a feed that is not prompt: the round's cost over
-        ``max_share``, at most ``longest`` while the budget has room. Held to longest whatever
-        the budget said, an architectures GPT's status line, trend and findings (40-90 ms of
-        Chromium per frame on two cores) took 7.7% of training in JupyterLab, and the worker
-        nothing."""
-        priced = max(self.interval, self.round_cost() / self.max_share)
-        return min(self.longest, priced) if self.room() else priced
+                # (``due_in`` holds it to ``longest`` while the budget has room: held to it
+                # whatever the budget said, an architectures GPT's status line, trend and
+                # findings, 40-90 ms of Chromium per frame on two cores, took 7.7% of training
+                # in JupyterLab, and the worker nothing)
+                self.gap = self.interval if self.prompt else max(
+                    self.interval, self.round_cost() / self.max_share)
 
 
 class Delivery:
