@@ -22,7 +22,10 @@ MODELS = ("ResNet", "GPT")     # the notebook's dashboards, in order
 
 
 def run() -> dict:
-    return {"runs": lab_runs("architectures.ipynb"), "jupyterlab": _version("jupyterlab")}
+    runs = lab_runs("architectures.ipynb")
+    assert all(len(dashboards) == len(MODELS) for dashboards in runs), \
+        f"expected the {' and '.join(MODELS)} dashboards, got {[len(d) for d in runs]}"
+    return {"runs": runs, "jupyterlab": _version("jupyterlab")}
 
 
 def section(f: dict) -> list[str]:
