@@ -137,13 +137,22 @@ def swallow_a_cut(events: list) -> None:
     del thing
 
 
+@pytest.fixture
+def swallowing(monkeypatch):
+    """A worker, the events its jobs append to, and what Python would print as unraisable."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    worker = Worker(on_error=lambda name, exc: None)
+    yield worker, [], unraisable
+    worker.close(5)
+
+
 def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_printed(
-        monkeypatch):
+        swallowing):
     # Python prints an exception raised in a weakref callback (or a __del__) and drops it: a cut
     # landing there put "Exception ignored ... Abandoned" on stderr, and a basins trial ran on
     # past its limit
-    worker, events, unraisable = Worker(on_error=lambda name, exc: None), [], []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)   # what Python would print
+    worker, events, unraisable = swallowing
 
     def job():
         with worker.cuttable(limit=0.05):
@@ -160,14 +169,12 @@ def test_a_cut_that_a_weakref_callback_swallows_is_sent_again_and_nothing_is_pri
     assert unraisable == []          # nothing printed ("Exception ignored in ...")
     assert worker.offer("next", lambda: events.append("next")) and worker.flush(5)
     assert events[-1] == "next"      # the worker goes on
-    worker.close(5)
 
 
-def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(monkeypatch):
+def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(swallowing):
     # the cut is sent again only while the job is inside the cuttable() entry it was meant for:
     # a job that left it, swallowing the cut on its way out, must not pass it to the next job
-    worker, events, unraisable = Worker(on_error=lambda name, exc: None), [], []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)   # what Python would print
+    worker, events, unraisable = swallowing
 
     def swallows_then_leaves():
         with worker.cuttable(limit=0.05):
@@ -185,4 +192,3 @@ def test_a_cut_swallowed_as_its_job_leaves_cuttable_never_reaches_the_next_job(m
     assert worker.flush(20)
     assert worker.offer("next", next_job) and worker.flush(20)
     assert events == ["callback", "left", "next ran to its end"] and unraisable == []
-    worker.close(5)
