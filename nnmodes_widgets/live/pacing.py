@@ -17,7 +17,8 @@ measured from the training steps themselves:
   CPU time its thread spent there, as its clock times it: ``begin``), one
   for the worker's analyses and one for the widgets' updates (whose frames the browser then
   draws on the same cores: a widget second cost a small ResNet's training 3-6 s in JupyterLab,
-  a worker second 0.8-1.9). On two cores it was measured above 1, which is why the prior is
+  a worker second 0.8-1.9); in the steps both overlapped the worker is charged at its own and
+  the widgets the rest. On two cores it was measured above 1, which is why the prior is
   the number of intra-op threads until enough overlap has been seen.
 
 The worker's runs may then cost training what the rest of the measured slowdown leaves of the
@@ -337,11 +338,14 @@ _NO_ESTIMATE = {"slowdown": math.nan, "minute_slowdown": math.nan, "bare": math.
 # them; the quiet steps and their seconds; the steps' bare seconds (``_local_bare``) and the
 # steps with none (their chunk had too few quiet steps: the window's mean counts for them); for
 # each kind's contention (the worker's, the widgets'), the steps it alone overlapped, their
-# seconds, their bare seconds and those with none, and its CPU seconds inside them
+# seconds, their bare seconds and those with none, and its CPU seconds inside them; and the same
+# for the steps both overlapped ("both_"), with each kind's CPU seconds inside them
 _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wall", "expected",
          "unreferenced",
          "worker_steps", "worker_wall", "worker_expected", "worker_unreferenced", "worker_in",
-         "widget_steps", "widget_wall", "widget_expected", "widget_unreferenced", "widget_in")
+         "widget_steps", "widget_wall", "widget_expected", "widget_unreferenced", "widget_in",
+         "both_steps", "both_wall", "both_expected", "both_unreferenced", "both_worker_in",
+         "both_widget_in")
 
 
 def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, prior: float,
@@ -386,16 +390,17 @@ def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
     widgets_cpu = _cpu(updates, start, end)
     quiet = (any_busy < QUIET * duration) & (sampled == 0)
     local = _local_bare(duration, quiet)
-    # the steps one kind alone overlapped (for its contention), not sampled
-    alone = (sampled == 0) & (worker >= QUIET * duration) & (widgets < QUIET * duration)
-    shown_alone = (sampled == 0) & (widgets >= QUIET * duration) & (worker < QUIET * duration)
+    # the steps one kind alone overlapped, and those both did (for their contentions), not sampled
+    ran, drawn = (sampled == 0) & (worker >= QUIET * duration), widgets >= QUIET * duration
+    alone, shown_alone, both = ran & ~drawn, (sampled == 0) & drawn & ~ran, ran & drawn
+    groups = ((alone, (worker_cpu,)), (shown_alone, (widgets_cpu,)),
+              (both, (worker_cpu, widgets_cpu)))
     out[:] = (len(start), duration.sum(), overhead.sum(), for_jobs.sum(), worker_cpu.sum(),
               widgets_cpu.sum(), quiet.sum(), duration[quiet].sum(),
               np.nansum(local), np.isnan(local).sum(),
-              alone.sum(), duration[alone].sum(), np.nansum(local[alone]),
-              np.isnan(local[alone]).sum(), worker_cpu[alone].sum(),
-              shown_alone.sum(), duration[shown_alone].sum(), np.nansum(local[shown_alone]),
-              np.isnan(local[shown_alone]).sum(), widgets_cpu[shown_alone].sum())
+              *(value for steps, cpus in groups for value in (
+                  steps.sum(), duration[steps].sum(), np.nansum(local[steps]),
+                  np.isnan(local[steps]).sum(), *(cpu[steps].sum() for cpu in cpus))))
     return out
 
 
@@ -415,11 +420,23 @@ def _from_sums(sums: np.ndarray, prior: float) -> dict:
     def expected(kind: str) -> float:     # the steps' bare seconds
         return s[kind + "expected"] + s[kind + "unreferenced"] * bare
 
+    # The steps both kinds overlapped: the worker's runs are charged there what the steps they
+    # overlapped alone say their seconds cost (a run slows training by taking cores, alike in
+    # every step), the widgets the rest. A panel's frame drawn from a run goes out as the run
+    # ends, and the browser draws it in the steps the run overlapped; left out of both fits,
+    # the dearest frames were nobody's: an architectures GPT's spectra, neurons and basins frames
+    # (3 ms of the kernel's CPU) stalled the step after each of its first two rounds by 165 ms in
+    # JupyterLab, where its status lines, alone, priced a frame's CPU second at 13
+    worker = _contention(s["worker_steps"], s["worker_wall"], expected("worker_"), s["worker_in"],
+                         bare, prior)
+    extra = s["both_wall"] - expected("both_")
+    charged = {"worker_": min(max(extra, 0.0), worker * s["both_worker_in"])}
+    charged["widget_"] = extra - charged["worker_"]
+    contention = {kind: _contention(
+        s[kind + "steps"] + s["both_steps"], s[kind + "wall"] - expected(kind) + charged[kind],
+        0.0, s[kind + "in"] + s["both_" + kind + "in"], bare, prior) for kind in charged}
     out.update(bare=bare, slowdown=float(wall / expected("") - 1),
-               contention=_contention(s["worker_steps"], s["worker_wall"],
-                                      expected("worker_"), s["worker_in"], bare, prior),
-               widget_contention=_contention(s["widget_steps"], s["widget_wall"],
-                                             expected("widget_"), s["widget_in"], bare, prior))
+               contention=contention["worker_"], widget_contention=contention["widget_"])
     return out
 
 
