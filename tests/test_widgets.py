@@ -982,7 +982,9 @@ def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
         np.testing.assert_array_equal(trend._log_lines.y, trend._lines.y[1:])
         # the browser colours a line by its label (js/palette.js): the same layer, the same colour
         assert set(trend._lines.labels) <= set(trend._controls.palette["keys"])
-        assert trend._log_scale.min is None and trend._log_scale.max is None
+        # the log axis holds the lines it shows: the layers' values above 0
+        assert trend._log_scale.min == trend._log_lines.y.min()
+        assert trend._log_scale.max > trend._log_lines.y.max()
     finally:
         trend.close()
         monitor.detach()
@@ -1046,11 +1048,13 @@ def test_as_lines_draws_rows_of_one_point_as_dots_and_leaves_out_empty_rows():
     assert lx.shape == (0, 2) and not keep.any()
 
 
-def test_settle_range_fixes_a_range_around_a_single_value_and_frees_it_for_more():
+def test_settle_range_holds_the_data_with_headroom_and_moves_only_when_they_leave_it():
+    # a live plot's data grow at every frame: a range that followed them moved every axis and
+    # mark with each frame (an architectures GPT's trend: 53 ms of Chromium's CPU a frame, 31 ms
+    # with its ranges fixed)
     import bqplot
 
-    from nnmodes_widgets.widgets.scales import provisional_log_scale
-    from nnmodes_widgets.widgets.trend import settle_range
+    from nnmodes_widgets.widgets.scales import HEADROOM, provisional_log_scale, settle_range
 
     linear = bqplot.LinearScale()
     settle_range(linear, [5.0, 5.0, np.nan], pad=5)           # one step
@@ -1059,15 +1063,33 @@ def test_settle_range_fixes_a_range_around_a_single_value_and_frees_it_for_more(
     assert (linear.min, linear.max) == (2.0, 6.0)
     settle_range(linear, [0.0])
     assert (linear.min, linear.max) == (-1.0, 1.0)
-    settle_range(linear, [5.0, 10.0])                          # a range: the data's
-    assert linear.min is None and linear.max is None
+    settle_range(linear, [5.0, 10.0])                          # a range: headroom above it
+    assert (linear.min, linear.max) == (5.0, 10.0 + HEADROOM * 5)
+    settle_range(linear, [5.0, 7.0, 10.0 + HEADROOM * 5])      # growing inside it: kept
+    assert (linear.min, linear.max) == (5.0, 10.0 + HEADROOM * 5)
+    settle_range(linear, [5.0, 12.0])                          # past it: moved, headroom again
+    assert (linear.min, linear.max) == (5.0, 12.0 + HEADROOM * 7)
+    settle_range(linear, [4.0, 12.0])                          # below it too
+    assert (linear.min, linear.max) == (4.0, pytest.approx(12.0 + HEADROOM * 8))
+    held = (linear.min, linear.max)
+    span = (linear.max - linear.min) / (1 + 2 * HEADROOM)
+    settle_range(linear, [4.0, 4.0 + span])                    # filling just enough of it: kept
+    assert (linear.min, linear.max) == held
+    settle_range(linear, [4.0, 4.0 + 0.99 * span])             # no longer: fitted again
+    assert (linear.min, linear.max) == (4.0, pytest.approx(4.0 + 0.99 * span * (1 + HEADROOM)))
+    settle_range(linear, [4.0, 5.0], headroom=0.0)             # a run that ended: the data's
+    assert (linear.min, linear.max) == (4.0, 5.0)
     log = provisional_log_scale(1e-4, 1)
     settle_range(log, [0.0, -1.0, np.nan], log=True)           # nothing a log axis can place
     assert (log.min, log.max) == (1e-4, 1)
     settle_range(log, [0.0, 0.5], log=True)                    # one positive value
     assert (log.min, log.max) == (0.25, 1.0)
-    settle_range(log, [0.5, 2.0], log=True)
-    assert log.min is None and log.max is None
+    settle_range(log, [0.01, 1.0], log=True)                   # headroom in decades
+    assert log.min == 0.01 and log.max == pytest.approx(10 ** (2 * HEADROOM))
+    settle_range(log, [0.01, 2.0], log=True)
+    assert log.min == 0.01 and log.max == pytest.approx(10 ** (2 * HEADROOM))
+    settle_range(log, [0.01, 1.0], log=True, headroom=0.0)
+    assert (log.min, log.max) == (0.01, 1.0)
 
 
 def test_exports_label_ticks_as_people_write_numbers():
@@ -1134,7 +1156,9 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         # ranges around the one step (the browser picks round ticks in them: js/ticks.js)
         assert (trend._x_scale.min, trend._x_scale.max) == (0, 10)
         assert (spectra._step_x.min, spectra._step_x.max) == (0, 10)
-        assert trend._linear_scale.min is None          # three layers: a range of values
+        # three layers: a range of values, with headroom above (``settle_range``)
+        values = trend._lines.y[:, 0]
+        assert trend._linear_scale.min == values.min() < values.max() < trend._linear_scale.max
         assert monitor.errors == []
 
         _train(model, optimizer, 5)
@@ -1144,7 +1168,8 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         for mark in (trend._lines, spectra._effective):
             assert mark.x.shape == (3, 2) and mark.x[0].tolist() == [5, 10]
         assert trend._lines.stroke_width == LINE_WIDTH and spectra._effective.stroke_width == 2.0
-        assert trend._x_scale.min is None and spectra._step_x.min is None
+        for scale in (trend._x_scale, spectra._step_x):     # two steps: from the first on
+            assert scale.min == 5 and scale.max > 10
     finally:
         trend.close()
         spectra.close()
@@ -1177,7 +1202,8 @@ def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
         value = float(trend._lines.y[0])
         assert trend._linear_scale.min == pytest.approx(value / 2)
         assert trend._linear_scale.max == pytest.approx(1.5 * value)
-        assert spectra._spectra.scales["y"].min is None    # several singular values
+        y = spectra._spectra.scales["y"]                  # several singular values
+        assert y.min == spectra._spectra.y.min() < spectra._spectra.y.max() < y.max
     finally:
         trend.close()
         spectra.close()

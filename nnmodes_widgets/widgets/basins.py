@@ -25,7 +25,8 @@ from .live import LivePanel
 from .notes import panel_note
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
 from .spectrum import PanelHeader
-from .trend import LINE_WIDTH, cluster_labels, dots_for, send_lines, settle_range
+from .scales import settle_range
+from .trend import LINE_WIDTH, cluster_labels, dots_for, send_lines
 
 # (history name, y label, colours by key: per class or per layer, the analysis that records it)
 PLOTS = (("sample_basins", "sample basin radius", "classes", "basins"),
@@ -134,7 +135,7 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             mark = self._marks[analysis]
             y = send_lines(mark, self._dots.get(analysis), x, y, list(series[analysis]))
             if y is not None:
-                settle_range(mark.scales["y"], y)
+                settle_range(mark.scales["y"], y, headroom=self._headroom)
         # the plots with nothing to show are left out (hidden, bqplot would lay them out at size
         # 0), and the note says why
         shown = tuple(self._figures[a] for a, _, _, _ in PLOTS if a not in missing)
@@ -142,7 +143,7 @@ class Basins(LivePanel, Exportable, ipywidgets.VBox):
             self._row.children = shown
         history = self.run.history
         settle_range(self._step_x, np.concatenate([history.steps(a) for a, _, _, _ in PLOTS]),
-                     pad=self.run.every)
+                     pad=self.run.every, headroom=self._headroom)
         for rules in self._rules:
             show_phases(rules, phase_marks(history))
         why = [plot_reason(self.run, name) for name in dict.fromkeys(missing.values())]

@@ -21,7 +21,8 @@ from .neurons import Neurons
 from .presence import ShownOnDisplay, presence_of
 from .spectrum import PanelHeader, Spectra
 from .tree import close_parts
-from .trend import LINE_WIDTH, POINT_WIDTH, as_lines, settle_range
+from .scales import HEADROOM, settle_range
+from .trend import LINE_WIDTH, POINT_WIDTH, as_lines
 
 
 def run_label(run: RunView, index: int) -> str:
@@ -162,8 +163,9 @@ class Comparison(ShownOnDisplay, Exportable, ipywidgets.VBox):
                 self._lines.labels = [label for label, k in zip(self.labels, keep) if k]
                 self._lines.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 self._lines.x, self._lines.y = mx, my.astype(np.float32)
-            settle_range(self._lines.scales["x"], mx, pad=1)
-            settle_range(self._lines.scales["y"], my)
+            headroom = 0.0 if all(run.detached for run in self.runs) else HEADROOM
+            settle_range(self._lines.scales["x"], mx, pad=1, headroom=headroom)
+            settle_range(self._lines.scales["y"], my, headroom=headroom)
         return True
 
     @property

@@ -8,6 +8,7 @@ from ..runs.run_view import RunView
 from .delivery import Delivery, Feed
 from .empty import empty_reason
 from .presence import ShownOnDisplay, presence_of
+from .scales import HEADROOM
 from .tree import close_parts
 
 # frames a second at most of a panel drawn from the samples (the trend, the status line, the
@@ -104,6 +105,11 @@ class LivePanel(ShownOnDisplay):
     def _explain(self, has_data: bool) -> None:
         """Say on the front end why the panel is empty (nothing when it ``has_data``)."""
         self.front.empty = "" if has_data else empty_reason(self.run, self.panel, self.what)
+
+    @property
+    def _headroom(self) -> float:
+        """Room left above a live plot's data (``scales.settle_range``): none once the run ended."""
+        return 0.0 if self.run.detached else HEADROOM
 
     @property
     def frames(self) -> int:

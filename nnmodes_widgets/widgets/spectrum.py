@@ -21,8 +21,8 @@ from .exportable import Exportable
 from .front import FigureFront, palette_of
 from .live import LivePanel
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
-from .scales import provisional_log_scale
-from .trend import POINT_WIDTH, as_lines, cluster_labels, dots_for, send_lines, settle_range
+from .scales import provisional_log_scale, settle_range
+from .trend import POINT_WIDTH, as_lines, cluster_labels, dots_for, send_lines
 
 
 class PanelHeader(FigureFront, anywidget.AnyWidget):
@@ -169,14 +169,17 @@ class Spectra(LivePanel, Exportable, ipywidgets.VBox):
         # the scales after the marks, so that a range set from new data never meets the old
         x_scale, y_scale = self._spectra.scales["x"], self._spectra.scales["y"]
         if sent:
-            settle_range(x_scale, np.concatenate([x.ravel() for x, _ in sent.values()]), log=True)
-            settle_range(y_scale, np.concatenate([y.ravel() for _, y in sent.values()]), log=True)
-        settle_range(self._step_x, steps, pad=self.run.every)
+            # (the ranks do not grow: no headroom)
+            settle_range(x_scale, np.concatenate([x.ravel() for x, _ in sent.values()]), log=True,
+                         headroom=0.0)
+            settle_range(y_scale, np.concatenate([y.ravel() for _, y in sent.values()]), log=True,
+                         headroom=self._headroom)
+        settle_range(self._step_x, steps, pad=self.run.every, headroom=self._headroom)
         for rules in self._rules:
             show_phases(rules, phase_marks(self.run.history))
         for mark, y in ranks_sent.items():
             if y is not None:
-                settle_range(mark.scales["y"], y)
+                settle_range(mark.scales["y"], y, headroom=self._headroom)
 
     figsize = (9, 3.6)
 

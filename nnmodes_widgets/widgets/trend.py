@@ -21,7 +21,7 @@ from .exportable import Exportable
 from .front import FigureFront, palette_of
 from .live import LivePanel
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
-from .scales import free_range, provisional_log_scale
+from .scales import provisional_log_scale, settle_range
 
 TOTAL_POINTS = 20_000     # points sent per push, all lines together (see _draw_live)
 # s between updates of the scale's lines not on screen, while the budget has room for them: they
@@ -104,32 +104,6 @@ def send_lines(mark: bqplot.Lines, dots: bqplot.Lines | None, x: np.ndarray, y: 
         dots.x, dots.y = dx, dy.astype(np.float32)
         dots.visible = True
     return np.concatenate([my.ravel(), dy.ravel()])
-
-
-def settle_range(scale, values, *, log: bool = False, pad: float | None = None) -> None:
-    """Let ``scale`` follow its data, unless the data span no range: then fix it around them.
-
-    One value (one step, one layer) would give bqplot a domain of one point: an axis of a single
-    tick, or, with no data, its default 0..1. A linear scale is then fixed to the value ± ``pad``
-    (default half its size, 1 for zero), a log scale to half to twice it; a log scale with no
-    positive value keeps its range (a log domain needs positive ends).
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
-    if v.size and v.min() < v.max():
-        free_range(scale)
-        return
-    if not v.size:
-        return
-    c = float(v[0])
-    if log:
-        lo, hi = c / 2, c * 2
-    else:
-        h = pad if pad is not None else (abs(c) / 2 or 1.0)
-        lo, hi = c - h, c + h
-    if (scale.min, scale.max) != (lo, hi):
-        with scale.hold_sync():
-            scale.min, scale.max = lo, hi
 
 
 class _TrendControls(FigureFront, anywidget.AnyWidget):
@@ -303,8 +277,8 @@ class Trend(LivePanel, Exportable, ipywidgets.VBox):
                 mark.stroke_width = POINT_WIDTH if points else LINE_WIDTH
                 mark.x = mx.astype(np.float32)     # steps: exact in float32 up to 2**24
                 mark.y = my.astype(np.float32)
-            settle_range(scale, my, log=is_log)
-        settle_range(self._x_scale, steps, pad=self.run.every)
+            settle_range(scale, my, log=is_log, headroom=self._headroom)
+        settle_range(self._x_scale, steps, pad=self.run.every, headroom=self._headroom)
         show_phases(self._rules, phase_marks(history))
 
 
