@@ -594,6 +594,22 @@ def test_a_costly_analysis_is_tried_with_what_its_credit_holds_and_stopped_past_
     chosen.detach()
 
 
+def test_a_worker_that_costs_nothing_measurable_leaves_a_trial_its_allowance():
+    # the worker's steps no slower than the quiet ones around them: a contention of 0, and the
+    # longest trial that fits the budget is any (an architectures GPT's scheduling raised a
+    # ZeroDivisionError at each look)
+    model = mlp(8, 16, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor = nm.Monitor(model, optimizer, budget=0.05, run=False, probe=torch.randn(8, 8))
+    h = monitor._heavy
+    pacer = monitor.pacer
+    pacer._estimate = dict(pacer.estimate(), contention=0.0)
+    assert h._whole_trial() == math.inf
+    assert h._trial_limit("basins") == heavy.FIRST_TRIAL
+    monitor.detach()
+    assert monitor.errors == []
+
+
 def test_a_costly_analysis_that_fits_is_tried_once_then_runs_on(monkeypatch):
     def quick(job):
         spend(0.01)

@@ -290,7 +290,11 @@ class HeavyAnalyses:
     def _whole_trial(self) -> float:
         """The longest run of a costly analysis that fits ``OPTIONAL_MAX_PERIOD`` (worker
         seconds, the copy's refresh excluded)."""
-        return OPTIONAL_MAX_PERIOD / self._period(1.0)
+        period = self._period(1.0)
+        # (a contention measured at 0, the worker's steps no slower than the quiet ones around
+        # them: any run fits; dividing by it stopped an architectures GPT's scheduling with 120
+        # ZeroDivisionErrors in JupyterLab)
+        return OPTIONAL_MAX_PERIOD / period if period > 0 else math.inf
 
     def _switch_off_optional(self, name: str, cost: float, period: float, took: str) -> None:
         self.names = [n for n in self.names if n != name]
