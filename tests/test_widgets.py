@@ -391,6 +391,26 @@ def test_delivery_reports_draw_errors_and_keeps_running():
 
 # -- trend and dashboard ---------------------------------------------------------------------------
 
+def test_a_dashboards_first_frames_are_priced_at_the_widgets_prior():
+    # before its steps have measured what a frame costs, a frame is priced as one drawn by a
+    # browser beside the kernel (tens of ms of its CPU for one of the kernel's): at the worker's
+    # prior of 2, an architectures ResNet's trend and status line went out every second for its
+    # first 4 s, at a sixth of their cost
+    from nnmodes_widgets.live.pacing import WIDGET_PRIOR
+
+    monitor = nm.Monitor(torch.nn.Sequential(torch.nn.Linear(4, 3)), every=1)
+    dashboard = monitor.dashboard()
+    try:
+        assert WIDGET_PRIOR > max(1, torch.get_num_threads())
+        assert monitor.work_cost(0.01, "widgets") == pytest.approx(0.01 * WIDGET_PRIOR)
+        assert monitor.work_cost(0.01, "worker") == pytest.approx(0.01 * max(1, torch.get_num_threads()))
+        assert all(feed.training_cost(0.01) == pytest.approx(0.01 * WIDGET_PRIOR)
+                   for feed in dashboard._delivery.feeds)
+    finally:
+        dashboard.close()
+        monitor.detach()
+
+
 def test_a_dashboards_updates_are_priced_by_the_runs_measured_widget_contention(monkeypatch):
     # the worker's analyses and the widgets' updates slow training differently (the browser
     # draws the frames): each kind is priced by its own measured contention

@@ -34,7 +34,7 @@ from . import attached, distributed, worker
 from .findings import tracker as findings_tracker
 from .cadence import RECORD, Cadence, agree_largest
 from .heavy import HEAVY, STALE, HeavyAnalyses
-from .pacing import Pacer, every_within
+from .pacing import WIDGET_PRIOR, Pacer, every_within
 from .worker import time_left
 
 __all__ = ["Monitor", "MonitorError"]
@@ -241,7 +241,8 @@ class Monitor:
         # the steps themselves have measured it. (Before the run's writer, whose commits count.)
         self._cuda_device = next((p.device for p in model.parameters() if p.is_cuda), None)
         self._on_cuda = on_cuda = self._cuda_device is not None
-        self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()))
+        self.pacer = Pacer(self.budget, prior_contention=1 if on_cuda else max(1, torch.get_num_threads()),
+                           widget_prior=WIDGET_PRIOR)
         self._writer = self._open_run(run, weights)    # last of the checks: it creates a file
         if self._writer is not None:
             resources.push(self._close_run)

@@ -70,6 +70,13 @@ BUSY_KEPT = 1 << 12         # stretches of background work kept
 BREAK = 20.0                # a step over this many typical steps is a break
 QUIET = 0.01                # a step with less of it overlapped is quiet
 PRIOR_WEIGHT = 5.0          # the prior contention counts as this many overlapped steps
+# The widgets' prior contention (``Monitor``'s pacer): a frame takes the kernel a millisecond of
+# CPU and the browser tens of them, on the same cores where it runs beside the kernel (in
+# JupyterLab on two cores a CPU second of frames cost training 11-16 s). Priced at the worker's
+# prior (2), an architectures ResNet's trend and status line went out every second for the first
+# 4 s of its 7 s run, priced at a sixth of what they cost; where the browser has cores of its
+# own, the steps measure the contention down within a few frames
+WIDGET_PRIOR = 10.0
 MIN_QUIET = 20              # quiet steps needed before the slowdown is measured
 LOCAL_QUIET = 64            # quiet steps around a step give its bare time (``_local_bare``)
 REFRESH = 0.5               # s an estimate is reused (stats() is read ten times a second)
@@ -88,9 +95,12 @@ class Pacer:
     background work and read estimates.
     """
 
-    def __init__(self, budget: float, prior_contention: float):
+    def __init__(self, budget: float, prior_contention: float, widget_prior: float | None = None):
         self.budget = budget
-        self.prior = float(prior_contention)
+        # each kind's contention until its steps have measured it (the widgets' default: the
+        # worker's)
+        self.priors = {"worker_": float(prior_contention),
+                       "widget_": float(prior_contention if widget_prior is None else widget_prior)}
         self._lock = threading.Lock()
         # ring buffer of steps: start, duration, the monitor's time inside, sampled (0/1), the
         # part of that time spent for the worker's runs; a NumPy array so that an estimate
@@ -105,8 +115,7 @@ class Pacer:
         # stretches under way: id -> start, its clock then, the clock, kind
         self._running: dict[int, tuple] = {}
         self._last_start: float | None = None
-        self._estimate: dict = dict(_NO_ESTIMATE, contention=self.prior,
-                                    widget_contention=self.prior)
+        self._estimate: dict = _from_sums(np.zeros(len(_SUMS)), self.priors)
         self._estimated_at = -math.inf
         self._counted = 0              # steps in the ring so far
         # steps not yet in the ring: appending a tuple costs the training thread a tenth of a
@@ -244,7 +253,7 @@ class Pacer:
             # it), and within the MINUTE
             retired, minute = (sum((sums for ended, sums in self._retired if ended >= end - span),
                                    np.zeros(len(_SUMS))) for span in (SPAN, MINUTE))
-        estimate = _estimate(steps, busy, end, self.prior, retired, minute)
+        estimate = _estimate(steps, busy, end, self.priors, retired, minute)
         with self._lock:
             self._estimate, self._estimated_at = estimate, now
         return estimate
@@ -348,7 +357,7 @@ _SUMS = ("steps", "wall", "own", "jobs", "worker", "widgets", "quiet", "quiet_wa
          "both_widget_in")
 
 
-def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, prior: float,
+def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, priors: dict,
               retired: np.ndarray, retired_minute: np.ndarray) -> dict:
     """The estimate over ``steps`` (rows of the ring, in order) within the window that ends at
     ``end``, plus the ``retired`` sums of older ones; and its "minute_slowdown", over the
@@ -360,10 +369,10 @@ def _estimate(steps: np.ndarray, busy: np.ndarray, end: float, prior: float,
     window = steps[:, 0] >= max(since, end - WINDOW_SECONDS)
     typical = np.median(steps[window, 1]) if window.any() else math.nan
     sums = _sums(steps[window], busy, typical)
-    out = _from_sums(sums + retired, prior)
+    out = _from_sums(sums + retired, priors)
     # (the sums add up over steps apart: the minute's are the window's and those before it)
     before = _sums(steps[~window & (steps[:, 0] >= end - MINUTE)], busy, typical)
-    out["minute_slowdown"] = _from_sums(sums + before + retired_minute, prior)["slowdown"]
+    out["minute_slowdown"] = _from_sums(sums + before + retired_minute, priors)["slowdown"]
     return out
 
 
@@ -404,9 +413,11 @@ def _sums(steps: np.ndarray, busy: np.ndarray, typical: float) -> np.ndarray:
     return out
 
 
-def _from_sums(sums: np.ndarray, prior: float) -> dict:
+def _from_sums(sums: np.ndarray, priors: dict) -> dict:
+    """The estimate from ``_sums``, each kind's contention pulled towards its ``priors`` entry
+    ("worker_", "widget_")."""
     s = dict(zip(_SUMS, sums))
-    out = dict(_NO_ESTIMATE, contention=prior, widget_contention=prior)
+    out = dict(_NO_ESTIMATE, contention=priors["worker_"], widget_contention=priors["widget_"])
     if s["steps"] < 1 or s["wall"] <= 0:
         return out
     wall = s["wall"]
@@ -428,13 +439,13 @@ def _from_sums(sums: np.ndarray, prior: float) -> dict:
     # (3 ms of the kernel's CPU) stalled the step after each of its first two rounds by 165 ms in
     # JupyterLab, where its status lines, alone, priced a frame's CPU second at 13
     worker = _contention(s["worker_steps"], s["worker_wall"], expected("worker_"), s["worker_in"],
-                         bare, prior)
+                         bare, priors["worker_"])
     extra = s["both_wall"] - expected("both_")
     charged = {"worker_": min(max(extra, 0.0), worker * s["both_worker_in"])}
     charged["widget_"] = extra - charged["worker_"]
     contention = {kind: _contention(
         s[kind + "steps"] + s["both_steps"], s[kind + "wall"] - expected(kind) + charged[kind],
-        0.0, s[kind + "in"] + s["both_" + kind + "in"], bare, prior) for kind in charged}
+        0.0, s[kind + "in"] + s["both_" + kind + "in"], bare, priors[kind]) for kind in charged}
     out.update(bare=bare, slowdown=float(wall / expected("") - 1),
                contention=contention["worker_"], widget_contention=contention["widget_"])
     return out
