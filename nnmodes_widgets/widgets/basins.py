@@ -24,8 +24,8 @@ from .front import palette_of
 from .live import LivePanel
 from .notes import panel_note
 from .phases import draw_phases, evidence_band, phase_marks, phase_rules, show_phases
-from .spectrum import PanelHeader
 from .scales import settle_range
+from .spectrum import PanelHeader
 from .trend import LINE_WIDTH, cluster_labels, dots_for, send_lines
 
 # (history name, y label, colours by key: per class or per layer, the analysis that records it)

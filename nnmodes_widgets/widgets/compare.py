@@ -19,9 +19,9 @@ from .delivery import Delivery, Feed
 from .exportable import Exportable
 from .neurons import Neurons
 from .presence import ShownOnDisplay, presence_of
+from .scales import HEADROOM, settle_range
 from .spectrum import PanelHeader, Spectra
 from .tree import close_parts
-from .scales import HEADROOM, settle_range
 from .trend import LINE_WIDTH, POINT_WIDTH, as_lines
 
 
