@@ -82,6 +82,31 @@ export function drawLinesAtOnce(Lines) {
   return true;
 }
 
+const restyled = new WeakSet();   // the Axis classes whose tick changes restyle the grid
+const TICK_REDRAWS = ["set_tick_values", "tickformat_changed"];
+
+// bqplot's Axis redraws its ticks when their values or labels change (set_tick_values,
+// tickformat_changed: the browser's ticks, js/ticks.js, set both) but styles the grid lines
+// only in update_grid_lines, which a domain change calls: the ticks that entered stayed solid
+// lines among the dashed ones once the live ranges held still (widgets/scales.py settle_range).
+// After either redraw of a drawn axis its grid is styled again. False if wrapped already.
+export function restyleGridOnTicks(Axis) {
+  const proto = Axis?.prototype;
+  const missing = [...TICK_REDRAWS, "update_grid_lines"].filter((m) => typeof proto?.[m] !== "function");
+  if (missing.length) throw new Error(`bqplot view ${Axis?.name} has no ${missing.join("(), ")}()`);
+  if (restyled.has(Axis)) return false;
+  for (const method of TICK_REDRAWS) {
+    const redraw = proto[method];
+    proto[method] = function (...args) {
+      const out = redraw.apply(this, args);
+      if (this.axis && this.g_axisline?.node?.()?.isConnected) this.update_grid_lines();
+      return out;
+    };
+  }
+  restyled.add(Axis);
+  return true;
+}
+
 // Guard the views of the bqplot that draws the model `model.get(ref)` refers to (a mark of the
 // panel's figures), and let its Lines redraw at once. Called when the panel's model is made,
 // before any view of its figures.
@@ -90,6 +115,7 @@ export async function guardBqplotOf(model, ref) {
   const load = (view) => model.widget_manager.loadViewClass(
     view, bqplotModel.get("_view_module"), bqplotModel.get("_view_module_version"));
   drawLinesAtOnce(await load("Lines"));     // first: the guard wraps what it replaced
+  restyleGridOnTicks(await load("Axis"));
   await Promise.all(REDRAWS.map(async ({ view, method, drawn }) => {
     guardRedraw(await load(view), method, drawn);
   }));

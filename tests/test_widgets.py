@@ -1002,8 +1002,8 @@ def test_the_log_scale_lines_leave_out_what_a_log_axis_cannot_place():
         np.testing.assert_array_equal(trend._log_lines.y, trend._lines.y[1:])
         # the browser colours a line by its label (js/palette.js): the same layer, the same colour
         assert set(trend._lines.labels) <= set(trend._controls.palette["keys"])
-        # the log axis holds the lines it shows: the layers' values above 0
-        assert trend._log_scale.min == trend._log_lines.y.min()
+        # the log axis holds the lines it shows, inside its margins: the layers' values above 0
+        assert trend._log_scale.min < trend._log_lines.y.min()
         assert trend._log_scale.max > trend._log_lines.y.max()
     finally:
         trend.close()
@@ -1074,7 +1074,11 @@ def test_settle_range_holds_the_data_with_headroom_and_moves_only_when_they_leav
     # with its ranges fixed)
     import bqplot
 
-    from nnmodes_widgets.widgets.scales import HEADROOM, provisional_log_scale, settle_range
+    from nnmodes_widgets.widgets.scales import HEADROOM, MARGIN, provisional_log_scale, settle_range
+
+    def fitted(lo, hi, headroom=HEADROOM):      # the data's span, its margins and the headroom
+        return (pytest.approx(lo - MARGIN * (hi - lo)),
+                pytest.approx(hi + (MARGIN + headroom) * (hi - lo)))
 
     linear = bqplot.LinearScale()
     settle_range(linear, [5.0, 5.0, np.nan], pad=5)           # one step
@@ -1083,33 +1087,36 @@ def test_settle_range_holds_the_data_with_headroom_and_moves_only_when_they_leav
     assert (linear.min, linear.max) == (2.0, 6.0)
     settle_range(linear, [0.0])
     assert (linear.min, linear.max) == (-1.0, 1.0)
-    settle_range(linear, [5.0, 10.0])                          # a range: headroom above it
-    assert (linear.min, linear.max) == (5.0, 10.0 + HEADROOM * 5)
-    settle_range(linear, [5.0, 7.0, 10.0 + HEADROOM * 5])      # growing inside it: kept
-    assert (linear.min, linear.max) == (5.0, 10.0 + HEADROOM * 5)
-    settle_range(linear, [5.0, 12.0])                          # past it: moved, headroom again
-    assert (linear.min, linear.max) == (5.0, 12.0 + HEADROOM * 7)
-    settle_range(linear, [4.0, 12.0])                          # below it too
-    assert (linear.min, linear.max) == (4.0, pytest.approx(12.0 + HEADROOM * 8))
+    settle_range(linear, [5.0, 10.0])                          # a range: margins, headroom above
+    assert (linear.min, linear.max) == fitted(5.0, 10.0)
     held = (linear.min, linear.max)
-    span = (linear.max - linear.min) / (1 + 2 * HEADROOM)
-    settle_range(linear, [4.0, 4.0 + span])                    # filling just enough of it: kept
+    settle_range(linear, [5.0, 7.0, held[1]])                  # growing inside it: kept
     assert (linear.min, linear.max) == held
-    settle_range(linear, [4.0, 4.0 + 0.99 * span])             # no longer: fitted again
-    assert (linear.min, linear.max) == (4.0, pytest.approx(4.0 + 0.99 * span * (1 + HEADROOM)))
+    settle_range(linear, [5.0, held[1] + 0.01])                # past it: moved, headroom again
+    assert (linear.min, linear.max) == fitted(5.0, held[1] + 0.01)
+    settle_range(linear, [held[0] - 1, 12.0])                  # below it too
+    assert (linear.min, linear.max) == fitted(held[0] - 1, 12.0)
+    held = (linear.min, linear.max)
+    span = (held[1] - held[0]) / (1 + 2 * (MARGIN + HEADROOM))
+    settle_range(linear, [held[0], held[0] + 1.001 * span])    # filling just enough of it: kept
+    assert (linear.min, linear.max) == held
+    settle_range(linear, [held[0], held[0] + 0.99 * span])     # no longer: fitted again
+    assert (linear.min, linear.max) == fitted(held[0], held[0] + 0.99 * span)
     settle_range(linear, [4.0, 5.0], headroom=0.0)             # a run that ended: the data's
-    assert (linear.min, linear.max) == (4.0, 5.0)
+    assert (linear.min, linear.max) == fitted(4.0, 5.0, headroom=0.0)
     log = provisional_log_scale(1e-4, 1)
     settle_range(log, [0.0, -1.0, np.nan], log=True)           # nothing a log axis can place
     assert (log.min, log.max) == (1e-4, 1)
     settle_range(log, [0.0, 0.5], log=True)                    # one positive value
     assert (log.min, log.max) == (0.25, 1.0)
-    settle_range(log, [0.01, 1.0], log=True)                   # headroom in decades
-    assert log.min == 0.01 and log.max == pytest.approx(10 ** (2 * HEADROOM))
-    settle_range(log, [0.01, 2.0], log=True)
-    assert log.min == 0.01 and log.max == pytest.approx(10 ** (2 * HEADROOM))
+    settle_range(log, [0.01, 1.0], log=True)                   # margins and headroom in decades
+    assert log.min == pytest.approx(10 ** (-2 - 2 * MARGIN))
+    assert log.max == pytest.approx(10 ** (2 * (MARGIN + HEADROOM)))
+    settle_range(log, [0.01, 2.0], log=True)                   # inside: kept
+    assert log.max == pytest.approx(10 ** (2 * (MARGIN + HEADROOM)))
     settle_range(log, [0.01, 1.0], log=True, headroom=0.0)
-    assert (log.min, log.max) == (0.01, 1.0)
+    assert (log.min, log.max) == (pytest.approx(10 ** (-2 - 2 * MARGIN)),
+                                  pytest.approx(10 ** (2 * MARGIN)))
 
 
 def test_exports_label_ticks_as_people_write_numbers():
@@ -1176,9 +1183,9 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         # ranges around the one step (the browser picks round ticks in them: js/ticks.js)
         assert (trend._x_scale.min, trend._x_scale.max) == (0, 10)
         assert (spectra._step_x.min, spectra._step_x.max) == (0, 10)
-        # three layers: a range of values, with headroom above (``settle_range``)
+        # three layers: a range of values, inside its margins (``settle_range``)
         values = trend._lines.y[:, 0]
-        assert trend._linear_scale.min == values.min() < values.max() < trend._linear_scale.max
+        assert trend._linear_scale.min < values.min() < values.max() < trend._linear_scale.max
         assert monitor.errors == []
 
         _train(model, optimizer, 5)
@@ -1188,8 +1195,8 @@ def test_one_sample_draws_dots_on_a_range_around_its_step_then_lines():
         for mark in (trend._lines, spectra._effective):
             assert mark.x.shape == (3, 2) and mark.x[0].tolist() == [5, 10]
         assert trend._lines.stroke_width == LINE_WIDTH and spectra._effective.stroke_width == 2.0
-        for scale in (trend._x_scale, spectra._step_x):     # two steps: from the first on
-            assert scale.min == 5 and scale.max > 10
+        for scale in (trend._x_scale, spectra._step_x):     # two steps, inside the margins
+            assert scale.min < 5 and scale.max > 10
     finally:
         trend.close()
         spectra.close()
@@ -1223,7 +1230,7 @@ def test_one_layer_one_sample_and_a_zero_layer_reach_the_browser_placeable():
         assert trend._linear_scale.min == pytest.approx(value / 2)
         assert trend._linear_scale.max == pytest.approx(1.5 * value)
         y = spectra._spectra.scales["y"]                  # several singular values
-        assert y.min == spectra._spectra.y.min() < spectra._spectra.y.max() < y.max
+        assert y.min < spectra._spectra.y.min() < spectra._spectra.y.max() < y.max
     finally:
         trend.close()
         spectra.close()

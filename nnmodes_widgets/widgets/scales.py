@@ -11,6 +11,7 @@ import bqplot
 import numpy as np
 
 HEADROOM = 0.25     # of a live range's span left above its data (``settle_range``)
+MARGIN = 0.05       # ... and on either side of it, live or not
 
 
 def provisional_log_scale(low: float, high: float) -> bqplot.LogScale:
@@ -20,12 +21,14 @@ def provisional_log_scale(low: float, high: float) -> bqplot.LogScale:
 
 def settle_range(scale, values, *, log: bool = False, pad: float | None = None,
                  headroom: float = HEADROOM) -> None:
-    """Fix ``scale``'s range to hold ``values``, with ``headroom`` of their span (on a log scale,
-    of their decades) above them, and keep it while they stay inside and fill at least
-    1 / (1 + 2 ``headroom``) of it. A live plot's data grow at every frame: a range that followed
-    them moved every axis and mark with each one (an architectures GPT's trend frame took
-    Chromium 53 ms of CPU so, 31 ms with its ranges fixed), and the headroom leaves them room to
-    grow for a while. With no headroom (a run that ended) the range is the data's.
+    """Fix ``scale``'s range to hold ``values``: their span (on a log scale, their decades)
+    and ``MARGIN`` of it on either side (a dot, a line's round end, at an extreme stays whole
+    inside the plot), with ``headroom`` more above; kept while they stay inside it and fill at
+    least 1 / (1 + 2 ``MARGIN`` + 2 ``headroom``) of it. A live plot's data grow at every frame:
+    a range that followed them moved every axis and mark with each one (an architectures GPT's
+    trend frame took Chromium 53 ms of CPU so, 31 ms with its ranges fixed), and the headroom
+    leaves them room to grow for a while. With no headroom (a run that ended) the range is the
+    data's and their margins.
 
     One value (one step, one layer) spans no range: a linear scale is then fixed to the value
     ± ``pad`` (default half its size, 1 for zero), a log scale to half to twice it. Values a
@@ -47,10 +50,9 @@ def settle_range(scale, values, *, log: bool = False, pad: float | None = None,
         a, b = to(lo), to(hi)
         if scale.min is not None and scale.max is not None and (scale.min > 0 or not log):
             low, high = to(scale.min), to(scale.max)
-            if low <= a and b <= high and high - low <= (1 + 2 * headroom) * (b - a):
+            if low <= a and b <= high and high - low <= (1 + 2 * (MARGIN + headroom)) * (b - a):
                 return
-        if headroom:
-            hi = back(b + headroom * (b - a))
+        lo, hi = back(a - MARGIN * (b - a)), back(b + (MARGIN + headroom) * (b - a))
     if (scale.min, scale.max) != (lo, hi):
         with scale.hold_sync():
             scale.min, scale.max = lo, hi

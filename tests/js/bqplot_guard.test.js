@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { REDRAWS, guardRedraw } from "../../js/bqplot_guard.js";
+import { REDRAWS, guardRedraw, restyleGridOnTicks } from "../../js/bqplot_guard.js";
 
 // A stand-in for bqplot's Axis view: redraw_axisline uses the d3 axis that render makes last.
 function axisClass() {
@@ -51,5 +51,39 @@ describe("guardRedraw", () => {
     expect(view.update_line_xy()).toBeUndefined();
     view.draw();
     expect(view.update_line_xy()).toBe("redrawn");
+  });
+});
+
+describe("restyleGridOnTicks", () => {
+  // A stand-in for bqplot's Axis view: a redraw for new tick values or labels leaves the grid
+  // as it was
+  class Axis {
+    constructor() { this.calls = []; }
+    draw(connected) { this.axis = {}; this.g_axisline = { node: () => ({ isConnected: connected }) }; }
+    set_tick_values() { this.calls.push("values"); }
+    tickformat_changed() { this.calls.push("labels"); return "redrawn"; }
+    update_grid_lines() { this.calls.push("grid"); }
+  }
+
+  it("styles the grid again after the ticks of a drawn axis change, and only then", () => {
+    expect(restyleGridOnTicks(Axis)).toBe(true);
+    const view = new Axis();
+    expect(view.tickformat_changed()).toBe("redrawn");     // not drawn yet
+    view.draw(false);                                       // drawn, not in the page (update_display)
+    view.set_tick_values();
+    expect(view.calls).toEqual(["labels", "values"]);
+    view.draw(true);
+    view.tickformat_changed();
+    view.set_tick_values();
+    expect(view.calls).toEqual(["labels", "values", "labels", "grid", "values", "grid"]);
+  });
+
+  it("wraps once, and refuses an Axis without the methods", () => {
+    const wrapped = Axis.prototype.set_tick_values;
+    expect(restyleGridOnTicks(Axis)).toBe(false);
+    expect(Axis.prototype.set_tick_values).toBe(wrapped);
+    class Other { tickformat_changed() {} set_tick_values() {} }
+    expect(() => restyleGridOnTicks(Other)).toThrow(/has no update_grid_lines\(\)/);
+    expect(() => restyleGridOnTicks(undefined)).toThrow(/has no set_tick_values/);
   });
 });
